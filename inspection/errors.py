@@ -1,0 +1,38 @@
+"""The project's exception types. Every message says what went wrong and how to fix it.
+
+Catch `QCError` at the edges (CLI, HTTP) and show `str(error)` as it is.
+"""
+
+from __future__ import annotations
+
+
+class QCError(Exception):
+    """Base class: something the user can fix, described so they can."""
+
+
+class ConfigError(QCError):
+    """Settings, rules or a recipe are invalid."""
+
+
+class ModelError(QCError):
+    """A model file is missing, is not an ONNX detection model, or cannot run here."""
+
+
+class ImageError(QCError):
+    """An image cannot be read, or is refused (too large, unknown format)."""
+
+
+class DatasetError(QCError):
+    """A dataset cannot be read or written."""
+
+
+class RegistryError(QCError):
+    """A model registry entry is missing, incomplete or corrupt."""
+
+
+class PromotionRefused(RegistryError):
+    """The promotion gate refused a candidate; the message holds the comparison table."""
+
+
+class NotFound(QCError):
+    """A station, inspection, model or key that does not exist."""

@@ -1,0 +1,1 @@
+"""The `qc` command line: the one place that composes `inspection`, `serving` and `training`."""

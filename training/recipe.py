@@ -1,0 +1,166 @@
+"""Training recipes: everything that decides a model, in one YAML file, hashed into the model.
+
+Example recipe (recipes/pcb-cpu.yaml has a full one)::
+
+    name: pcb
+    model: yolo26n.yaml        # a model YAML (trains from scratch, offline) or a .pt to fine-tune
+    data: deeppcb@latest       # a dataset version, or a path to a YOLO data.yaml
+    imgsz: 320
+    epochs: 25
+    batch: 16
+    geometry: {fliplr: 0.5, flipud: 0.5, translate: 0.05, scale: 0.2}
+    augment:
+      - {name: RandomBrightnessContrast, p: 0.5, brightness_limit: 0.2, contrast_limit: 0.2}
+      - {name: GaussNoise, p: 0.3, std_range: [0.02, 0.08]}
+
+    >>> recipe = Recipe.model_validate({"data": "d.yaml", "epochs": 1})
+    >>> len(recipe.hash)
+    64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from inspection.errors import ConfigError
+
+# Transforms that change pixels only, never the geometry: a defect stays where its box says.
+# Geometry (flips, small shifts and scales) is left to Ultralytics' own augmentations, which
+# move boxes with the pixels and drop boxes pushed out of frame; crops, dropout and erasing
+# are refused because they can cut a defect out while its label stays.
+PHOTOMETRIC = {
+    "RandomBrightnessContrast", "RandomGamma", "HueSaturationValue", "ColorJitter", "CLAHE",
+    "ToGray", "ImageCompression", "Sharpen", "Equalize", "RandomToneCurve", "Downscale",
+    "GaussNoise", "ISONoise", "MultiplicativeNoise", "Blur", "MotionBlur", "GaussianBlur",
+    "MedianBlur", "Defocus", "ZoomBlur", "GlassBlur", "RandomShadow", "PlanckianJitter",
+}
+REFUSED_HINT = (
+    "crops, dropout and erasing can cut a defect out of the frame while its label stays; "
+    "use the geometry: section (flips, translate, scale) for spatial augmentation"
+)
+# Ultralytics hyper-parameters the geometry: section may set, with the largest safe value.
+GEOMETRY_LIMITS = {
+    "fliplr": 1.0, "flipud": 1.0, "degrees": 180.0, "translate": 0.2, "scale": 0.5,
+    "shear": 5.0, "perspective": 0.001, "mosaic": 1.0, "mixup": 0.5, "copy_paste": 0.5,
+    "hsv_h": 0.1, "hsv_s": 0.9, "hsv_v": 0.9,
+}
+
+
+class AugmentStep(BaseModel):
+    """One albumentations transform: its class name, probability and arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    p: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _photometric_only(cls, name: str) -> str:
+        if name not in PHOTOMETRIC:
+            raise ValueError(
+                f"augment transform {name!r} is not allowed: {REFUSED_HINT}. "
+                f"Allowed: {', '.join(sorted(PHOTOMETRIC))}"
+            )
+        return name
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in (self.model_extra or {}).items()}
+
+
+def _default_augment() -> list[AugmentStep]:
+    # Lighting drift, sensor noise, focus and JPEG artefacts: what changes between stations
+    # and shifts on a real line.
+    return [
+        AugmentStep(name="RandomBrightnessContrast", p=0.5, brightness_limit=0.2, contrast_limit=0.2),
+        AugmentStep(name="RandomGamma", p=0.3, gamma_limit=[80, 120]),
+        AugmentStep(name="GaussNoise", p=0.3, std_range=[0.02, 0.08]),
+        AugmentStep(name="MotionBlur", p=0.15, blur_limit=[3, 5]),
+        AugmentStep(name="GaussianBlur", p=0.1, blur_limit=[3, 5]),
+        AugmentStep(name="ImageCompression", p=0.2, quality_range=[70, 100]),
+        AugmentStep(name="CLAHE", p=0.05),
+    ]
+
+
+class Recipe(BaseModel):
+    """A training recipe. Unknown keys are refused, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "qc"
+    model: str = Field(default="yolo26n.yaml", description="model YAML, .pt checkpoint, or registry name@version")
+    data: str | None = Field(default=None, description="dataset name@version or a data.yaml path")
+    imgsz: int = Field(default=640, ge=32)
+    epochs: int = Field(default=50, ge=1)
+    batch: int = Field(default=16, ge=1)
+    patience: int = Field(default=20, ge=0)
+    seed: int = 0
+    workers: int = Field(default=2, ge=0)
+    device: str = "auto"
+    time_hours: float | None = Field(default=None, gt=0, description="stop after this many hours")
+    optimizer: str = "auto"
+    lr0: float | None = None
+    cos_lr: bool = False
+    close_mosaic: int = 10
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    cache: bool = False
+    geometry: dict[str, float] = Field(
+        default_factory=lambda: {"fliplr": 0.5, "flipud": 0.5, "translate": 0.05, "scale": 0.2,
+                                 "degrees": 0.0, "mosaic": 1.0, "hsv_h": 0.0, "hsv_s": 0.3, "hsv_v": 0.3}
+    )
+    augment: list[AugmentStep] = Field(default_factory=_default_augment)
+    deploy_conf: float = Field(default=0.25, gt=0, lt=1, description="threshold evaluated for the model card")
+
+    @field_validator("geometry")
+    @classmethod
+    def _bounded_geometry(cls, geometry: dict[str, float]) -> dict[str, float]:
+        for key, value in geometry.items():
+            if key not in GEOMETRY_LIMITS:
+                raise ValueError(f"geometry key {key!r} unknown; use {', '.join(GEOMETRY_LIMITS)}")
+            if not 0 <= value <= GEOMETRY_LIMITS[key]:
+                raise ValueError(f"geometry {key}={value} outside [0, {GEOMETRY_LIMITS[key]}]")
+        return geometry
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read recipe ({error.strerror})") from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigError(f"{path}: invalid recipe: {problems}") from error
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical recipe: two models with equal hashes were made alike."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def albumentations(self) -> list:
+        """The `augment:` steps as albumentations objects for Ultralytics' `augmentations=`."""
+        import albumentations as A
+
+        transforms = []
+        for step in self.augment:
+            try:
+                transforms.append(getattr(A, step.name)(p=step.p, **step.arguments))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"augment {step.name}: {error}") from error
+        return transforms

@@ -1,0 +1,211 @@
+"""Run a training recipe with Ultralytics, offline, into a run folder that says what happened.
+
+Example::
+
+    from training.recipe import Recipe
+    from training.trainer import train
+
+    run = train(Recipe.load("recipes/synthetic-demo.yaml"))
+    run.best_weights, run.metrics["map50"]
+
+A run folder (`$QC_HOME/runs/<name>-<time>/`) holds `recipe.yaml`, `dataset.json` (the
+dataset version and content hash), `metrics.json`, Ultralytics' `train/` folder with
+`weights/{best,last}.pt` and `results.csv`, and `data/` (the symlinked training layout).
+An interrupted run continues with `train(..., resume=run_folder)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from inspection.errors import ConfigError
+from inspection.settings import Settings
+from training.data import TrainingData, prepare
+from training.recipe import Recipe
+from training.ultralytics_env import load_ultralytics
+
+METRIC_KEYS = {
+    "metrics/precision(B)": "precision",
+    "metrics/recall(B)": "recall",
+    "metrics/mAP50(B)": "map50",
+    "metrics/mAP50-95(B)": "map50_95",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: Path
+    recipe: Recipe
+    data: dict[str, Any]  # dataset.json
+    metrics: dict[str, Any]  # metrics.json
+
+    @property
+    def best_weights(self) -> Path:
+        return self.folder / "train" / "weights" / "best.pt"
+
+    @property
+    def last_weights(self) -> Path:
+        return self.folder / "train" / "weights" / "last.pt"
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Run:
+        folder = Path(folder)
+        recipe_file = folder / "recipe.yaml"
+        if not recipe_file.is_file():
+            raise ConfigError(f"{folder}: not a qc run folder (no recipe.yaml); pass a folder from $QC_HOME/runs")
+        metrics_file = folder / "metrics.json"
+        return cls(
+            folder=folder,
+            recipe=Recipe.load(recipe_file),
+            data=json.loads((folder / "dataset.json").read_text()),
+            metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        )
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _model_source(recipe: Recipe) -> str:
+    model = recipe.model
+    if model.endswith((".yaml", ".yml")):
+        return model  # Ultralytics builds it from its own config files: no download
+    if Path(model).is_file():
+        return str(Path(model).resolve())
+    raise ConfigError(
+        f"model {model!r}: no such checkpoint file. Train from a model YAML "
+        "(yolo26n.yaml, yolo11n.yaml, yolov8n.yaml) or give the path of a local .pt to fine-tune; "
+        "qc never downloads weights"
+    )
+
+
+def train(
+    recipe: Recipe,
+    *,
+    settings: Settings | None = None,
+    run_folder: Path | None = None,
+    resume: Path | None = None,
+    progress: bool = True,
+) -> Run:
+    """Train `recipe` (or resume the run in `resume`) and return the finished run."""
+    settings = settings or Settings()
+    ultralytics = load_ultralytics(settings)
+    if resume is not None:
+        run = Run.open(resume)
+        if not run.last_weights.is_file():
+            raise ConfigError(f"{resume}: nothing to resume (no train/weights/last.pt)")
+        model = ultralytics.YOLO(str(run.last_weights))
+        _attach_progress(model, enabled=progress)
+        started = time.monotonic()
+        model.train(resume=True)
+        return _finish(run.folder, run.recipe, model, seconds=time.monotonic() - started)
+
+    if not recipe.data:
+        raise ConfigError("the recipe names no data: set data: in the recipe or pass --data")
+    folder = run_folder or settings.runs_dir / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=False)
+    (folder / "recipe.yaml").write_text(recipe.to_yaml())
+    data = prepare(recipe.data, workdir=folder / "data")
+    (folder / "dataset.json").write_text(json.dumps(_data_record(data), indent=2))
+
+    model = ultralytics.YOLO(_model_source(recipe))
+    _attach_progress(model, enabled=progress)
+    started = time.monotonic()
+    model.train(**_train_args(recipe, data=data, folder=folder))
+    return _finish(folder, recipe, model, seconds=time.monotonic() - started)
+
+
+def _data_record(data: TrainingData) -> dict[str, Any]:
+    return {
+        "source": data.source,
+        "dataset_version": data.dataset_version,
+        "content_hash": data.content_hash,
+        "names": data.names,
+        "yaml": str(data.yaml_path),
+    }
+
+
+def _train_args(recipe: Recipe, *, data: TrainingData, folder: Path) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "data": str(data.yaml_path),
+        "epochs": recipe.epochs,
+        "imgsz": recipe.imgsz,
+        "batch": recipe.batch,
+        "patience": recipe.patience,
+        "seed": recipe.seed,
+        "deterministic": True,
+        "workers": recipe.workers,
+        "device": pick_device(recipe.device),
+        "optimizer": recipe.optimizer,
+        "cos_lr": recipe.cos_lr,
+        "close_mosaic": recipe.close_mosaic,
+        "fraction": recipe.fraction,
+        "cache": recipe.cache,
+        "project": str(folder),
+        "name": "train",
+        "exist_ok": True,
+        "plots": False,  # plots fetch a font from the internet; qc draws its own reports
+        "verbose": False,
+        "augmentations": recipe.albumentations(),
+        **recipe.geometry,
+    }
+    if recipe.lr0 is not None:
+        args["lr0"] = recipe.lr0
+    if recipe.time_hours is not None:
+        args["time"] = recipe.time_hours
+    return args
+
+
+def _attach_progress(model, *, enabled: bool) -> None:
+    """One bar over all batches of all epochs, with the latest validation mAP beside it."""
+    if not enabled:
+        return
+    state: dict[str, Any] = {}
+
+    def on_train_start(trainer):
+        total = trainer.epochs * len(trainer.train_loader)
+        state["bar"] = tqdm(total=total, initial=trainer.start_epoch * len(trainer.train_loader),
+                            desc="training", unit="batch", dynamic_ncols=True)
+
+    def on_train_batch_end(trainer):
+        bar = state.get("bar")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {trainer.epoch + 1}/{trainer.epochs} {state.get('map', '')}")
+
+    def on_fit_epoch_end(trainer):
+        metrics = trainer.metrics or {}
+        if "metrics/mAP50(B)" in metrics:
+            state["map"] = f"val mAP50 {metrics['metrics/mAP50(B)']:.3f}"
+
+    def on_train_end(trainer):
+        if state.get("bar") is not None:
+            state["bar"].close()
+
+    for event, callback in [("on_train_start", on_train_start), ("on_train_batch_end", on_train_batch_end),
+                            ("on_fit_epoch_end", on_fit_epoch_end), ("on_train_end", on_train_end)]:
+        model.add_callback(event, callback)
+
+
+def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
+    trainer = model.trainer
+    metrics = {name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()}
+    metrics |= {
+        "epochs_completed": int(trainer.epoch + 1),
+        "best_fitness": float(trainer.best_fitness or 0.0),
+        "seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / max(trainer.epoch + 1 - trainer.start_epoch, 1), 1),
+        "validator": "ultralytics",
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return Run.open(folder)
