@@ -36,3 +36,7 @@ class PromotionRefused(RegistryError):
 
 class NotFound(QCError):
     """A station, inspection, model or key that does not exist."""
+
+
+class Conflict(QCError):
+    """Something already exists, or the request conflicts with the current state."""

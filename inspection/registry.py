@@ -1,0 +1,249 @@
+"""The model registry: versioned ONNX models with their cards, and an atomic production pointer.
+
+Training writes it, serving reads it. On disk, under `$QC_HOME/models`::
+
+    <name>/
+      v1/ model.onnx  card.json
+      v2/ model.onnx  card.json  weights.pt   (weights only when trained here: fine-tuning)
+      production.json   {"version": "v2", "history": ["v1", "v2"], ...}
+      holdout.json      {"data": "pcb@v3"}  the frozen holdout the promotion gate uses
+
+Example::
+
+    from inspection.registry import Registry
+
+    registry = Registry(settings.models_dir)
+    entry = registry.add("pcb", Path("model.onnx"), card={"source": "qc export"})
+    registry.set_production("pcb", entry.version)
+    registry.production("pcb").model_path
+
+Every write goes to a temporary name first and is renamed into place (`os.replace` is atomic
+on POSIX), so a crash mid-way leaves either the old state or the new one, never a half
+version or a dangling production pointer. The card keeps the sha256 of model.onnx; a version
+whose file does not match its card is refused as corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspection.errors import NotFound, RegistryError
+
+_VERSION = re.compile(r"^v(\d+)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as file:
+        json.dump(value, file, indent=2, sort_keys=True)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    folder: Path
+    card: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / "model.onnx"
+
+    @property
+    def weights_path(self) -> Path | None:
+        path = self.folder / "weights.pt"
+        return path if path.is_file() else None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def versions(self, name: str) -> list[str]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        found = [p.name for p in folder.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def get(self, name: str, version: str, *, verify: bool = True) -> ModelVersion:
+        folder = self.root / name / version
+        if not folder.is_dir():
+            known = ", ".join(self.versions(name)) or "none"
+            raise NotFound(f"model {name}@{version} does not exist (versions: {known}); see qc models list")
+        card_path, model_path = folder / "card.json", folder / "model.onnx"
+        if not model_path.is_file() or not card_path.is_file():
+            missing = "model.onnx" if not model_path.is_file() else "card.json"
+            raise RegistryError(
+                f"{folder} is incomplete (no {missing}); remove the folder and add the model again"
+            )
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError as error:
+            raise RegistryError(f"{card_path} is corrupt ({error}); remove {folder} and add the model again") from error
+        if verify and card.get("sha256") and sha256_file(model_path) != card["sha256"]:
+            raise RegistryError(
+                f"{model_path} does not match the sha256 in its card (changed or corrupt); "
+                f"remove {folder} and add the model again"
+            )
+        return ModelVersion(name=name, version=version, folder=folder, card=card)
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """"name@v3", "name@production" or "name" (= production)."""
+        name, _, version = ref.partition("@")
+        if not version or version == "production":
+            return self.production(name)
+        if version == "latest":
+            versions = self.versions(name)
+            if not versions:
+                raise NotFound(f"model {name} has no versions; add one with qc models add")
+            version = versions[-1]
+        return self.get(name, version)
+
+    def pointer(self, name: str) -> dict[str, Any] | None:
+        path = self.root / name / "production.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise RegistryError(f"{path} is corrupt ({error}); run qc models promote {name} VERSION") from error
+
+    def production(self, name: str) -> ModelVersion:
+        pointer = self.pointer(name)
+        if not pointer:
+            raise NotFound(
+                f"model {name} has no production version; promote one with qc models promote {name} VERSION"
+            )
+        return self.get(name, pointer["version"])
+
+    def production_version(self, name: str) -> str | None:
+        pointer = self.pointer(name)
+        return pointer["version"] if pointer else None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        model_file: Path,
+        *,
+        card: dict[str, Any] | None = None,
+        weights: Path | None = None,
+    ) -> ModelVersion:
+        """Copy `model_file` in as the next version of `name` with its card."""
+        if not _NAME.match(name):
+            raise RegistryError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
+        model_file = Path(model_file)
+        if not model_file.is_file():
+            raise NotFound(f"{model_file}: no such model file")
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".adding-"))
+        try:
+            shutil.copy2(model_file, staging / "model.onnx")
+            if weights is not None:
+                shutil.copy2(weights, staging / "weights.pt")
+            while True:  # claim the next number; another writer may race us
+                versions = self.versions(name)
+                version = f"v{int(versions[-1][1:]) + 1 if versions else 1}"
+                full_card = {
+                    **(card or {}),
+                    "name": name,
+                    "version": version,
+                    "sha256": sha256_file(staging / "model.onnx"),
+                    "added_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+                _write_json_atomic(staging / "card.json", full_card)
+                try:
+                    os.rename(staging, folder / version)
+                    break
+                except OSError:
+                    if not (folder / version).exists():
+                        raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return self.get(name, version)
+
+    def update_card(self, entry: ModelVersion, **values: Any) -> ModelVersion:
+        """Merge values into a version's card (evaluations, export checks)."""
+        card = {**entry.card, **values}
+        _write_json_atomic(entry.folder / "card.json", card)
+        return ModelVersion(entry.name, entry.version, entry.folder, card)
+
+    def set_production(self, name: str, version: str, *, reason: str = "promote") -> dict[str, Any]:
+        """Point production at `version` (which must load), atomically."""
+        self.get(name, version)  # refuses missing, incomplete or corrupt versions
+        old = self.pointer(name) or {"history": []}
+        pointer = {
+            "version": version,
+            "previous": old.get("version"),
+            "history": [*old.get("history", []), version][-50:],
+            "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "reason": reason,
+        }
+        _write_json_atomic(self.root / name / "production.json", pointer)
+        return pointer
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Production back to the version before the current one."""
+        pointer = self.pointer(name)
+        if not pointer:
+            raise NotFound(f"model {name} has no production version to roll back")
+        history = pointer.get("history", [])
+        current = pointer["version"]
+        earlier = [v for v in history[:-1] if v != current]
+        if not earlier:
+            raise RegistryError(f"model {name}: no earlier production version to roll back to")
+        target = earlier[-1]
+        self.get(name, target)
+        new = {
+            "version": target,
+            "previous": current,
+            "history": history[:-1] if history and history[-1] == current else history,
+            "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "reason": "rollback",
+        }
+        _write_json_atomic(self.root / name / "production.json", new)
+        return new
+
+    def holdout(self, name: str) -> str | None:
+        path = self.root / name / "holdout.json"
+        return json.loads(path.read_text())["data"] if path.is_file() else None
+
+    def set_holdout(self, name: str, data: str) -> None:
+        _write_json_atomic(self.root / name / "holdout.json", {"data": data})

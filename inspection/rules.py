@@ -1,0 +1,174 @@
+"""Station decision rules: from `Detections` to a verdict, PASS, FAIL or REVIEW.
+
+Each station has its own rules (a YAML file or the API), versioned; every inspection record
+keeps the version that judged it. Example YAML::
+
+    enabled: true
+    area_unit: mm2          # px2 (default) or mm2, with px_per_mm
+    px_per_mm: 48           # calibration of this camera
+    default: {fail_conf: 0.5, review_conf: 0.25}
+    classes:
+      scratch:  {fail_conf: 0.4, min_area: 0.5}           # mm2 here
+      particle: {fail_conf: 0.6, max_count: 2}             # up to 2 confident particles pass
+    roi: [[[0, 0], [2448, 0], [2448, 1900], [0, 1900]]]    # only this region counts
+    ignore: [[[100, 100], [300, 100], [300, 200], [100, 200]]]  # a fixture, always visible
+
+The order of judgement, and why:
+1. Boxes whose centre lies outside every ROI polygon, or inside an ignore polygon, are dropped
+   (fixtures and edges are not the part).
+2. Boxes smaller than the class's `min_area` are dropped (dust-sized, below the spec).
+3. FAIL when a class has more than `max_count` boxes at or above its `fail_conf`.
+4. REVIEW when any remaining box lies in the review band [review_conf, fail_conf): a person
+   looks at uncertain frames instead of the line guessing.
+5. PASS otherwise, including confident boxes within a class's `max_count` (in spec).
+
+Example::
+
+    >>> rules = StationRules.model_validate({"default": {"fail_conf": 0.5, "review_conf": 0.3}})
+    >>> decide(Detections.empty(), rules).verdict
+    <Verdict.PASS: 'PASS'>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inspection.detections import Detections
+from inspection.errors import ConfigError
+
+Polygon = list[tuple[float, float]]
+
+
+class Verdict(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    REVIEW = "REVIEW"
+
+
+class ClassRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fail_conf: float = Field(default=0.5, gt=0, le=1, description="at or above: counts toward FAIL")
+    review_conf: float = Field(default=0.25, gt=0, le=1, description="review band starts here")
+    min_area: float = Field(default=0, ge=0, description="smaller boxes are ignored (area_unit)")
+    max_count: int = Field(default=0, ge=0, description="confident boxes tolerated before FAIL")
+
+    @model_validator(mode="after")
+    def _band(self) -> ClassRule:
+        if self.review_conf > self.fail_conf:
+            raise ValueError(f"review_conf {self.review_conf} is above fail_conf {self.fail_conf}")
+        return self
+
+
+class StationRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    area_unit: Literal["px2", "mm2"] = "px2"
+    px_per_mm: float | None = Field(default=None, gt=0)
+    default: ClassRule = Field(default_factory=ClassRule)
+    classes: dict[str, ClassRule] = Field(default_factory=dict)
+    roi: list[Polygon] = Field(default_factory=list, description="polygons that count; empty: all")
+    ignore: list[Polygon] = Field(default_factory=list, description="polygons that never count")
+
+    @model_validator(mode="after")
+    def _calibrated(self) -> StationRules:
+        if self.area_unit == "mm2" and not self.px_per_mm:
+            raise ValueError("area_unit mm2 needs px_per_mm (the camera's calibration)")
+        for polygon in [*self.roi, *self.ignore]:
+            if len(polygon) < 3:
+                raise ValueError(f"a polygon needs at least 3 points, got {polygon}")
+        return self
+
+    def for_class(self, name: str) -> ClassRule:
+        return self.classes.get(name, self.default)
+
+    @property
+    def lowest_conf(self) -> float:
+        """The lowest threshold any class uses: the detector must report boxes from here."""
+        return min([self.default.review_conf, *(r.review_conf for r in self.classes.values())])
+
+    @classmethod
+    def parse(cls, data: dict | str | None, *, source: str = "rules") -> StationRules:
+        """From a dict or YAML text; `ConfigError` names the source and each problem."""
+        try:
+            raw = yaml.safe_load(data) if isinstance(data, str) else data
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML ({error})") from error
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'rules'}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigError(f"{source}: invalid rules: {problems}") from error
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    rule: str  # the rule that decided, in words
+    kept: Detections  # boxes that counted, after ROI, ignore and size filters
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0))  # in the rules' area unit
+
+
+def _inside(points: np.ndarray, polygon: Polygon) -> np.ndarray:
+    import cv2
+
+    contour = np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2)
+    return np.array(
+        [cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in points], bool
+    )
+
+
+def decide(detections: Detections, rules: StationRules) -> Decision:
+    """The verdict for one frame's detections under one station's rules."""
+    keep = np.ones(len(detections), bool)
+    centers = detections.centers
+    if rules.roi and len(detections):
+        keep &= np.any([_inside(centers, p) for p in rules.roi], axis=0)
+    for polygon in rules.ignore:
+        if len(detections):
+            keep &= ~_inside(centers, polygon)
+    areas = detections.area / (rules.px_per_mm**2 if rules.area_unit == "mm2" else 1.0)
+    names = detections.class_names
+    class_rules = [rules.for_class(n) for n in names]
+    for i, rule in enumerate(class_rules):
+        if areas[i] < rule.min_area or detections.confidence[i] < rule.review_conf:
+            keep[i] = False
+    kept = detections[keep]
+    kept_areas = areas[keep]
+    kept_rules = [r for r, k in zip(class_rules, keep) if k]
+    if not len(kept):
+        return Decision(Verdict.PASS, "no defect at or above its review threshold", kept, kept_areas)
+
+    confident = np.array([s >= r.fail_conf for s, r in zip(kept.confidence, kept_rules)])
+    for name in dict.fromkeys(kept.class_names):
+        mask = np.array([n == name for n in kept.class_names])
+        count = int((confident & mask).sum())
+        rule = rules.for_class(name)
+        if count > rule.max_count:
+            best = float(kept.confidence[mask].max())
+            return Decision(
+                Verdict.FAIL,
+                f"{name}: {count} at or above fail_conf {rule.fail_conf} (best {best:.2f}), "
+                f"{rule.max_count} tolerated",
+                kept,
+                kept_areas,
+            )
+    uncertain = ~confident
+    if uncertain.any():
+        i = int(np.argmax(np.where(uncertain, kept.confidence, -1)))
+        rule = kept_rules[i]
+        return Decision(
+            Verdict.REVIEW,
+            f"{kept.class_names[i]}: confidence {kept.confidence[i]:.2f} in the review band "
+            f"[{rule.review_conf}, {rule.fail_conf})",
+            kept,
+            kept_areas,
+        )
+    return Decision(Verdict.PASS, "confident defects within their class's max_count", kept, kept_areas)

@@ -1,0 +1,58 @@
+"""Content-addressed image files: `<root>/<ab>/<cd>/<sha256>.<ext>`.
+
+The same frame posted twice is stored once. A file is written to a temporary name, fsynced
+and renamed, before the record that names it is committed: a record never points at a
+missing or half-written image.
+
+Example::
+
+    images = ImageStore(settings.images_dir)
+    sha = images.put(jpeg_bytes, "jpeg")
+    images.path(sha).read_bytes() == jpeg_bytes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from inspection.errors import NotFound
+
+EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp"}
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _folder(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:4]
+
+    def put(self, data: bytes, image_format: str) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        target = self._folder(sha) / f"{sha}{EXTENSIONS.get(image_format, '.bin')}"
+        if target.exists():
+            return sha
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+        return sha
+
+    def path(self, sha: str) -> Path:
+        folder = self._folder(sha)
+        for ext in EXTENSIONS.values():
+            candidate = folder / f"{sha}{ext}"
+            if candidate.exists():
+                return candidate
+        raise NotFound(f"image {sha} is not stored (PASS frames are kept only at the sample rate)")

@@ -1,0 +1,269 @@
+"""Stations with versioned rules, and inspection records: written once, read many ways.
+
+Example::
+
+    store = RecordStore(db)
+    store.add_station("line1-cam2", rules=StationRules())
+    saved, created = store.save_inspection(record)     # idempotent by (station, key)
+    page = store.list_inspections(InspectionFilter(station="line1-cam2", verdict="FAIL"))
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.exc import IntegrityError
+
+from inspection.errors import Conflict, NotFound
+from inspection.rules import StationRules
+from inspection.store.database import Database
+from inspection.store.schema import defects, inspections, shadow_results, station_rules, stations
+
+
+def utcnow() -> datetime:
+    """Naive UTC: stored the same way in SQLite (no time zones) and PostgreSQL."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    """32 hex characters, sortable by creation time (ms), unique without coordination."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True)
+class Station:
+    id: str
+    description: str
+    rules_version: int
+    rules: StationRules
+    created_at: datetime
+
+
+@dataclass
+class InspectionRecord:
+    station_id: str
+    verdict: str
+    rule: str
+    model_name: str
+    model_version: str
+    rules_version: int
+    width: int
+    height: int
+    detections: list[dict[str, Any]]  # Detections.to_records() plus "area"
+    timings: dict[str, float]
+    part_id: str | None = None
+    idempotency_key: str | None = None
+    image_sha256: str | None = None
+    image_format: str | None = None
+    request_id: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat(timespec="milliseconds") + "Z"
+        return data
+
+
+@dataclass(frozen=True)
+class InspectionFilter:
+    station: str | None = None
+    verdict: str | None = None
+    class_name: str | None = None
+    part_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class RecordStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- stations and rules ----------------------------------------------------------------
+
+    def add_station(self, station_id: str, *, rules: StationRules, description: str = "",
+                    created_by: str | None = None) -> Station:
+        now = utcnow()
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(stations.insert().values(
+                    id=station_id, description=description, rules_version=1, created_at=now))
+                conn.execute(station_rules.insert().values(
+                    station_id=station_id, version=1, body=rules.model_dump(mode="json"),
+                    created_at=now, created_by=created_by))
+        except IntegrityError as error:
+            raise Conflict(f"station {station_id} already exists; change its rules with qc stations rules") from error
+        return self.station(station_id)
+
+    def set_rules(self, station_id: str, rules: StationRules, *, created_by: str | None = None) -> Station:
+        """A new rules version; earlier versions stay, for the records they judged."""
+        with self.db.engine.begin() as conn:
+            current = conn.execute(
+                select(stations.c.rules_version).where(stations.c.id == station_id).with_for_update()
+            ).scalar()
+            if current is None:
+                raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
+            version = current + 1
+            conn.execute(station_rules.insert().values(
+                station_id=station_id, version=version, body=rules.model_dump(mode="json"),
+                created_at=utcnow(), created_by=created_by))
+            conn.execute(stations.update().where(stations.c.id == station_id).values(rules_version=version))
+        return self.station(station_id)
+
+    def station(self, station_id: str) -> Station:
+        query = (
+            select(stations, station_rules.c.body)
+            .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
+                                      station_rules.c.version == stations.c.rules_version))
+            .where(stations.c.id == station_id)
+        )
+        with self.db.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
+        return _station(row)
+
+    def stations(self) -> list[Station]:
+        query = (
+            select(stations, station_rules.c.body)
+            .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
+                                      station_rules.c.version == stations.c.rules_version))
+            .order_by(stations.c.id)
+        )
+        with self.db.engine.connect() as conn:
+            return [_station(row) for row in conn.execute(query).mappings()]
+
+    def rules_history(self, station_id: str) -> list[dict[str, Any]]:
+        self.station(station_id)
+        query = (select(station_rules).where(station_rules.c.station_id == station_id)
+                 .order_by(station_rules.c.version))
+        with self.db.engine.connect() as conn:
+            return [
+                {"version": r["version"], "rules": r["body"], "created_at": r["created_at"].isoformat() + "Z",
+                 "created_by": r["created_by"]}
+                for r in conn.execute(query).mappings()
+            ]
+
+    # -- inspections -----------------------------------------------------------------------
+
+    def save_inspection(self, record: InspectionRecord) -> tuple[InspectionRecord, bool]:
+        """Commit a record; returns (record, True), or (the original, False) when the station
+        already has a record with this idempotency key (a retried post)."""
+        if record.idempotency_key:
+            existing = self.find_by_key(record.station_id, record.idempotency_key)
+            if existing is not None:
+                return existing, False
+        values = {k: v for k, v in asdict(record).items()}
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(inspections.insert().values(**values))
+                if record.detections:
+                    conn.execute(defects.insert(), [
+                        {"inspection_id": record.id, "class_name": d["class"], "confidence": d["confidence"]}
+                        for d in record.detections
+                    ])
+        except IntegrityError:
+            # Two posts with the same key raced past the check above: the first one won.
+            existing = self.find_by_key(record.station_id, record.idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+        return record, True
+
+    def find_by_key(self, station_id: str, key: str) -> InspectionRecord | None:
+        query = select(inspections).where(
+            inspections.c.station_id == station_id, inspections.c.idempotency_key == key)
+        with self.db.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _record(row) if row else None
+
+    def inspection(self, inspection_id: str) -> InspectionRecord:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(inspections).where(inspections.c.id == inspection_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"inspection {inspection_id} does not exist")
+        return _record(row)
+
+    def list_inspections(
+        self, where: InspectionFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[InspectionRecord], str | None]:
+        """Newest first; pass the returned cursor to get the next page (None: no more)."""
+        query = select(inspections)
+        conditions = []
+        if where.station:
+            conditions.append(inspections.c.station_id == where.station)
+        if where.verdict:
+            conditions.append(inspections.c.verdict == where.verdict)
+        if where.part_id:
+            conditions.append(inspections.c.part_id == where.part_id)
+        if where.since:
+            conditions.append(inspections.c.created_at >= where.since)
+        if where.until:
+            conditions.append(inspections.c.created_at < where.until)
+        if where.class_name:
+            conditions.append(exists().where(defects.c.inspection_id == inspections.c.id,
+                                             defects.c.class_name == where.class_name))
+        if cursor:
+            conditions.append(inspections.c.id < cursor)
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(inspections.c.id.desc()).limit(limit + 1)
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        records = [_record(row) for row in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
+
+    def count(self) -> int:
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(inspections)).scalar() or 0)
+
+    # -- shadow mode -----------------------------------------------------------------------
+
+    def save_shadow(self, inspection_id: str, *, model_name: str, model_version: str,
+                    verdict: str, detections: list[dict[str, Any]]) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(shadow_results.insert().values(
+                inspection_id=inspection_id, model_name=model_name, model_version=model_version,
+                verdict=verdict, detections=detections, created_at=utcnow()))
+
+    def shadow_agreement(self, model_version: str | None = None) -> dict[str, Any]:
+        """Per class, how often the shadow model's verdict-relevant classes agree with
+        production's on the same frames, and the overall verdict agreement."""
+        query = select(shadow_results.c.model_version, shadow_results.c.verdict, shadow_results.c.detections,
+                       inspections.c.verdict.label("production_verdict"),
+                       inspections.c.detections.label("production_detections")).join(
+            inspections, inspections.c.id == shadow_results.c.inspection_id)
+        if model_version:
+            query = query.where(shadow_results.c.model_version == model_version)
+        frames = agree = 0
+        per_class: dict[str, dict[str, int]] = {}
+        with self.db.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                frames += 1
+                agree += row["verdict"] == row["production_verdict"]
+                prod = {d["class"] for d in row["production_detections"]}
+                shadow = {d["class"] for d in row["detections"]}
+                for name in prod | shadow:
+                    stats = per_class.setdefault(name, {"both": 0, "production_only": 0, "shadow_only": 0})
+                    key = "both" if name in prod and name in shadow else (
+                        "production_only" if name in prod else "shadow_only")
+                    stats[key] += 1
+        for stats in per_class.values():
+            total = sum(stats.values())
+            stats["agreement"] = round(stats["both"] / total, 4) if total else 1.0
+        return {"frames": frames, "verdict_agreement": round(agree / frames, 4) if frames else None,
+                "per_class": per_class}
+
+
+def _station(row) -> Station:
+    return Station(id=row["id"], description=row["description"], rules_version=row["rules_version"],
+                   rules=StationRules.model_validate(row["body"]), created_at=row["created_at"])
+
+
+def _record(row) -> InspectionRecord:
+    return InspectionRecord(**{k: row[k] for k in InspectionRecord.__dataclass_fields__})

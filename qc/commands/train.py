@@ -1,0 +1,84 @@
+"""`qc train` and `qc export`: recipe to weights, weights to ONNX. Imports torch and
+Ultralytics only when these commands run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def train(
+    recipe: Annotated[Path | None, typer.Option(help="Training recipe YAML (see recipes/).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset version name@v or a YOLO data.yaml.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model YAML (yolo26n.yaml, yolo11n.yaml, yolov8n.yaml) or a .pt to fine-tune.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.", min=1)] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Training image size.", min=32)] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size.", min=1)] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (the run folder starts with it).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (GPU when present), cpu, or a CUDA index.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    fraction: Annotated[float | None, typer.Option(help="Train on this fraction of the images.")] = None,
+    time_hours: Annotated[float | None, typer.Option(help="Stop after this many hours.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
+) -> None:
+    """Train a detector offline from a recipe; options given here override the recipe.
+
+    Prints the run folder, which holds the recipe, the dataset version and the metrics.
+    """
+    from training.recipe import Recipe
+    from training.trainer import train as run_training
+
+    base = Recipe.load(recipe) if recipe else Recipe()
+    overrides = {
+        key: value
+        for key, value in dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch,
+                               name=name, device=device, seed=seed, fraction=fraction,
+                               time_hours=time_hours).items()
+        if value is not None
+    }
+    chosen = Recipe.model_validate({**base.model_dump(), **overrides})
+    run = run_training(chosen, resume=resume)
+    typer.echo(json.dumps({"run": str(run.folder), "weights": str(run.best_weights), **run.metrics}))
+
+
+def export(
+    source: Annotated[Path, typer.Argument(help="A run folder (from qc train) or a .pt weights file.")],
+    out_dir: Annotated[Path | None, typer.Option(help="Folder for the ONNX files (default: RUN/export).")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="Input size (default: the training size).")] = None,
+    fp16: Annotated[bool, typer.Option(help="Also write an fp16 variant.")] = False,
+    int8: Annotated[bool, typer.Option(help="Also write an int8 variant (calibrated on val images).")] = False,
+    end2end: Annotated[bool, typer.Option(help="Export the NMS-free head [B, 300, 6] (YOLO26).")] = False,
+    dynamic: Annotated[bool, typer.Option(help="Dynamic batch and size (GPU batching); static is faster on CPU.")] = False,
+    data: Annotated[str | None, typer.Option(help="data.yaml for int8 calibration (default: the run's).")] = None,
+) -> None:
+    """Export trained weights to ONNX with class names, imgsz and the training data's hash."""
+    from training.export import export_onnx
+    from training.trainer import Run
+
+    if source.is_dir():
+        run = Run.open(source)
+        weights = run.best_weights
+        lineage = {
+            "data_hash": run.data["content_hash"],
+            "dataset_version": run.data.get("dataset_version"),
+            "data_source": run.data.get("source"),
+            "recipe_hash": run.recipe.hash,
+            "recipe_name": run.recipe.name,
+            "train_metrics": run.metrics,
+        }
+        data_yaml = data or run.data["yaml"]
+        imgsz = imgsz or run.recipe.imgsz
+        out_dir = out_dir or source / "export"
+    else:
+        weights, lineage, data_yaml = source, {"data_hash": None}, data
+        out_dir = out_dir or source.parent
+    variants = ["fp32"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
+    for precision in variants:
+        path = export_onnx(weights, out_dir=out_dir, imgsz=imgsz, precision=precision,
+                           end2end=end2end, dynamic=dynamic, data_yaml=data_yaml, lineage=lineage)
+        typer.echo(str(path))
