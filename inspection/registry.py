@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspection.errors import NotFound, RegistryError
+from inspection.errors import Conflict, NotFound, RegistryError
 
 _VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -219,22 +219,26 @@ class Registry:
         _write_json_atomic(self.root / name / "production.json", pointer)
         return pointer
 
-    def rollback(self, name: str) -> dict[str, Any]:
-        """Production back to the version before the current one."""
+    def rollback_target(self, name: str) -> str:
+        """The version a rollback would return to: the production version before the current."""
         pointer = self.pointer(name)
         if not pointer:
             raise NotFound(f"model {name} has no production version to roll back")
-        history = pointer.get("history", [])
-        current = pointer["version"]
-        earlier = [v for v in history[:-1] if v != current]
+        earlier = [v for v in pointer.get("history", [])[:-1] if v != pointer["version"]]
         if not earlier:
-            raise RegistryError(f"model {name}: no earlier production version to roll back to")
-        target = earlier[-1]
+            raise Conflict(f"model {name}: no earlier production version to roll back to")
+        return earlier[-1]
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Production back to the version before the current one."""
+        target = self.rollback_target(name)
         self.get(name, target)
+        pointer = self.pointer(name) or {}
+        history = pointer.get("history", [])
         new = {
             "version": target,
-            "previous": current,
-            "history": history[:-1] if history and history[-1] == current else history,
+            "previous": pointer.get("version"),
+            "history": history[:-1] if history and history[-1] == pointer.get("version") else history,
             "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "reason": "rollback",
         }

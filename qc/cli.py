@@ -22,14 +22,20 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # Imported here, not at the top, so a broken optional module names itself in the error.
-    from qc.commands import evaluate, predict, synth, train
+    # Command modules import only typer at the top; each command imports what it needs.
+    from qc.commands import dataset, evaluate, models, predict, serve, synth, train
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
     app.command("train")(train.train)
     app.command("export")(train.export)
     app.command("eval")(evaluate.evaluate)
+    app.command("serve")(serve.serve)
+    app.add_typer(dataset.app, name="dataset")
+    app.add_typer(models.app, name="models")
+    app.add_typer(serve.stations_app, name="stations")
+    app.add_typer(serve.keys_app, name="keys")
+    app.add_typer(serve.db_app, name="db")
 
 
 _register()

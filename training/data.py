@@ -49,19 +49,17 @@ def prepare(data: str | Path, *, workdir: Path) -> TrainingData:
 
 
 def _from_version(reference: str, *, workdir: Path) -> TrainingData:
-    from inspection.dataset import DatasetStore
-    from inspection.settings import Settings
+    from inspection.dataset import materialise, open_version
 
-    store = DatasetStore(Settings().datasets_dir)
-    version = store.open(reference)
-    yaml_path = version.materialise(workdir)
+    version = open_version(reference)
+    yaml_path = materialise(version, workdir)
     spec = yaml.safe_load(yaml_path.read_text())
     return TrainingData(
         yaml_path=yaml_path,
         names={int(k): str(v) for k, v in spec["names"].items()},
         content_hash=version.content_hash,
         source=reference,
-        dataset_version=f"{version.name}@{version.version}",
+        dataset_version=version.ref,
         splits={s: Path(spec["path"]) / spec[s] for s in SPLITS if spec.get(s)},
     )
 

@@ -107,6 +107,7 @@ class Recipe(BaseModel):
     optimizer: str = "auto"
     lr0: float | None = None
     cos_lr: bool = False
+    warmup_epochs: float = Field(default=3.0, ge=0, description="short runs want less than 3")
     close_mosaic: int = 10
     fraction: float = Field(default=1.0, gt=0, le=1)
     cache: bool = False

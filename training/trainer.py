@@ -148,6 +148,7 @@ def _train_args(recipe: Recipe, *, data: TrainingData, folder: Path) -> dict[str
         "device": pick_device(recipe.device),
         "optimizer": recipe.optimizer,
         "cos_lr": recipe.cos_lr,
+        "warmup_epochs": recipe.warmup_epochs,
         "close_mosaic": recipe.close_mosaic,
         "fraction": recipe.fraction,
         "cache": recipe.cache,

@@ -1,0 +1,54 @@
+"""Promotion: the gate applied to registry entries, shared by `qc models promote` and the API.
+
+The gate compares evaluations stored in the model cards under the name of the frozen holdout
+(`card["evaluations"]["pcb@v3"]`), so the service never evaluates on the line PC; the CLI
+computes missing evaluations first (qc/commands/models.py).
+
+Example::
+
+    decision = promote(registry, "pcb", "v4")     # raises PromotionRefused with the table
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inspection.errors import Conflict, PromotionRefused
+from inspection.gate import GateDecision, GatePolicy, compare
+from inspection.registry import ModelVersion, Registry
+
+
+def evaluation_on(entry: ModelVersion, holdout: str) -> dict[str, Any] | None:
+    return entry.card.get("evaluations", {}).get(holdout)
+
+
+def check(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None
+          ) -> GateDecision | None:
+    """The gate's decision for `version` against production; None when nothing is in
+    production yet (the first model passes)."""
+    candidate = registry.get(name, version)
+    production_version = registry.production_version(name)
+    if production_version is None or production_version == version:
+        return None
+    production = registry.get(name, production_version)
+    holdout = registry.holdout(name)
+    if holdout is None:
+        raise Conflict(
+            f"model {name} has no frozen holdout; set one with qc models holdout {name} DATASET@VERSION"
+        )
+    missing = [e.ref for e in (candidate, production) if evaluation_on(e, holdout) is None]
+    if missing:
+        raise Conflict(
+            f"{', '.join(missing)} not evaluated on the holdout {holdout}; "
+            f"run qc models promote {name} {version} where the holdout data is (it evaluates first)"
+        )
+    return compare(evaluation_on(production, holdout), evaluation_on(candidate, holdout), policy)
+
+
+def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,
+            force: bool = False) -> dict[str, Any]:
+    """Gate, then move the production pointer. `force` skips the gate (recorded as such)."""
+    decision = None if force else check(registry, name, version, policy=policy)
+    if decision is not None and not decision.accepted:
+        raise PromotionRefused(f"{name}@{version} refused by the promotion gate:\n{decision.table()}")
+    return registry.set_production(name, version, reason="forced" if force else "promote")

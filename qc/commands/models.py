@@ -1,0 +1,122 @@
+"""`qc models`: the registry from the command line: list, show, add, promote, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The model registry under $QC_HOME/models.", no_args_is_help=True)
+
+
+def _registry():
+    from inspection.registry import Registry
+    from inspection.settings import Settings
+
+    return Registry(Settings().models_dir)
+
+
+@app.command("list")
+def list_models() -> None:
+    """Every model name with its versions; * marks production."""
+    registry = _registry()
+    for name in registry.names():
+        production = registry.production_version(name)
+        versions = " ".join(f"{v}*" if v == production else v for v in registry.versions(name))
+        typer.echo(f"{name}\t{versions}")
+
+
+@app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="name@version, name@latest, or name (production).")]) -> None:
+    """Print a version's model card."""
+    entry = _registry().resolve(ref)
+    typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.model_path), **entry.card}, indent=2))
+
+
+@app.command("add")
+def add(
+    model: Annotated[Path, typer.Argument(help="An ONNX detection model (trained here or elsewhere).")],
+    name: Annotated[str, typer.Option(help="Registry name.")] = "default",
+    promote: Annotated[bool, typer.Option(help="Promote it (through the gate) once added.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="The .pt it came from, kept for fine-tuning.")] = None,
+) -> None:
+    """Register an ONNX model as the next version of NAME; its card records where it came from."""
+    from inspection.detector import Detector
+    from inspection.errors import ModelError
+
+    detector = Detector(model, providers=["cpu"])  # refuses files that are not detection models
+    qc_meta = detector.info.qc
+    card = {
+        "source": "qc export" if qc_meta.get("data_hash") else f"registered from elsewhere: {model.resolve()}",
+        "names": {str(k): v for k, v in detector.names.items()},
+        "imgsz": list(detector.imgsz),
+        "layout": detector.layout.value,
+        "metadata": qc_meta,
+    }
+    if weights is not None and not weights.is_file():
+        raise ModelError(f"{weights}: no such weights file")
+    entry = _registry().add(name, model, card=card, weights=weights)
+    typer.echo(f"added {entry.ref}")
+    if promote:
+        _promote(entry.name, entry.version, force=False, holdout=None, split="test")
+
+
+@app.command("holdout")
+def holdout(
+    name: Annotated[str, typer.Argument(help="Registry name.")],
+    data: Annotated[str, typer.Argument(help="Dataset version name@v, or a data.yaml.")],
+) -> None:
+    """Set the frozen holdout the promotion gate evaluates on."""
+    _registry().set_holdout(name, data)
+    typer.echo(f"{name}: holdout is {data}")
+
+
+def _evaluate_on_holdout(entry, holdout: str, split: str):
+    from qc.commands.evaluate import evaluate_model
+
+    result = evaluate_model(entry.model_path, data=holdout, split=split)
+    evaluations = {**entry.card.get("evaluations", {}), holdout: result.to_json()}
+    return _registry().update_card(entry, evaluations=evaluations)
+
+
+def _promote(name: str, version: str, *, force: bool, holdout: str | None, split: str) -> None:
+    from inspection import promotion
+
+    registry = _registry()
+    if holdout:
+        registry.set_holdout(name, holdout)
+    production = registry.production_version(name)
+    chosen = registry.holdout(name)
+    if production and production != version and chosen and not force:
+        for ref in (version, production):  # evaluate whatever is missing, once, into the cards
+            entry = registry.get(name, ref)
+            if promotion.evaluation_on(entry, chosen) is None:
+                typer.echo(f"evaluating {entry.ref} on the holdout {chosen} ...", err=True)
+                _evaluate_on_holdout(entry, chosen, split)
+        decision = promotion.check(registry, name, version)
+        if decision is not None:
+            typer.echo(decision.table(), err=True)
+    pointer = promotion.promote(registry, name, version, force=force)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
+
+
+@app.command("promote")
+def promote(
+    name: Annotated[str, typer.Argument(help="Registry name.")],
+    version: Annotated[str, typer.Argument(help="Version to promote, e.g. v3.")],
+    holdout: Annotated[str | None, typer.Option(help="Set the frozen holdout (name@v or data.yaml) first.")] = None,
+    split: Annotated[str, typer.Option(help="Split of the holdout data to evaluate on.")] = "test",
+    force: Annotated[bool, typer.Option(help="Skip the gate (recorded in the pointer).")] = False,
+) -> None:
+    """Promote through the gate: evaluated on the frozen holdout against production; a refused
+    promotion prints the comparison table and exits 2."""
+    _promote(name, version, force=force, holdout=holdout, split=split)
+
+
+@app.command("rollback")
+def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
+    """Production back to the version before the current one (no gate: it served before)."""
+    pointer = _registry().rollback(name)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")

@@ -1,0 +1,123 @@
+"""`qc serve`, `qc db`, `qc stations`, `qc keys`: running and administering the service."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+db_app = typer.Typer(help="The record database (SQLite by default, PostgreSQL by QC_DATABASE_URL).",
+                     no_args_is_help=True)
+stations_app = typer.Typer(help="Inspection stations and their versioned rules.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once).", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (QC_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (QC_PORT).")] = None,
+    model: Annotated[str | None, typer.Option(help="Registry model name to serve (QC_MODEL_NAME).")] = None,
+) -> None:
+    """Run the inspection service (uvicorn). Settings come from QC_* variables, .env or QC_CONFIG."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.settings import ServeSettings
+
+    overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
+    settings = ServeSettings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=30)
+
+
+def _db():
+    from inspection.settings import Settings
+    from inspection.store.database import Database
+
+    return Database.from_settings(Settings())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (the service also does this at start)."""
+    db = _db()
+    typer.echo(f"database at revision {db.revision()}")
+
+
+@stations_app.command("add")
+def stations_add(
+    station: Annotated[str, typer.Argument(help="Station id, e.g. line1-cam2.")],
+    rules: Annotated[Path | None, typer.Option(help="Rules YAML (default rules when omitted).")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+) -> None:
+    """Add a station with its first rules version."""
+    from inspection.rules import StationRules
+    from inspection.store.records import RecordStore
+
+    parsed = StationRules.parse(_read(rules), source=str(rules)) if rules else StationRules()
+    added = RecordStore(_db()).add_station(station, rules=parsed, description=description)
+    typer.echo(f"station {added.id} added with rules v{added.rules_version}")
+
+
+@stations_app.command("rules")
+def stations_rules(
+    station: Annotated[str, typer.Argument(help="Station id.")],
+    rules: Annotated[Path, typer.Argument(help="Rules YAML.")],
+) -> None:
+    """Give a station a new rules version from a YAML file."""
+    from inspection.rules import StationRules
+    from inspection.store.records import RecordStore
+
+    updated = RecordStore(_db()).set_rules(station, StationRules.parse(_read(rules), source=str(rules)))
+    typer.echo(f"station {updated.id} now uses rules v{updated.rules_version}")
+
+
+@stations_app.command("list")
+def stations_list() -> None:
+    """Stations with their current rules version."""
+    from inspection.store.records import RecordStore
+
+    for station in RecordStore(_db()).stations():
+        state = "enabled" if station.rules.enabled else "disabled"
+        typer.echo(f"{station.id}\trules v{station.rules_version}\t{state}\t{station.description}")
+
+
+def _read(path: Path) -> str:
+    from inspection.errors import ConfigError
+
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from error
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="station, reviewer, engineer or admin.")],
+    station: Annotated[list[str] | None, typer.Option(help="Station(s) a station key may inspect as.")] = None,
+    name: Annotated[str, typer.Option(help="Who or what holds the key.")] = "",
+) -> None:
+    """Create a key; only the key is printed on stdout, so a script can capture it."""
+    from inspection.store.keys import KeyStore
+
+    typer.echo(KeyStore(_db()).create(role=role, stations=station or [], name=name))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Key ids, roles and stations (never the keys themselves)."""
+    from inspection.store.keys import KeyStore
+
+    for key in KeyStore(_db()).list():
+        state = "revoked" if key.revoked_at else "active"
+        typer.echo(f"{key.id}\t{key.role}\t{','.join(key.stations)}\t{state}\t{key.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (see qc keys list).")]) -> None:
+    """Revoke a key (the service stops accepting it within 30 s)."""
+    from inspection.store.keys import KeyStore
+
+    KeyStore(_db()).revoke(key_id)
+    typer.echo(json.dumps({"revoked": key_id}))

@@ -1,0 +1,116 @@
+"""The FastAPI application: wiring of settings, database, registry, model, batcher and routes.
+
+Example::
+
+    import uvicorn
+    from serving.app import create_app
+    from serving.settings import ServeSettings
+
+    uvicorn.run(create_app(ServeSettings()), host="127.0.0.1", port=8000)
+
+Start-up: migrate the database, load and warm the registry's production model, start the
+micro-batcher and the watcher that follows the production pointer. Shutdown (SIGTERM):
+uvicorn stops accepting connections, the batcher finishes every queued frame, and each of
+those is recorded before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+
+from fastapi import FastAPI, Request
+
+from inspection.registry import Registry
+from inspection.store.database import Database
+from inspection.store.images import ImageStore
+from inspection.store.keys import KeyStore
+from inspection.store.records import RecordStore
+from serving import errors, logs
+from serving.auth import Authenticator
+from serving.batcher import MicroBatcher
+from serving.metrics import Metrics
+from serving.model_manager import ModelManager
+from serving.pipeline import Inspector, run_batch
+from serving.routers import health, inspect, inspections, keys, models, oip, stations
+from serving.settings import ServeSettings
+
+log = logging.getLogger("qc.app")
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        logs.configure(json_lines=settings.log_json)
+        settings.ensure_dirs()
+        state = app.state
+        state.db = await asyncio.to_thread(Database.from_settings, settings)
+        state.store = RecordStore(state.db)
+        state.keys = KeyStore(state.db)
+        state.auth = Authenticator(state.keys)
+        state.images = ImageStore(settings.images_dir)
+        state.registry = Registry(settings.models_dir)
+        state.manager = ModelManager(settings, state.registry)
+        state.manager.on_change = lambda m: state.metrics.set_model(m.name, m.version, m.detector.providers)
+        await asyncio.to_thread(state.manager.load_production)
+        state.batcher = MicroBatcher(
+            run=run_batch, current=lambda: state.manager.current, max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
+            on_batch=lambda n, ms: (state.metrics.batch_size.observe(n), state.metrics.inference.observe(ms / 1000)),
+        )
+        await state.batcher.start()
+        state.inspector = Inspector(settings=settings, store=state.store, images=state.images,
+                                    manager=state.manager, batcher=state.batcher, metrics=state.metrics)
+        watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
+        log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await state.batcher.close()  # every queued frame is inferred and recorded
+            await state.inspector.drain_shadow()
+            await asyncio.to_thread(state.db.dispose)
+            log.info("stopped")
+
+    app = FastAPI(
+        title="qc inspection service",
+        version="0.1.0",
+        description="Station frames in, recorded verdicts out. Every route but /healthz, /readyz and "
+        "/v2/health/* needs `Authorization: Bearer <key>` (qc keys create).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
+        request.state.request_id = rid
+        token = logs.request_id.set(rid)
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            elapsed = time.monotonic() - started
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            app.state.metrics.latency.labels(method=request.method, route=path, status=str(status)).observe(elapsed)
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", extra={"method": request.method, "route": path, "status": status,
+                                           "ms": round(elapsed * 1000, 2),
+                                           "key": getattr(request.state, "key_id", None)})
+            logs.request_id.reset(token)
+
+    for module in (health, inspect, inspections, stations, models, keys, oip):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,171 @@
+"""Micro-batching: frames from concurrent requests share one `session.run`.
+
+A GPU runs 8 frames in little more time than 1, and on CPU a batch costs no more per frame
+than single runs, so the service queues prepared frames and a single worker takes up to
+`max_batch` of them at a time. The first frame of a batch waits at most `max_wait_ms` for
+company; while a batch runs, new frames pile up and form the next one, so batches grow with
+load by themselves.
+
+Backpressure: the queue holds at most `queue_size` frames; beyond that `submit` raises
+`QueueFull` at once (HTTP 503 with Retry-After), instead of letting latency grow without
+bound. A frame whose deadline passes before its batch starts is dropped with
+`DeadlineExceeded` (HTTP 504): the station retries with the same Idempotency-Key.
+
+Example::
+
+    batcher = MicroBatcher(run=lambda model, frames: model.run(frames), current=lambda: detector,
+                           max_batch=8, max_wait_ms=3, queue_size=64)
+    await batcher.start()
+    output, model = await batcher.submit(prepared_frame, deadline=time.monotonic() + 5)
+    await batcher.close()   # drains what is queued
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class QueueFull(Exception):
+    pass
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+class ShuttingDown(Exception):
+    pass
+
+
+@dataclass
+class _Item:
+    frame: np.ndarray
+    deadline: float
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output: np.ndarray  # this frame's raw output row
+    model: Any  # the model that ran it (hot swaps change it between batches)
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        *,
+        run: Callable[[Any, list[np.ndarray]], np.ndarray],
+        current: Callable[[], Any],
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._run, self._current = run, current
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._on_batch = on_batch
+        # One inference thread: ONNX Runtime already spreads one run over all cores (CPU) or
+        # keeps the GPU busy; two concurrent runs would only fight over the same cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._worker: asyncio.Task | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._loop(), name="micro-batcher")
+
+    async def submit(self, frame: np.ndarray, *, deadline: float) -> BatchResult:
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Item(frame, deadline, future))
+        except asyncio.QueueFull as error:
+            raise QueueFull(f"{self._queue.maxsize} frames already waiting") from error
+        return await future
+
+    async def close(self) -> None:
+        """Stop taking frames, finish every queued one, then stop the worker."""
+        self._closing = True
+        await self._queue.join()
+        if self._worker:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def _collect(self) -> list[_Item]:
+        first = await self._queue.get()
+        batch = [first]
+        until = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            try:
+                now = time.monotonic()
+                live = []
+                for item in batch:
+                    if item.future.cancelled():
+                        continue  # the client went away
+                    if now > item.deadline:
+                        item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                        continue
+                    live.append(item)
+                if not live:
+                    continue
+                model = self._current()
+                started = time.monotonic()
+                try:
+                    outputs = await loop.run_in_executor(
+                        self._executor, self._run, model, [item.frame for item in live]
+                    )
+                except Exception as error:  # the model failed: every frame of the batch learns why
+                    for item in live:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                    continue
+                inference_ms = (time.monotonic() - started) * 1000
+                if self._on_batch:
+                    self._on_batch(len(live), inference_ms)
+                for item, output in zip(live, outputs):
+                    if not item.future.done():
+                        item.future.set_result(BatchResult(
+                            output=output, model=model,
+                            queue_ms=(started - item.enqueued) * 1000,
+                            inference_ms=inference_ms, batch_size=len(live)))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()

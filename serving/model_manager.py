@@ -1,0 +1,134 @@
+"""Which model serves, and swapping it without dropping a frame.
+
+A new production version (from `qc models promote`, `rollback`, or the API) is loaded and
+warmed up in a worker thread while the old one keeps serving; then one assignment switches
+`current`. Batches already running finish on the model they started with. A model that fails
+to load or warm up is refused, and the old one keeps serving; `last_error` says why.
+
+Example::
+
+    manager = ModelManager(settings, registry)
+    manager.load_production()            # at start-up
+    asyncio.create_task(manager.watch()) # follows the registry's production pointer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from inspection.detector import Detector
+from inspection.errors import ModelError, QCError
+from inspection.registry import ModelVersion, Registry
+from serving.settings import ServeSettings
+
+log = logging.getLogger("qc.models")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    detector: Detector
+    card: dict[str, Any]
+    loaded_at: float
+
+
+class ModelManager:
+    def __init__(self, settings: ServeSettings, registry: Registry) -> None:
+        self.settings, self.registry = settings, registry
+        self.current: LoadedModel | None = None
+        self.shadow: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._swap_lock = asyncio.Lock()
+        self.on_change = lambda model: None  # metrics hook
+
+    def _load(self, entry: ModelVersion) -> LoadedModel:
+        detector = Detector(
+            entry.model_path,
+            providers=self.settings.provider_list(),
+            # The service asks the detector for everything down to the lowest review threshold
+            # any station could use; station rules then decide (inspection/rules.py).
+            conf=0.01,
+            iou=self.settings.iou,
+            threads=self.settings.threads,
+            cache_dir=self.settings.home / "trt-cache",
+        )  # warms up: a model that cannot run fails here, before it is switched in
+        return LoadedModel(entry.name, entry.version, detector, entry.card, time.time())
+
+    def load_production(self) -> LoadedModel | None:
+        name = self.settings.model_name
+        try:
+            entry = self.registry.production(name)
+            self.current = self._load(entry)
+            self.on_change(self.current)
+            log.info("serving model %s", entry.ref, extra={"providers": self.current.detector.providers})
+        except QCError as error:
+            self.last_error = str(error)
+            if self.settings.require_model:
+                raise
+            log.warning("no model loaded: %s", error)
+        if self.settings.shadow_model:
+            self.shadow = self._load(self.registry.resolve(self.settings.shadow_model))
+        return self.current
+
+    async def prepare(self, version: str) -> LoadedModel:
+        """Load and warm up `version` of the served model without switching to it."""
+        name = self.settings.model_name
+        try:
+            entry = self.registry.get(name, version)
+            return await asyncio.to_thread(self._load, entry)
+        except QCError as error:
+            self.last_error = f"{name}@{version} refused: {error}"
+            log.error(self.last_error)
+            raise
+        except Exception as error:  # anything else a broken model does on load
+            self.last_error = f"{name}@{version} refused: {error}"
+            log.error(self.last_error)
+            raise ModelError(self.last_error) from error
+
+    def activate(self, loaded: LoadedModel) -> None:
+        """Switch to a prepared model: one assignment, so no frame sees half a swap."""
+        previous, self.current = self.current, loaded
+        self.last_error = None
+        self.on_change(loaded)
+        log.info("swapped model %s -> %s", previous.version if previous else None, loaded.version)
+
+    async def swap_to(self, version: str) -> LoadedModel:
+        """Load `version` and switch to it; the old one serves meanwhile."""
+        async with self._swap_lock:
+            if self.current and self.current.version == version:
+                return self.current
+            loaded = await self.prepare(version)
+            self.activate(loaded)
+            return loaded
+
+    async def set_shadow(self, ref: str | None) -> LoadedModel | None:
+        if not ref:
+            self.shadow = None
+            return None
+        entry = self.registry.resolve(ref)
+        self.shadow = await asyncio.to_thread(self._load, entry)
+        return self.shadow
+
+    async def watch(self) -> None:
+        """Follow the production pointer (promotions by the CLI or another process)."""
+        name = self.settings.model_name
+        refused: str | None = None
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                version = self.registry.production_version(name)
+            except QCError as error:
+                self.last_error = str(error)
+                continue
+            if not version or (self.current and version == self.current.version) or version == refused:
+                continue
+            try:
+                await self.swap_to(version)
+                refused = None
+            except Exception:
+                refused = version  # do not retry a broken version every poll

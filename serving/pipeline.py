@@ -1,0 +1,164 @@
+"""The path of one frame: bytes in, recorded verdict out.
+
+    decode + letterbox   (thread pool: off the event loop)
+    micro-batch          (serving/batcher.py: one session.run for many frames)
+    boxes + rules        (inspection/postprocess.py, inspection/rules.py)
+    store image, commit  (content-addressed file first, then the record; both durable)
+    respond              (only now: an acknowledged verdict is on disk)
+
+Example::
+
+    record, created = await inspector.inspect(station=station, data=jpeg, part_id="SN123",
+                                              idempotency_key="frame-0001")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection import imaging
+from inspection.detections import Detections
+from inspection.preprocess import LetterboxInfo
+from inspection.rules import decide
+from inspection.store.images import ImageStore
+from inspection.store.records import InspectionRecord, RecordStore, Station
+from serving.batcher import MicroBatcher
+from serving.metrics import Metrics
+from serving.model_manager import LoadedModel, ModelManager
+from serving.settings import ServeSettings
+
+log = logging.getLogger("qc.inspect")
+
+
+@dataclass
+class Frame:
+    """A decoded frame, letterboxed for the model that was current when it arrived."""
+
+    image: np.ndarray  # decoded pixels (possibly reduced), kept in case the model changes size
+    size: tuple[int, int]  # original (width, height)
+    tensor: np.ndarray  # letterboxed HWC uint8
+    info: LetterboxInfo
+
+
+def run_batch(model: LoadedModel, frames: list[Frame]) -> list[tuple[np.ndarray, LetterboxInfo]]:
+    """The batcher's job: one `session.run` over the frames (re-letterboxed if a hot swap
+    brought a model with another input size)."""
+    detector = model.detector
+    for frame in frames:
+        if frame.tensor.shape[:2] != tuple(detector.imgsz):
+            frame.tensor, frame.info = detector.prepare(frame.image, original_size=frame.size)
+    outputs = detector.run([frame.tensor for frame in frames])
+    return [(output, frame.info) for output, frame in zip(outputs, frames)]
+
+
+class Inspector:
+    def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStore,
+                 manager: ModelManager, batcher: MicroBatcher, metrics: Metrics) -> None:
+        self.settings, self.store, self.images = settings, store, images
+        self.manager, self.batcher, self.metrics = manager, batcher, metrics
+        self._shadow_tasks: set[asyncio.Task] = set()
+
+    def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
+        model = self.manager.current
+        detector = model.detector
+        reduce = (
+            imaging.reduction_for(header, input_size=(detector.imgsz[1], detector.imgsz[0]))
+            if self.settings.decode == "auto" else int(self.settings.decode)
+        )
+        image = imaging.decode(data, max_pixels=self.settings.max_pixels, reduce=reduce, header=header)
+        size = (header.width, header.height)
+        tensor, info = detector.prepare(image, original_size=size)
+        return Frame(image=image, size=size, tensor=tensor, info=info)
+
+    async def inspect(
+        self,
+        *,
+        station: Station,
+        data: bytes,
+        header: imaging.ImageHeader,
+        part_id: str | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> tuple[InspectionRecord, bool]:
+        started = time.monotonic()
+        frame = await asyncio.to_thread(self._decode, data, header)
+        decoded = time.monotonic()
+        result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
+        output, info = result.output
+        model: LoadedModel = result.model
+        post_start = time.monotonic()
+        rules = station.rules
+        detections = model.detector.decode(output, info, conf=rules.lowest_conf)
+        decision = decide(detections, rules)
+        post_end = time.monotonic()
+
+        verdict = decision.verdict.value
+        keep_image = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
+        records = decision.kept.to_records()
+        for record, area in zip(records, decision.areas):
+            record["area"] = round(float(area), 3)
+        timings = {
+            "decode_ms": (decoded - started) * 1000,
+            "queue_ms": result.queue_ms,
+            "inference_ms": result.inference_ms,
+            "postprocess_ms": (post_end - post_start) * 1000,
+            "batch_size": result.batch_size,
+        }
+        record = InspectionRecord(
+            station_id=station.id, verdict=verdict, rule=decision.rule, model_name=model.name,
+            model_version=model.version, rules_version=station.rules_version,
+            width=header.width, height=header.height, detections=records, timings=timings,
+            part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
+            request_id=request_id,
+        )
+        saved, created = await asyncio.to_thread(self._commit, record, data if keep_image else None)
+        saved.timings["total_ms"] = (time.monotonic() - started) * 1000
+        if created:
+            self.metrics.verdicts.labels(station=station.id, verdict=verdict).inc()
+            for name in decision.kept.class_names:
+                self.metrics.defects.labels(station=station.id, class_name=name).inc()
+            self._maybe_shadow(saved, frame, station)
+        return saved, created
+
+    def _commit(self, record: InspectionRecord, image: bytes | None) -> tuple[InspectionRecord, bool]:
+        # The image file is durable before the record that names it is committed.
+        if image is not None:
+            record.image_sha256 = self.images.put(image, record.image_format or "jpeg")
+        started = time.monotonic()
+        saved, created = self.store.save_inspection(record)
+        saved.timings["store_ms"] = (time.monotonic() - started) * 1000
+        return saved, created
+
+    # -- shadow mode -----------------------------------------------------------------------
+
+    def _maybe_shadow(self, record: InspectionRecord, frame: Frame, station: Station) -> None:
+        shadow = self.manager.shadow
+        if shadow is None or random.random() >= self.settings.shadow_rate:
+            return
+        task = asyncio.create_task(self._shadow(shadow, record, frame, station))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, shadow: LoadedModel, record: InspectionRecord, frame: Frame,
+                      station: Station) -> None:
+        try:
+            detections: Detections = await asyncio.to_thread(
+                lambda: shadow.detector.predict([frame.image], conf=station.rules.lowest_conf,
+                                                original_sizes=[frame.size])[0])
+            decision = decide(detections, station.rules)
+            await asyncio.to_thread(
+                self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,
+                verdict=decision.verdict.value, detections=decision.kept.to_records())
+            self.metrics.shadow.labels(agree=str(decision.verdict.value == record.verdict).lower()).inc()
+        except Exception:  # shadow mode must never disturb production
+            log.exception("shadow inference failed")
+
+    async def drain_shadow(self) -> None:
+        if self._shadow_tasks:
+            await asyncio.gather(*self._shadow_tasks, return_exceptions=True)

@@ -1,0 +1,95 @@
+"""Reading inspection records and their images."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from inspection.detections import Detections
+from inspection.drawing import draw
+from inspection.errors import NotFound
+from inspection.store.keys import ApiKey
+from inspection.store.records import InspectionFilter, InspectionRecord
+from serving.auth import check_station, require
+from serving.schemas import Inspection, InspectionPage, ModelRef
+
+router = APIRouter(tags=["inspections"])
+reader = require("station", "reviewer")
+
+
+def to_schema(record: InspectionRecord) -> Inspection:
+    return Inspection(
+        id=record.id, station=record.station_id, part_id=record.part_id, verdict=record.verdict,
+        rule=record.rule, detections=record.detections,
+        model=ModelRef(name=record.model_name, version=record.model_version),
+        rules_version=record.rules_version, width=record.width, height=record.height,
+        image_stored=record.image_sha256 is not None,
+        created_at=record.created_at.isoformat(timespec="milliseconds") + "Z",
+        timings={k: round(float(v), 3) for k, v in record.timings.items()},
+    )
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+@router.get("/v1/inspections", response_model=InspectionPage)
+def list_inspections(
+    request: Request,
+    key: ApiKey = Depends(reader),
+    station: str | None = Query(default=None, max_length=64),
+    verdict: Literal["PASS", "FAIL", "REVIEW"] | None = None,
+    class_name: str | None = Query(default=None, alias="class", max_length=64),
+    part_id: str | None = Query(default=None, max_length=128),
+    since: datetime | None = Query(default=None, description="ISO 8601, inclusive"),
+    until: datetime | None = Query(default=None, description="ISO 8601, exclusive"),
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=32),
+):
+    """Inspections, newest first, filtered and paginated."""
+    if key.role == "station":
+        if station is None:
+            raise HTTPException(403, "a station key must name one of its stations (?station=)")
+        check_station(key, station)
+    where = InspectionFilter(station=station, verdict=verdict, class_name=class_name, part_id=part_id,
+                             since=_naive_utc(since), until=_naive_utc(until))
+    records, next_cursor = request.app.state.store.list_inspections(where, limit=limit, cursor=cursor)
+    return InspectionPage(items=[to_schema(r) for r in records], next_cursor=next_cursor)
+
+
+def _readable(request: Request, key: ApiKey, inspection_id: str) -> InspectionRecord:
+    record = request.app.state.store.inspection(inspection_id)
+    if key.role == "station" and record.station_id not in key.stations:
+        raise NotFound(f"inspection {inspection_id} does not exist")  # do not confirm other stations' ids
+    return record
+
+
+@router.get("/v1/inspections/{inspection_id}", response_model=Inspection)
+def get_inspection(inspection_id: str, request: Request, key: ApiKey = Depends(reader)):
+    return to_schema(_readable(request, key, inspection_id))
+
+
+@router.get("/v1/inspections/{inspection_id}/image",
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}}}})
+def get_image(inspection_id: str, request: Request, boxes: bool = False, key: ApiKey = Depends(reader)):
+    """The stored frame; `?boxes=true` draws the counted detections on it (as JPEG)."""
+    record = _readable(request, key, inspection_id)
+    if record.image_sha256 is None:
+        raise NotFound(f"inspection {inspection_id} has no stored image (PASS frames are sampled)")
+    path = request.app.state.images.path(record.image_sha256)
+    data = path.read_bytes()
+    media = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp"}.get(record.image_format or "", "image/jpeg")
+    if not boxes:
+        return Response(content=data, media_type=media)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    names = {d["class_id"]: d["class"] for d in record.detections}
+    detections = Detections.from_records(record.detections, names=names, image_size=(record.width, record.height))
+    ok, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return Response(content=encoded.tobytes(), media_type="image/jpeg")

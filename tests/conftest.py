@@ -1,0 +1,97 @@
+"""Shared fixtures. The expensive one, `trained_model`, trains a small YOLO26 on synthetic
+defects once per test session (a few minutes on 2 cores) and exports it in both ONNX layouts;
+it is cached under .cache/test-model so a second local run starts at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb"
+CACHE = REPO / ".cache"
+# Bump when the recipe below or the exporter changes, so cached models are rebuilt.
+MODEL_CACHE_VERSION = "1"
+
+
+@pytest.fixture
+def qc_home(tmp_path, monkeypatch) -> Path:
+    """An empty QC_HOME for one test; nothing leaks into ~/.qc."""
+    home = tmp_path / "qc-home"
+    home.mkdir()
+    monkeypatch.setenv("QC_HOME", str(home))
+    monkeypatch.delenv("QC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("QC_CONFIG", raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(qc_home):
+    from inspection.settings import Settings
+
+    return Settings(home=qc_home)
+
+
+@pytest.fixture(scope="session")
+def deeppcb() -> Path:
+    """The read-only DeepPCB data beside the checkout; skips the test when absent."""
+    if not (DEEPPCB / "data.yaml").is_file():
+        pytest.skip(f"DeepPCB not found at {DEEPPCB}")
+    return DEEPPCB
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    weights: Path  # best.pt
+    raw: Path  # ONNX, raw head [1, 4 + nc, N], static 320
+    end2end: Path  # ONNX, NMS-free head [1, 300, 6], static 320
+    dynamic: Path  # ONNX, raw head, dynamic batch and size
+    data_yaml: Path  # the synthetic dataset it was trained on
+    imgsz: int
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> TrainedModel:
+    folder = CACHE / f"test-model-v{MODEL_CACHE_VERSION}"
+    manifest = folder / "model.json"
+    if manifest.is_file():
+        record = json.loads(manifest.read_text())
+        if all(Path(record[k]).is_file() for k in ("weights", "raw", "end2end", "dynamic")):
+            return TrainedModel(**{k: Path(v) if k != "imgsz" else v for k, v in record.items()})
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    home = tmp_path_factory.mktemp("train-home")
+    old_home = os.environ.get("QC_HOME")
+    os.environ["QC_HOME"] = str(home)
+    try:
+        from inspection.settings import Settings
+        from inspection.synth import write_dataset
+        from training.export import export_onnx
+        from training.recipe import Recipe
+        from training.trainer import train
+
+        data = write_dataset(folder / "synthetic", n=240, seed=11, width=320, height=320)
+        recipe = Recipe(name="test", data=str(data.data_yaml), imgsz=320, epochs=6, batch=16,
+                        patience=0, workers=1, close_mosaic=2)
+        run = train(recipe, settings=Settings(home=home), progress=False)
+        weights = folder / "best.pt"
+        shutil.copy2(run.best_weights, weights)
+        lineage = {"data_hash": run.data["content_hash"], "recipe_hash": recipe.hash}
+        raw = export_onnx(weights, out_dir=folder / "raw", imgsz=320, lineage=lineage)
+        end2end = export_onnx(weights, out_dir=folder / "end2end", imgsz=320, end2end=True, lineage=lineage)
+        dynamic = export_onnx(weights, out_dir=folder / "dynamic", imgsz=320, dynamic=True, lineage=lineage)
+    finally:
+        if old_home is None:
+            os.environ.pop("QC_HOME", None)
+        else:
+            os.environ["QC_HOME"] = old_home
+    model = TrainedModel(weights=weights, raw=raw, end2end=end2end, dynamic=dynamic,
+                         data_yaml=Path(data.data_yaml), imgsz=320)
+    manifest.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                    for k, v in model.__dict__.items()}))
+    return model

@@ -1,0 +1,192 @@
+"""The detector's building blocks behave exactly like Ultralytics', and bad models are refused
+with a message that names the file (fast: no training; parity on real models is in
+test_parity.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.detections import Detections
+from inspection.errors import ConfigError, ModelError
+from inspection.nms import nms
+from inspection.postprocess import Layout, decode
+from inspection.preprocess import letterbox, scale_boxes
+from inspection.providers import CPU, CUDA, TENSORRT, resolve
+
+SHAPES = [(640, 640), (2048, 2448), (480, 640), (1000, 333), (37, 1501), (320, 320), (719, 1283)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("target", [(640, 640), (320, 320), (384, 640)])
+def test_letterbox_matches_ultralytics_pixel_for_pixel(shape, target):
+    from ultralytics.data.augment import LetterBox
+
+    rng = np.random.default_rng(shape[0])
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    ours, _ = letterbox(image, new_shape=target)
+    theirs = LetterBox(new_shape=target, auto=False, stride=32)(image=image)
+    assert ours.shape == theirs.shape
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_boxes_map_back_like_ultralytics_scale_boxes(shape):
+    import torch
+    from ultralytics.utils.ops import scale_boxes as ul_scale_boxes
+
+    image = np.zeros((*shape, 3), np.uint8)
+    _, info = letterbox(image, new_shape=(640, 640))
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 600, (50, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 200, (50, 2))], axis=1).astype(np.float32)
+    ours = scale_boxes(boxes, info)
+    theirs = ul_scale_boxes((640, 640), torch.from_numpy(boxes.copy()), shape).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def test_reduced_decode_boxes_are_expressed_in_the_original_frame():
+    reduced = np.zeros((512, 612, 3), np.uint8)  # a 2448x2048 frame decoded at 1/4
+    _, info = letterbox(reduced, new_shape=(640, 640), original_size=(2448, 2048))
+    (left, top), (width, height) = info.pad, info.resized
+    box = np.array([[left, top, left + width, top + height]], np.float32)  # all of the image
+    mapped = scale_boxes(box, info)
+    np.testing.assert_allclose(mapped[0], [0, 0, 2448, 2048], atol=1)
+
+
+def test_nms_keeps_the_same_boxes_as_torchvision_with_class_offsets():
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(1, 400))
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(2, 80, (n, 2))], axis=1).astype(np.float32)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        classes = rng.integers(0, 4, n)
+        ours = nms(boxes, scores, classes, iou_threshold=0.5, max_det=1000)
+        offset = torch.from_numpy(boxes) + torch.from_numpy(classes.astype(np.float32))[:, None] * 7680
+        theirs = torchvision.ops.nms(offset, torch.from_numpy(scores), 0.5).numpy()
+        assert ours.tolist() == theirs.tolist(), f"trial {trial}"
+
+
+def test_nms_never_suppresses_across_classes():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    keep = nms(boxes, np.array([0.9, 0.8], np.float32), np.array([0, 1]), iou_threshold=0.1)
+    assert keep.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("conf", [0.001, 0.25, 0.6])
+def test_raw_head_decoding_matches_ultralytics_non_max_suppression(conf):
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import scale_boxes as ul_scale_boxes
+
+    rng = np.random.default_rng(5)
+    nc, anchors = 6, 2100
+    output = np.zeros((4 + nc, anchors), np.float32)
+    output[:2] = rng.uniform(0, 320, (2, anchors))
+    output[2:4] = rng.uniform(4, 60, (2, anchors))
+    output[4:] = rng.uniform(0, 1, (nc, anchors)) ** 6
+    _, info = letterbox(np.zeros((320, 320, 3), np.uint8), new_shape=(320, 320))
+    names = {i: str(i) for i in range(nc)}
+    ours = decode(output, info, layout=Layout.RAW, names=names, conf=conf, iou=0.7)
+    theirs = non_max_suppression(torch.from_numpy(output[None]), conf, 0.7, max_det=300)[0]
+    theirs[:, :4] = ul_scale_boxes((320, 320), theirs[:, :4], (320, 320))  # as predict() does
+    theirs = theirs.numpy()
+    assert len(ours) == len(theirs)
+    np.testing.assert_allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
+    np.testing.assert_allclose(ours.confidence, theirs[:, 4], atol=1e-6)
+    assert ours.class_id.tolist() == theirs[:, 5].astype(int).tolist()
+
+
+def test_end2end_output_is_filtered_by_confidence_only():
+    rows = np.array([[10, 10, 50, 50, 0.9, 2], [12, 12, 50, 50, 0.8, 2], [0, 0, 5, 5, 0.1, 0]], np.float32)
+    _, info = letterbox(np.zeros((320, 320, 3), np.uint8), new_shape=(320, 320))
+    found = decode(rows, info, layout=Layout.END2END, names={0: "a", 1: "b", 2: "c"}, conf=0.25, iou=0.5)
+    assert found.class_names == ["c", "c"]  # overlapping boxes stay: NMS already ran in the graph
+
+
+def test_detections_select_and_serialise():
+    d = Detections(xyxy=[[0, 0, 10, 20], [5, 5, 6, 6]], confidence=[0.9, 0.3], class_id=[1, 0],
+                   names={0: "dent", 1: "scratch"}, image_size=(64, 48))
+    kept = d[d.confidence > 0.5]
+    assert len(kept) == 1 and kept.class_names == ["scratch"] and kept.image_size == (64, 48)
+    assert d.area.tolist() == [200.0, 1.0]
+    again = Detections.from_records(d.to_records(), names=d.names, image_size=d.image_size)
+    np.testing.assert_allclose(again.xyxy, d.xyxy)
+
+
+def test_auto_providers_prefer_tensorrt_then_cuda_and_always_end_with_cpu(tmp_path):
+    chosen = resolve(["auto"], available=[CPU, CUDA, TENSORRT], cache_dir=tmp_path / "trt")
+    assert [name for name, _ in chosen] == [TENSORRT, CUDA, CPU]
+    assert chosen[0][1]["trt_engine_cache_path"] == str(tmp_path / "trt")
+    assert [name for name, _ in resolve(["cuda"], available=[CPU])] == [CPU]
+
+
+def test_unknown_provider_names_the_setting():
+    with pytest.raises(ConfigError, match="QC_PROVIDERS"):
+        resolve(["vulkan"], available=[CPU])
+
+
+def test_a_file_that_is_not_onnx_is_refused_by_name(tmp_path):
+    from inspection.detector import Detector
+
+    bogus = tmp_path / "weights.onnx"
+    bogus.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match=r"weights\.onnx.*expected a detection model"):
+        Detector(bogus)
+    with pytest.raises(ModelError, match="no such model file"):
+        Detector(tmp_path / "missing.onnx")
+
+
+def _tiny_onnx(path, *, output_shape, names="{0: 'a', 1: 'b'}"):
+    """A one-node ONNX graph: image in, a reshaped tensor of `output_shape` out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    size = int(np.prod(output_shape))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+         helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["part"]),
+         helper.make_node("Reshape", ["part", "shape"], ["output0"])],
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output_shape))],
+        initializer=[helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+                     helper.make_tensor("ends", TensorProto.INT64, [1], [size]),
+                     helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor("shape", TensorProto.INT64, [len(output_shape)], list(output_shape))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"names": names, "imgsz": "[32, 32]", "stride": "32", "task": "detect"}.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_unknown_output_layout_is_refused_with_what_was_expected(tmp_path):
+    from inspection.detector import Detector
+
+    path = _tiny_onnx(tmp_path / "odd.onnx", output_shape=(1, 9, 10))  # 2 classes: expects 6 rows
+    with pytest.raises(ModelError, match=r"odd\.onnx: unknown output layout \[1, 9, 10\]"):
+        Detector(path)
+
+
+def test_a_raw_layout_model_loads_and_reports_its_io(tmp_path):
+    from inspection.detector import Detector
+
+    detector = Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)))
+    assert detector.layout is Layout.RAW and detector.imgsz == (32, 32) and detector.batch == 1
+    assert detector.providers[-1] == CPU
+    assert detector.predict([np.zeros((64, 48, 3), np.uint8)])[0].image_size == (48, 64)
+
+
+def test_a_static_model_refuses_another_input_size(tmp_path):
+    from inspection.detector import Detector
+
+    with pytest.raises(ModelError, match="takes 32x32 inputs, not 64x64"):
+        Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)), imgsz=64)
