@@ -112,13 +112,14 @@ def train(
 
     if not recipe.data:
         raise ConfigError("the recipe names no data: set data: in the recipe or pass --data")
+    source = _model_source(recipe)  # refuse a bad model before anything is written
     folder = run_folder or settings.runs_dir / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=False)
     (folder / "recipe.yaml").write_text(recipe.to_yaml())
     data = prepare(recipe.data, workdir=folder / "data")
     (folder / "dataset.json").write_text(json.dumps(_data_record(data), indent=2))
 
-    model = ultralytics.YOLO(_model_source(recipe))
+    model = ultralytics.YOLO(source)
     _attach_progress(model, enabled=progress)
     started = time.monotonic()
     model.train(**_train_args(recipe, data=data, folder=folder))
@@ -136,6 +137,7 @@ def _data_record(data: TrainingData) -> dict[str, Any]:
 
 
 def _train_args(recipe: Recipe, *, data: TrainingData, folder: Path) -> dict[str, Any]:
+    device = pick_device(recipe.device)
     args: dict[str, Any] = {
         "data": str(data.yaml_path),
         "epochs": recipe.epochs,
@@ -145,7 +147,8 @@ def _train_args(recipe: Recipe, *, data: TrainingData, folder: Path) -> dict[str
         "seed": recipe.seed,
         "deterministic": True,
         "workers": recipe.workers,
-        "device": pick_device(recipe.device),
+        "device": device,
+        "amp": device != "cpu",  # mixed precision is a GPU feature
         "optimizer": recipe.optimizer,
         "cos_lr": recipe.cos_lr,
         "warmup_epochs": recipe.warmup_epochs,
