@@ -267,7 +267,7 @@ def evaluate(
         precision=_ratio(tp, tp + fp),
         recall=_ratio(tp, tp + fn),
         f1=_f1(tp, fp, fn),
-        confusion=confusion_matrix(deployed, truths, classes=len(names)),
+        confusion=confusion_matrix(deployed, truths, class_ids=sorted(names)),
         pr_curves=curves,
         false_positives=sorted(false_positives, key=lambda e: -(e.score or 0.0)),
         misses=misses,
@@ -444,29 +444,34 @@ def _deploy_counts(
 
 
 def confusion_matrix(
-    deployed: Sequence[Detections], truths: Sequence[Detections], *, classes: int
+    deployed: Sequence[Detections], truths: Sequence[Detections], *, class_ids: Sequence[int]
 ) -> np.ndarray:
-    """(classes + 1)^2 counts [predicted, true], last index background, with Ultralytics'
-    ConfusionMatrix rules: class-agnostic greedy one-to-one matching by score; a matched
-    pair counts at [predicted class, true class] (a class swap off the diagonal), an
-    unmatched truth at [background, class], an unmatched prediction at [class, background].
+    """(classes + 1)^2 counts [predicted, true], rows and columns in `class_ids` order, the
+    last one background, with Ultralytics' ConfusionMatrix rules: class-agnostic greedy
+    one-to-one matching by score; a matched pair counts at [predicted class, true class] (a
+    class swap off the diagonal), an unmatched truth at [background, class], an unmatched
+    prediction at [class, background].
 
     Two deliberate differences from Ultralytics' defaults, so that the matrix agrees with
     the per-class precision and recall: predictions are kept at score >= the threshold (not
     >), and pairs match at IoU >= 0.5 (not > 0.45). Pass predictions already thresholded.
     """
-    matrix = np.zeros((classes + 1, classes + 1), dtype=np.int64)
+    position = {int(c): i for i, c in enumerate(class_ids)}
+    background = len(position)
+    matrix = np.zeros((background + 1, background + 1), dtype=np.int64)
     for prediction, truth in zip(deployed, truths):
+        predicted = [position[int(c)] for c in prediction.class_id]
+        true = [position[int(c)] for c in truth.class_id]
         matched = match(prediction, truth, same_class=False)
         hit = np.zeros(len(truth), dtype=bool)
         for p, t in enumerate(matched):
             if t >= 0:
                 hit[t] = True
-                matrix[prediction.class_id[p], truth.class_id[t]] += 1
+                matrix[predicted[p], true[t]] += 1
             else:
-                matrix[prediction.class_id[p], classes] += 1
+                matrix[predicted[p], background] += 1
         for t in np.flatnonzero(~hit):
-            matrix[classes, truth.class_id[t]] += 1
+            matrix[background, true[t]] += 1
     return matrix
 
 

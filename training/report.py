@@ -78,7 +78,7 @@ def write_report(
             title="False positives",
         ),
         "misses.png": _gallery(
-            evaluation, evaluation.misses[:gallery_size], image_paths, title="Misses"
+            evaluation, _by_class(evaluation.misses, gallery_size), image_paths, title="Misses"
         ),
     }
     for name, png in figures.items():
@@ -87,6 +87,20 @@ def write_report(
     text = _html(evaluation, figures, details or {}, gallery_size=gallery_size)
     page.write_text(text, encoding="utf-8")
     return page
+
+
+def _by_class(errors: Sequence[Error], count: int) -> list[Error]:
+    """Up to `count` errors taken in turn from each class, so that one class with many
+    misses does not fill the gallery; within a class, in image order."""
+    queues: dict[int, list[Error]] = {}
+    for error in errors:
+        queues.setdefault(error.class_id, []).append(error)
+    chosen: list[Error] = []
+    depth = 0
+    while len(chosen) < count and any(depth < len(q) for q in queues.values()):
+        chosen += [q[depth] for _, q in sorted(queues.items()) if depth < len(q)]
+        depth += 1
+    return chosen[:count]
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -192,8 +206,10 @@ def _gallery(
 ) -> bytes:
     columns = 6
     rows = max(1, -(-len(errors) // columns))
-    figure = _figure(columns * 1.9, rows * 2.1 + 0.4)
+    height = rows * 2.1 + 0.4
+    figure = _figure(columns * 1.9, height)
     figure.suptitle(f"{title} (truth green, prediction red)", fontsize=10)
+    figure.subplots_adjust(top=1 - 0.8 / height, bottom=0.02, hspace=0.4)
     if not errors:
         figure.text(0.5, 0.5, "none", ha="center", va="center")
     for index, error in enumerate(errors):
@@ -339,7 +355,7 @@ conf &gt;= {e(conf)}, matching a truth of the same class at IoU &gt;= 0.5, greed
 {img("confusion_matrix.png", "confusion matrix")}
 <h2>False positives ({shown_fp} of {len(evaluation.false_positives)}, highest scores first)</h2>
 {img("false_positives.png", "false positives")}
-<h2>Misses ({shown_miss} of {len(evaluation.misses)})</h2>
+<h2>Misses ({shown_miss} of {len(evaluation.misses)}, each class in turn)</h2>
 {img("misses.png", "misses")}
 </body></html>
 """
