@@ -99,6 +99,22 @@ class MicroBatcher:
             raise QueueFull(f"{self._queue.maxsize} frames already waiting") from error
         return await future
 
+    async def submit_many(self, frames: list[Any], *, deadline: float) -> list[BatchResult]:
+        """Several frames of one request, queued all or none: a request refused half-way would
+        leave its other frames to be inferred for nobody. They queue back to back, so they
+        usually share one batch."""
+        if self._closing:
+            raise ShuttingDown("the service is shutting down")
+        free = self._queue.maxsize - self._queue.qsize()
+        if len(frames) > free:
+            raise QueueFull(f"{self._queue.qsize()} frames already waiting, room for {free}, "
+                            f"not {len(frames)}")
+        loop = asyncio.get_running_loop()
+        items = [_Item(frame, deadline, loop.create_future()) for frame in frames]
+        for item in items:
+            self._queue.put_nowait(item)  # no await in between: nothing else can take the room
+        return list(await asyncio.gather(*(item.future for item in items)))
+
     async def close(self) -> None:
         """Stop taking frames, finish every queued one, then stop the worker."""
         self._closing = True
@@ -161,7 +177,13 @@ class MicroBatcher:
                 if self._on_batch:
                     self._on_batch(len(live), inference_ms)
                 for item, output in zip(live, outputs):
-                    if not item.future.done():
+                    if item.future.done():
+                        continue
+                    if isinstance(output, Exception):
+                        # `run` refused this frame alone (a tensor sized for the model before a
+                        # hot swap); the rest of its batch must not fail with it.
+                        item.future.set_exception(output)
+                    else:
                         item.future.set_result(BatchResult(
                             output=output, model=model,
                             queue_ms=(started - item.enqueued) * 1000,

@@ -24,7 +24,7 @@ import numpy as np
 
 from inspection import imaging
 from inspection.detections import Detections
-from inspection.preprocess import LetterboxInfo
+from inspection.preprocess import PAD_VALUE, LetterboxInfo, to_tensor
 from inspection.rules import decide
 from inspection.store.images import ImageStore
 from inspection.store.records import InspectionRecord, RecordStore, Station
@@ -46,15 +46,70 @@ class Frame:
     info: LetterboxInfo
 
 
-def run_batch(model: LoadedModel, frames: list[Frame]) -> list[tuple[np.ndarray, LetterboxInfo]]:
+@dataclass
+class TensorFrame:
+    """One image already in network form, as the v2 protocol's `images` input sends it: CHW,
+    RGB, 0..1, letterboxed to the model's input size. It skips decode and letterbox, and shares
+    the micro-batch with station frames."""
+
+    tensor: np.ndarray  # (3, H, W) float32 or float16
+
+
+class InputSizeChanged(Exception):
+    """A hot swap brought a model with another input size while a `TensorFrame` was queued;
+    pixels can be letterboxed again, a tensor cannot."""
+
+
+def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     """The batcher's job: one `session.run` over the frames (re-letterboxed if a hot swap
-    brought a model with another input size)."""
+    brought a model with another input size). A `Frame` gets (raw output row, LetterboxInfo),
+    a `TensorFrame` its raw output row, or `InputSizeChanged` in its place."""
     detector = model.detector
     for frame in frames:
-        if frame.tensor.shape[:2] != tuple(detector.imgsz):
+        if isinstance(frame, Frame) and frame.tensor.shape[:2] != tuple(detector.imgsz):
             frame.tensor, frame.info = detector.prepare(frame.image, original_size=frame.size)
-    outputs = detector.run([frame.tensor for frame in frames])
-    return [(output, frame.info) for output, frame in zip(outputs, frames)]
+    if all(isinstance(frame, Frame) for frame in frames):
+        outputs = detector.run([frame.tensor for frame in frames])
+        return [(output, frame.info) for output, frame in zip(outputs, frames)]
+    return _run_mixed(detector, frames)
+
+
+def _run_mixed(detector, frames: list[Frame | TensorFrame]) -> list:
+    """Station pixels packed as `Detector.run` packs them, tensors as they came, one batch."""
+    expected = (3, *detector.imgsz)
+    rows, results = [], []
+    for frame in frames:
+        if isinstance(frame, Frame):
+            rows.append(to_tensor([frame.tensor], dtype=detector.input_dtype)[0])
+        elif frame.tensor.shape != expected:
+            results.append(InputSizeChanged(
+                f"the model now takes {list(expected)} per image, not {list(frame.tensor.shape)} "
+                "(it was swapped while this request waited); read the model metadata again"))
+            continue
+        else:
+            rows.append(frame.tensor.astype(detector.input_dtype, copy=False))
+        results.append(None)  # filled below
+    outputs = iter(_session_run(detector, np.stack(rows)) if rows else [])
+    for i, frame in enumerate(frames):
+        if results[i] is None:
+            output = next(outputs)
+            results[i] = (output, frame.info) if isinstance(frame, Frame) else output
+    return results
+
+
+def _session_run(detector, batch: np.ndarray) -> np.ndarray:
+    # A static-batch model runs in chunks of its batch size, the last padded with grey rows,
+    # exactly as `Detector.run` does with pixels.
+    chunk = detector.batch or len(batch)
+    outputs = []
+    for start in range(0, len(batch), chunk):
+        part = batch[start : start + chunk]
+        real = len(part)
+        if real < chunk:
+            grey = np.full((chunk - real, *part.shape[1:]), PAD_VALUE / 255, part.dtype)
+            part = np.concatenate([part, grey])
+        outputs.append(detector.session.run(None, {detector.input_name: part})[0][:real])
+    return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
 
 
 class Inspector:
