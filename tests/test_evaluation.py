@@ -333,9 +333,9 @@ def _constant_model(path: Path, *, boxes: list[tuple[float, ...]]) -> Path:
 
 
 def _yolo_folder(root: Path, labels: dict[str, str | None]) -> Path:
-    for stem, text in labels.items():
+    for n, (stem, text) in enumerate(labels.items()):
         (root / "images" / "val").mkdir(parents=True, exist_ok=True)
-        grey = np.full((64, 64, 3), 128, np.uint8)
+        grey = np.full((64, 64, 3), 100 + n, np.uint8)  # distinct images, distinct hashes
         cv2.imwrite(str(root / "images" / "val" / f"{stem}.png"), grey)
         if text is not None:
             (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
@@ -346,14 +346,13 @@ def _yolo_folder(root: Path, labels: dict[str, str | None]) -> Path:
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    """`qc eval` alone, so this test does not depend on the other commands' modules."""
+def cli(qc_home):
+    """`qc eval` alone, so these tests do not depend on the other commands' modules."""
     import typer
     from typer.testing import CliRunner
 
     from qc.commands.evaluate import evaluate as command
 
-    monkeypatch.setenv("QC_HOME", str(tmp_path / "home"))
     app = typer.Typer()
     app.command("eval")(command)
     app.command("unused")(lambda: None)  # two commands: Typer then keeps the "eval" name
@@ -407,3 +406,36 @@ def test_eval_command_names_the_data_yaml_when_the_split_is_missing(tmp_path, cl
 
     assert isinstance(result.exception, DatasetError)
     assert str(data) in str(result.exception) and "'test:'" in str(result.exception)
+
+
+def test_eval_command_reads_a_dataset_version(tmp_path, cli, qc_home):
+    pytest.importorskip("onnxruntime")
+    from inspection.dataset import import_dataset
+
+    model = _constant_model(tmp_path / "m.onnx", boxes=[(32, 32, 20, 20, 0, 0.9)])
+    centre = "0 0.5 0.5 0.3125 0.3125\n"
+    folder = _yolo_folder(tmp_path / "data", {"a": centre, "b": centre, "c": ""}).parent
+    # Splits follow content hashes; nearly all go to val here, and the test reads which.
+    version = import_dataset(
+        folder, format="yolo", name="boards", test_fraction=0.0, val_fraction=0.99
+    )
+    val = list(version.images(split="val"))
+    assert val, "no image hashed into val; change the images"
+
+    result = cli("--model", str(model), "--data", "boards@v1", "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["images"] == len(val)
+    assert document["instances"] == sum(len(image.detections) for image in val)
+    # the model's one box is right on a labelled image and a false positive on the blank one
+    assert document["per_class"]["open"]["fp"] == sum(not image.detections for image in val)
+
+
+def test_eval_command_names_the_missing_dataset(cli):
+    from inspection.errors import DatasetError
+
+    result = cli("--model", "m.onnx", "--data", "nosuch@v1")
+
+    assert isinstance(result.exception, DatasetError)
+    assert "nosuch" in str(result.exception)
