@@ -35,6 +35,28 @@ def show(ref: Annotated[str, typer.Argument(help="name@version, name@latest, or 
     typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.model_path), **entry.card}, indent=2))
 
 
+def card_for(model: Path) -> dict:
+    """A registry card from what the ONNX file says about itself (it is loaded and warmed up
+    once, so a file that is not a working detection model is refused here)."""
+    from inspection.detector import Detector
+
+    detector = Detector(model, providers=["cpu"])
+    qc_meta = detector.info.qc
+    return {
+        "source": "qc export" if qc_meta.get("data_hash") else f"registered from elsewhere: {model.resolve()}",
+        "names": {str(k): v for k, v in detector.names.items()},
+        "imgsz": list(detector.imgsz),
+        "layout": detector.layout.value,
+        "precision": qc_meta.get("precision", "fp32"),
+        "data_hash": qc_meta.get("data_hash"),
+        "dataset_version": qc_meta.get("dataset_version"),
+        "recipe_hash": qc_meta.get("recipe_hash"),
+        "train_metrics": qc_meta.get("train_metrics"),
+        "export_check": qc_meta.get("export_check"),
+        "metadata": qc_meta,
+    }
+
+
 @app.command("add")
 def add(
     model: Annotated[Path, typer.Argument(help="An ONNX detection model (trained here or elsewhere).")],
@@ -43,18 +65,9 @@ def add(
     weights: Annotated[Path | None, typer.Option(help="The .pt it came from, kept for fine-tuning.")] = None,
 ) -> None:
     """Register an ONNX model as the next version of NAME; its card records where it came from."""
-    from inspection.detector import Detector
     from inspection.errors import ModelError
 
-    detector = Detector(model, providers=["cpu"])  # refuses files that are not detection models
-    qc_meta = detector.info.qc
-    card = {
-        "source": "qc export" if qc_meta.get("data_hash") else f"registered from elsewhere: {model.resolve()}",
-        "names": {str(k): v for k, v in detector.names.items()},
-        "imgsz": list(detector.imgsz),
-        "layout": detector.layout.value,
-        "metadata": qc_meta,
-    }
+    card = card_for(model)
     if weights is not None and not weights.is_file():
         raise ModelError(f"{weights}: no such weights file")
     entry = _registry().add(name, model, card=card, weights=weights)
@@ -74,9 +87,9 @@ def holdout(
 
 
 def _evaluate_on_holdout(entry, holdout: str, split: str):
-    from qc.commands.evaluate import evaluate_model
+    from inspection.scoring import score_onnx
 
-    result = evaluate_model(entry.model_path, data=holdout, split=split)
+    result = score_onnx(entry.model_path, holdout, split=split).evaluation
     evaluations = {**entry.card.get("evaluations", {}), holdout: result.to_json()}
     return _registry().update_card(entry, evaluations=evaluations)
 

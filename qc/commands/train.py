@@ -55,9 +55,17 @@ def export(
     end2end: Annotated[bool, typer.Option(help="Export the NMS-free head [B, 300, 6] (YOLO26).")] = False,
     dynamic: Annotated[bool, typer.Option(help="Dynamic batch and size (GPU batching); static is faster on CPU.")] = False,
     data: Annotated[str | None, typer.Option(help="data.yaml for int8 calibration (default: the run's).")] = None,
+    check: Annotated[
+        bool, typer.Option(help="Score every variant against the torch model on the val images.")
+    ] = True,
+    register: Annotated[str | None, typer.Option(help="Add the fp32 model to the registry under this name.")] = None,
 ) -> None:
-    """Export trained weights to ONNX with class names, imgsz and the training data's hash."""
-    from training.export import export_onnx
+    """Export trained weights to ONNX with class names, imgsz and the training data's hash.
+
+    With --check (the default when the data is known) each variant's mAP change against the
+    torch model is measured and written into its metadata, and so into its registry card.
+    """
+    from training.export import export_onnx, stamp_metadata
     from training.trainer import Run
 
     if source.is_dir():
@@ -78,7 +86,26 @@ def export(
         weights, lineage, data_yaml = source, {"data_hash": None}, data
         out_dir = out_dir or source.parent
     variants = ["fp32"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
-    for precision in variants:
-        path = export_onnx(weights, out_dir=out_dir, imgsz=imgsz, precision=precision,
-                           end2end=end2end, dynamic=dynamic, data_yaml=data_yaml, lineage=lineage)
+    paths = {
+        precision: export_onnx(weights, out_dir=out_dir, imgsz=imgsz, precision=precision,
+                               end2end=end2end, dynamic=dynamic, data_yaml=data_yaml, lineage=lineage)
+        for precision in variants
+    }
+    if check and data_yaml:
+        from training.export_check import check_exports
+
+        report = check_exports(weights, paths, data=str(data_yaml), imgsz=imgsz or 640)
+        (out_dir / "export-check.json").write_text(json.dumps(report, indent=2))
+        for precision, path in paths.items():
+            stamp_metadata(path, {"export_check": {"torch": report["torch"], precision: report[precision]}})
+        typer.echo(json.dumps(report), err=True)
+    for path in paths.values():
         typer.echo(str(path))
+    if register:
+        from inspection.registry import Registry
+        from inspection.settings import Settings
+        from qc.commands.models import card_for
+
+        entry = Registry(Settings().models_dir).add(register, paths["fp32"], card=card_for(paths["fp32"]),
+                                                    weights=weights)
+        typer.echo(f"added {entry.ref}", err=True)

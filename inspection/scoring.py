@@ -1,0 +1,283 @@
+"""Scoring a model on one labelled split: what `qc eval`, the promotion gate and the export
+check share, so the three numbers are computed the same way.
+
+Example::
+
+    from inspection.scoring import load_split, score
+
+    names, samples = load_split("deeppcb@v3", split="test")
+    run = score(lambda pixels: detector.predict([pixels])[0], names=names, samples=samples)
+    run.evaluation.map50_95
+
+Images are decoded by `inspection.imaging.read_file` and predicted one at a time, as a frame
+on the line is. Ultralytics validates at conf 0.001 (mAP ranks every box), so the predictor
+given to `score` should too; the deploy threshold only enters precision, recall and F1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inspection.detections import Detections
+from inspection.evaluation import Evaluation, evaluate
+
+# Ultralytics validates at conf 0.001: mAP ranks every box the model gives, so the model
+# must not cut them at the deploy threshold first. 0.7 and 300 are its NMS defaults too.
+RANKING_CONF = 0.001
+NMS_IOU = 0.7
+MAX_DET = 300
+# What `inspection.imaging` decodes; other image files in a split folder are reported.
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+@dataclass(frozen=True)
+class ScoredSplit:
+    evaluation: Evaluation
+    paths: list[Path]  # the images scored, aligned with evaluation.predictions
+    skipped: list[str] = field(default_factory=list)  # unreadable or badly labelled, named
+    unlabelled: int = 0  # images without a label file, scored as defect-free
+
+
+def score(
+    predict: Callable[[np.ndarray], Detections],
+    *,
+    names: dict[int, str],
+    samples: list[Sample],
+    deploy_conf: float = 0.25,
+    criterion: str = "coco",
+    progress: bool = True,
+    label: str = "eval",
+    source: str = "the data",
+) -> ScoredSplit:
+    """Run `predict` over every readable image of `samples` and score it against the truth.
+    `source` names the data in error messages."""
+    from tqdm import tqdm
+
+    from inspection.errors import DatasetError, ImageError
+    from inspection.imaging import read_file
+
+    predictions: list[Detections] = []
+    truths: list[Detections] = []
+    paths: list[Path] = []
+    skipped: list[str] = []
+    unlabelled = 0
+    for sample in tqdm(samples, desc=label, unit="image", file=sys.stderr, disable=not progress):
+        try:
+            pixels = read_file(sample.image)
+        except ImageError as error:
+            skipped.append(f"{error}; fix or delete it")
+            continue
+        height, width = pixels.shape[:2]
+        truth = sample.truth
+        if truth is None:
+            truth, problem, missing = _yolo_truth(sample, names=names, image_size=(width, height))
+            if truth is None:
+                skipped.append(problem)
+                continue
+            unlabelled += missing
+        predictions.append(predict(pixels))
+        truths.append(truth)
+        paths.append(sample.image)
+    if not truths:
+        named = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise DatasetError(f"{source}: no image could be read with its labels ({named})")
+    evaluation = evaluate(predictions, truths, names=names, deploy_conf=deploy_conf, criterion=criterion)
+    return ScoredSplit(evaluation=evaluation, paths=paths, skipped=skipped, unlabelled=unlabelled)
+
+
+def score_onnx(
+    model: Path,
+    data: str,
+    *,
+    split: str,
+    deploy_conf: float = 0.25,
+    criterion: str = "coco",
+    providers: list[str] | None = None,
+    progress: bool = True,
+) -> ScoredSplit:
+    """Score an ONNX model through the production `Detector` on `split` of `data`."""
+    from inspection.detector import Detector
+    from inspection.settings import Settings
+
+    from inspection.errors import DatasetError
+
+    names, samples = load_split(data, split=split)
+    if not samples:
+        raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
+    settings = Settings()
+    detector = Detector(model, providers=providers or settings.provider_list(), conf=RANKING_CONF,
+                        iou=NMS_IOU, max_det=MAX_DET, threads=settings.threads,
+                        cache_dir=settings.home / "trt-cache")
+    check_classes(model=model, model_names=detector.names, data=data, data_names=names)
+    # One image per call: minimal letterbox padding then depends on the image alone, as for
+    # a frame on the line, not on which images share a batch.
+    return score(lambda pixels: detector.predict([pixels])[0], names=names, samples=samples,
+                 deploy_conf=deploy_conf, criterion=criterion, progress=progress, label=f"eval {split}",
+                 source=f"{data} ({split})")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    label: Path | None = None  # YOLO label file, parsed once the image's size is known
+    truth: Detections | None = None  # already parsed (dataset versions)
+
+
+def load_split(data: str, *, split: str) -> tuple[dict[int, str], list[Sample]]:
+    """Class names and the images of `split`, from a data.yaml or a dataset version."""
+    path = Path(data)
+    if data.endswith((".yaml", ".yml")) or path.exists():
+        return _from_data_yaml(path, split=split)
+    return _from_version(data, split=split)
+
+
+def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[Sample]]:
+    from inspection.dataset import open_version
+    from inspection.errors import DatasetError
+    from inspection.formats import SPLITS
+
+    version = open_version(reference)
+    samples = [
+        Sample(image=item.path, truth=item.detections) for item in version.images(split=split)
+    ]
+    if not samples:
+        counts = {s: sum(e["split"] == s for e in version.entries) for s in SPLITS}
+        have = ", ".join(f"{s} {n}" for s, n in counts.items())
+        raise DatasetError(
+            f"{version.ref} has no {split!r} images ({have}); pick another --split"
+        )
+    return version.names, samples
+
+
+def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sample]]:
+    import yaml
+
+    from inspection.errors import DatasetError
+    from inspection.formats.yolo import class_names_from_yaml, label_path_for
+
+    if path.is_dir():
+        path = path / "data.yaml"
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: no such data.yaml; pass a YOLO data.yaml or a dataset version NAME@VERSION"
+        )
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise DatasetError(f"{path}: cannot read it as YAML ({error}); fix the file") from error
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{path}: expected a mapping with 'names:' and '{split}:'; fix the file")
+    names = class_names_from_yaml(spec.get("names"), file=path)
+    if not spec.get(split):
+        present = ", ".join(s for s in ("train", "val", "test") if spec.get(s)) or "none"
+        raise DatasetError(
+            f"{path}: no '{split}:' entry (splits in the file: {present}); add "
+            f"'{split}: images/{split}' or pick another --split"
+        )
+    # As training.data resolves it: `path:` relative to the data.yaml's folder, or that folder.
+    root = Path(spec.get("path") or path.parent)
+    if not root.is_absolute():
+        root = path.parent / root
+    entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
+    images: list[Path] = []
+    for entry in entries:
+        images += _split_images(root / str(entry), data_yaml=path, split=split)
+    # Ultralytics' rule: the last `images` folder of the path becomes `labels`.
+    samples = [
+        Sample(image=image, label=label_path_for(image, root=Path(image.anchor)))
+        for image in (i.absolute() for i in images)
+    ]
+    return names, samples
+
+
+def _split_images(location: Path, *, data_yaml: Path, split: str) -> list[Path]:
+    from inspection.errors import DatasetError
+
+    if location.is_dir():
+        return sorted(
+            p for p in location.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+        )
+    if location.is_file() and location.suffix == ".txt":  # Ultralytics' list of image files
+        lines = [line.strip() for line in location.read_text(encoding="utf-8").splitlines()]
+        return [
+            (location.parent / line if not Path(line).is_absolute() else Path(line))
+            for line in lines
+            if line
+        ]
+    raise DatasetError(
+        f"{data_yaml}: the {split} folder {location} does not exist; fix '{split}:' (it is "
+        "relative to 'path:', or to the data.yaml's folder when there is no 'path:')"
+    )
+
+
+def _yolo_truth(
+    sample: Sample, *, names: dict[int, str], image_size: tuple[int, int]
+) -> tuple[Detections | None, str, int]:
+    """(truth, problem, 1 if the label file is missing) for one image of a YOLO folder.
+
+    A missing label file reads as "no defects", as Ultralytics' validator reads it (counted
+    and reported, so a folder without labels does not pass unnoticed); a bad one leaves the
+    image out, as Ultralytics does.
+    """
+    from inspection.formats.yolo import parse_labels
+
+    if sample.label is None or not sample.label.is_file():
+        return Detections.empty(names=names, image_size=image_size), "", 1
+    detections, problems = parse_labels(
+        sample.label.read_text(encoding="utf-8", errors="replace"),
+        image_size=image_size,
+        names=names,
+        file=str(sample.label),
+        image=str(sample.image),
+    )
+    if detections is None:
+        return None, str(problems[0]), 0
+    return detections, "", 0
+
+
+def warn(*, skipped: list[str], unlabelled: int) -> None:
+    if unlabelled:
+        print(
+            f"warning: {unlabelled} image(s) have no label file and were scored as defect-free; "
+            "write an empty .txt for images without defects to say so",
+            file=sys.stderr,
+        )
+    if skipped:
+        print(
+            f"warning: {len(skipped)} image(s) left out, unreadable or badly labelled:",
+            file=sys.stderr,
+        )
+        for line in skipped[:10]:
+            print(f"  {line}", file=sys.stderr)
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more", file=sys.stderr)
+
+
+def check_classes(
+    *, model: Path, model_names: dict[int, str], data: str, data_names: dict[int, str]
+) -> None:
+    from inspection.errors import DatasetError
+
+    if len(model_names) != len(data_names):
+        raise DatasetError(
+            f"{model} predicts {len(model_names)} classes ({_listing(model_names)}) but {data} "
+            f"has {len(data_names)} ({_listing(data_names)}); evaluate on the data the model "
+            "was trained for"
+        )
+    if model_names != data_names:
+        print(
+            f"warning: {model} names its classes {_listing(model_names)}, {data} names them "
+            f"{_listing(data_names)}; scoring by class id with the data's names",
+            file=sys.stderr,
+        )
+
+
+def _listing(names: dict[int, str], *, most: int = 8) -> str:
+    ids = sorted(names)
+    more = f", ... {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(f"{i}={names[i]}" for i in ids[:most]) + more
