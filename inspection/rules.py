@@ -52,7 +52,7 @@ class Verdict(str, Enum):
 
 
 class ClassRule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON cannot hold them
     fail_conf: float = Field(default=0.5, gt=0, le=1, description="at or above: counts toward FAIL")
     review_conf: float = Field(default=0.25, gt=0, le=1, description="review band starts here")
     min_area: float = Field(default=0, ge=0, description="smaller boxes are ignored (area_unit)")
@@ -66,7 +66,7 @@ class ClassRule(BaseModel):
 
 
 class StationRules(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON cannot hold them
     enabled: bool = True
     area_unit: Literal["px2", "mm2"] = "px2"
     px_per_mm: float | None = Field(default=None, gt=0)

@@ -77,16 +77,19 @@ class ModelManager:
 
     async def prepare(self, version: str) -> LoadedModel:
         """Load and warm up `version` of the served model without switching to it."""
-        name = self.settings.model_name
+        return await self._load_checked(f"{self.settings.model_name}@{version}")
+
+    async def _load_checked(self, ref: str) -> LoadedModel:
+        """Load `ref` in a thread; any failure becomes a QCError (an HTTP 4xx) and `last_error`."""
         try:
-            entry = self.registry.get(name, version)
+            entry = self.registry.resolve(ref)
             return await asyncio.to_thread(self._load, entry)
         except QCError as error:
-            self.last_error = f"{name}@{version} refused: {error}"
+            self.last_error = f"{ref} refused: {error}"
             log.error(self.last_error)
             raise
         except Exception as error:  # anything else a broken model does on load
-            self.last_error = f"{name}@{version} refused: {error}"
+            self.last_error = f"{ref} refused: {error}"
             log.error(self.last_error)
             raise ModelError(self.last_error) from error
 
@@ -110,8 +113,7 @@ class ModelManager:
         if not ref:
             self.shadow = None
             return None
-        entry = self.registry.resolve(ref)
-        self.shadow = await asyncio.to_thread(self._load, entry)
+        self.shadow = await self._load_checked(ref)
         return self.shadow
 
     async def watch(self) -> None:

@@ -64,7 +64,7 @@ class StationOut(BaseModel):
 class KeyIn(BaseModel):
     role: Literal["station", "reviewer", "engineer", "admin"]
     stations: list[str] = Field(default_factory=list)
-    name: str = ""
+    name: str = Field(default="", max_length=128)
 
 
 class KeyOut(BaseModel):
@@ -81,4 +81,5 @@ class PromoteIn(BaseModel):
 
 
 class ShadowIn(BaseModel):
-    ref: str | None = Field(default=None, description="registry ref name@version; null switches shadow off")
+    ref: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9]+)?$",
+                            description="registry ref name@version; null switches shadow off")

@@ -1,8 +1,8 @@
 """Content-addressed image files: `<root>/<ab>/<cd>/<sha256>.<ext>`.
 
 The same frame posted twice is stored once. A file is written to a temporary name, fsynced
-and renamed, before the record that names it is committed: a record never points at a
-missing or half-written image.
+and renamed, and its folder fsynced, before the record that names it is committed: a record
+never points at a missing or half-written image, even after a power cut.
 
 Example::
 
@@ -35,6 +35,7 @@ class ImageStore:
         target = self._folder(sha) / f"{sha}{EXTENSIONS.get(image_format, '.bin')}"
         if target.exists():
             return sha
+        new_folders = [f for f in (target.parent.parent, target.parent) if not f.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
@@ -47,6 +48,9 @@ class ImageStore:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
+        # The rename, and any folder made for it, is durable only once its folder is fsynced.
+        for folder in [*(f.parent for f in new_folders), target.parent]:
+            _fsync_folder(folder)
         return sha
 
     def path(self, sha: str) -> Path:
@@ -56,3 +60,11 @@ class ImageStore:
             if candidate.exists():
                 return candidate
         raise NotFound(f"image {sha} is not stored (PASS frames are kept only at the sample rate)")
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

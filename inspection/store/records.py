@@ -102,17 +102,18 @@ class RecordStore:
 
     def set_rules(self, station_id: str, rules: StationRules, *, created_by: str | None = None) -> Station:
         """A new rules version; earlier versions stay, for the records they judged."""
+        # The UPDATE comes first: it takes SQLite's write lock (a SELECT would not, and two
+        # writers would both claim the same version) and PostgreSQL's row lock, so concurrent
+        # changes queue up and each gets its own version.
         with self.db.engine.begin() as conn:
-            current = conn.execute(
-                select(stations.c.rules_version).where(stations.c.id == station_id).with_for_update()
-            ).scalar()
-            if current is None:
+            bumped = conn.execute(stations.update().where(stations.c.id == station_id)
+                                  .values(rules_version=stations.c.rules_version + 1))
+            if not bumped.rowcount:
                 raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
-            version = current + 1
+            version = conn.execute(select(stations.c.rules_version).where(stations.c.id == station_id)).scalar()
             conn.execute(station_rules.insert().values(
                 station_id=station_id, version=version, body=rules.model_dump(mode="json"),
                 created_at=utcnow(), created_by=created_by))
-            conn.execute(stations.update().where(stations.c.id == station_id).values(rules_version=version))
         return self.station(station_id)
 
     def station(self, station_id: str) -> Station:

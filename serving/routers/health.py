@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.auth import current_key
@@ -41,8 +41,9 @@ async def readyz(request: Request):
     return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", dependencies=[Depends(current_key)])
+@router.get("/metrics", dependencies=[Depends(current_key)], response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
+    """Prometheus text format."""
     state = request.app.state
     state.metrics.queue_depth.set(state.batcher.depth)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 
 from inspection import imaging
@@ -86,11 +88,12 @@ async def inspect(
     """Judge one frame: PASS, FAIL or REVIEW, recorded before the answer is sent."""
     state = request.app.state
     check_station(key, station)
-    found = state.store.station(station)  # 404 for an unknown station
+    # Database reads run in threads: the event loop serves every station and must never wait.
+    found = await asyncio.to_thread(state.store.station, station)  # 404 for an unknown station
     if not found.rules.enabled:
         raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
     if idempotency_key:
-        existing = state.store.find_by_key(station, idempotency_key)
+        existing = await asyncio.to_thread(state.store.find_by_key, station, idempotency_key)
         if existing is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return to_schema(existing)

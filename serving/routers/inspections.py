@@ -37,7 +37,10 @@ def to_schema(record: InspectionRecord) -> Inspection:
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    try:
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 lies before datetime.min in UTC
+        return datetime.min if value.year < 5000 else datetime.max
 
 
 @router.get("/v1/inspections", response_model=InspectionPage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from inspection import promotion
 from inspection.store.keys import ApiKey
@@ -13,6 +13,9 @@ from serving.schemas import PromoteIn, ShadowIn
 
 router = APIRouter(tags=["models"])
 engineer = require("engineer")
+# Registry names and versions are folder names under $QC_HOME/models: never "..".
+Name = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="registry model name")
+Version = Path(pattern=r"^v\d+$", description="v1, v2, ...")
 
 
 def _served(request: Request, name: str) -> bool:
@@ -31,7 +34,8 @@ def list_models(request: Request, key: ApiKey = Depends(require("reviewer"))) ->
 
 
 @router.get("/v1/models/{name}/{version}")
-def show_model(name: str, version: str, request: Request, key: ApiKey = Depends(require("reviewer"))) -> dict:
+def show_model(request: Request, name: str = Name, version: str = Version,
+               key: ApiKey = Depends(require("reviewer"))) -> dict:
     entry = request.app.state.registry.get(name, version)
     return {"name": name, "version": version, "card": entry.card}
 
@@ -47,7 +51,7 @@ async def _switch(request: Request, name: str, version: str, move_pointer) -> di
 
 
 @router.post("/v1/models/{name}/promote")
-async def promote(name: str, body: PromoteIn, request: Request, key: ApiKey = Depends(engineer)) -> dict:
+async def promote(body: PromoteIn, request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     """Promote through the gate (evaluations on the frozen holdout must be in both cards)."""
     registry = request.app.state.registry
     registry.get(name, body.version)
@@ -55,7 +59,7 @@ async def promote(name: str, body: PromoteIn, request: Request, key: ApiKey = De
 
 
 @router.post("/v1/models/{name}/rollback")
-async def rollback(name: str, request: Request, key: ApiKey = Depends(engineer)) -> dict:
+async def rollback(request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     registry = request.app.state.registry
     target = registry.rollback_target(name)
     manager = request.app.state.manager
