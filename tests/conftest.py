@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -17,6 +19,7 @@ DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb"
 CACHE = REPO / ".cache"
 # Bump when the recipe below or the exporter changes, so cached models are rebuilt.
 MODEL_CACHE_VERSION = "1"
+POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
 @pytest.fixture
@@ -95,3 +98,56 @@ def trained_model(tmp_path_factory) -> TrainedModel:
     manifest.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                     for k, v in model.__dict__.items()}))
     return model
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory) -> Path:
+    """An untrained YOLO26n exported to ONNX at 160 px: a real detector in ~5 s, offline.
+    Its scores are all alike and low, so tests that need verdicts set thresholds around them."""
+    cached = CACHE / "untrained-yolo26n-160-v1.onnx"
+    if cached.is_file():
+        return cached
+    from inspection.settings import Settings
+    from training.ultralytics_env import load_ultralytics
+
+    work = tmp_path_factory.mktemp("untrained-export")
+    before = os.getcwd()
+    os.chdir(work)  # Ultralytics writes an export of a yaml-built model into the working folder
+    try:
+        ultralytics = load_ultralytics(Settings(home=work / "home"))
+        exported = Path(ultralytics.YOLO("yolo26n.yaml").export(format="onnx", imgsz=160))
+    finally:
+        os.chdir(before)
+    CACHE.mkdir(exist_ok=True)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+    shutil.copy2(work / exported, partial)
+    os.replace(partial, cached)
+    return cached
+
+
+def postgres_schema_url(base: str, schema: str) -> str:
+    """`base` with every connection's search_path set to `schema`."""
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL URL whose connections see only a fresh, empty schema (dropped afterwards);
+    skips the test when QC_TEST_POSTGRES_URL is unset (.ci/run sets it)."""
+    if not POSTGRES_URL:
+        pytest.skip("QC_TEST_POSTGRES_URL is not set")
+    from sqlalchemy import text
+
+    from inspection.store.database import Database
+
+    schema = f"qc_test_{secrets.token_hex(6)}"
+    admin = Database(POSTGRES_URL)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield postgres_schema_url(POSTGRES_URL, schema)
+    finally:
+        with admin.engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

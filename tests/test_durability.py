@@ -6,7 +6,6 @@ Idempotency-Keys ends with exactly one record per frame."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -31,38 +30,10 @@ from inspection.store.records import RecordStore
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache"
 QC = Path(sys.executable).with_name("qc")
 # Uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: exit status -15 (or 0).
 STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)
 FAIL_ALL = {"default": {"fail_conf": 1e-6, "review_conf": 1e-6}}  # the untrained model fails every frame
-
-
-# -- shared fixture (the same as in tests/test_service.py: a candidate for conftest) --------
-
-
-@pytest.fixture(scope="session")
-def untrained_model(tmp_path_factory) -> Path:
-    """An untrained YOLO26n exported to ONNX at 160 px: a real detector in ~5 s, offline."""
-    cached = CACHE / "untrained-yolo26n-160-v1.onnx"
-    if cached.is_file():
-        return cached
-    from training.ultralytics_env import load_ultralytics
-
-    work = tmp_path_factory.mktemp("untrained-export")
-    before = os.getcwd()
-    os.chdir(work)
-    try:
-        ultralytics = load_ultralytics(Settings(home=work / "home"))
-        exported = Path(ultralytics.YOLO("yolo26n.yaml").export(format="onnx", imgsz=160))
-    finally:
-        os.chdir(before)
-    CACHE.mkdir(exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-    shutil.copy2(work / exported, partial)
-    os.replace(partial, cached)
-    return cached
 
 
 # -- a real server -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ A few of Schemathesis' checks are relaxed where our answers are intentional:
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,38 +30,9 @@ from inspection.store.records import RecordStore
 from serving.app import create_app
 from serving.settings import ServeSettings
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache"
 MAX_EXAMPLES = int(os.environ.get("QC_SCHEMATHESIS_EXAMPLES", "25"))
 HOLDOUT = "holdout@v1"
 EVALUATED = {"evaluations": {HOLDOUT: {"map50_95": 0.5, "per_class": {}}}}
-
-
-# -- shared fixture (the same as in tests/test_service.py: a candidate for conftest) --------
-
-
-@pytest.fixture(scope="session")
-def untrained_model(tmp_path_factory) -> Path:
-    """An untrained YOLO26n exported to ONNX at 160 px: a real detector in ~5 s, offline."""
-    cached = CACHE / "untrained-yolo26n-160-v1.onnx"
-    if cached.is_file():
-        return cached
-    from inspection.settings import Settings
-    from training.ultralytics_env import load_ultralytics
-
-    work = tmp_path_factory.mktemp("untrained-export")
-    before = os.getcwd()
-    os.chdir(work)
-    try:
-        ultralytics = load_ultralytics(Settings(home=work / "home"))
-        exported = Path(ultralytics.YOLO("yolo26n.yaml").export(format="onnx", imgsz=160))
-    finally:
-        os.chdir(before)
-    CACHE.mkdir(exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-    shutil.copy2(work / exported, partial)
-    os.replace(partial, cached)
-    return cached
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import struct
 import threading
 import time
@@ -24,21 +23,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
-from urllib.parse import quote
 
 import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from inspection.registry import Registry
 from inspection.store.records import InspectionFilter, InspectionRecord
 from serving.app import create_app
 from serving.settings import ServeSettings
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache"
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 FAIL_ALL = {"default": {"fail_conf": 1e-6, "review_conf": 1e-6}}
@@ -46,53 +41,6 @@ REVIEW_ALL = {"default": {"fail_conf": 1.0, "review_conf": 1e-6}}
 HOLDOUT = "holdout@v1"
 EVALUATED = {"evaluations": {HOLDOUT: {"map50_95": 0.5, "per_class": {}}}}  # passes the gate
 TIMINGS = {"decode_ms", "queue_ms", "inference_ms", "postprocess_ms", "total_ms", "batch_size"}
-
-
-# -- shared fixtures (untrained_model and postgres_url are candidates for conftest) ---------
-
-
-@pytest.fixture(scope="session")
-def untrained_model(tmp_path_factory) -> Path:
-    """An untrained YOLO26n exported to ONNX at 160 px: a real detector in ~5 s, offline."""
-    cached = CACHE / "untrained-yolo26n-160-v1.onnx"
-    if cached.is_file():
-        return cached
-    from inspection.settings import Settings
-    from training.ultralytics_env import load_ultralytics
-
-    work = tmp_path_factory.mktemp("untrained-export")
-    before = os.getcwd()
-    os.chdir(work)  # Ultralytics writes the export beside the working directory
-    try:
-        ultralytics = load_ultralytics(Settings(home=work / "home"))
-        exported = Path(ultralytics.YOLO("yolo26n.yaml").export(format="onnx", imgsz=160))
-    finally:
-        os.chdir(before)
-    CACHE.mkdir(exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-    shutil.copy2(work / exported, partial)
-    os.replace(partial, cached)
-    return cached
-
-
-@pytest.fixture
-def postgres_url():
-    """A PostgreSQL URL whose connections see only a fresh schema (dropped afterwards)."""
-    if not POSTGRES_URL:
-        pytest.skip("QC_TEST_POSTGRES_URL is not set")
-    from inspection.store.database import Database
-
-    schema = f"qc_test_{secrets.token_hex(6)}"
-    admin = Database(POSTGRES_URL)
-    with admin.engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    joiner = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{joiner}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # -- frames --------------------------------------------------------------------------------

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from sqlalchemy import inspect as sa_inspect
@@ -34,28 +32,6 @@ POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 # -- shared fixtures (also at the top of tests/test_service.py: candidates for conftest) ----
 
 
-def postgres_schema_url(base: str, schema: str) -> str:
-    """`base` with every connection's search_path set to `schema`."""
-    joiner = "&" if "?" in base else "?"
-    return f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
-
-
-@pytest.fixture
-def postgres_url():
-    """A PostgreSQL URL whose connections see only a fresh, empty schema (dropped afterwards);
-    skips the test when QC_TEST_POSTGRES_URL is unset."""
-    if not POSTGRES_URL:
-        pytest.skip("QC_TEST_POSTGRES_URL is not set")
-    schema = f"qc_test_{secrets.token_hex(6)}"
-    admin = Database(POSTGRES_URL)
-    with admin.engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield postgres_schema_url(POSTGRES_URL, schema)
-    finally:
-        with admin.engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
