@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspection.durable import fsync_folder, write_json_atomic
 from inspection.errors import Conflict, NotFound, RegistryError
 
 _VERSION = re.compile(r"^v(\d+)$")
@@ -48,16 +49,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
 
 
 @dataclass(frozen=True)
@@ -187,9 +178,10 @@ class Registry:
                     "sha256": sha256_file(staging / "model.onnx"),
                     "added_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 }
-                _write_json_atomic(staging / "card.json", full_card)
+                write_json_atomic(staging / "card.json", full_card)
                 try:
                     os.rename(staging, folder / version)
+                    fsync_folder(folder)
                     break
                 except OSError:
                     if not (folder / version).exists():
@@ -202,7 +194,7 @@ class Registry:
     def update_card(self, entry: ModelVersion, **values: Any) -> ModelVersion:
         """Merge values into a version's card (evaluations, export checks)."""
         card = {**entry.card, **values}
-        _write_json_atomic(entry.folder / "card.json", card)
+        write_json_atomic(entry.folder / "card.json", card)
         return ModelVersion(entry.name, entry.version, entry.folder, card)
 
     def set_production(self, name: str, version: str, *, reason: str = "promote") -> dict[str, Any]:
@@ -216,7 +208,7 @@ class Registry:
             "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "reason": reason,
         }
-        _write_json_atomic(self.root / name / "production.json", pointer)
+        write_json_atomic(self.root / name / "production.json", pointer)
         return pointer
 
     def rollback_target(self, name: str) -> str:
@@ -242,7 +234,7 @@ class Registry:
             "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "reason": "rollback",
         }
-        _write_json_atomic(self.root / name / "production.json", new)
+        write_json_atomic(self.root / name / "production.json", new)
         return new
 
     def holdout(self, name: str) -> str | None:
@@ -250,4 +242,4 @@ class Registry:
         return json.loads(path.read_text())["data"] if path.is_file() else None
 
     def set_holdout(self, name: str, data: str) -> None:
-        _write_json_atomic(self.root / name / "holdout.json", {"data": data})
+        write_json_atomic(self.root / name / "holdout.json", {"data": data})

@@ -43,7 +43,7 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
         self.last_error: str | None = None
-        self._swap_lock = asyncio.Lock()
+        self.swap_lock = asyncio.Lock()
         self.on_change = lambda model: None  # metrics hook
 
     def _load(self, entry: ModelVersion) -> LoadedModel:
@@ -102,7 +102,7 @@ class ModelManager:
 
     async def swap_to(self, version: str) -> LoadedModel:
         """Load `version` and switch to it; the old one serves meanwhile."""
-        async with self._swap_lock:
+        async with self.swap_lock:
             if self.current and self.current.version == version:
                 return self.current
             loaded = await self.prepare(version)

@@ -164,6 +164,9 @@ class Inspector:
             "inference_ms": result.inference_ms,
             "postprocess_ms": (post_end - post_start) * 1000,
             "batch_size": result.batch_size,
+            # Stored with the record: the time until it was committed. The answer adds the
+            # commit itself (store_ms) and the total including it.
+            "total_ms": (post_end - started) * 1000,
         }
         record = InspectionRecord(
             station_id=station.id, verdict=verdict, rule=decision.rule, model_name=model.name,

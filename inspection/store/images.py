@@ -14,10 +14,9 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+from inspection.durable import write_bytes_atomic
 from inspection.errors import NotFound
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp"}
@@ -35,22 +34,7 @@ class ImageStore:
         target = self._folder(sha) / f"{sha}{EXTENSIONS.get(image_format, '.bin')}"
         if target.exists():
             return sha
-        new_folders = [f for f in (target.parent.parent, target.parent) if not f.exists()]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
-        # The rename, and any folder made for it, is durable only once its folder is fsynced.
-        for folder in [*(f.parent for f in new_folders), target.parent]:
-            _fsync_folder(folder)
+        write_bytes_atomic(target, data)
         return sha
 
     def path(self, sha: str) -> Path:
@@ -61,10 +45,3 @@ class ImageStore:
                 return candidate
         raise NotFound(f"image {sha} is not stored (PASS frames are kept only at the sample rate)")
 
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

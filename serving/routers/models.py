@@ -43,10 +43,11 @@ def show_model(request: Request, name: str = Name, version: str = Version,
 async def _switch(request: Request, name: str, version: str, move_pointer) -> dict:
     """Warm the new model first; move the pointer only if it loads; then switch."""
     manager = request.app.state.manager
-    loaded = await manager.prepare(version) if _served(request, name) else None  # 422 if it cannot run
-    pointer = await asyncio.to_thread(move_pointer)
-    if loaded is not None:
-        manager.activate(loaded)
+    async with manager.swap_lock:  # never interleaved with the watcher's own swap
+        loaded = await manager.prepare(version) if _served(request, name) else None  # 422 if it cannot run
+        pointer = await asyncio.to_thread(move_pointer)
+        if loaded is not None:
+            manager.activate(loaded)
     return pointer
 
 
@@ -62,12 +63,7 @@ async def promote(body: PromoteIn, request: Request, name: str = Name, key: ApiK
 async def rollback(request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     registry = request.app.state.registry
     target = registry.rollback_target(name)
-    manager = request.app.state.manager
-    loaded = await manager.prepare(target) if _served(request, name) else None
-    new = await asyncio.to_thread(registry.rollback, name)
-    if loaded is not None:
-        manager.activate(loaded)
-    return new
+    return await _switch(request, name, target, lambda: registry.rollback(name))
 
 
 @router.put("/v1/shadow")
