@@ -307,3 +307,16 @@ def test_synth_imports_neither_torch_nor_ultralytics():
 @pytest.mark.parametrize("module", [inspection.synth, surfaces, defects, optics, generator])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module).failed == 0
+
+
+def test_denser_parts_carry_the_asked_number_of_defects():
+    for seed in range(12):
+        sample = make_sample(seed, width=320, height=320, good=False, defects=(4, 6))
+        assert 4 <= len(sample.detections) <= 6, seed
+
+
+def test_a_bad_defect_range_is_refused_with_the_fix(tmp_path):
+    from qc.cli import app as qc_app
+
+    result = CliRunner().invoke(qc_app, ["synth", "--out", str(tmp_path / "d"), "--n", "2", "--defects", "many"])
+    assert result.exit_code != 0

@@ -63,6 +63,14 @@ def synth(
     progress: Annotated[
         bool, typer.Option("--progress/--quiet", help="Show a progress bar.")
     ] = True,
+    defects: Annotated[
+        str | None,
+        typer.Option(
+            "--defects",
+            help="Defects per defective part as MIN-MAX (e.g. 4-8; at most 12). Default: 1 to 4, "
+            "mostly 1. Denser parts train a detector faster.",
+        ),
+    ] = None,
 ) -> None:
     """Make a synthetic defect dataset in YOLO format.
 
@@ -72,7 +80,16 @@ def synth(
     Each box is the tight box of the pixels its defect changed.
     """
     # Imported here so that `qc --help` does not pay for OpenCV.
+    from inspection.errors import ConfigError
     from inspection.synth import write_dataset
+
+    counts_range = None
+    if defects is not None:
+        low, _, high = defects.partition("-")
+        try:
+            counts_range = (int(low), int(high or low))
+        except ValueError as error:
+            raise ConfigError(f"--defects {defects!r}: write MIN-MAX, e.g. 4-8") from error
 
     summary = write_dataset(
         out,
@@ -85,6 +102,7 @@ def synth(
         image_format=image_format,
         overwrite=overwrite,
         progress=progress,
+        defects=counts_range,
     )
     counts = ", ".join(f"{name} {count}" for name, count in summary.boxes.items())
     typer.echo(
