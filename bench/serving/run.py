@@ -1,0 +1,210 @@
+"""Service throughput and latency under concurrent stations, beside bare ONNX Runtime.
+
+    .venv/bin/python bench/serving/run.py --model deeppcb [--seconds 20]
+
+Starts `qc serve` (its own QC_HOME in a temporary folder, the model registered and promoted,
+one station, one key), then posts DeepPCB val JPEGs from an async httpx client with 1, 4, 16
+and 64 concurrent stations (closed loop: each posts its next frame when answered), for
+`--seconds` each. Then an open-loop run at 70% of the best throughput, to see the tail when
+the service is busy but not saturated. The bare `session.run` throughput for the same model
+and input size is measured in this process with the service idle. The service's peak memory
+is read from /proc (VmHWM), and its memory maps are checked for libtorch.
+Writes the `serving` section of BENCHMARKS.md.
+
+The client runs on the same machine as the service and takes CPU from it; on 2 cores this
+understates the service. Numbers are from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.report import table, write_section  # noqa: E402
+
+DEEPPCB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "deeppcb"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def bare_throughput(model: Path, seconds: float, threads: int) -> float:
+    import numpy as np
+
+    from inspection.detector import Detector
+
+    detector = Detector(model, threads=threads)
+    tensor = np.random.default_rng(0).random((detector.batch or 1, 3, *detector.imgsz), dtype=np.float32)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        detector.session.run(None, {detector.input_name: tensor})
+        done += tensor.shape[0]
+    return done / (time.perf_counter() - start)
+
+
+async def closed_loop(url: str, key: str, frames: list[bytes], *, concurrency: int, seconds: float):
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    counter = itertools.count()
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def station(worker: int) -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                n = next(counter)
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/stations/bench/inspect", content=frames[n % len(frames)],
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                             "Idempotency-Key": f"c{concurrency}-{n}"})
+                if response.status_code == 200:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(station(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return latencies, errors, len(latencies) / elapsed
+
+
+async def open_loop(url: str, key: str, frames: list[bytes], *, rate: float, seconds: float):
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=256)) as client:
+        async def one(n: int) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            response = await client.post(
+                "/v1/stations/bench/inspect", content=frames[n % len(frames)],
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                         "Idempotency-Key": f"open-{n}"})
+            if response.status_code == 200:
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+
+        tasks, start, n = [], time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            tasks.append(asyncio.create_task(one(n)))
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="ONNX file, or a registry name (its production version)")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--levels", default="1,4,16,64")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-wait-ms", type=float, default=3)
+    parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
+    args = parser.parse_args()
+    model = Path(args.model)
+    if not model.is_file():
+        from inspection.registry import Registry
+        from inspection.settings import Settings
+
+        model = Registry(Settings().models_dir).resolve(args.model).model_path
+    frames = [p.read_bytes() for p in sorted((DEEPPCB / "images" / "val").glob("*.jpg"))[:100]]
+
+    home = Path(tempfile.mkdtemp(prefix="qc-bench-serving-"))
+    env = {**os.environ, "QC_HOME": str(home), "QC_PASS_SAMPLE_RATE": "0.05", "QC_LOG_JSON": "true",
+           "QC_MAX_BATCH": str(args.max_batch), "QC_MAX_WAIT_MS": str(args.max_wait_ms),
+           "QC_QUEUE_SIZE": "256"}
+    qc = [sys.executable, "-m", "qc"]
+    run = lambda *a: subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    run("models", "add", str(model), "--name", "default", "--promote")
+    run("stations", "add", "bench", "--description", "benchmark")
+    key = run("keys", "create", "--role", "station", "--station", "bench").strip()
+    port = free_port()
+    server = subprocess.Popen([*qc, "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        asyncio.run(closed_loop(url, key, frames, concurrency=2, seconds=3))  # warm-up
+        rows, best = [], 0.0
+        for level in (int(x) for x in args.levels.split(",")):
+            latencies, errors, throughput = asyncio.run(
+                closed_loop(url, key, frames, concurrency=level, seconds=args.seconds))
+            best = max(best, throughput)
+            rows.append([level, f"{throughput:.1f}", f"{percentile(latencies, 50):.1f}",
+                         f"{percentile(latencies, 95):.1f}", f"{percentile(latencies, 99):.1f}", errors])
+        rate = 0.7 * best
+        open_lat, open_err = asyncio.run(open_loop(url, key, frames, rate=rate, seconds=args.seconds))
+        p50, p99 = percentile(open_lat, 50), percentile(open_lat, 99)
+        peak = rss_mb(server.pid)
+        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        torch_loaded = "libtorch" in maps
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
+    bare = bare_throughput(model, seconds=10, threads=0)
+    body = "\n".join([
+        "## Service: concurrent stations (bench/serving/run.py)",
+        "",
+        f"Model `{model.name}`, DeepPCB val JPEGs (640x640), `qc serve` with max_batch {args.max_batch}, "
+        f"max_wait {args.max_wait_ms} ms, PASS images sampled at 5%, SQLite WAL (synchronous=FULL). "
+        f"Closed loop, {args.seconds:.0f} s per level; client and service share the machine.",
+        "",
+        table(["stations", "frames/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows),
+        "",
+        table(["figure", "value", "goal"], [
+            ["bare session.run throughput (same model, service idle)", f"{bare:.1f} frames/s", ""],
+            ["saturated service / bare", f"{best / bare:.2f}", ">= 0.9"],
+            [f"open loop at 70% of saturation ({rate:.1f} frames/s): p50 / p99",
+             f"{p50:.1f} / {p99:.1f} ms (p99/p50 {p99 / p50:.2f}, errors {open_err})", "p99 <= 2x p50"],
+            ["service peak memory (VmHWM)", f"{peak:.0f} MB", "<= 600 MB"],
+            ["libtorch mapped in the service", "yes" if torch_loaded else "no", "no"],
+        ]),
+    ])
+    print(body)
+    if not args.dry_run:
+        write_section("serving", body)
+
+
+if __name__ == "__main__":
+    main()
