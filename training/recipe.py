@@ -117,6 +117,14 @@ class Recipe(BaseModel):
     )
     augment: list[AugmentStep] = Field(default_factory=_default_augment)
     deploy_conf: float = Field(default=0.25, gt=0, lt=1, description="threshold evaluated for the model card")
+    tile: int | None = Field(
+        default=None, ge=32,
+        description="train on native-resolution tiles of this many pixels (training/tiles.py)",
+    )
+    tile_overlap: int = Field(default=64, ge=0, description="pixels shared by neighbouring tiles")
+    export_imgsz: int | None = Field(
+        default=None, ge=32, description="input size of the exported model (default: imgsz)",
+    )
 
     @field_validator("geometry")
     @classmethod

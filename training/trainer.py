@@ -118,6 +118,10 @@ def train(
     (folder / "recipe.yaml").write_text(recipe.to_yaml())
     data = prepare(recipe.data, workdir=folder / "data")
     (folder / "dataset.json").write_text(json.dumps(_data_record(data), indent=2))
+    if recipe.tile:
+        from training.tiles import tile_data
+
+        data = tile_data(data, size=recipe.tile, overlap=recipe.tile_overlap, workdir=folder / "tiles")
 
     model = ultralytics.YOLO(source)
     _attach_progress(model, enabled=progress)

@@ -80,7 +80,7 @@ def export(
             "train_metrics": run.metrics,
         }
         data_yaml = data or run.data["yaml"]
-        imgsz = imgsz or run.recipe.imgsz
+        imgsz = imgsz or run.recipe.export_imgsz or run.recipe.imgsz
         out_dir = out_dir or source / "export"
     else:
         weights, lineage, data_yaml = source, {"data_hash": None}, data

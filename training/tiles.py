@@ -1,0 +1,91 @@
+"""Native-resolution tiles: train on crops of full-size frames, infer on the whole frame.
+
+Small defects vanish when a frame is shrunk to the network input: a 10-pixel pin-hole in a
+640-pixel DeepPCB image is 5 pixels at imgsz 320. Cutting the frames into overlapping tiles of
+the training size keeps every defect at the pixel scale the camera sees, at the cost per
+iteration of a small input; the trained network, being fully convolutional, is then exported
+at the full frame size (the recipe's `export_imgsz`) and sees the same scale on the line.
+
+Tiles overlap by `overlap` pixels, so a defect smaller than the overlap lies whole in at least
+one tile. A box cut by a tile edge is kept, clipped, when at least `min_visible` of its area is
+inside; a sliver below that is dropped (its few pixels stay, unlabelled).
+
+Example::
+
+    tiled = tile_data(data, size=320, overlap=64, workdir=run_folder / "tiles")
+    tiled.yaml_path   # a data.yaml of tiles, same class names, train and val tiled
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from inspection.errors import ConfigError
+from training.data import IMAGE_SUFFIXES, TrainingData, _label_for
+
+
+def starts(length: int, size: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: every `size - overlap`, the last flush with the end."""
+    if length <= size:
+        return [0]
+    step = size - overlap
+    origins = list(range(0, length - size, step))
+    return origins + [length - size]
+
+
+def _read_boxes(label: Path, width: int, height: int) -> np.ndarray:
+    if not label.is_file():
+        return np.zeros((0, 5), np.float32)
+    rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
+    boxes = np.array([[float(v) for v in row[:5]] for row in rows if len(row) >= 5], np.float32).reshape(-1, 5)
+    cls, cx, cy, w, h = boxes.T
+    return np.stack([cls, (cx - w / 2) * width, (cy - h / 2) * height,
+                     (cx + w / 2) * width, (cy + h / 2) * height], axis=1)
+
+
+def tile_data(data: TrainingData, *, size: int, overlap: int, workdir: Path,
+              min_visible: float = 0.4, splits: tuple[str, ...] = ("train", "val")) -> TrainingData:
+    if not 0 <= overlap < size:
+        raise ConfigError(f"tile_overlap {overlap} must be at least 0 and below the tile size {size}")
+    spec = yaml.safe_load(data.yaml_path.read_text())
+    out_spec = {"path": str(workdir.resolve()), "names": spec["names"]}
+    for split in splits:
+        images_dir = Path(spec["path"]) / spec[split]
+        images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        (workdir / "images" / split).mkdir(parents=True, exist_ok=True)
+        (workdir / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for image_path in tqdm(images, desc=f"tiling {split}", unit="image", leave=False):
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            if image is None:
+                continue  # Ultralytics reports unreadable images when it scans the source
+            height, width = image.shape[:2]
+            boxes = _read_boxes(_label_for(image_path), width, height)
+            areas = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2])
+            for y in starts(height, size, overlap):
+                for x in starts(width, size, overlap):
+                    crop = image[y:y + size, x:x + size]
+                    ch, cw = crop.shape[:2]
+                    clipped = boxes.copy()
+                    clipped[:, [1, 3]] = np.clip(clipped[:, [1, 3]] - x, 0, cw)
+                    clipped[:, [2, 4]] = np.clip(clipped[:, [2, 4]] - y, 0, ch)
+                    visible = (clipped[:, 3] - clipped[:, 1]) * (clipped[:, 4] - clipped[:, 2])
+                    keep = visible >= min_visible * np.maximum(areas, 1e-6)
+                    stem = f"{image_path.stem}_{x}_{y}"
+                    cv2.imwrite(str(workdir / "images" / split / f"{stem}.png"), crop)
+                    lines = [
+                        f"{int(c)} {(x1 + x2) / 2 / cw:.6f} {(y1 + y2) / 2 / ch:.6f} "
+                        f"{(x2 - x1) / cw:.6f} {(y2 - y1) / ch:.6f}"
+                        for c, x1, y1, x2, y2 in clipped[keep]
+                    ]
+                    (workdir / "labels" / split / f"{stem}.txt").write_text("".join(f"{l}\n" for l in lines))
+        out_spec[split] = f"images/{split}"
+    yaml_path = workdir / "data.yaml"
+    yaml_path.write_text(yaml.safe_dump(out_spec, sort_keys=False))
+    return replace(data, yaml_path=yaml_path,
+                   splits={s: workdir / "images" / s for s in splits})
