@@ -73,9 +73,8 @@ def _from_yaml(path: Path, *, workdir: Path) -> TrainingData:
         names = dict(enumerate(names))
     if not names:
         raise DatasetError(f"{path}: no 'names' class map; add names: {{0: scratch, ...}}")
-    root = Path(spec.get("path") or path.parent)
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
+    # As Ultralytics reads it: `path:` relative to the data.yaml's folder, or that folder.
+    root = (path.parent / spec["path"]).resolve() if spec.get("path") else path.parent.resolve()
     out_spec: dict = {"path": str(workdir.resolve()), "names": {int(k): str(v) for k, v in names.items()}}
     files: list[Path] = []
     splits: dict[str, Path] = {}
