@@ -76,16 +76,26 @@ def pick_device(requested: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
-def _model_source(recipe: Recipe) -> str:
+def _model_source(recipe: Recipe, settings: Settings) -> str:
     model = recipe.model
     if model.endswith((".yaml", ".yml")):
         return model  # Ultralytics builds it from its own config files: no download
     if Path(model).is_file():
         return str(Path(model).resolve())
+    if "@" in model:  # a registry version to fine-tune, e.g. pcb@v3 or pcb@production
+        from inspection.registry import Registry
+
+        entry = Registry(settings.models_dir).resolve(model)
+        if entry.weights_path is None:
+            raise ConfigError(
+                f"model {entry.ref} was registered without its .pt weights, so it cannot be "
+                "fine-tuned; register with qc export RUN --register NAME, or give a .pt path"
+            )
+        return str(entry.weights_path)
     raise ConfigError(
         f"model {model!r}: no such checkpoint file. Train from a model YAML "
-        "(yolo26n.yaml, yolo11n.yaml, yolov8n.yaml) or give the path of a local .pt to fine-tune; "
-        "qc never downloads weights"
+        "(yolo26n.yaml, yolo11n.yaml, yolov8n.yaml), fine-tune a registry version (name@v3) "
+        "or a local .pt; qc never downloads weights"
     )
 
 
@@ -112,7 +122,7 @@ def train(
 
     if not recipe.data:
         raise ConfigError("the recipe names no data: set data: in the recipe or pass --data")
-    source = _model_source(recipe)  # refuse a bad model before anything is written
+    source = _model_source(recipe, settings)  # refuse a bad model before anything is written
     folder = run_folder or settings.runs_dir / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=False)
     (folder / "recipe.yaml").write_text(recipe.to_yaml())
