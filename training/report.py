@@ -359,3 +359,36 @@ conf &gt;= {e(conf)}, matching a truth of the same class at IoU &gt;= 0.5, greed
 {img("misses.png", "misses")}
 </body></html>
 """
+
+
+# -- training curves -------------------------------------------------------------------------
+
+
+def write_training_curves(results_csv: Path, out: Path) -> Path | None:
+    """Loss and validation mAP per epoch from Ultralytics' results.csv, as one PNG (its own
+    plots need a downloaded font, so training runs with plots=False and qc draws these)."""
+    import csv
+
+    if not results_csv.is_file():
+        return None
+    with results_csv.open() as file:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(file)]
+    if not rows:
+        return None
+    epochs = [int(float(r["epoch"])) for r in rows]
+    figure = _figure(10, 3.6)
+    losses, maps = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for key in [k for k in rows[0] if k.startswith(("train/", "val/")) and k.endswith("loss")]:
+        losses.plot(epochs, [float(r[key]) for r in rows], label=key, linestyle="-" if "train" in key else "--")
+    losses.set_xlabel("epoch")
+    losses.set_title("losses")
+    losses.legend(fontsize=7)
+    for key, label in (("metrics/mAP50(B)", "mAP50"), ("metrics/mAP50-95(B)", "mAP50-95")):
+        if key in rows[0]:
+            maps.plot(epochs, [float(r[key]) for r in rows], marker="o", label=label)
+    maps.set_xlabel("epoch")
+    maps.set_ylim(0, 1)
+    maps.set_title("validation (Ultralytics' validator)")
+    maps.legend(fontsize=8)
+    out.write_bytes(_png(figure))
+    return out

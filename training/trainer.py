@@ -9,7 +9,7 @@ Example::
     run.best_weights, run.metrics["map50"]
 
 A run folder (`$QC_HOME/runs/<name>-<time>/`) holds `recipe.yaml`, `dataset.json` (the
-dataset version and content hash), `metrics.json`, Ultralytics' `train/` folder with
+dataset version and content hash), `metrics.json`, `curves.png` (losses and mAP per epoch), Ultralytics' `train/` folder with
 `weights/{best,last}.pt` and `results.csv`, and `data/` (the symlinked training layout).
 An interrupted run continues with `train(..., resume=run_folder)`.
 """
@@ -226,4 +226,7 @@ def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
         "validator": "ultralytics",
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from training.report import write_training_curves
+
+    write_training_curves(folder / "train" / "results.csv", folder / "curves.png")
     return Run.open(folder)
