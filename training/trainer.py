@@ -17,6 +17,7 @@ An interrupted run continues with `train(..., resume=run_folder)`.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,13 +126,19 @@ def train(
     source = _model_source(recipe, settings)  # refuse a bad model before anything is written
     folder = run_folder or settings.runs_dir / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=False)
-    (folder / "recipe.yaml").write_text(recipe.to_yaml())
-    data = prepare(recipe.data, workdir=folder / "data")
-    (folder / "dataset.json").write_text(json.dumps(_data_record(data), indent=2))
-    if recipe.tile:
-        from training.tiles import tile_data
+    try:
+        (folder / "recipe.yaml").write_text(recipe.to_yaml())
+        data = prepare(recipe.data, workdir=folder / "data")
+        data_record = _data_record(data)  # the whole frames: export checks and calibration use them
+        if recipe.tile:
+            from training.tiles import tile_data
 
-        data = tile_data(data, size=recipe.tile, overlap=recipe.tile_overlap, workdir=folder / "tiles")
+            data = tile_data(data, size=recipe.tile, overlap=recipe.tile_overlap, workdir=folder / "tiles")
+        # Written last: a folder with dataset.json is a run; without, setup failed and is removed.
+        (folder / "dataset.json").write_text(json.dumps(data_record, indent=2))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
     model = ultralytics.YOLO(source)
     _attach_progress(model, enabled=progress)
