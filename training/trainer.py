@@ -202,6 +202,11 @@ def _attach_progress(model, *, enabled: bool) -> None:
         state["bar"] = tqdm(total=total, initial=trainer.start_epoch * len(trainer.train_loader),
                             desc="training", unit="batch", dynamic_ncols=True)
 
+    def on_train_epoch_start(trainer):
+        bar = state.get("bar")
+        if bar is not None:  # a time budget makes Ultralytics re-plan the epochs after the first
+            bar.total = trainer.epochs * len(trainer.train_loader)
+
     def on_train_batch_end(trainer):
         bar = state.get("bar")
         if bar is not None:
@@ -217,7 +222,8 @@ def _attach_progress(model, *, enabled: bool) -> None:
         if state.get("bar") is not None:
             state["bar"].close()
 
-    for event, callback in [("on_train_start", on_train_start), ("on_train_batch_end", on_train_batch_end),
+    for event, callback in [("on_train_start", on_train_start), ("on_train_epoch_start", on_train_epoch_start),
+                            ("on_train_batch_end", on_train_batch_end),
                             ("on_fit_epoch_end", on_fit_epoch_end), ("on_train_end", on_train_end)]:
         model.add_callback(event, callback)
 
