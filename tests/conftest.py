@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb"
 CACHE = REPO / ".cache"
 # Bump when the recipe below or the exporter changes, so cached models are rebuilt.
-MODEL_CACHE_VERSION = "1"
+MODEL_CACHE_VERSION = "2"
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
@@ -50,6 +50,8 @@ def deeppcb() -> Path:
 
 @dataclass(frozen=True)
 class TrainedModel:
+    """A briefly trained model: few boxes above 0.25, many at low thresholds."""
+
     weights: Path  # best.pt
     raw: Path  # ONNX, raw head [1, 4 + nc, N], static 320
     end2end: Path  # ONNX, NMS-free head [1, 300, 6], static 320
@@ -58,9 +60,10 @@ class TrainedModel:
     imgsz: int
 
 
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory) -> TrainedModel:
-    folder = CACHE / f"test-model-v{MODEL_CACHE_VERSION}"
+def _train_and_export(folder: Path, *, data_yaml: Path, name: str, epochs: int, batch: int,
+                      fraction: float = 1.0, **recipe_fields) -> TrainedModel:
+    """Train at 320 and export raw, end-to-end and dynamic ONNX, once: the result is cached in
+    `folder` (a second local run starts at once; CI starts from a fresh clone)."""
     manifest = folder / "model.json"
     if manifest.is_file():
         record = json.loads(manifest.read_text())
@@ -68,36 +71,49 @@ def trained_model(tmp_path_factory) -> TrainedModel:
             return TrainedModel(**{k: Path(v) if k != "imgsz" else v for k, v in record.items()})
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    home = tmp_path_factory.mktemp("train-home")
+    home = folder / "home"
     old_home = os.environ.get("QC_HOME")
     os.environ["QC_HOME"] = str(home)
     try:
         from inspection.settings import Settings
-        from inspection.synth import write_dataset
         from training.export import export_onnx
         from training.recipe import Recipe
         from training.trainer import train
 
-        data = write_dataset(folder / "synthetic", n=240, seed=11, width=320, height=320)
-        recipe = Recipe(name="test", data=str(data.data_yaml), imgsz=320, epochs=6, batch=16,
-                        patience=0, workers=1, close_mosaic=2)
+        recipe = Recipe(name=name, data=str(data_yaml), imgsz=320, epochs=epochs, batch=batch,
+                        fraction=fraction, patience=0, workers=1, close_mosaic=1, warmup_epochs=1,
+                        **recipe_fields)
         run = train(recipe, settings=Settings(home=home), progress=False)
         weights = folder / "best.pt"
         shutil.copy2(run.best_weights, weights)
         lineage = {"data_hash": run.data["content_hash"], "recipe_hash": recipe.hash}
-        raw = export_onnx(weights, out_dir=folder / "raw", imgsz=320, lineage=lineage)
-        end2end = export_onnx(weights, out_dir=folder / "end2end", imgsz=320, end2end=True, lineage=lineage)
-        dynamic = export_onnx(weights, out_dir=folder / "dynamic", imgsz=320, dynamic=True, lineage=lineage)
+        exported = {
+            layout: export_onnx(weights, out_dir=folder / layout, imgsz=320, lineage=lineage, **options)
+            for layout, options in (("raw", {}), ("end2end", {"end2end": True}), ("dynamic", {"dynamic": True}))
+        }
     finally:
         if old_home is None:
             os.environ.pop("QC_HOME", None)
         else:
             os.environ["QC_HOME"] = old_home
-    model = TrainedModel(weights=weights, raw=raw, end2end=end2end, dynamic=dynamic,
-                         data_yaml=Path(data.data_yaml), imgsz=320)
+    shutil.rmtree(home, ignore_errors=True)
+    model = TrainedModel(weights=weights, data_yaml=Path(data_yaml), imgsz=320, **exported)
     manifest.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                     for k, v in model.__dict__.items()}))
     return model
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> TrainedModel:
+    """YOLO26n trained for a few minutes on dense synthetic defects."""
+    from inspection.synth import write_dataset
+
+    folder = CACHE / f"test-model-v{MODEL_CACHE_VERSION}"
+    data = folder.parent / f"test-model-v{MODEL_CACHE_VERSION}-data"
+    if not (data / "data.yaml").is_file():
+        write_dataset(data, n=160, seed=11, width=320, height=320, defects=(3, 6), overwrite=True)
+    return _train_and_export(folder, data_yaml=data / "data.yaml", name="test", epochs=5, batch=8,
+                             optimizer="AdamW", lr0=0.002)
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +167,12 @@ def postgres_url():
         with admin.engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def deeppcb_model(deeppcb) -> TrainedModel:
+    """YOLO26n trained briefly on DeepPCB (two short epochs at 320: DeepPCB is learnt fast),
+    exported raw and end-to-end; cached like `trained_model`. Skips without DeepPCB."""
+    folder = CACHE / f"deeppcb-model-v{MODEL_CACHE_VERSION}"
+    return _train_and_export(folder, data_yaml=deeppcb / "data.yaml", name="deeppcb-test",
+                             epochs=2, batch=16, fraction=0.5)
