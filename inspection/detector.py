@@ -30,7 +30,7 @@ from inspection.detections import Detections
 from inspection.errors import ModelError
 from inspection.model_info import ModelInfo, parse_metadata
 from inspection.postprocess import Layout, decode
-from inspection.preprocess import LetterboxInfo, letterbox, to_tensor
+from inspection.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 
 _EXPECTED = (
     "expected a detection model exported by `qc export` or Ultralytics "
@@ -177,20 +177,25 @@ class Detector:
         )
 
     def run(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        """One or more `session.run` calls over letterboxed images; raw outputs, one row each.
+        """Raw outputs, one row per letterboxed BGR uint8 image (see `run_tensor`)."""
+        return self.run_tensor(to_tensor(list(prepared), dtype=self.input_dtype))
 
-        A dynamic-batch model runs the whole list at once. A static-batch model runs in chunks
-        of its batch size, the last chunk padded with grey frames.
+    def run_tensor(self, batch: np.ndarray) -> np.ndarray:
+        """Raw outputs for an NCHW tensor (RGB, 0..1), one `session.run` per chunk.
+
+        A dynamic-batch model runs the whole batch at once. A static-batch model runs in
+        chunks of its batch size, the last chunk padded with grey rows.
         """
-        chunk = self.batch or len(prepared)
+        batch = batch.astype(self.input_dtype, copy=False)
+        chunk = self.batch or len(batch)
         outputs = []
-        for start in range(0, len(prepared), chunk):
-            part = list(prepared[start : start + chunk])
+        for start in range(0, len(batch), chunk):
+            part = batch[start : start + chunk]
             real = len(part)
-            part += [np.full_like(part[0], 114)] * (chunk - real)
-            tensor = to_tensor(part, dtype=self.input_dtype)
-            out = self.session.run(None, {self.input_name: tensor})[0]
-            outputs.append(out[:real])
+            if real < chunk:
+                grey = np.full((chunk - real, *part.shape[1:]), PAD_VALUE / 255, part.dtype)
+                part = np.concatenate([part, grey])
+            outputs.append(self.session.run(None, {self.input_name: part})[0][:real])
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
 
     def decode(

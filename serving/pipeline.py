@@ -24,7 +24,7 @@ import numpy as np
 
 from inspection import imaging
 from inspection.detections import Detections
-from inspection.preprocess import PAD_VALUE, LetterboxInfo, to_tensor
+from inspection.preprocess import LetterboxInfo, to_tensor
 from inspection.rules import decide
 from inspection.store.images import ImageStore
 from inspection.store.records import InspectionRecord, RecordStore, Station
@@ -89,27 +89,12 @@ def _run_mixed(detector, frames: list[Frame | TensorFrame]) -> list:
         else:
             rows.append(frame.tensor.astype(detector.input_dtype, copy=False))
         results.append(None)  # filled below
-    outputs = iter(_session_run(detector, np.stack(rows)) if rows else [])
+    outputs = iter(detector.run_tensor(np.stack(rows)) if rows else [])
     for i, frame in enumerate(frames):
         if results[i] is None:
             output = next(outputs)
             results[i] = (output, frame.info) if isinstance(frame, Frame) else output
     return results
-
-
-def _session_run(detector, batch: np.ndarray) -> np.ndarray:
-    # A static-batch model runs in chunks of its batch size, the last padded with grey rows,
-    # exactly as `Detector.run` does with pixels.
-    chunk = detector.batch or len(batch)
-    outputs = []
-    for start in range(0, len(batch), chunk):
-        part = batch[start : start + chunk]
-        real = len(part)
-        if real < chunk:
-            grey = np.full((chunk - real, *part.shape[1:]), PAD_VALUE / 255, part.dtype)
-            part = np.concatenate([part, grey])
-        outputs.append(detector.session.run(None, {detector.input_name: part})[0][:real])
-    return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
 
 
 class Inspector:
