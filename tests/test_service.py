@@ -256,6 +256,17 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_original_record(servi
     assert len(service.records(station)) == 1
 
 
+def test_a_retry_of_an_acknowledged_frame_gets_its_record_even_after_the_station_is_disabled(service):
+    station = service.add_station(FAIL_ALL)
+    first = service.inspect(station, frame(seed=3), headers={"Idempotency-Key": "before-off"})
+    response = service.client.put(f"/v1/stations/{station}/rules", json={**FAIL_ALL, "enabled": False},
+                                  headers=service.admin)
+    assert response.status_code == 200
+    retry = service.inspect(station, frame(seed=3), headers={"Idempotency-Key": "before-off"})
+    assert retry.status_code == 200 and retry.json()["id"] == first.json()["id"]
+    assert service.inspect(station, frame(seed=4)).status_code == 409
+
+
 def test_concurrent_retries_with_one_idempotency_key_leave_one_record(service):
     station = service.add_station()
     responses = concurrently(4, lambda i: service.inspect(station, frame(seed=i), headers={"Idempotency-Key": "same"}))

@@ -90,27 +90,28 @@ async def inspect(
     check_station(key, station)
     # Database reads run in threads: the event loop serves every station and must never wait.
     found = await asyncio.to_thread(state.store.station, station)  # 404 for an unknown station
-    if not found.rules.enabled:
-        raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
-    if idempotency_key:
+    if idempotency_key:  # an acknowledged frame's record is returned, even if the station is off now
         existing = await asyncio.to_thread(state.store.find_by_key, station, idempotency_key)
         if existing is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return to_schema(existing)
+    if not found.rules.enabled:
+        raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
     if state.manager.current is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
     data = await frame_bytes(request, state.settings.max_body_bytes)
     try:
         header = imaging.probe(data)
         if header.width * header.height > state.settings.max_pixels:
+            state.metrics.rejected.labels(reason="too_many_pixels").inc()
             raise HTTPException(413, f"image of {header.width}x{header.height} pixels is over the limit "
                                      f"of {state.settings.max_pixels:,} pixels")
-    except ImageError:
+        record, created = await state.inspector.inspect(
+            station=found, data=data, header=header, part_id=x_part_id, idempotency_key=idempotency_key,
+            request_id=getattr(request.state, "request_id", None))
+    except ImageError:  # wrong magic bytes, truncated, corrupt: refused before anything is stored
         state.metrics.rejected.labels(reason="bad_image").inc()
         raise
-    record, created = await state.inspector.inspect(
-        station=found, data=data, header=header, part_id=x_part_id, idempotency_key=idempotency_key,
-        request_id=getattr(request.state, "request_id", None))
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return to_schema(record)
