@@ -1,7 +1,9 @@
-"""`make demo`: synthetic data -> trained model -> ONNX -> registry -> predictions on new frames.
+"""`make demo`: synthetic defects -> trained model -> ONNX -> registry -> predictions -> a live
+inspection service answering a few station frames.
 
 Each step is a `qc` command, printed before it runs, so the demo doubles as a tutorial. State
-lives in $QC_HOME (the Makefile sets it to ./.qc); a second run reuses the trained model.
+lives in $QC_HOME (the Makefile sets ./.qc); a second run reuses the trained model
+(`make clean-demo` starts over).
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HOME = Path(os.environ.setdefault("QC_HOME", str(Path.cwd() / ".qc"))).resolve()
 DEMO = HOME / "demo"
 QC = [sys.executable, "-m", "qc"]
+MODEL = "demo"
 
 
 def qc(*args: str, capture: bool = False) -> str:
@@ -25,33 +30,83 @@ def qc(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
-def main() -> None:
-    DEMO.mkdir(parents=True, exist_ok=True)
-    data = DEMO / "synthetic"
-    if not (data / "data.yaml").is_file():
-        qc("synth", "--out", str(data), "--n", "400", "--seed", "7")
+def train_model(data: Path) -> None:
+    out = qc("train", "--recipe", "recipes/synthetic-demo.yaml", "--data", str(data / "data.yaml"),
+             capture=True)
+    run = json.loads(out.strip().splitlines()[-1])
+    print(json.dumps(run, indent=2))
+    qc("export", run["run"], "--register", MODEL)
+    from inspection.registry import Registry
 
-    registry = HOME / "models" / "demo"
-    if not (registry / "production.json").is_file():
-        out = qc("train", "--recipe", "recipes/synthetic-demo.yaml", "--data", str(data / "data.yaml"),
-                 capture=True)
-        run = json.loads(out.strip().splitlines()[-1])
-        print(json.dumps(run, indent=2))
-        model = qc("export", run["run"], capture=True).strip().splitlines()[-1]
-        qc("models", "add", model, "--name", "demo", "--weights", run["weights"], "--promote")
-    else:
-        print(f"reusing the trained model in {registry} (make clean-demo to start over)")
-    model_path = json.loads(qc("models", "show", "demo", capture=True))["path"]
+    qc("models", "promote", MODEL, Registry(HOME / "models").versions(MODEL)[-1])
+    print(f"training curves: {Path(run['run']) / 'curves.png'}")
 
+
+def predict(model_path: str) -> Path:
     frames = DEMO / "new-frames"
     if not frames.is_dir():
-        qc("synth", "--out", str(frames), "--n", "12", "--seed", "2024", "--val-fraction", "0")
+        qc("synth", "--out", str(frames), "--n", "12", "--seed", "2024", "--val-fraction", "0",
+           "--defects", "2-6", "--quiet")
     annotated = DEMO / "annotated"
     lines = qc("predict", "--model", model_path, "--conf", "0.25", "--save", str(annotated),
                str(frames / "images"), capture=True).strip().splitlines()
     found = sum(len(json.loads(line)["detections"]) for line in lines)
-    print(f"\n{len(lines)} new frames, {found} defects found.")
+    print(f"\n{len(lines)} new frames, {found} defects found at conf 0.25.")
     print(f"Annotated images: {annotated}")
+    return frames
+
+
+def serve_and_inspect(frames: Path) -> None:
+    import httpx
+
+    stations = qc("stations", "list", capture=True)
+    if "demo-station" not in stations:
+        qc("stations", "add", "demo-station", "--rules", "scripts/demo-rules.yaml")
+    key = qc("keys", "create", "--role", "station", "--station", "demo-station", "--name", "demo",
+             capture=True).strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "QC_MODEL_NAME": MODEL, "QC_LOG_JSON": "false"}
+    print(f"\n$ QC_MODEL_NAME={MODEL} qc serve --port {port}   (in the background)")
+    server = subprocess.Popen([*QC, "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        print("\nPOST /v1/stations/demo-station/inspect, one frame at a time:")
+        for i, image in enumerate(sorted((frames / "images").rglob("*.jpg"))[:6]):
+            response = httpx.post(f"{url}/v1/stations/demo-station/inspect", content=image.read_bytes(),
+                                  headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                                           "X-Part-Id": f"DEMO-{i:04d}", "Idempotency-Key": f"demo-{time.time_ns()}"},
+                                  timeout=30)
+            body = response.json()
+            print(f"  {image.name}: {body['verdict']:<6} {body['rule']}  "
+                  f"({body['timings']['total_ms']:.0f} ms, record {body['id']})")
+        print(f"\nThe records are in {HOME / 'qc.db'}; FAIL and REVIEW frames under {HOME / 'images'}.")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    DEMO.mkdir(parents=True, exist_ok=True)
+    data = DEMO / "synthetic"
+    if not (data / "data.yaml").is_file():
+        qc("synth", "--out", str(data), "--n", "480", "--seed", "7", "--width", "320", "--height", "320",
+           "--defects", "4-8")
+    if not (HOME / "models" / MODEL / "production.json").is_file():
+        train_model(data)
+    else:
+        print(f"reusing the trained model in {HOME / 'models' / MODEL} (make clean-demo to start over)")
+    model_path = json.loads(qc("models", "show", MODEL, capture=True))["path"]
+    frames = predict(model_path)
+    serve_and_inspect(frames)
 
 
 if __name__ == "__main__":
