@@ -27,14 +27,14 @@ def _summary(evaluation) -> dict[str, float]:
 
 
 def check_exports(
-    weights: Path, variants: dict[str, Path], *, data: str, imgsz: int, split: str = "val",
+    weights: Path, variants: dict[str, Path], *, data: str, imgsz: int | tuple[int, int], split: str = "val",
     progress: bool = True,
 ) -> dict[str, Any]:
     names, samples = load_split(str(data), split=split)
     yolo = load_ultralytics().YOLO(str(weights))
 
     def torch_predict(pixels) -> Detections:
-        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=imgsz, max_det=MAX_DET,
+        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=list(imgsz) if isinstance(imgsz, tuple) else imgsz, max_det=MAX_DET,
                               verbose=False, device="cpu")[0]
         boxes = result.boxes
         return Detections(xyxy=boxes.xyxy.numpy(), confidence=boxes.conf.numpy(),

@@ -49,7 +49,11 @@ def train(
 def export(
     source: Annotated[Path, typer.Argument(help="A run folder (from qc train) or a .pt weights file.")],
     out_dir: Annotated[Path | None, typer.Option(help="Folder for the ONNX files (default: RUN/export).")] = None,
-    imgsz: Annotated[int | None, typer.Option(help="Input size (default: the training size).")] = None,
+    imgsz: Annotated[
+        str | None,
+        typer.Option(help="Input size N, or HEIGHT,WIDTH for frames of another aspect, e.g. 544,640 for "
+                     "2448x2048 cameras (default: the recipe's export size)."),
+    ] = None,
     fp16: Annotated[bool, typer.Option(help="Also write an fp16 variant.")] = False,
     int8: Annotated[bool, typer.Option(help="Also write an int8 variant (calibrated on val images).")] = False,
     end2end: Annotated[bool, typer.Option(help="Export the NMS-free head [B, 300, 6] (YOLO26).")] = False,
@@ -65,8 +69,17 @@ def export(
     With --check (the default when the data is known) each variant's mAP change against the
     torch model is measured and written into its metadata, and so into its registry card.
     """
+    from inspection.errors import ConfigError
     from training.export import export_onnx, stamp_metadata
     from training.trainer import Run
+
+    size: int | tuple[int, int] | None = None
+    if imgsz:
+        try:
+            parts = [int(v) for v in imgsz.split(",")]
+        except ValueError as error:
+            raise ConfigError(f"--imgsz {imgsz!r}: give N or HEIGHT,WIDTH, e.g. 640 or 544,640") from error
+        size = parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
     if source.is_dir():
         run = Run.open(source)
@@ -80,21 +93,21 @@ def export(
             "train_metrics": run.metrics,
         }
         data_yaml = data or run.data["yaml"]
-        imgsz = imgsz or run.recipe.export_imgsz or run.recipe.imgsz
+        size = size or run.recipe.export_imgsz or run.recipe.imgsz
         out_dir = out_dir or source / "export"
     else:
         weights, lineage, data_yaml = source, {"data_hash": None}, data
         out_dir = out_dir or source.parent
     variants = ["fp32"] + (["fp16"] if fp16 else []) + (["int8"] if int8 else [])
     paths = {
-        precision: export_onnx(weights, out_dir=out_dir, imgsz=imgsz, precision=precision,
+        precision: export_onnx(weights, out_dir=out_dir, imgsz=size, precision=precision,
                                end2end=end2end, dynamic=dynamic, data_yaml=data_yaml, lineage=lineage)
         for precision in variants
     }
     if check and data_yaml:
         from training.export_check import check_exports
 
-        report = check_exports(weights, paths, data=str(data_yaml), imgsz=imgsz or 640)
+        report = check_exports(weights, paths, data=str(data_yaml), imgsz=size or 640)
         (out_dir / "export-check.json").write_text(json.dumps(report, indent=2))
         for precision, path in paths.items():
             stamp_metadata(path, {"export_check": {"torch": report["torch"], precision: report[precision]}})
