@@ -70,16 +70,20 @@ class MicroBatcher:
         max_batch: int,
         max_wait_ms: float,
         queue_size: int,
+        workers: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._run, self._current = run, current
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._on_batch = on_batch
-        # One inference thread: ONNX Runtime already spreads one run over all cores (CPU) or
-        # keeps the GPU busy; two concurrent runs would only fight over the same cores.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._worker: asyncio.Task | None = None
+        # `workers` batches may run at once, each in its own inference thread. One run spread
+        # over all cores gives the lowest latency; on CPU, one single-threaded run per core
+        # gives more frames/s (26 against 21 for YOLO26n at 640 on 2 cores, BENCHMARKS.md):
+        # small layers do not split well across threads. A GPU needs one.
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._tasks: list[asyncio.Task] = []
         self._closing = False
 
     @property
@@ -87,7 +91,8 @@ class MicroBatcher:
         return self._queue.qsize()
 
     async def start(self) -> None:
-        self._worker = asyncio.create_task(self._loop(), name="micro-batcher")
+        self._tasks = [asyncio.create_task(self._loop(), name=f"micro-batcher-{i}")
+                       for i in range(self.workers)]
 
     async def submit(self, frame: np.ndarray, *, deadline: float) -> BatchResult:
         if self._closing:
@@ -119,12 +124,9 @@ class MicroBatcher:
         """Stop taking frames, finish every queued one, then stop the worker."""
         self._closing = True
         await self._queue.join()
-        if self._worker:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def _collect(self) -> list[_Item]:

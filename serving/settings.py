@@ -21,6 +21,11 @@ class ServeSettings(Settings):
         default=3.0, ge=0, description="How long the first frame of a batch waits for others."
     )
     queue_size: int = Field(default=64, ge=1, description="Frames waiting beyond this get 503.")
+    inference_workers: int = Field(
+        default=1, ge=1,
+        description="Batches run at once. 1 gives the lowest latency; on a CPU box serving many "
+        "stations, one per core with QC_THREADS=1 gives the most frames/s (BENCHMARKS.md).",
+    )
     deadline_ms: float = Field(
         default=10000, gt=0, description="A frame not inferred by then gets 504 (the station retries)."
     )
@@ -40,3 +45,7 @@ class ServeSettings(Settings):
         default=True, description="Refuse to start without a production model in the registry."
     )
     log_json: bool = True
+
+    def inference_plan(self) -> tuple[int, int]:
+        """(concurrent batches, ONNX Runtime intra-op threads per run; 0 = ORT decides)."""
+        return self.inference_workers, self.threads
