@@ -38,12 +38,22 @@ log = logging.getLogger("qc.inspect")
 
 @dataclass
 class Frame:
-    """A decoded frame, letterboxed for the model that was current when it arrived."""
+    """A decoded frame in network form for the model that was current when it arrived.
+
+    The conversion to a CHW float tensor happens here, in the decoding thread, so that the
+    inference thread only stacks and runs (it is the one thread every frame waits for).
+    """
 
     image: np.ndarray  # decoded pixels (possibly reduced), kept in case the model changes size
     size: tuple[int, int]  # original (width, height)
-    tensor: np.ndarray  # letterboxed HWC uint8
+    tensor: np.ndarray  # (3, H, W), RGB, 0..1, letterboxed
     info: LetterboxInfo
+
+    @classmethod
+    def prepare(cls, detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
+        letterboxed, info = detector.prepare(image, original_size=size)
+        return cls(image=image, size=size, tensor=to_tensor([letterboxed], dtype=detector.input_dtype)[0],
+                   info=info)
 
 
 @dataclass
@@ -61,33 +71,22 @@ class InputSizeChanged(Exception):
 
 
 def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
-    """The batcher's job: one `session.run` over the frames (re-letterboxed if a hot swap
-    brought a model with another input size). A `Frame` gets (raw output row, LetterboxInfo),
-    a `TensorFrame` its raw output row, or `InputSizeChanged` in its place."""
+    """The batcher's job: one `session.run` over the frames. A `Frame` gets (raw output row,
+    LetterboxInfo), a `TensorFrame` its raw output row, or `InputSizeChanged` in its place. A
+    frame prepared for a model of another input size (a hot swap happened while it waited) is
+    letterboxed again from its pixels."""
     detector = model.detector
-    for frame in frames:
-        if isinstance(frame, Frame) and frame.tensor.shape[:2] != tuple(detector.imgsz):
-            frame.tensor, frame.info = detector.prepare(frame.image, original_size=frame.size)
-    if all(isinstance(frame, Frame) for frame in frames):
-        outputs = detector.run([frame.tensor for frame in frames])
-        return [(output, frame.info) for output, frame in zip(outputs, frames)]
-    return _run_mixed(detector, frames)
-
-
-def _run_mixed(detector, frames: list[Frame | TensorFrame]) -> list:
-    """Station pixels packed as `Detector.run` packs them, tensors as they came, one batch."""
     expected = (3, *detector.imgsz)
     rows, results = [], []
-    for frame in frames:
-        if isinstance(frame, Frame):
-            rows.append(to_tensor([frame.tensor], dtype=detector.input_dtype)[0])
-        elif frame.tensor.shape != expected:
-            results.append(InputSizeChanged(
-                f"the model now takes {list(expected)} per image, not {list(frame.tensor.shape)} "
-                "(it was swapped while this request waited); read the model metadata again"))
-            continue
-        else:
-            rows.append(frame.tensor.astype(detector.input_dtype, copy=False))
+    for i, frame in enumerate(frames):
+        if frame.tensor.shape != expected:
+            if isinstance(frame, TensorFrame):
+                results.append(InputSizeChanged(
+                    f"the model now takes {list(expected)} per image, not {list(frame.tensor.shape)} "
+                    "(it was swapped while this request waited); read the model metadata again"))
+                continue
+            frames[i] = frame = Frame.prepare(detector, frame.image, frame.size)
+        rows.append(frame.tensor)
         results.append(None)  # filled below
     outputs = iter(detector.run_tensor(np.stack(rows)) if rows else [])
     for i, frame in enumerate(frames):
@@ -112,9 +111,7 @@ class Inspector:
             if self.settings.decode == "auto" else int(self.settings.decode)
         )
         image = imaging.decode(data, max_pixels=self.settings.max_pixels, reduce=reduce, header=header)
-        size = (header.width, header.height)
-        tensor, info = detector.prepare(image, original_size=size)
-        return Frame(image=image, size=size, tensor=tensor, info=info)
+        return Frame.prepare(detector, image, (header.width, header.height))
 
     async def inspect(
         self,

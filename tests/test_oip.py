@@ -540,8 +540,7 @@ def _station_frame(detector):
 
     data = encoded("jpg")
     image = imaging.decode(data)
-    tensor, info = detector.prepare(image, original_size=(image.shape[1], image.shape[0]))
-    return Frame(image=image, size=(image.shape[1], image.shape[0]), tensor=tensor, info=info)
+    return Frame.prepare(detector, image, (image.shape[1], image.shape[0]))
 
 
 def test_a_tensor_and_a_station_frame_run_in_one_batch_as_they_would_alone(loaded):

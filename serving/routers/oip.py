@@ -331,8 +331,7 @@ def _decode_image(state, index: int, data: bytes) -> Frame:
     except ImageError as error:
         state.metrics.rejected.labels(reason="bad_image").inc()
         raise type(error)(f"input {IMAGE_INPUT!r} element {index}: {error}") from error
-    tensor, info = detector.prepare(image, original_size=size)
-    return Frame(image=image, size=size, tensor=tensor, info=info)
+    return Frame.prepare(detector, image, size)
 
 
 def _detections(model: LoadedModel, results: list, conf: float, iou: float) -> list[bytes]:
