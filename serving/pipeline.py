@@ -38,22 +38,21 @@ log = logging.getLogger("qc.inspect")
 
 @dataclass
 class Frame:
-    """A decoded frame in network form for the model that was current when it arrived.
+    """A decoded frame, letterboxed for the model that was current when it arrived.
 
-    The conversion to a CHW float tensor happens here, in the decoding thread, so that the
-    inference thread only stacks and runs (it is the one thread every frame waits for).
+    It waits in the queue as uint8 pixels and becomes a float tensor only in its batch: a
+    640x640 float tensor is four times the bytes, and 64 waiting frames would hold 300 MB.
     """
 
     image: np.ndarray  # decoded pixels (possibly reduced), kept in case the model changes size
     size: tuple[int, int]  # original (width, height)
-    tensor: np.ndarray  # (3, H, W), RGB, 0..1, letterboxed
+    letterboxed: np.ndarray  # HWC BGR uint8 at the model's input size
     info: LetterboxInfo
 
     @classmethod
     def prepare(cls, detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
         letterboxed, info = detector.prepare(image, original_size=size)
-        return cls(image=image, size=size, tensor=to_tensor([letterboxed], dtype=detector.input_dtype)[0],
-                   info=info)
+        return cls(image=image, size=size, letterboxed=letterboxed, info=info)
 
 
 @dataclass
@@ -79,14 +78,17 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     expected = (3, *detector.imgsz)
     rows, results = [], []
     for i, frame in enumerate(frames):
-        if frame.tensor.shape != expected:
-            if isinstance(frame, TensorFrame):
+        if isinstance(frame, TensorFrame):
+            if frame.tensor.shape != expected:
                 results.append(InputSizeChanged(
                     f"the model now takes {list(expected)} per image, not {list(frame.tensor.shape)} "
                     "(it was swapped while this request waited); read the model metadata again"))
                 continue
-            frames[i] = frame = Frame.prepare(detector, frame.image, frame.size)
-        rows.append(frame.tensor)
+            rows.append(frame.tensor.astype(detector.input_dtype, copy=False))
+        else:
+            if frame.letterboxed.shape[:2] != expected[1:]:
+                frames[i] = frame = Frame.prepare(detector, frame.image, frame.size)
+            rows.append(to_tensor([frame.letterboxed], dtype=detector.input_dtype)[0])
         results.append(None)  # filled below
     outputs = iter(detector.run_tensor(np.stack(rows)) if rows else [])
     for i, frame in enumerate(frames):
