@@ -72,11 +72,15 @@ class MicroBatcher:
         queue_size: int,
         workers: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
+        can_batch: Callable[[], bool] = lambda: True,
     ) -> None:
         self._run, self._current = run, current
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._on_batch = on_batch
+        # A model with a static batch of 1 runs frames one after another anyway: its first
+        # frame need not wait for company (3 ms of every frame's latency at low load).
+        self._can_batch = can_batch
         # `workers` batches may run at once, each in its own inference thread. One run spread
         # over all cores gives the lowest latency; on CPU, one single-threaded run per core
         # gives more frames/s (26 against 21 for YOLO26n at 640 on 2 cores, BENCHMARKS.md):
@@ -132,7 +136,7 @@ class MicroBatcher:
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
         batch = [first]
-        until = time.monotonic() + self.max_wait
+        until = time.monotonic() + (self.max_wait if self._can_batch() else 0.0)
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
