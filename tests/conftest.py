@@ -171,8 +171,9 @@ def postgres_url():
 
 @pytest.fixture(scope="session")
 def deeppcb_model(deeppcb) -> TrainedModel:
-    """YOLO26n trained briefly on DeepPCB (two short epochs at 320: DeepPCB is learnt fast),
-    exported raw and end-to-end; cached like `trained_model`. Skips without DeepPCB."""
+    """YOLO26n trained briefly on DeepPCB (three epochs at 320, ~6 minutes on 2 cores: DeepPCB
+    is learnt fast), exported raw and end-to-end; cached like `trained_model`. Skips without
+    DeepPCB."""
     folder = CACHE / f"deeppcb-model-v{MODEL_CACHE_VERSION}"
     return _train_and_export(folder, data_yaml=deeppcb / "data.yaml", name="deeppcb-test",
-                             epochs=2, batch=16, fraction=0.5)
+                             epochs=3, batch=16)
