@@ -83,3 +83,26 @@ def test_a_frame_past_its_deadline_is_dropped_not_run():
             await batcher.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("layout", ["raw", "dynamic"])
+def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layout):
+    """A static batch-1 model runs a batch frame by frame, converting the next frame while
+    the current one runs; a dynamic-batch model runs it at once. Either way the rows line up."""
+    from inspection.detector import Detector
+    from inspection.synth import make_sample
+    from serving.model_manager import LoadedModel
+    from serving.pipeline import Frame, run_batch
+
+    detector = Detector(getattr(trained_model, layout), imgsz=trained_model.imgsz)
+    loaded = LoadedModel("test", "v1", detector, {}, 0.0)
+    frames = []
+    for seed, (width, height) in enumerate([(320, 320), (480, 360), (300, 420), (640, 480), (320, 200)]):
+        image = make_sample(seed, width=width, height=height, good=False).image
+        frames.append(Frame.prepare(detector, image, (image.shape[1], image.shape[0])))
+    batched = run_batch(loaded, list(frames))
+    assert len(batched) == len(frames)
+    for frame, (output, info) in zip(frames, batched, strict=True):
+        ((alone, alone_info),) = run_batch(loaded, [frame])
+        assert info == alone_info
+        np.testing.assert_allclose(output, alone, rtol=1e-4, atol=1e-4)
