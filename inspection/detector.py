@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection import imaging, providers as _providers
+from inspection import imaging
+from inspection import providers as _providers
 from inspection.detections import Detections
 from inspection.errors import ModelError
 from inspection.model_info import ModelInfo, parse_metadata

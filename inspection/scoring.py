@@ -102,9 +102,8 @@ def score_onnx(
 ) -> ScoredSplit:
     """Score an ONNX model through the production `Detector` on `split` of `data`."""
     from inspection.detector import Detector
-    from inspection.settings import Settings
-
     from inspection.errors import DatasetError
+    from inspection.settings import Settings
 
     names, samples = load_split(data, split=split)
     if not samples:

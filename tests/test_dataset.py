@@ -345,7 +345,7 @@ def test_diff_shows_added_removed_and_relabelled_images_and_class_changes(tmp_pa
     assert [Path(p).name for p in change.removed] == ["part_3.png"]
     assert sorted(Path(p).name for p in change.relabelled) == ["part_1.png", "part_2.png"]
     assert change.unchanged == 17 and change.split_changed == []
-    boxes = lambda v: sum(e["boxes"] for e in v.entries)  # noqa: E731
+    boxes = lambda v: sum(e["boxes"] for e in v.entries)
     assert sum(b - a for a, b in change.class_counts.values()) == boxes(v2) - boxes(v1)
 
 

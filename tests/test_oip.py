@@ -99,7 +99,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(served):
-    import tritonclient.http as http
+    from tritonclient import http
 
     client = http.InferenceServerClient(url=served.url, network_timeout=60)
     yield client
@@ -171,7 +171,7 @@ def test_model_is_ready_in_its_production_version_only(client, served):
 
 
 def test_binary_infer_returns_what_the_onnx_session_returns(client, served, session):
-    import tritonclient.http as http
+    from tritonclient import http
 
     tensor = letterboxed(3)
     images = http.InferInput("images", list(tensor.shape), "FP32")
@@ -187,7 +187,7 @@ def test_binary_infer_returns_what_the_onnx_session_returns(client, served, sess
 
 
 def test_json_infer_returns_what_the_onnx_session_returns(client, served, session):
-    import tritonclient.http as http
+    from tritonclient import http
 
     tensor = letterboxed(1, seed=5)
     images = http.InferInput("images", list(tensor.shape), "FP32")
@@ -201,7 +201,7 @@ def test_json_infer_returns_what_the_onnx_session_returns(client, served, sessio
 
 @pytest.mark.parametrize("datatype", ["FP16", "UINT8"])
 def test_fp16_and_uint8_tensors_are_taken_too(client, served, session, datatype):
-    import tritonclient.http as http
+    from tritonclient import http
 
     tensor = letterboxed(2, seed=9)
     if datatype == "FP16":
@@ -218,7 +218,7 @@ def test_fp16_and_uint8_tensors_are_taken_too(client, served, session, datatype)
 
 
 def test_a_version_can_be_named_and_only_the_production_one_runs(client, served):
-    import tritonclient.http as http
+    from tritonclient import http
     from tritonclient.utils import InferenceServerException
 
     images = http.InferInput("images", [1, 3, 160, 160], "FP32")
@@ -236,7 +236,7 @@ def test_a_version_can_be_named_and_only_the_production_one_runs(client, served)
 def test_encoded_images_come_back_as_detections_decoded_like_the_detector_does(
     client, served, session
 ):
-    import tritonclient.http as http
+    from tritonclient import http
 
     from inspection.detector import Detector
 
@@ -276,7 +276,7 @@ def _to_nchw(letterboxed_bgr: np.ndarray) -> np.ndarray:
 
 
 def test_detections_default_to_a_confidence_of_a_quarter(client, served):
-    import tritonclient.http as http
+    from tritonclient import http
 
     image = http.InferInput("image", [1, 1], "BYTES")  # [B, 1] as Triton BYTES models take it
     image.set_data_from_numpy(np.array([[encoded("jpg")]], dtype=object))
@@ -304,7 +304,7 @@ def test_detections_in_json_when_binary_is_not_asked_for(served):
 
 @pytest.mark.parametrize("compression", ["gzip", "deflate"])
 def test_compressed_requests_are_inflated(client, served, session, compression):
-    import tritonclient.http as http
+    from tritonclient import http
 
     tensor = letterboxed(1, seed=11)
     images = http.InferInput("images", list(tensor.shape), "FP32")
@@ -358,7 +358,7 @@ def test_every_route_but_health_needs_a_key(served):
 
 
 def test_a_reviewer_reads_metadata_but_cannot_infer(client, served):
-    import tritonclient.http as http
+    from tritonclient import http
     from tritonclient.utils import InferenceServerException
 
     assert client.get_model_metadata(MODEL, headers=served.auth("reviewer"))
@@ -472,7 +472,7 @@ def test_malformed_requests_are_400_naming_the_problem(served, request_, expecte
 
 
 def test_tritonclient_reads_a_refusal_as_its_message(client, served):
-    import tritonclient.http as http
+    from tritonclient import http
     from tritonclient.utils import InferenceServerException
 
     images = http.InferInput("images", [1, 3, 320, 320], "FP32")
@@ -512,7 +512,7 @@ def test_the_apps_refusals_keep_their_status_in_the_v2_shape(qc_home, error, sta
 
 
 def test_v2_requests_are_counted_in_the_latency_metric(client, served):
-    import tritonclient.http as http
+    from tritonclient import http
 
     images = http.InferInput("images", [1, 3, 160, 160], "FP32")
     images.set_data_from_numpy(letterboxed(1))

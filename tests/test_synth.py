@@ -20,12 +20,15 @@ from inspection.errors import ConfigError, DatasetError
 from inspection.synth import (
     CLASS_NAMES,
     SURFACES,
+    defects,
+    generator,
     is_val,
     make_sample,
+    optics,
     sample_seed,
+    surfaces,
     write_dataset,
 )
-from inspection.synth import defects, generator, optics, surfaces
 
 NAMES = {0: "scratch", 1: "dent", 2: "crack", 3: "particle", 4: "missing"}
 

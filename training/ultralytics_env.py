@@ -22,7 +22,6 @@ from types import ModuleType
 from inspection.errors import ConfigError
 from inspection.settings import Settings
 
-
 # Logger callbacks that would phone home or need packages a plant does not have.
 _INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
 

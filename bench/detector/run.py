@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.report import table, write_section  # noqa: E402
-from inspection.detections import Detections  # noqa: E402
-from inspection.detector import Detector  # noqa: E402
-from inspection.evaluation import evaluate  # noqa: E402
-from inspection.formats.yolo import parse_labels  # noqa: E402
+from bench.report import table, write_section
+from inspection.detections import Detections
+from inspection.detector import Detector
+from inspection.evaluation import evaluate
+from inspection.formats.yolo import parse_labels
 
 DEEPPCB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "deeppcb"
 CAMERA = (2448, 2048)
@@ -93,9 +93,8 @@ def main() -> None:
 
     small, camera, truth_small, truth_camera, names = load_frames(args.images)
     camera_path = Path(args.camera_model) if args.camera_model else model_path
-    from training.ultralytics_env import load_ultralytics
-
     from inspection.preprocess import to_tensor
+    from training.ultralytics_env import load_ultralytics
 
     rows = []
     models = {}

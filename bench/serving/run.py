@@ -9,7 +9,7 @@ and 64 concurrent stations (closed loop: each posts its next frame when answered
 the service is busy but not saturated. The bare `session.run` throughput for the same model
 and input size is measured in this process with the service idle. The service's peak memory
 is read from /proc (VmHWM), and its memory maps are checked for libtorch.
-Writes the `serving` section of BENCHMARKS.md.
+Writes the `serving-w<workers>-t<threads>` section of BENCHMARKS.md.
 
 The client runs on the same machine as the service and takes CPU from it; on 2 cores this
 understates the service. Numbers are from one run.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.report import table, write_section  # noqa: E402
+from bench.report import table, write_section
 
 DEEPPCB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "deeppcb"
 
@@ -162,7 +162,7 @@ def main() -> None:
            "QC_MAX_BATCH": str(args.max_batch), "QC_MAX_WAIT_MS": str(args.max_wait_ms),
            "QC_QUEUE_SIZE": "256", "QC_INFERENCE_WORKERS": str(args.workers), "QC_THREADS": str(args.threads)}
     qc = [sys.executable, "-m", "qc"]
-    run = lambda *a: subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    run = lambda *a: subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True).stdout
     run("models", "add", str(model), "--name", "default", "--promote")
     run("stations", "add", "bench", "--description", "benchmark")
     key = run("keys", "create", "--role", "station", "--station", "bench").strip()

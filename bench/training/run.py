@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.report import table, write_section  # noqa: E402
+from bench.report import table, write_section
 
 DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb" / "data.yaml"
 

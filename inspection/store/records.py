@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
@@ -27,7 +27,7 @@ from inspection.store.schema import defects, inspections, shadow_results, statio
 
 def utcnow() -> datetime:
     """Naive UTC: stored the same way in SQLite (no time zones) and PostgreSQL."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import cv2
@@ -38,7 +38,7 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
     try:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     except OverflowError:  # e.g. 0001-01-01T00:00+01:00 lies before datetime.min in UTC
         return datetime.min if value.year < 5000 else datetime.max
 

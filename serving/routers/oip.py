@@ -61,7 +61,6 @@ from starlette.routing import Match
 from inspection.errors import ImageError
 from serving.auth import current_key, require
 from serving.model_manager import LoadedModel
-from serving.pipeline import Frame, InputSizeChanged, TensorFrame
 from serving.oip_codec import (
     DETECTIONS_OUTPUT,
     HEADER_LENGTH,
@@ -79,6 +78,7 @@ from serving.oip_codec import (
     parse_request,
     read_body,
 )
+from serving.pipeline import Frame, InputSizeChanged, TensorFrame
 from serving.routers.health import readiness
 
 log = logging.getLogger("qc.oip")
