@@ -275,6 +275,15 @@ def test_concurrent_retries_with_one_idempotency_key_leave_one_record(service):
     assert len(service.records(station)) == 1
 
 
+def test_frames_with_a_blank_idempotency_key_are_each_recorded(service):
+    station = service.add_station(FAIL_ALL)
+    answers = [service.inspect(station, frame(seed=i), headers={"Idempotency-Key": ""}) for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert len({a.json()["id"] for a in answers}) == 3
+    assert not any("Idempotent-Replayed" in a.headers for a in answers)
+    assert len(service.records(station)) == 3
+
+
 def test_distinct_idempotency_keys_make_distinct_records(service):
     station = service.add_station()
     for i in range(3):

@@ -223,6 +223,14 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_original_record(two_s
     assert two_stations.find_by_key("line1-cam1", "frame-1").id == first.id
 
 
+def test_a_blank_idempotency_key_is_no_key(two_stations):
+    first, created = two_stations.save_inspection(record(verdict="FAIL", idempotency_key=""))
+    second, created_again = two_stations.save_inspection(record(verdict="PASS", idempotency_key=""))
+    assert created and created_again
+    assert (first.verdict, second.verdict) == ("FAIL", "PASS")
+    assert two_stations.count() == 2
+
+
 def test_idempotency_keys_are_per_station(two_stations):
     a, _ = two_stations.save_inspection(record("line1-cam1", idempotency_key="frame-1"))
     b, created = two_stations.save_inspection(record("line1-cam2", idempotency_key="frame-1"))

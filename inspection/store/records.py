@@ -155,11 +155,10 @@ class RecordStore:
     def save_inspection(self, record: InspectionRecord) -> tuple[InspectionRecord, bool]:
         """Commit a record; returns (record, True), or (the original, False) when the station
         already has a record with this idempotency key (a retried post)."""
-        if record.idempotency_key:
-            existing = self.find_by_key(record.station_id, record.idempotency_key)
-            if existing is not None:
-                return existing, False
-        values = {k: v for k, v in asdict(record).items()}
+        values = asdict(record)
+        # A blank key is no key: stored as "" it would make every later blank-keyed frame of
+        # the station a "retry" of the first one.
+        values["idempotency_key"] = (record.idempotency_key or "").strip() or None
         try:
             with self.db.engine.begin() as conn:
                 conn.execute(inspections.insert().values(**values))
@@ -169,8 +168,11 @@ class RecordStore:
                         for d in record.detections
                     ])
         except IntegrityError:
-            # Two posts with the same key raced past the check above: the first one won.
-            existing = self.find_by_key(record.station_id, record.idempotency_key or "")
+            # The unique (station, key) constraint is the check: a retry that raced past the
+            # route's lookup gets the record the first post committed.
+            if values["idempotency_key"] is None:
+                raise
+            existing = self.find_by_key(record.station_id, values["idempotency_key"])
             if existing is None:
                 raise
             return existing, False

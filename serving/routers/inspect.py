@@ -88,6 +88,9 @@ async def inspect(
     """Judge one frame: PASS, FAIL or REVIEW, recorded before the answer is sent."""
     state = request.app.state
     check_station(key, station)
+    # A blank header is no header (an empty key would otherwise match every other blank one).
+    idempotency_key = (idempotency_key or "").strip() or None
+    x_part_id = (x_part_id or "").strip() or None
     # Database reads run in threads: the event loop serves every station and must never wait.
     found = await asyncio.to_thread(state.store.station, station)  # 404 for an unknown station
     if idempotency_key:  # an acknowledged frame's record is returned, even if the station is off now
