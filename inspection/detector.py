@@ -244,19 +244,24 @@ class Detector:
         ]
 
     def load_bytes(
-        self, data: bytes, *, reduce: int | str = "auto", max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+        self,
+        data: bytes,
+        *,
+        reduce: int | str = "auto",
+        max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+        header: imaging.ImageHeader | None = None,
     ) -> tuple[np.ndarray, tuple[int, int]]:
         """Decode an encoded frame for this model: (pixels, original (width, height)).
 
         `reduce="auto"` decodes a JPEG at 1/2, 1/4 or 1/8 size when the network would shrink
-        it at least that much anyway (imaging.reduction_for); an integer forces a factor.
+        it at least that much anyway (imaging.reduction_for); 1, 2, 4 or 8 (or "1"...) force
+        a factor. `header` is the frame's `imaging.probe`, when the caller has it already.
         """
-        header = imaging.probe(data)
-        factor = (
-            imaging.reduction_for(header, input_size=(self.imgsz[1], self.imgsz[0]))
-            if reduce == "auto"
-            else int(reduce)
-        )
+        header = header or imaging.probe(data)
+        if reduce == "auto":
+            factor = imaging.reduction_for(header, input_size=(self.imgsz[1], self.imgsz[0]))
+        else:
+            factor = int(reduce) if str(reduce).isdigit() else reduce  # decode names a bad one
         image = imaging.decode(data, max_pixels=max_pixels, reduce=factor, header=header)
         return image, (header.width, header.height)
 

@@ -22,6 +22,10 @@ class ImageError(QCError):
     """An image cannot be read, or is refused (too large, unknown format)."""
 
 
+class ImageTooLarge(ImageError):
+    """An image has more pixels than the limit; refused before its pixels are decoded."""
+
+
 class DatasetError(QCError):
     """A dataset cannot be read or written."""
 

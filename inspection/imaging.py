@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspection.errors import ImageError
+from inspection.errors import ConfigError, ImageError, ImageTooLarge
 
 # 100 megapixels: above any line camera we know of (a 2448 x 2048 frame is 5 MP).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -133,21 +133,29 @@ def decode(
 
     Raises `ImageError` for unknown formats, frames over `max_pixels`, and corrupt data.
     """
+    if reduce not in _REDUCED_FLAGS:
+        raise ConfigError(f"JPEG decode reduction {reduce!r}: use 1, 2, 4 or 8 (QC_DECODE, --decode)")
     header = header or probe(data)
     if header.width <= 0 or header.height <= 0:
         raise ImageError(f"{header.format} header says {header.width}x{header.height} pixels")
-    if header.width * header.height > max_pixels:
-        raise ImageError(
-            f"image too large: {header.width}x{header.height} = "
-            f"{header.width * header.height:,} pixels, above the limit of {max_pixels:,}; "
-            "send a smaller frame or raise the limit"
-        )
+    check_size(header, max_pixels=max_pixels)
     _check_complete(data, header)
     flag = _REDUCED_FLAGS[reduce] if header.format == "jpeg" else cv2.IMREAD_COLOR
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise ImageError(f"corrupt {header.format}: OpenCV could not decode the pixels")
     return image
+
+
+def check_size(header: ImageHeader, *, max_pixels: int) -> None:
+    """`ImageTooLarge` for a frame over `max_pixels`: a decompression bomb is refused from its
+    header, before a pixel is decoded."""
+    if header.width * header.height > max_pixels:
+        raise ImageTooLarge(
+            f"image too large: {header.width}x{header.height} = "
+            f"{header.width * header.height:,} pixels, above the limit of {max_pixels:,}; "
+            "send a smaller frame or raise the limit"
+        )
 
 
 def _check_complete(data: bytes, header: ImageHeader) -> None:

@@ -18,6 +18,7 @@ from inspection.errors import (
     Conflict,
     DatasetError,
     ImageError,
+    ImageTooLarge,
     ModelError,
     NotFound,
     PromotionRefused,
@@ -32,6 +33,7 @@ _STATUS = [
     (NotFound, 404),
     (Conflict, 409),
     (PromotionRefused, 409),
+    (ImageTooLarge, 413),
     (ImageError, 400),
     (ConfigError, 422),
     (DatasetError, 422),
@@ -66,10 +68,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QCError)
     async def _qc_error(request: Request, error: QCError):
-        status = status_for(error)
-        if isinstance(error, ImageError) and "too large" in str(error):
-            status = 413
-        return JSONResponse({"detail": str(error)}, status_code=status)
+        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, error: QueueFull):

@@ -55,6 +55,14 @@ class Frame:
         letterboxed, info = detector.prepare(image, original_size=size)
         return cls(image=image, size=size, letterboxed=letterboxed, info=info)
 
+    @classmethod
+    def decode(cls, detector, data: bytes, *, settings: ServeSettings,
+               header: imaging.ImageHeader | None = None) -> Frame:
+        """An encoded image decoded (reduced as `settings.decode` says) and letterboxed."""
+        image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
+                                          header=header)
+        return cls.prepare(detector, image, size)
+
 
 @dataclass
 class TensorFrame:
@@ -137,14 +145,7 @@ class Inspector:
         self._shadow_tasks: set[asyncio.Task] = set()
 
     def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
-        model = self.manager.current
-        detector = model.detector
-        reduce = (
-            imaging.reduction_for(header, input_size=(detector.imgsz[1], detector.imgsz[0]))
-            if self.settings.decode == "auto" else int(self.settings.decode)
-        )
-        image = imaging.decode(data, max_pixels=self.settings.max_pixels, reduce=reduce, header=header)
-        return Frame.prepare(detector, image, (header.width, header.height))
+        return Frame.decode(self.manager.current.detector, data, settings=self.settings, header=header)
 
     async def inspect(
         self,

@@ -7,7 +7,9 @@ Example::
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from inspection.imaging import DEFAULT_MAX_PIXELS
 from inspection.settings import Settings
@@ -34,7 +36,9 @@ class ServeSettings(Settings):
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-    decode: str = Field(default="auto", description="JPEG decode reduction: auto, 1, 2, 4 or 8.")
+    decode: Literal["auto", "1", "2", "4", "8"] = Field(
+        default="auto", description="JPEG decode reduction: auto, 1, 2, 4 or 8."
+    )
     iou: float = Field(default=0.7, gt=0, le=1)
     model_poll_s: float = Field(
         default=2.0, gt=0, description="How often the registry's production pointer is checked."
@@ -45,6 +49,11 @@ class ServeSettings(Settings):
         default=True, description="Refuse to start without a production model in the registry."
     )
     log_json: bool = True
+
+    @field_validator("decode", mode="before")
+    @classmethod
+    def _decode_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value  # `decode: 4` in the YAML
 
     def inference_plan(self) -> tuple[int, int]:
         """(concurrent batches, ONNX Runtime intra-op threads per run; 0 = ORT decides)."""

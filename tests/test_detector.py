@@ -190,3 +190,26 @@ def test_a_static_model_refuses_another_input_size(tmp_path):
 
     with pytest.raises(ModelError, match="takes 32x32 inputs, not 64x64"):
         Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)), imgsz=64)
+
+
+def test_a_decode_reduction_other_than_1_2_4_8_names_the_setting():
+    import cv2
+
+    from inspection import imaging
+    from inspection.errors import ConfigError
+
+    jpeg = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
+    assert imaging.decode(jpeg, reduce=2).shape == (32, 32, 3)
+    with pytest.raises(ConfigError, match="QC_DECODE"):
+        imaging.decode(jpeg, reduce=3)
+
+
+def test_a_frame_over_the_pixel_limit_is_refused_from_its_header():
+    import cv2
+
+    from inspection import imaging
+    from inspection.errors import ImageTooLarge
+
+    png = cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ImageTooLarge, match="100x100 = 10,000 pixels"):
+        imaging.decode(png, max_pixels=9_999)

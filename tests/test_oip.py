@@ -487,7 +487,8 @@ def test_tritonclient_reads_a_refusal_as_its_message(client, served):
     ("QueueFull", 503, "retry-after"),
     ("DeadlineExceeded", 504, "retry-after"),
     ("ShuttingDown", 503, "retry-after"),
-    ("ImageError", 413, None),
+    ("ImageTooLarge", 413, None),
+    ("ImageError", 400, None),
     ("NotFound", 404, None),
     ("RuntimeError", 500, None),
 ])
@@ -501,7 +502,7 @@ def test_the_apps_refusals_keep_their_status_in_the_v2_shape(qc_home, error, sta
     from serving.settings import ServeSettings
 
     kind = getattr(batcher, error, None) or getattr(errors, error, None) or RuntimeError
-    message = "image too large: 9x9" if error == "ImageError" else f"a {error}"
+    message = f"a {error}"
     app = create_app(ServeSettings(home=qc_home))
     request = Request({"type": "http", "app": app, "method": "POST", "headers": [],
                        "path": f"/v2/models/{MODEL}/infer"})

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 
 from inspection import imaging
-from inspection.errors import ImageError
+from inspection.errors import ImageError, ImageTooLarge
 from inspection.store.keys import ApiKey
 from serving.auth import check_station, require
 from serving.routers.inspections import to_schema
@@ -105,13 +105,13 @@ async def inspect(
     data = await frame_bytes(request, state.settings.max_body_bytes)
     try:
         header = imaging.probe(data)
-        if header.width * header.height > state.settings.max_pixels:
-            state.metrics.rejected.labels(reason="too_many_pixels").inc()
-            raise HTTPException(413, f"image of {header.width}x{header.height} pixels is over the limit "
-                                     f"of {state.settings.max_pixels:,} pixels")
+        imaging.check_size(header, max_pixels=state.settings.max_pixels)
         record, created = await state.inspector.inspect(
             station=found, data=data, header=header, part_id=x_part_id, idempotency_key=idempotency_key,
             request_id=getattr(request.state, "request_id", None))
+    except ImageTooLarge:  # a decompression bomb, refused from its header
+        state.metrics.rejected.labels(reason="too_many_pixels").inc()
+        raise
     except ImageError:  # wrong magic bytes, truncated, corrupt: refused before anything is stored
         state.metrics.rejected.labels(reason="bad_image").inc()
         raise

@@ -323,15 +323,11 @@ async def _frames(state, tensor: Tensor) -> list[Frame | TensorFrame]:
 
 def _decode_image(state, index: int, data: bytes) -> Frame:
     """One encoded image to a letterboxed frame, as the inspect endpoint decodes stations'."""
-    detector = state.manager.current.detector
-    settings = state.settings
     try:
-        image, size = detector.load_bytes(data, reduce=settings.decode,
-                                          max_pixels=settings.max_pixels)
+        return Frame.decode(state.manager.current.detector, data, settings=state.settings)
     except ImageError as error:
         state.metrics.rejected.labels(reason="bad_image").inc()
         raise type(error)(f"input {IMAGE_INPUT!r} element {index}: {error}") from error
-    return Frame.prepare(detector, image, size)
 
 
 def _detections(model: LoadedModel, results: list, conf: float, iou: float) -> list[bytes]:
