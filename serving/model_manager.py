@@ -72,7 +72,13 @@ class ModelManager:
                 raise
             log.warning("no model loaded: %s", error)
         if self.settings.shadow_model:
-            self.shadow = self._load(self.registry.resolve(self.settings.shadow_model))
+            # A shadow only observes: one that cannot load is reported, never a reason to stop
+            # serving production.
+            try:
+                self.shadow = self._load(self.registry.resolve(self.settings.shadow_model))
+            except Exception as error:
+                self.last_error = f"shadow {self.settings.shadow_model} refused: {error}"
+                log.error(self.last_error)
         return self.current
 
     async def prepare(self, version: str) -> LoadedModel:
@@ -81,9 +87,8 @@ class ModelManager:
 
     async def _load_checked(self, ref: str) -> LoadedModel:
         """Load `ref` in a thread; any failure becomes a QCError (an HTTP 4xx) and `last_error`."""
-        try:
-            entry = self.registry.resolve(ref)
-            return await asyncio.to_thread(self._load, entry)
+        try:  # resolving reads and verifies the model file: off the event loop, like the load
+            return await asyncio.to_thread(lambda: self._load(self.registry.resolve(ref)))
         except QCError as error:
             self.last_error = f"{ref} refused: {error}"
             log.error(self.last_error)
@@ -123,7 +128,7 @@ class ModelManager:
         while True:
             await asyncio.sleep(self.settings.model_poll_s)
             try:
-                version = self.registry.production_version(name)
+                version = await asyncio.to_thread(self.registry.production_version, name)
             except QCError as error:
                 self.last_error = str(error)
                 continue

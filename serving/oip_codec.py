@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import struct
@@ -280,6 +281,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "deflate"):
         raise OIPError(415, f"Content-Encoding {encoding!r}: send gzip, deflate or none")
+    return await asyncio.to_thread(_inflate, body, encoding=encoding, limit=limit)  # tens of MB: off the loop
+
+
+def _inflate(body: bytes, *, encoding: str, limit: int) -> bytes:
     # tritonclient's "deflate" is zlib-wrapped; the limit holds for the decompressed size.
     inflater = zlib.decompressobj(zlib.MAX_WBITS | (16 if encoding == "gzip" else 0))
     try:

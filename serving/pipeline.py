@@ -161,6 +161,23 @@ class Inspector:
         frame = await asyncio.to_thread(self._decode, data, header)
         decoded = time.monotonic()
         result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
+        # Boxes, rules and the commit share one worker thread: NMS over a noisy frame is CPU
+        # work the event loop, which serves every station, must not wait for.
+        saved, created, decision = await asyncio.to_thread(
+            self._judge_and_commit, result, station=station, header=header, data=data,
+            timings={"decode_ms": (decoded - started) * 1000}, started=started,
+            part_id=part_id, idempotency_key=idempotency_key, request_id=request_id)
+        saved.timings["total_ms"] = (time.monotonic() - started) * 1000
+        if created:
+            self.metrics.verdicts.labels(station=station.id, verdict=saved.verdict).inc()
+            for name in decision.kept.class_names:
+                self.metrics.defects.labels(station=station.id, class_name=name).inc()
+            self._maybe_shadow(saved, frame, station)
+        return saved, created
+
+    def _judge_and_commit(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes,
+                          timings: dict, started: float, part_id: str | None,
+                          idempotency_key: str | None, request_id: str | None):
         output, info = result.output
         model: LoadedModel = result.model
         post_start = time.monotonic()
@@ -170,12 +187,11 @@ class Inspector:
         post_end = time.monotonic()
 
         verdict = decision.verdict.value
-        keep_image = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
         records = decision.kept.to_records()
         for record, area in zip(records, decision.areas):
             record["area"] = round(float(area), 3)
         timings = {
-            "decode_ms": (decoded - started) * 1000,
+            **timings,
             "queue_ms": result.queue_ms,
             "inference_ms": result.inference_ms,
             "postprocess_ms": (post_end - post_start) * 1000,
@@ -191,23 +207,13 @@ class Inspector:
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
             request_id=request_id,
         )
-        saved, created = await asyncio.to_thread(self._commit, record, data if keep_image else None)
-        saved.timings["total_ms"] = (time.monotonic() - started) * 1000
-        if created:
-            self.metrics.verdicts.labels(station=station.id, verdict=verdict).inc()
-            for name in decision.kept.class_names:
-                self.metrics.defects.labels(station=station.id, class_name=name).inc()
-            self._maybe_shadow(saved, frame, station)
-        return saved, created
-
-    def _commit(self, record: InspectionRecord, image: bytes | None) -> tuple[InspectionRecord, bool]:
         # The image file is durable before the record that names it is committed.
-        if image is not None:
-            record.image_sha256 = self.images.put(image, record.image_format or "jpeg")
-        started = time.monotonic()
+        if verdict != "PASS" or random.random() < self.settings.pass_sample_rate:
+            record.image_sha256 = self.images.put(data, record.image_format or "jpeg")
+        commit_start = time.monotonic()
         saved, created = self.store.save_inspection(record)
-        saved.timings["store_ms"] = (time.monotonic() - started) * 1000
-        return saved, created
+        saved.timings["store_ms"] = (time.monotonic() - commit_start) * 1000
+        return saved, created, decision
 
     # -- shadow mode -----------------------------------------------------------------------
 

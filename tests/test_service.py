@@ -738,6 +738,14 @@ def test_a_shadow_model_judges_live_frames_without_changing_the_answers(start):
     assert missing.status_code == 404
 
 
+def test_a_shadow_model_that_cannot_load_does_not_stop_production(start):
+    service = start(shadow_model="default@v9")
+    station = service.add_station()
+    assert service.inspect(station).status_code == 200
+    report = service.client.get("/v1/shadow", headers=service.admin).json()
+    assert report["shadow"] is None
+
+
 # -- load: backpressure, deadlines, micro-batching -----------------------------------------
 
 

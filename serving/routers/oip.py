@@ -264,7 +264,9 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     height, width = model.detector.imgsz
     accepted = Accepted(model.detector.input_name, height, width, settings.max_batch)
     body = await read_body(request, body_limit(settings, accepted))
-    parsed = parse_request(body, request.headers.get(HEADER_LENGTH), accepted)
+    # Parsing and encoding tens of MB of tensors takes ~0.5 s each in JSON: in threads, so the
+    # event loop keeps serving the stations meanwhile.
+    parsed = await asyncio.to_thread(parse_request, body, request.headers.get(HEADER_LENGTH), accepted)
     tensor = parsed.inputs[0]
     raw_name = model.detector.session.get_outputs()[0].name
     wanted = _wanted_outputs(parsed, raw_name)
@@ -283,18 +285,24 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
                             "request waited; send it again")
     used: LoadedModel = results[0].model
 
+    header: dict[str, Any] = {"model_name": used.name, "model_version": used.version}
+    if parsed.id is not None:
+        header["id"] = parsed.id
+    return await asyncio.to_thread(_response, header, used, results, wanted=wanted, raw_name=raw_name,
+                                   batch_shape=tensor.shape[1:], conf=conf, iou=iou)
+
+
+def _response(header: dict[str, Any], used: LoadedModel, results: list, *, wanted: dict[str, bool],
+              raw_name: str, batch_shape: list[int], conf: float, iou: float) -> Response:
     parts = []
     if raw_name in wanted:
         rows = np.stack([r.output[0] if isinstance(r.output, tuple) else r.output for r in results])
         parts.append(output_tensor(raw_name, datatype_of(rows), list(rows.shape), rows,
-                             wanted[raw_name]))
+                                   wanted[raw_name]))
     if DETECTIONS_OUTPUT in wanted:
-        records = await asyncio.to_thread(_detections, used, results, conf, iou)
-        shape = [len(records)] + tensor.shape[1:]  # as the images came: [B] or [B, 1]
+        records = _detections(used, results, conf, iou)
+        shape = [len(records)] + batch_shape  # as the images came: [B] or [B, 1]
         parts.append(output_tensor(DETECTIONS_OUTPUT, "BYTES", shape, records, wanted[DETECTIONS_OUTPUT]))
-    header: dict[str, Any] = {"model_name": used.name, "model_version": used.version}
-    if parsed.id is not None:
-        header["id"] = parsed.id
     return encode_response(header, parts)
 
 
@@ -315,6 +323,10 @@ async def _frames(state, tensor: Tensor) -> list[Frame | TensorFrame]:
     if tensor.name == IMAGE_INPUT:
         return list(await asyncio.gather(*(asyncio.to_thread(_decode_image, state, index, data)
                                            for index, data in enumerate(tensor.value))))
+    return await asyncio.to_thread(_tensor_frames, tensor)
+
+
+def _tensor_frames(tensor: Tensor) -> list[TensorFrame]:
     pixels = tensor.value
     if tensor.datatype == "UINT8":  # RGB in 0..255: a quarter of the bytes of FP32
         pixels = pixels.astype(np.float32) / np.float32(255)
