@@ -6,16 +6,16 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import cv2
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from inspection import imaging
 from inspection.detections import Detections
 from inspection.drawing import draw
-from inspection.errors import NotFound
+from inspection.errors import ImageError, NotFound
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord
-from serving.auth import check_station, require
+from serving.auth import check_station, may_use_station, require
 from serving.schemas import Inspection, InspectionPage, ModelRef
 
 router = APIRouter(tags=["inspections"])
@@ -69,7 +69,7 @@ def list_inspections(
 
 def _readable(request: Request, key: ApiKey, inspection_id: str) -> InspectionRecord:
     record = request.app.state.store.inspection(inspection_id)
-    if key.role == "station" and record.station_id not in key.stations:
+    if not may_use_station(key, record.station_id):
         raise NotFound(f"inspection {inspection_id} does not exist")  # do not confirm other stations' ids
     return record
 
@@ -88,10 +88,15 @@ def get_image(inspection_id: str, request: Request, boxes: bool = False, key: Ap
         raise NotFound(f"inspection {inspection_id} has no stored image (PASS frames are sampled)")
     path = request.app.state.images.path(record.image_sha256)
     data = path.read_bytes()
-    media = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp"}.get(record.image_format or "", "image/jpeg")
+    media = imaging.CONTENT_TYPES.get(record.image_format or "", "image/jpeg")
     if not boxes:
         return Response(content=data, media_type=media)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = imaging.decode(data)
+    except ImageError as error:  # the file was damaged after it was stored
+        # Not the client's fault: a 500 that says what is damaged, rather than a crash in draw().
+        raise HTTPException(500, f"stored image {record.image_sha256} of inspection {inspection_id} is "
+                                 f"damaged ({error}); fetch it without ?boxes=true to see the bytes") from error
     names = {d["class_id"]: d["class"] for d in record.detections}
     detections = Detections.from_records(record.detections, names=names, image_size=(record.width, record.height))
     ok, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])

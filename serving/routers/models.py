@@ -44,7 +44,8 @@ async def _switch(request: Request, name: str, version: str, move_pointer) -> di
     """Warm the new model first; move the pointer only if it loads; then switch."""
     manager = request.app.state.manager
     async with manager.swap_lock:  # never interleaved with the watcher's own swap
-        loaded = await manager.prepare(version) if _served(request, name) else None  # 422 if it cannot run
+        already = manager.current is not None and manager.current.version == version
+        loaded = await manager.prepare(version) if _served(request, name) and not already else None  # 422 if it cannot run
         pointer = await asyncio.to_thread(move_pointer)
         if loaded is not None:
             manager.activate(loaded)
@@ -55,14 +56,14 @@ async def _switch(request: Request, name: str, version: str, move_pointer) -> di
 async def promote(body: PromoteIn, request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     """Promote through the gate (evaluations on the frozen holdout must be in both cards)."""
     registry = request.app.state.registry
-    registry.get(name, body.version)
+    await asyncio.to_thread(registry.get, name, body.version)  # 404 before anything is loaded
     return await _switch(request, name, body.version, lambda: promotion.promote(registry, name, body.version))
 
 
 @router.post("/v1/models/{name}/rollback")
 async def rollback(request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     registry = request.app.state.registry
-    target = registry.rollback_target(name)
+    target = await asyncio.to_thread(registry.rollback_target, name)
     return await _switch(request, name, target, lambda: registry.rollback(name))
 
 

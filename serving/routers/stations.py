@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from inspection.rules import StationRules
 from inspection.store.keys import ApiKey
 from inspection.store.records import Station
-from serving.auth import check_station, require
+from serving.auth import check_station, may_use_station, require
 from serving.schemas import StationIn, StationOut
 
 router = APIRouter(tags=["stations"])
@@ -21,7 +21,7 @@ def _out(station: Station) -> StationOut:
 @router.get("/v1/stations", response_model=list[StationOut])
 def list_stations(request: Request, key: ApiKey = Depends(require("station", "reviewer"))):
     stations = request.app.state.store.stations()
-    return [_out(s) for s in stations if key.role != "station" or s.id in key.stations]
+    return [_out(s) for s in stations if may_use_station(key, s.id)]
 
 
 @router.post("/v1/stations", response_model=StationOut, status_code=201)
