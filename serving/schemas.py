@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from inspection.rules import StationRules
+from inspection.store.records import STATION_ID
 
 
 class Detection(BaseModel):
@@ -48,7 +49,7 @@ class InspectionPage(BaseModel):
 
 
 class StationIn(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    id: str = Field(pattern=f"^{STATION_ID.pattern}$")
     description: str = ""
     rules: StationRules = Field(default_factory=StationRules)
 

@@ -586,8 +586,11 @@ def test_a_revoked_key_is_refused_at_once(service):
 
 
 def test_keys_made_through_the_api_are_shown_once_and_validated(service):
-    made = service.client.post("/v1/keys", json={"role": "station", "stations": ["a"]}, headers=service.admin)
+    station = service.add_station()
+    made = service.client.post("/v1/keys", json={"role": "station", "stations": [station]}, headers=service.admin)
     assert made.status_code == 201 and made.json()["key"].startswith("qc_")
+    misspelt = service.client.post("/v1/keys", json={"role": "station", "stations": ["nosuch"]}, headers=service.admin)
+    assert misspelt.status_code == 404 and "qc stations add nosuch" in misspelt.json()["detail"]
     no_station = service.client.post("/v1/keys", json={"role": "station"}, headers=service.admin)
     assert no_station.status_code == 422 and "--station" in no_station.json()["detail"]
     long_name = service.client.post("/v1/keys", json={"role": "admin", "name": "x" * 200}, headers=service.admin)
@@ -958,7 +961,7 @@ def test_on_postgresql_frames_are_recorded_and_unstorable_values_are_refused_not
         service.client.post("/v1/stations", json={"id": "nul", "description": "a\x00b"}, headers=service.admin),
         service.client.get("/v1/inspections", params={"part_id": "a\x00"}, headers=service.admin),
         service.client.get("/v1/inspections/a%00b", headers=service.admin),
-        service.client.post("/v1/keys", json={"role": "station", "stations": ["a"], "name": "n\x00"},
+        service.client.post("/v1/keys", json={"role": "station", "stations": [station], "name": "n\x00"},
                             headers=service.admin),
     ]
     assert [r.status_code for r in refused] == [422] * len(refused)

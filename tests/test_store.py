@@ -383,7 +383,19 @@ def test_ids_sort_by_creation_time():
 # -- API keys ------------------------------------------------------------------------------
 
 
-def test_a_created_key_verifies_with_its_role_and_stations(keys):
+def test_a_station_key_for_a_station_that_does_not_exist_is_refused(keys, two_stations):
+    with pytest.raises(NotFound, match="qc stations add line9"):
+        keys.create(role="station", stations=["line1-cam1", "line9"])
+    assert keys.list() == []
+
+
+def test_a_station_id_that_cannot_be_a_url_segment_is_refused(store):
+    with pytest.raises(ConfigError, match="letters, digits"):
+        store.add_station("a b/../c", rules=StationRules())
+    assert store.stations() == []
+
+
+def test_a_created_key_verifies_with_its_role_and_stations(keys, two_stations):
     token = keys.create(role="station", stations=["line1-cam1"], name="camera 1")
     key = keys.verify(token)
     assert (key.role, key.stations, key.name) == ("station", ["line1-cam1"], "camera 1")

@@ -17,19 +17,17 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 
 from inspection.errors import ConfigError, NotFound
 from inspection.store.database import Database
+from inspection.store.records import utcnow
 from inspection.store.schema import api_keys
+from inspection.store.schema import stations as station_table
 
 ROLES = ("station", "reviewer", "engineer", "admin")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _hash(secret: str) -> str:
@@ -59,10 +57,16 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         with self.db.engine.begin() as conn:
+            # A key for a misspelt station would be refused (403) forever: say so now.
+            known = set(conn.execute(select(station_table.c.id).where(
+                station_table.c.id.in_(stations or []))).scalars())
+            for station in stations or []:
+                if station not in known:
+                    raise NotFound(f"station {station} does not exist; add it with qc stations add {station}")
             conn.execute(
                 api_keys.insert().values(
                     id=key_id, secret_hash=_hash(secret), role=role, stations=list(stations or []),
-                    name=name, created_at=_now(),
+                    name=name, created_at=utcnow(),
                 )
             )
         return f"qc_{key_id}_{secret}"
@@ -88,7 +92,7 @@ class KeyStore:
     def revoke(self, key_id: str) -> None:
         with self.db.engine.begin() as conn:
             done = conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=_now())
+                update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow())
             )
         if not done.rowcount:
             raise NotFound(f"API key {key_id} does not exist; see qc keys list")

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,10 +20,13 @@ from typing import Any
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
-from inspection.errors import Conflict, NotFound
+from inspection.errors import ConfigError, Conflict, NotFound
 from inspection.rules import StationRules
 from inspection.store.database import Database
 from inspection.store.schema import defects, inspections, shadow_results, station_rules, stations
+
+# A station id is a path segment of /v1/stations/{station}/inspect: the API and the CLI share this.
+STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def utcnow() -> datetime:
@@ -88,6 +92,10 @@ class RecordStore:
 
     def add_station(self, station_id: str, *, rules: StationRules, description: str = "",
                     created_by: str | None = None) -> Station:
+        if not STATION_ID.fullmatch(station_id):
+            raise ConfigError(
+                f"station id {station_id!r}: use letters, digits, '.', '_' and '-' (up to 64, "
+                "starting with a letter or digit), e.g. line1-cam2; it becomes part of the URL")
         now = utcnow()
         try:
             with self.db.engine.begin() as conn:
