@@ -34,4 +34,4 @@ lint: install
 	$(BIN)/ruff check inspection serving training qc tests bench
 
 clean-demo:
-	rm -rf .qc/demo .qc/models/demo
+	rm -rf "$(QC_HOME)/demo" "$(QC_HOME)/models/demo"

@@ -31,7 +31,7 @@ def machine() -> str:
     gpu = ""
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+                             check=False, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
     return f"{cpu}, {os.cpu_count()} cores{memory}" + (f", GPU {gpu}" if gpu else ", no GPU")

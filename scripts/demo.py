@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from serving.launch import ServerDidNotStart, free_port, wait_ready
 
 HOME = Path(os.environ.setdefault("QC_HOME", str(Path.cwd() / ".qc"))).resolve()
 DEMO = HOME / "demo"
@@ -57,28 +58,31 @@ def predict(model_path: str) -> Path:
 
 
 def serve_and_inspect(frames: Path) -> None:
-    import httpx
-
     stations = qc("stations", "list", capture=True)
     if "demo-station" not in stations:
         qc("stations", "add", "demo-station", "--rules", "scripts/demo-rules.yaml")
     key = qc("keys", "create", "--role", "station", "--station", "demo-station", "--name", "demo",
              capture=True).strip()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    try:
+        run_server_and_post(frames, key)
+    finally:
+        # A key is qc_<id>_<secret>; the demo's key is revoked, so runs do not pile up live keys.
+        qc("keys", "revoke", key.split("_")[1], capture=True)
+
+
+def run_server_and_post(frames: Path, key: str) -> None:
+    import httpx
+
+    port = free_port()
     env = {**os.environ, "QC_MODEL_NAME": MODEL, "QC_LOG_JSON": "false"}
-    print(f"\n$ QC_MODEL_NAME={MODEL} qc serve --port {port}   (in the background)")
-    server = subprocess.Popen([*QC, "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    log = DEMO / "serve.log"
+    print(f"\n$ QC_MODEL_NAME={MODEL} qc serve --port {port}   (in the background, output in {log})")
+    with log.open("wb") as out:
+        server = subprocess.Popen([*QC, "serve", "--port", str(port)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_ready(url, server, timeout=90, log_path=log)
         print("\nPOST /v1/stations/demo-station/inspect, one frame at a time:")
         for i, image in enumerate(sorted((frames / "images").rglob("*.jpg"))[:6]):
             response = httpx.post(f"{url}/v1/stations/demo-station/inspect", content=image.read_bytes(),
@@ -114,3 +118,5 @@ if __name__ == "__main__":
         main()
     except subprocess.CalledProcessError as error:
         sys.exit(error.returncode)
+    except ServerDidNotStart as error:
+        sys.exit(f"error: {error}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from inspection.settings import Settings
 from inspection.store.database import Database
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
+from serving.launch import ServerDidNotStart, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +37,6 @@ FAIL_ALL = {"default": {"fail_conf": 1e-6, "review_conf": 1e-6}}  # the untraine
 
 
 # -- a real server -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -91,18 +85,10 @@ class Server:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"qc serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop(signal.SIGKILL)
-        pytest.fail(f"qc serve not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
+        try:
+            wait_ready(self.url, self.process, timeout=timeout, log_path=self.log)
+        except ServerDidNotStart as error:  # exit code and log tail; killed on timeout
+            pytest.fail(str(error))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.process.poll() is None:

@@ -67,6 +67,60 @@ def test_save_writes_annotated_copies(untrained_model, frames, qc_home, tmp_path
     assert not np.array_equal(drawn, cv2.imread(str(frames / "f1.jpg"))), "boxes were drawn"
 
 
+def test_same_named_images_in_two_folders_are_both_saved(untrained_model, tmp_path, qc_home):
+    from inspection.synth import make_sample
+
+    dup = tmp_path / "dup"
+    for i, folder in enumerate(["a", "b"]):
+        (dup / folder).mkdir(parents=True)
+        cv2.imwrite(str(dup / folder / "f.jpg"), make_sample(i, width=160, height=120).image)
+    out = tmp_path / "annotated"
+    result = run("--model", str(untrained_model), "--save", str(out), str(dup))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg")) == ["a/f.jpg", "b/f.jpg"]
+
+    # Named by two arguments, the same relative name is made unique rather than overwritten.
+    apart = tmp_path / "apart"
+    result = run("--model", str(untrained_model), "--save", str(apart), str(dup / "a"), str(dup / "b"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in apart.iterdir()) == ["f-2.jpg", "f.jpg"]
+    assert not np.array_equal(cv2.imread(str(apart / "f.jpg")), cv2.imread(str(apart / "f-2.jpg")))
+
+
+def qc_cli(*args: str, **env: str):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "qc", *args], check=False, capture_output=True,
+                          text=True,
+                          env={**os.environ, **env})
+
+
+def test_save_naming_a_file_is_one_clear_line_with_exit_code_2(untrained_model, frames, tmp_path, qc_home):
+    existing = tmp_path / "annotated.jpg"
+    existing.write_bytes(b"not a folder")
+    result = qc_cli("predict", "--model", str(untrained_model), "--save", str(existing), str(frames))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --save {existing}: is a file, not a folder")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stdout == "", "nothing was predicted"
+    assert existing.read_bytes() == b"not a folder"
+
+
+def test_qc_providers_is_honoured_when_providers_is_not_given(untrained_model, frames, qc_home):
+    result = qc_cli("predict", "--model", str(untrained_model), str(frames), QC_PROVIDERS="bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown execution provider 'bogus'")
+    assert "Traceback" not in result.stderr
+
+    # --providers, when given, wins over QC_PROVIDERS.
+    result = qc_cli("predict", "--model", str(untrained_model), "--providers", "cpu", str(frames),
+                    QC_PROVIDERS="bogus")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 3
+
+
 def test_a_model_that_is_not_onnx_is_one_clear_line_not_a_traceback(frames, tmp_path, qc_home):
     import subprocess
     import sys
@@ -74,7 +128,7 @@ def test_a_model_that_is_not_onnx_is_one_clear_line_not_a_traceback(frames, tmp_
     bogus = tmp_path / "model.onnx"
     bogus.write_text("hello")
     result = subprocess.run([sys.executable, "-m", "qc", "predict", "--model", str(bogus), str(frames)],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {bogus}: ONNX Runtime cannot load it")
     assert "Traceback" not in result.stderr

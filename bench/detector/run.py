@@ -18,7 +18,6 @@ Writes the `detector` section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -29,13 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.common import DEEPPCB, model_file, use_repo_home
 from bench.report import table, write_section
 from inspection.detections import Detections
 from inspection.detector import Detector
 from inspection.evaluation import evaluate
 from inspection.formats.yolo import parse_labels
 
-DEEPPCB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "deeppcb"
 CAMERA = (2448, 2048)
 
 
@@ -84,14 +83,9 @@ def main() -> None:
     args = parser.parse_args()
     if not DEEPPCB.is_dir():
         sys.exit(f"DeepPCB not found at {DEEPPCB}")
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        from inspection.registry import Registry
-        from inspection.settings import Settings
+    model_path = model_file(args.model)
 
-        model_path = Registry(Settings().models_dir).resolve(args.model).model_path
-
-    small, camera, truth_small, truth_camera, names = load_frames(args.images)
+    small, camera, _truth_small, truth_camera, names = load_frames(args.images)
     camera_path = Path(args.camera_model) if args.camera_model else model_path
     from inspection.preprocess import to_tensor
     from training.ultralytics_env import load_ultralytics
@@ -114,10 +108,11 @@ def main() -> None:
         # tensor would not do: this model ran 20-30% slower on noise than on real frames.
         tensors = [to_tensor([detector.prepare(detector.load_bytes(d, reduce=1)[0])[0]]) for d in frames]
         t = medians({
-            "qc": lambda i, d: detector.predict_bytes(d),
-            "qc full decode": lambda i, d: detector.predict_bytes(d, reduce=1),
+            "qc": lambda i, d, detector=detector: detector.predict_bytes(d),
+            "qc full decode": lambda i, d, detector=detector: detector.predict_bytes(d, reduce=1),
             "ultralytics": lambda i, d: ultralytics(d),
-            "session.run": lambda i, d: detector.session.run(None, {detector.input_name: tensors[i]}),
+            "session.run": lambda i, d, detector=detector, tensors=tensors: detector.session.run(
+                None, {detector.input_name: tensors[i]}),
         }, frames)
         rows.append([label, *(f"{t[k]:.1f}" for k in t),
                      f"{t['ultralytics'] / t['qc']:.2f}x", f"{t['qc'] / t['session.run']:.2f}x"])
@@ -148,12 +143,12 @@ def main() -> None:
     body = "\n".join([
         "## Detector: encoded JPEG to detections (bench/detector/run.py)",
         "",
-        f"One set of weights (DeepPCB, {square.layout.value} head), exported static "
+        (f"One set of weights (DeepPCB, {square.layout.value} head), exported static "
         f"{square.imgsz[0]}x{square.imgsz[1]} for the 640x640 images and {detector.imgsz[0]}x{detector.imgsz[1]} "
         f"(height x width) for the camera frames; `qc` and Ultralytics run the same ONNX file "
         f"({', '.join(detector.providers)}). {len(small)} DeepPCB val images, medians in ms per image, "
         f"ORT intra-op threads {args.threads or 'default'}. The camera frames are the same images resized "
-        f"to 2448x2048 and encoded as JPEG q90; `qc` decodes them at 1/{auto} size (auto).",
+        f"to 2448x2048 and encoded as JPEG q90; `qc` decodes them at 1/{auto} size (auto)."),
         "",
         table(["input", "qc", "qc full decode", "ultralytics predict", "bare session.run",
                "qc speed-up vs ultralytics", "qc / session.run"], rows),
@@ -169,5 +164,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("QC_HOME", str(Path(__file__).resolve().parents[2] / ".qc"))
+    use_repo_home()
     main()

@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/serving/run.py --model deeppcb [--seconds 20]
 
-Starts `qc serve` (its own QC_HOME in a temporary folder, the model registered and promoted,
-one station, one key), then posts DeepPCB val JPEGs from an async httpx client with 1, 4, 16
-and 64 concurrent stations (closed loop: each posts its next frame when answered), for
-`--seconds` each. Then an open-loop run at 70% of the best throughput, to see the tail when
+`--model` is an ONNX file or a registry name in $QC_HOME (default: the repository's .qc, as
+for the other benchmarks). Starts `qc serve` (its own QC_HOME in a temporary folder, the model
+registered and promoted, one station, one key; its output in a log beside that folder, whose
+tail is shown if it does not start), then posts DeepPCB val JPEGs from an async httpx client
+with 1, 4, 16 and 64 concurrent stations (closed loop: each posts its next frame when
+answered), for `--seconds` each. Then an open-loop run at 70% of the best throughput, to see the tail when
 the service is busy but not saturated. The bare `session.run` throughput for the same model
 and input size is measured in this process with the service idle. The service's peak memory
 is read from /proc (VmHWM), and its memory maps are checked for libtorch.
@@ -22,29 +24,23 @@ import asyncio
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.common import DEEPPCB, model_file, use_repo_home
 from bench.report import table, write_section
-
-DEEPPCB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "deeppcb"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from serving.launch import ServerDidNotStart, free_port, wait_ready
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def bare_throughput(model: Path, frames: list[bytes], seconds: float, *, threads: int, concurrent: int) -> float:
@@ -74,61 +70,58 @@ def bare_throughput(model: Path, frames: list[bytes], seconds: float, *, threads
     return sum(counts) / (time.perf_counter() - start)
 
 
+@dataclass
+class Tally:
+    """Latencies of the frames answered 200, and a count of the others."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    async def post(self, client, key: str, frame: bytes, idempotency_key: str) -> None:
+        """Post one frame to the bench station and time it."""
+        started = time.perf_counter()
+        response = await client.post(
+            "/v1/stations/bench/inspect", content=frame,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
+                     "Idempotency-Key": idempotency_key})
+        if response.status_code == 200:
+            self.latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            self.errors += 1
+
+
 async def closed_loop(url: str, key: str, frames: list[bytes], *, concurrency: int, seconds: float):
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
+    tally = Tally()
     counter = itertools.count()
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         async def station(worker: int) -> None:
-            nonlocal errors
             while time.perf_counter() < deadline:
                 n = next(counter)
-                started = time.perf_counter()
-                response = await client.post(
-                    "/v1/stations/bench/inspect", content=frames[n % len(frames)],
-                    headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
-                             "Idempotency-Key": f"c{concurrency}-{n}"})
-                if response.status_code == 200:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
+                await tally.post(client, key, frames[n % len(frames)], f"c{concurrency}-{n}")
 
         began, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(station(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - began
         client_cpu = (time.process_time() - cpu) / elapsed / (os.cpu_count() or 1)
-    return latencies, errors, len(latencies) / elapsed, client_cpu
+    return tally.latencies, tally.errors, len(tally.latencies) / elapsed, client_cpu
 
 
 async def open_loop(url: str, key: str, frames: list[bytes], *, rate: float, seconds: float):
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
+    tally = Tally()
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=256)) as client:
-        async def one(n: int) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            response = await client.post(
-                "/v1/stations/bench/inspect", content=frames[n % len(frames)],
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
-                         "Idempotency-Key": f"open-{n}"})
-            if response.status_code == 200:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                errors += 1
-
         tasks, start, n = [], time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
-            tasks.append(asyncio.create_task(one(n)))
+            tasks.append(asyncio.create_task(tally.post(client, key, frames[n % len(frames)], f"open-{n}")))
             n += 1
             await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
         await asyncio.gather(*tasks)
-    return latencies, errors
+    return tally.latencies, tally.errors
 
 
 def rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -149,12 +142,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="QC_THREADS (0: ORT decides)")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
-    model = Path(args.model)
-    if not model.is_file():
-        from inspection.registry import Registry
-        from inspection.settings import Settings
-
-        model = Registry(Settings().models_dir).resolve(args.model).model_path
+    if not DEEPPCB.is_dir():
+        sys.exit(f"DeepPCB not found at {DEEPPCB}")
+    model = model_file(args.model)
     frames = [p.read_bytes() for p in sorted((DEEPPCB / "images" / "val").glob("*.jpg"))[:100]]
 
     home = Path(tempfile.mkdtemp(prefix="qc-bench-serving-"))
@@ -167,18 +157,16 @@ def main() -> None:
     run("stations", "add", "bench", "--description", "benchmark")
     key = run("keys", "create", "--role", "station", "--station", "bench").strip()
     port = free_port()
-    server = subprocess.Popen([*qc, "serve", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    log = home.with_suffix(".log")  # the service's output, kept after its QC_HOME is removed
+    with log.open("wb") as out:
+        server = subprocess.Popen([*qc, "serve", "--port", str(port)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        try:
+            wait_ready(url, server, timeout=90, log_path=log)
+        except ServerDidNotStart as error:
+            sys.exit(f"error: {error}")
         asyncio.run(closed_loop(url, key, frames, concurrency=2, seconds=3))  # warm-up
         rows, best, best_client = [], 0.0, 0.0
         for level in (int(x) for x in args.levels.split(",")):
@@ -205,10 +193,10 @@ def main() -> None:
     body = "\n".join([
         f"## Service: concurrent stations, {workers} inference worker(s) (bench/serving/run.py)",
         "",
-        f"Model `{model.name}`, DeepPCB val JPEGs (640x640), `qc serve` with max_batch {args.max_batch}, "
+        (f"Model `{model.name}`, DeepPCB val JPEGs (640x640), `qc serve` with max_batch {args.max_batch}, "
         f"{workers} inference worker(s) of {threads or 'the default'} ORT thread(s), "
         f"max_wait {args.max_wait_ms} ms, PASS images sampled at 5%, SQLite WAL (synchronous=FULL). "
-        f"Closed loop, {args.seconds:.0f} s per level; client and service share the machine.",
+        f"Closed loop, {args.seconds:.0f} s per level; client and service share the machine."),
         "",
         table(["stations", "frames/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows),
         "",
@@ -230,4 +218,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_repo_home()
     main()

@@ -14,12 +14,15 @@ so an fp16 or int8 export is scored as itself. mAP is computed by pycocotools
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from qc.commands._options import Providers, provider_list
 
 if TYPE_CHECKING:
     from inspection.evaluation import Evaluation
@@ -69,17 +72,19 @@ def evaluate(
             "recall and F-score (a box is right above IoU 0.33 with a truth of its class)."
         ),
     ] = Criterion.coco,
-    providers: Annotated[
-        str,
-        typer.Option(help="Execution providers: auto (TensorRT, CUDA, CPU), or e.g. 'cuda,cpu'."),
-    ] = "auto",
+    providers: Providers = None,
 ) -> None:
     """Score a model on labelled images: COCO mAP50 and mAP50-95 (pycocotools), and
     per-class precision, recall and F1 at the deploy threshold."""
+    from inspection.errors import ConfigError
     from inspection.scoring import score_onnx, warn
 
+    if report is not None and importlib.util.find_spec("matplotlib") is None:
+        # Checked before scoring: the split is not scored only to fail at the plots.
+        raise ConfigError("--report needs matplotlib: pip install 'qc[train]' (or leave out --report)")
+    chosen = provider_list(providers)
     scored = score_onnx(model, data, split=split, deploy_conf=conf, criterion=criterion.value,
-                        providers=providers.split(",") if providers != "auto" else None)
+                        providers=chosen)
     warn(skipped=scored.skipped, unlabelled=scored.unlabelled)
     result, paths = scored.evaluation, scored.paths
     page = None
@@ -114,9 +119,9 @@ def _table(result: Evaluation, *, model: Path, data: str, split: str) -> str:
         f"data  {data} ({split}): {result.images} images, {result.instances} boxes",
         "",
         f"mAP50 {result.map50:.4f}   mAP50-95 {result.map50_95:.4f}   (pycocotools)",
-        f"at conf >= {conf}: precision {result.precision:.3f}   recall {result.recall:.3f}   "
+        (f"at conf >= {conf}: precision {result.precision:.3f}   recall {result.recall:.3f}   "
         f"F1 {result.f1:.3f}   false positives {len(result.false_positives)}   "
-        f"misses {len(result.misses)}",
+        f"misses {len(result.misses)}"),
     ]
     if result.deeppcb is not None:
         d = result.deeppcb

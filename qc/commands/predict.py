@@ -6,32 +6,84 @@ import glob
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import typer
+
+from qc.commands._options import Providers, provider_list
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (searched recursively) and glob patterns, to image files; plus the
-    arguments that matched nothing."""
-    found: list[Path] = []
+class Found(NamedTuple):
+    path: Path  # the image file
+    relative: Path  # its path below the argument it came from: its name under --save
+
+
+def expand(paths: list[str]) -> tuple[list[Found], list[str]]:
+    """Files, folders (searched recursively) and glob patterns, to image files, each with its
+    path relative to the argument that named it; plus the arguments that matched nothing."""
+    found: list[Found] = []
     missing: list[str] = []
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [Found(p, p.relative_to(path)) for p in sorted(path.rglob("*"))
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         elif path.is_file():
-            found.append(path)
+            found.append(Found(path, Path(path.name)))
         elif any(ch in text for ch in "*?["):
+            root = _literal_prefix(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            found += matches
+            found += [Found(m, _relative(m, root)) for m in matches]
             if not matches:
                 missing.append(text)
         else:
             missing.append(text)
     return found, missing
+
+
+def _literal_prefix(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard: 'dup/*/f.jpg' -> 'dup'."""
+    parts = Path(pattern).parts
+    literal = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    return Path(*parts[:literal]) if literal else Path()
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return Path(path.name)
+
+
+def save_names(found: list[Found]) -> dict[Path, Path]:
+    """Each image's file name under --save: its path relative to its argument, made unique
+    when two arguments give the same one (f.jpg, f-2.jpg, ...); a file named twice keeps one."""
+    taken: dict[Path, Path] = {}  # name under --save -> the source file
+    names: dict[Path, Path] = {}
+    for item in found:
+        source = item.path.resolve()
+        if source in names:
+            continue
+        name, n = item.relative, 1
+        while name in taken:
+            n += 1
+            name = item.relative.with_name(f"{item.relative.stem}-{n}{item.relative.suffix}")
+        taken[name] = source
+        names[source] = name
+    return names
+
+
+def _prepare_save(save: Path) -> None:
+    from inspection.errors import ConfigError
+
+    if save.exists() and not save.is_dir():
+        raise ConfigError(f"--save {save}: is a file, not a folder; name a folder (it is created when missing)")
+    try:
+        save.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--save {save}: cannot create the folder ({error.strerror}); name another") from error
 
 
 def predict(
@@ -43,9 +95,7 @@ def predict(
         int | None, typer.Option(help="Input size; only for models exported with dynamic shapes.")
     ] = None,
     save: Annotated[Path | None, typer.Option(help="Folder for copies of the images with boxes drawn.")] = None,
-    providers: Annotated[
-        str, typer.Option(help="Execution providers: auto (TensorRT, CUDA, CPU), or e.g. 'cuda,cpu'.")
-    ] = "auto",
+    providers: Providers = None,
     decode: Annotated[
         str,
         typer.Option(
@@ -69,22 +119,24 @@ def predict(
     if decode not in ("auto", "1", "2", "4", "8"):
         raise typer.BadParameter("use auto, 1, 2, 4 or 8", param_hint="--decode")
     settings = Settings()
+    chosen = provider_list(providers, settings)
+    if save:
+        _prepare_save(save)
     detector = Detector(
         model,
-        providers=providers.split(","),
+        providers=chosen,
         conf=conf,
         iou=iou,
         imgsz=imgsz,
         threads=settings.threads,
         cache_dir=settings.home / "trt-cache",
     )
-    files, missing = expand(paths)
+    found, missing = expand(paths)
+    names = save_names(found) if save else {}
     failed = bool(missing)
     for text in missing:
         print(f"{text}: no such file, folder or matching pattern", file=sys.stderr)
-    if save:
-        save.mkdir(parents=True, exist_ok=True)
-    for path in files:
+    for path, _ in found:
         try:
             data = path.read_bytes()
             image, (width, height) = detector.load_bytes(data, reduce=decode)
@@ -98,7 +150,9 @@ def predict(
         print(json.dumps(record), flush=True)
         if save:
             full = image if image.shape[:2] == (height, width) else detector.load_bytes(data, reduce=1)[0]
-            cv2.imwrite(str(save / path.name), draw(full, detections))
+            target = save / names[path.resolve()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), draw(full, detections))
     if save:
         print(f"annotated images in {save}", file=sys.stderr)
     raise typer.Exit(1 if failed else 0)
