@@ -500,3 +500,23 @@ def test_records_point_only_at_stored_images(two_stations, tmp_path):
 def test_inspections_table_has_the_idempotency_constraint():
     names = {c.name for c in inspections.constraints}
     assert "uq_inspections_idempotency" in names
+
+
+# -- the command line's view of the store --------------------------------------------------
+
+
+def test_an_unreachable_database_is_one_line_naming_the_setting_without_the_password(qc_home, monkeypatch):
+    monkeypatch.setenv("QC_DATABASE_URL", "postgresql://qc:secret@127.0.0.1:1/qc")
+    with pytest.raises(ConfigError, match="check QC_DATABASE_URL") as refused:
+        Database.from_settings(__import__("inspection.settings").settings.Settings())
+    assert "secret" not in str(refused.value)
+
+
+def test_qc_serve_without_a_registered_model_says_how_to_register_one(qc_home):
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code != 0
+    assert "qc models add model.onnx --name default --promote" in str(result.exception or result.output)

@@ -73,8 +73,16 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         from alembic import command
+        from sqlalchemy.exc import OperationalError
 
-        command.upgrade(self._alembic_config(), revision)
+        try:
+            command.upgrade(self._alembic_config(), revision)
+        except OperationalError as error:  # the first connection: server down, wrong password
+            reason = str(error.orig or error).strip().splitlines()[0][:200]
+            raise ConfigError(
+                f"database {self.engine.url.render_as_string(hide_password=True)}: cannot connect "
+                f"({reason}); check QC_DATABASE_URL and that the server is up"
+            ) from error
 
     def revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

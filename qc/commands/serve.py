@@ -20,15 +20,40 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Registry model name to serve (QC_MODEL_NAME).")] = None,
 ) -> None:
     """Run the inspection service (uvicorn). Settings come from QC_* variables, .env or QC_CONFIG."""
-    import uvicorn
+    from inspection.errors import ConfigError
 
-    from serving.app import create_app
-    from serving.settings import ServeSettings
+    try:
+        import uvicorn
+
+        from serving.app import create_app
+        from serving.settings import ServeSettings
+    except ImportError as error:
+        raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
+                          "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
 
     overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
     settings = ServeSettings(**overrides)
+    _preflight(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                 timeout_graceful_shutdown=30)
+
+
+def _preflight(settings) -> None:
+    """What the service checks at start, checked here first: a problem is then one line that
+    names the fix, not an application-startup traceback from uvicorn."""
+    from inspection.errors import NotFound
+    from inspection.registry import Registry
+    from inspection.store.database import Database
+
+    Database.from_settings(settings).dispose()  # reachable, and migrated
+    if not settings.require_model:
+        return
+    registry = Registry(settings.models_dir)
+    name = settings.model_name
+    if not registry.versions(name):
+        raise NotFound(f"no model named {name} in {settings.models_dir}; register one with "
+                       f"qc models add model.onnx --name {name} --promote (or serve another with --model)")
+    registry.production(name)
 
 
 def _db():
