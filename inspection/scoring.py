@@ -31,8 +31,6 @@ from inspection.evaluation import Evaluation, evaluate
 RANKING_CONF = 0.001
 NMS_IOU = 0.7
 MAX_DET = 300
-# What `inspection.imaging` decodes; other image files in a split folder are reported.
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 @dataclass(frozen=True)
@@ -154,64 +152,23 @@ def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[S
 
 
 def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sample]]:
-    import yaml
-
     from inspection.errors import DatasetError
-    from inspection.formats.yolo import class_names_from_yaml, label_path_for
+    from inspection.formats.yolo import label_path_for, read_data_yaml
 
-    if path.is_dir():
-        path = path / "data.yaml"
-    if not path.is_file():
+    # The same reading as training's (training.data): images the line's decoder cannot read
+    # are listed too, and `score` reports them as skipped.
+    data = read_data_yaml(path, splits=(split,))
+    if split not in data.splits:
+        present = ", ".join(data.declared) or "none"
         raise DatasetError(
-            f"{path}: no such data.yaml; pass a YOLO data.yaml or a dataset version NAME@VERSION"
-        )
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise DatasetError(f"{path}: cannot read it as YAML ({error}); fix the file") from error
-    if not isinstance(spec, dict):
-        raise DatasetError(f"{path}: expected a mapping with 'names:' and '{split}:'; fix the file")
-    names = class_names_from_yaml(spec.get("names"), file=path)
-    if not spec.get(split):
-        present = ", ".join(s for s in ("train", "val", "test") if spec.get(s)) or "none"
-        raise DatasetError(
-            f"{path}: no '{split}:' entry (splits in the file: {present}); add "
+            f"{data.path}: no '{split}:' entry (splits in the file: {present}); add "
             f"'{split}: images/{split}' or pick another --split"
         )
-    # As training.data resolves it: `path:` relative to the data.yaml's folder, or that folder.
-    root = Path(spec.get("path") or path.parent)
-    if not root.is_absolute():
-        root = path.parent / root
-    entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
-    images: list[Path] = []
-    for entry in entries:
-        images += _split_images(root / str(entry), data_yaml=path, split=split)
     # Ultralytics' rule: the last `images` folder of the path becomes `labels`.
-    samples = [
-        Sample(image=image, label=label_path_for(image, root=Path(image.anchor)))
-        for image in (i.absolute() for i in images)
+    return data.names, [
+        Sample(image=image.path, label=label_path_for(image.path, root=Path(image.path.anchor)))
+        for image in data.splits[split]
     ]
-    return names, samples
-
-
-def _split_images(location: Path, *, data_yaml: Path, split: str) -> list[Path]:
-    from inspection.errors import DatasetError
-
-    if location.is_dir():
-        return sorted(
-            p for p in location.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
-        )
-    if location.is_file() and location.suffix == ".txt":  # Ultralytics' list of image files
-        lines = [line.strip() for line in location.read_text(encoding="utf-8").splitlines()]
-        return [
-            (location.parent / line if not Path(line).is_absolute() else Path(line))
-            for line in lines
-            if line
-        ]
-    raise DatasetError(
-        f"{data_yaml}: the {split} folder {location} does not exist; fix '{split}:' (it is "
-        "relative to 'path:', or to the data.yaml's folder when there is no 'path:')"
-    )
 
 
 def _yolo_truth(

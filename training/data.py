@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +24,8 @@ import yaml
 from tqdm import tqdm
 
 from inspection.errors import DatasetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-SPLITS = ("train", "val", "test")
+from inspection.formats._image_files import IMAGE_SUFFIXES
+from inspection.formats.yolo import DataYaml, SplitImage, label_path_for, read_data_yaml
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,11 @@ class TrainingData:
     content_hash: str  # sha256 over every image and label file, stable across copies
     source: str  # what the user named: a data.yaml path or a dataset version "name@v3"
     dataset_version: str | None = None  # "name@v3" for a versioned dataset
-    splits: dict[str, Path] | None = None  # split -> images folder in the work folder
 
 
 def prepare(data: str | Path, *, workdir: Path) -> TrainingData:
-    """Make `data` (a data.yaml path, or a dataset version "name@v") trainable in `workdir`."""
+    """Make `data` (a data.yaml path or a folder holding one, or a dataset version "name@v")
+    trainable in `workdir`."""
     text = str(data)
     if not text.endswith((".yaml", ".yml")) and not Path(text).exists():
         return _from_version(text, workdir=workdir)
@@ -52,73 +50,79 @@ def _from_version(reference: str, *, workdir: Path) -> TrainingData:
     from inspection.dataset import materialise, open_version
 
     version = open_version(reference)
-    yaml_path = materialise(version, workdir)
-    spec = yaml.safe_load(yaml_path.read_text())
     return TrainingData(
-        yaml_path=yaml_path,
-        names={int(k): str(v) for k, v in spec["names"].items()},
+        yaml_path=materialise(version, workdir),
+        names=dict(version.names),
         content_hash=version.content_hash,
         source=reference,
         dataset_version=version.ref,
-        splits={s: Path(spec["path"]) / spec[s] for s in SPLITS if spec.get(s)},
     )
 
 
 def _from_yaml(path: Path, *, workdir: Path) -> TrainingData:
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such data.yaml; pass a YOLO data.yaml or a dataset name@version")
-    spec = yaml.safe_load(path.read_text()) or {}
-    names = spec.get("names")
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not names:
-        raise DatasetError(f"{path}: no 'names' class map; add names: {{0: scratch, ...}}")
-    # As Ultralytics reads it: `path:` relative to the data.yaml's folder, or that folder.
-    root = (path.parent / spec["path"]).resolve() if spec.get("path") else path.parent.resolve()
-    out_spec: dict = {"path": str(workdir.resolve()), "names": {int(k): str(v) for k, v in names.items()}}
+    # Read as evaluation reads it (inspection.scoring), so both see the same images.
+    data = read_data_yaml(path)
+    for split in ("train", "val"):
+        if split not in data.splits:
+            present = ", ".join(data.declared) or "none"
+            raise DatasetError(
+                f"{data.path}: no '{split}:' entry (splits in the file: {present}); training "
+                f"needs both 'train:' and 'val:', e.g. '{split}: images/{split}'"
+            )
+    _refuse_undecodable(data)
+    out_spec: dict = {"path": str(workdir.resolve()), "names": data.names}
     files: list[Path] = []
-    splits: dict[str, Path] = {}
-    for split in SPLITS:
-        if not spec.get(split):
-            continue
-        images_dir = root / spec[split]
-        if not images_dir.is_dir():
-            raise DatasetError(f"{path}: {split} folder {images_dir} does not exist; fix '{split}:'")
-        images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    for split, images in data.splits.items():
         if not images:
-            raise DatasetError(f"{path}: no images in {images_dir}")
+            where = ", ".join(str(entry) for entry in data.entries[split])
+            raise DatasetError(f"{data.path}: no images in {where}; fix '{split}:'")
+        several = len(data.entries[split]) > 1 or data.entries[split][0].suffix.lower() == ".txt"
         target_images = workdir / "images" / split
         target_labels = workdir / "labels" / split
         for image in images:
-            label = _label_for(image)
-            relative = image.relative_to(images_dir)
-            _link(image, target_images / relative)
-            files.append(image)
+            if not image.path.is_file():
+                raise DatasetError(f"{data.path}: {image.path}, listed in '{split}:', does not exist; "
+                                   "fix the list or restore the file")
+            relative = _work_name(image, prefixed=several)
+            _link(image.path, target_images / relative)
+            files.append(image.path)
+            label = label_path_for(image.path, root=Path(image.path.anchor))
             if label.is_file():
                 _link(label, (target_labels / relative).with_suffix(".txt"))
                 files.append(label)
         out_spec[split] = f"images/{split}"
-        splits[split] = target_images
-    if "train" not in out_spec or "val" not in out_spec:
-        raise DatasetError(f"{path}: needs both 'train:' and 'val:' image folders")
     yaml_path = workdir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(out_spec, sort_keys=False))
     return TrainingData(
         yaml_path=yaml_path,
-        names=out_spec["names"],
-        content_hash=content_hash(files, root=root),
+        names=data.names,
+        content_hash=content_hash(files, root=data.root),
         source=str(path),
-        splits=splits,
     )
 
 
-def _label_for(image: Path) -> Path:
-    # Ultralytics' rule (img2label_paths): the last /images/ in the path becomes /labels/.
-    text = str(image)
-    head, sep, tail = text.rpartition(f"{os.sep}images{os.sep}")
-    if not sep:
-        return image.with_suffix(".txt")
-    return Path(head + f"{os.sep}labels{os.sep}" + tail).with_suffix(".txt")
+def _refuse_undecodable(data: DataYaml) -> None:
+    # Evaluation skips these (the line cannot decode them); training on them would score
+    # other images than evaluation does.
+    odd = [image.path for images in data.splits.values() for image in images
+           if image.path.suffix.lower() not in IMAGE_SUFFIXES]
+    if odd:
+        raise DatasetError(
+            f"{data.path}: {odd[0]} is a {odd[0].suffix} image, which the line's decoder does not "
+            f"read ({len(odd)} such file(s)); convert them to PNG or JPEG, or remove them"
+        )
+
+
+def _work_name(image: SplitImage, *, prefixed: bool) -> Path:
+    """Where `image` goes under the work folder's images/<split>/: its path under its split
+    entry, with the entry's index in front when the split has several entries (their files
+    may share names). A folder called `images` is renamed, since Ultralytics finds the label
+    by turning the last `images` folder of the path into `labels`."""
+    parts = [f"{part}_" if part == "images" else part for part in image.relative.parts[:-1]]
+    parts.append(image.relative.name)
+    if prefixed:
+        parts[0] = f"{image.entry}_{parts[0]}"
+    return Path(*parts)
 
 
 def _link(source: Path, target: Path) -> None:

@@ -136,6 +136,25 @@ class Recipe(BaseModel):
                 raise ValueError(f"geometry {key}={value} outside [0, {GEOMETRY_LIMITS[key]}]")
         return geometry
 
+    @field_validator("augment")
+    @classmethod
+    def _buildable_augment(cls, steps: list[AugmentStep]) -> list[AugmentStep]:
+        """Build each transform once, strictly: a misspelt argument is refused here, when the
+        recipe is read, instead of being dropped with a warning when training starts."""
+        try:
+            import albumentations as A
+        except ImportError:  # no train extra: nothing here can train, and train() says so
+            return steps
+        for number, step in enumerate(steps, start=1):
+            try:
+                getattr(A, step.name)(p=step.p, strict=True, **step.arguments)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"augment step {number} ({step.name}): {_one_line(error)}; fix the argument "
+                    f"or remove it (albumentations {A.__version__})"
+                ) from error
+        return steps
+
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         path = Path(path)
@@ -145,13 +164,16 @@ class Recipe(BaseModel):
             raise ConfigError(f"{path}: cannot read recipe ({error.strerror})") from error
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        return cls.checked(raw, source=str(path))
+
+    @classmethod
+    def checked(cls, raw: Any, *, source: str) -> Recipe:
+        """`model_validate`, with a `ConfigError` naming `source` and every bad key instead
+        of pydantic's traceback."""
         try:
             return cls.model_validate(raw)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-            )
-            raise ConfigError(f"{path}: invalid recipe: {problems}") from error
+            raise ConfigError(f"{source}: invalid recipe: {_one_line(error)}") from error
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -173,3 +195,14 @@ class Recipe(BaseModel):
             except (TypeError, ValueError) as error:
                 raise ConfigError(f"augment {step.name}: {error}") from error
         return transforms
+
+
+def _one_line(error: Exception) -> str:
+    """A validation error as `key: message; key: message`, on one line."""
+    if not isinstance(error, ValidationError) and isinstance(error.__cause__, ValidationError):
+        error = error.__cause__  # albumentations re-raises its argument check as ValueError
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in error.errors()
+        )
+    return " ".join(str(error).split())

@@ -26,8 +26,10 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from inspection.errors import ConfigError
-from training.data import IMAGE_SUFFIXES, TrainingData, _label_for
+from inspection.errors import ConfigError, DatasetError, ImageError
+from inspection.formats.yolo import label_path_for, parse_labels, read_data_yaml
+from inspection.imaging import read_file
+from training.data import TrainingData
 
 
 def starts(length: int, size: int, overlap: int) -> list[int]:
@@ -39,34 +41,42 @@ def starts(length: int, size: int, overlap: int) -> list[int]:
     return origins + [length - size]
 
 
-def _read_boxes(label: Path, width: int, height: int) -> np.ndarray:
+def _read_boxes(image: Path, *, width: int, height: int, names: dict[int, str]) -> np.ndarray:
+    """(class, x1, y1, x2, y2) rows in pixels, read with the rules every YOLO reader applies
+    (a segmentation polygon becomes its bounding box); `DatasetError` for a bad label file."""
+    label = label_path_for(image, root=Path(image.anchor))
     if not label.is_file():
-        return np.zeros((0, 5), np.float32)
-    rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
-    boxes = np.array([[float(v) for v in row[:5]] for row in rows if len(row) >= 5], np.float32).reshape(-1, 5)
-    cls, cx, cy, w, h = boxes.T
-    return np.stack([cls, (cx - w / 2) * width, (cy - h / 2) * height,
-                     (cx + w / 2) * width, (cy + h / 2) * height], axis=1)
+        return np.zeros((0, 5), np.float32)  # no label file: no defects, as Ultralytics reads it
+    detections, problems = parse_labels(
+        label.read_text(encoding="utf-8", errors="replace"),
+        image_size=(width, height), names=names, file=str(label), image=str(image),
+    )
+    if detections is None:
+        raise DatasetError(str(problems[0]))
+    return np.column_stack([detections.class_id.astype(np.float32),
+                            detections.xyxy.astype(np.float32)]).reshape(-1, 5)
 
 
 def tile_data(data: TrainingData, *, size: int, overlap: int, workdir: Path,
               min_visible: float = 0.4, splits: tuple[str, ...] = ("train", "val")) -> TrainingData:
     if not 0 <= overlap < size:
         raise ConfigError(f"tile_overlap {overlap} must be at least 0 and below the tile size {size}")
-    spec = yaml.safe_load(data.yaml_path.read_text())
-    out_spec = {"path": str(workdir.resolve()), "names": spec["names"]}
+    source = read_data_yaml(data.yaml_path, splits=splits)
+    out_spec = {"path": str(workdir.resolve()), "names": source.names}
     for split in splits:
-        images_dir = Path(spec["path"]) / spec[split]
-        images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         (workdir / "images" / split).mkdir(parents=True, exist_ok=True)
         (workdir / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for image_path in tqdm(images, desc=f"tiling {split}", unit="image", leave=False):
-            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-            if image is None:
-                continue  # Ultralytics reports unreadable images when it scans the source
+        for item in tqdm(source.splits.get(split, ()), desc=f"tiling {split}", unit="image", leave=False):
+            try:
+                image = read_file(item.path)  # the line's decoder, BGR as cv2.imwrite wants
+            except ImageError as error:
+                raise DatasetError(f"{error}; fix or delete it (tiling {split})") from error
             height, width = image.shape[:2]
-            boxes = _read_boxes(_label_for(image_path), width, height)
+            boxes = _read_boxes(item.path, width=width, height=height, names=source.names)
             areas = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2])
+            # Named from the path under the split folder: same-named images of two
+            # subfolders get different tiles.
+            name = "_".join(item.relative.with_suffix("").parts)
             for y in starts(height, size, overlap):
                 for x in starts(width, size, overlap):
                     crop = image[y:y + size, x:x + size]
@@ -76,7 +86,7 @@ def tile_data(data: TrainingData, *, size: int, overlap: int, workdir: Path,
                     clipped[:, [2, 4]] = np.clip(clipped[:, [2, 4]] - y, 0, ch)
                     visible = (clipped[:, 3] - clipped[:, 1]) * (clipped[:, 4] - clipped[:, 2])
                     keep = visible >= min_visible * np.maximum(areas, 1e-6)
-                    stem = f"{image_path.stem}_{x}_{y}"
+                    stem = f"{name}_{x}_{y}"
                     cv2.imwrite(str(workdir / "images" / split / f"{stem}.png"), crop)
                     lines = [
                         f"{int(c)} {(x1 + x2) / 2 / cw:.6f} {(y1 + y2) / 2 / ch:.6f} "
@@ -87,5 +97,4 @@ def tile_data(data: TrainingData, *, size: int, overlap: int, workdir: Path,
         out_spec[split] = f"images/{split}"
     yaml_path = workdir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(out_spec, sort_keys=False))
-    return replace(data, yaml_path=yaml_path,
-                   splits={s: workdir / "images" / s for s in splits})
+    return replace(data, yaml_path=yaml_path)

@@ -60,11 +60,16 @@ class Run:
         recipe_file = folder / "recipe.yaml"
         if not recipe_file.is_file():
             raise ConfigError(f"{folder}: not a qc run folder (no recipe.yaml); pass a folder from $QC_HOME/runs")
+        dataset_file = folder / "dataset.json"
+        if not dataset_file.is_file():  # written last by setup (see train)
+            raise ConfigError(
+                f"{folder}: training setup did not finish (no dataset.json); delete it and train again"
+            )
         metrics_file = folder / "metrics.json"
         return cls(
             folder=folder,
             recipe=Recipe.load(recipe_file),
-            data=json.loads((folder / "dataset.json").read_text()),
+            data=json.loads(dataset_file.read_text()),
             metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
         )
 
@@ -134,6 +139,7 @@ def train(
             from training.tiles import tile_data
 
             data = tile_data(data, size=recipe.tile, overlap=recipe.tile_overlap, workdir=folder / "tiles")
+        args = _train_args(recipe, data=data, folder=folder)  # builds the augmentations
         # Written last: a folder with dataset.json is a run; without, setup failed and is removed.
         (folder / "dataset.json").write_text(json.dumps(data_record, indent=2))
     except BaseException:
@@ -143,7 +149,7 @@ def train(
     model = ultralytics.YOLO(source)
     _attach_progress(model, enabled=progress)
     started = time.monotonic()
-    model.train(**_train_args(recipe, data=data, folder=folder))
+    model.train(**args)
     return _finish(folder, recipe, model, seconds=time.monotonic() - started)
 
 

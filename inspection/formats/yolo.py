@@ -27,7 +27,9 @@ of text; this module reads it with the rules in `_boxes` and writes 8 decimals (
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,7 @@ from inspection.formats._image_files import (
     empty_output_dir,
     find_images,
     image_size,
+    is_image,
     unique_file_names,
 )
 from inspection.formats.labelled import LabelledImage, Problem
@@ -227,6 +230,105 @@ def write_data_yaml(
     data["nc"] = len(names)
     data["names"] = {int(i): str(names[i]) for i in sorted(names)}
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    """One image a data.yaml split names."""
+
+    path: Path  # the image file, absolute
+    relative: Path  # its path under the split entry it came from (a folder, or a .txt's folder)
+    entry: int  # which entry of the split's list it came from, 0 for a single entry
+
+
+@dataclass(frozen=True)
+class DataYaml:
+    """An Ultralytics data.yaml as Ultralytics reads it: class names and each split's images.
+
+    Image files of every type are listed, the ones the line's decoder cannot read (tif,
+    webp...) included, so that callers report them rather than silently leave them out.
+    """
+
+    path: Path  # the data.yaml file
+    root: Path  # where split entries are resolved: `path:`, or the data.yaml's folder
+    names: dict[int, str]
+    declared: tuple[str, ...]  # the splits the file names, in train, val, test order
+    splits: dict[str, tuple[SplitImage, ...]]  # split -> its images (the splits read)
+    entries: dict[str, tuple[Path, ...]]  # split -> the folders or .txt lists it names
+
+
+DATA_YAML_SPLITS = ("train", "val", "test")
+
+
+def read_data_yaml(source: str | Path, *, splits: Sequence[str] = DATA_YAML_SPLITS) -> DataYaml:
+    """Read an Ultralytics data.yaml (or the data.yaml in the folder `source`).
+
+    `path:` is relative to the data.yaml's folder, which it defaults to. Each split (of
+    `splits`, where the file names it) may be a folder, a list of folders, or a .txt list of
+    image files (lines relative to the .txt's folder, or absolute). `DatasetError` names the
+    file and the key for bad YAML, bad `names:` and split locations that do not exist.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "data.yaml"
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: no such data.yaml; pass a YOLO data.yaml or a dataset version NAME@VERSION"
+        )
+    spec = _load_yaml(path)
+    names = class_names_from_yaml(spec.get("names"), file=path)
+    declared_root = spec.get("path")
+    if declared_root is not None and not isinstance(declared_root, str):
+        raise DatasetError(f"{path}: 'path:' must be a folder, got {declared_root!r}; fix the file")
+    root = (path.absolute().parent / (declared_root or ".")).resolve()
+    declared = tuple(split for split in DATA_YAML_SPLITS if spec.get(split))
+    images: dict[str, tuple[SplitImage, ...]] = {}
+    entries: dict[str, tuple[Path, ...]] = {}
+    for split in declared:
+        if split not in splits:
+            continue
+        value = spec[split]
+        listed = value if isinstance(value, list) else [value]
+        if not all(isinstance(entry, str) and entry for entry in listed):
+            raise DatasetError(
+                f"{path}: '{split}:' must be a folder, a list of folders or a .txt list of "
+                f"images, got {value!r}; fix the file"
+            )
+        locations = tuple(Path(os.path.normpath(root / entry)) for entry in listed)
+        found: list[SplitImage] = []
+        for index, location in enumerate(locations):
+            found += _entry_images(location, index=index, data_yaml=path, split=split)
+        images[split] = tuple(found)
+        entries[split] = locations
+    return DataYaml(
+        path=path, root=root, names=names, declared=declared, splits=images, entries=entries
+    )
+
+
+def _entry_images(location: Path, *, index: int, data_yaml: Path, split: str) -> list[SplitImage]:
+    if location.is_dir():
+        return [
+            SplitImage(path=image, relative=image.relative_to(location), entry=index)
+            for image in find_images(location)
+        ]
+    if location.is_file() and location.suffix.lower() == ".txt":  # Ultralytics' image list
+        folder = location.parent
+        found = []
+        for line in location.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if not line or not is_image(Path(line)):
+                continue
+            image = Path(os.path.normpath(folder / line))  # an absolute line stays as it is
+            try:
+                relative = image.relative_to(folder)
+            except ValueError:  # listed from elsewhere: its whole path keeps it apart
+                relative = Path(*image.parts[1:])
+            found.append(SplitImage(path=image, relative=relative, entry=index))
+        return found
+    raise DatasetError(
+        f"{data_yaml}: the {split} folder {location} does not exist; fix '{split}:' (it is "
+        "relative to 'path:', or to the data.yaml's folder when there is no 'path:')"
+    )
 
 
 def label_path_for(image_path: Path, *, root: Path) -> Path:

@@ -34,14 +34,13 @@ def train(
     from training.trainer import train as run_training
 
     base = Recipe.load(recipe) if recipe else Recipe()
-    overrides = {
-        key: value
-        for key, value in dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch,
-                               name=name, device=device, seed=seed, fraction=fraction,
-                               time_hours=time_hours).items()
-        if value is not None
-    }
-    chosen = Recipe.model_validate({**base.model_dump(), **overrides})
+    given = {"data": data, "model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch,
+             "name": name, "device": device, "seed": seed, "fraction": fraction, "time_hours": time_hours}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    options = " ".join(f"--{key.replace('_', '-')}" for key in overrides)
+    # Checked as the recipe file is: a bad --fraction is a ConfigError, not a traceback.
+    chosen = Recipe.checked({**base.model_dump(), **overrides},
+                            source=f"{recipe or 'the default recipe'} with {options or 'no options'}")
     run = run_training(chosen, resume=resume)
     typer.echo(json.dumps({"run": str(run.folder), "weights": str(run.best_weights), **run.metrics}))
 
