@@ -2,10 +2,12 @@
 
 Example::
 
+    from pathlib import Path
+
     from inspection.detector import Detector
 
     detector = Detector("model.onnx")
-    [detections] = detector.predict_files(["frame.jpg"])
+    detections = detector.predict_bytes(Path("frame.jpg").read_bytes())  # or .predict([bgr, ...])
     for box, score, name in zip(detections.xyxy, detections.confidence, detections.class_names):
         print(name, score, box)
 

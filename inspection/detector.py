@@ -20,6 +20,7 @@ pool), `run` (one `session.run` for the batch), `decode` (per image).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,9 @@ _EXPECTED = (
     "`YOLO(...).export(format='onnx')`: one input [B, 3, H, W] and an output "
     "[B, 4 + classes, N] (raw head) or [B, K, 6] (end-to-end)"
 )
+_GPU_PROVIDERS = (_providers.TENSORRT, _providers.CUDA)
+
+log = logging.getLogger("qc.detector")
 
 
 def _import_ort():
@@ -48,6 +52,11 @@ def _import_ort():
             "ONNX Runtime is not installed: pip install 'qc[cpu]' (or 'qc[gpu]' on a CUDA machine)"
         ) from error
     return onnxruntime
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 class Detector:
@@ -69,7 +78,10 @@ class Detector:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.session = self._open(providers=providers, threads=threads, cache_dir=cache_dir)
-        self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+        except ModelError as error:
+            raise ModelError(f"{self.path}: {error}") from error
         if self.info.task != "detect":
             raise ModelError(f"{self.path}: a {self.info.task!r} model; {_EXPECTED}")
         self._read_io(imgsz)
@@ -89,7 +101,7 @@ class Detector:
             options.intra_op_num_threads = threads
         chosen = _providers.resolve(list(providers), cache_dir=cache_dir)
         try:
-            return ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(self.path),
                 sess_options=options,
                 providers=[name for name, _ in chosen],
@@ -97,9 +109,26 @@ class Detector:
             )
         except Exception as error:  # ORT raises its own pybind types for bad files
             raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it ({str(error).splitlines()[0][:200]}); "
-                f"{_EXPECTED}"
+                f"{self.path}: ONNX Runtime cannot load it ({_first_line(error)}); {_EXPECTED}"
             ) from error
+        # ORT falls back without a word: a GPU provider named but not running is reported, and
+        # so is 'auto' in a GPU build ending up on the CPU alone (a TensorRT-less CUDA box is fine).
+        running = session.get_providers()
+        named = [_providers.full_name(p) for p in providers if p.strip().lower() != "auto"]
+        if named:
+            missing = [p for p in named if p in _GPU_PROVIDERS and p not in running]
+        elif not any(p in _GPU_PROVIDERS for p in running):
+            missing = [n for n, _ in chosen if n in _GPU_PROVIDERS]
+        else:
+            missing = []
+        if missing:
+            log.warning(
+                "%s: %s requested but not available, running on %s; check that onnxruntime-gpu "
+                "and the CUDA, cuDNN and TensorRT libraries it needs are installed and on the "
+                "library path (or set QC_PROVIDERS=cpu)",
+                self.path, ", ".join(missing), ", ".join(running),
+            )
+        return session
 
     def _read_io(self, imgsz: int | tuple[int, int] | None) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -122,6 +151,14 @@ class Detector:
                 )
             self.imgsz = (height, width)
         else:
+            stride = self.info.stride
+            if wanted and any(side % stride for side in wanted):
+                h, w = (max(stride, round(side / stride) * stride) for side in wanted)
+                nearest = h if h == w else f"{h}x{w}"
+                raise ModelError(
+                    f"{self.path}: imgsz {wanted[0]}x{wanted[1]} is not a multiple of the model's "
+                    f"stride {stride}; use the nearest valid size, --imgsz {nearest}, or drop --imgsz"
+                )
             self.imgsz = wanted or self.info.imgsz or (640, 640)
         self.names = self.info.names
         self.layout = self._layout(list(outputs[0].shape))
@@ -145,7 +182,16 @@ class Detector:
         """Run once on a blank frame: the first `session.run` allocates and tunes kernels."""
         h, w = self.imgsz
         blank = np.full((h, w, 3), 114, np.uint8)
-        output = self.run([blank])
+        try:
+            output = self.run([blank])
+        except ModelError:
+            raise
+        except Exception as error:  # ORT's own types: out of memory, a provider that fails, ...
+            raise ModelError(
+                f"{self.path}: cannot run here ({_first_line(error)}); on a GPU check the "
+                "CUDA/TensorRT libraries and free memory, or try --providers cpu "
+                "(QC_PROVIDERS=cpu); otherwise export the model again with qc export"
+            ) from error
         if self.layout is Layout.RAW and output.shape[1] != 4 + len(self.names):
             raise ModelError(f"{self.path}: output {list(output.shape)}; {_EXPECTED}")
 

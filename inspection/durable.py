@@ -26,6 +26,15 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file written by someone else (e.g. `shutil.copy2`) to disk before renaming it in."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: Path, data: bytes, *, prefix: str = ".incoming-") -> None:
     """Write `data` to `path` durably; folders that did not exist are made and fsynced."""
     new_folders = [f for f in (path.parent.parent, path.parent) if not f.exists()]

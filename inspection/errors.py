@@ -44,3 +44,17 @@ class NotFound(QCError):
 
 class Conflict(QCError):
     """Something already exists, or the request conflicts with the current state."""
+
+
+def validation_problems(error, *, label=None) -> str:
+    """One line for a pydantic `ValidationError`: "key: problem (got 'value')" per problem,
+    joined by "; ". `label(loc)` names a field's location (default: the dotted path)."""
+    label = label or (lambda loc: ".".join(str(part) for part in loc))
+    problems = []
+    for problem in error.errors():
+        text = f"{label(tuple(problem.get('loc', ())))}: {problem.get('msg', 'invalid')}"
+        value = problem.get("input")
+        if problem.get("type") != "missing" and isinstance(value, (str, int, float, bool)):
+            text += f" (got {value!r})"
+        problems.append(text)
+    return "; ".join(problems)

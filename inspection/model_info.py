@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspection.errors import ModelError
+
 QC_PREFIX = "qc_"
 
 
@@ -41,13 +43,62 @@ def _literal(value: str | None) -> Any:
         return value
 
 
-def parse_metadata(meta: dict[str, str]) -> ModelInfo:
-    names = _literal(meta.get("names")) or {}
-    if isinstance(names, list):
+_FIX = "export the model again with qc export or Ultralytics"
+
+
+def _bad(key: str, value: str, expected: str) -> ModelError:
+    return ModelError(f"metadata {key}={value!r} is not {expected}; {_FIX}")
+
+
+def _names(value: str | None) -> dict[int, str]:
+    names = _literal(value)
+    if names is None or names == "":
+        return {}
+    if isinstance(names, (list, tuple)):
         names = dict(enumerate(names))
-    imgsz = _literal(meta.get("imgsz"))
-    if isinstance(imgsz, int):
-        imgsz = (imgsz, imgsz)
+    expected = "a class list such as {0: 'scratch', 1: 'dent'}"
+    if not isinstance(names, dict):
+        raise _bad("names", str(value), expected)
+    try:
+        parsed = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise _bad("names", str(value), expected) from None
+    if any(isinstance(k, (bool, float)) for k in names) or any(k < 0 for k in parsed):
+        raise _bad("names", str(value), expected)
+    return parsed
+
+
+def _imgsz(value: str | None) -> tuple[int, int] | None:
+    imgsz = _literal(value)
+    if imgsz is None or imgsz == "":
+        return None
+    if isinstance(imgsz, (list, tuple)) and len(imgsz) == 1:
+        imgsz = imgsz[0]  # [640]: square, as Ultralytics reads it
+    if _positive_int(imgsz):
+        return (imgsz, imgsz)
+    if isinstance(imgsz, (list, tuple)) and len(imgsz) == 2 and all(map(_positive_int, imgsz)):
+        return (imgsz[0], imgsz[1])
+    raise _bad("imgsz", str(value), "an input size such as [640, 640] (height, width)")
+
+
+def _stride(value: str | None) -> int:
+    stride = _literal(value)
+    if stride is None or stride == "":
+        return 32
+    if isinstance(stride, float) and stride.is_integer():
+        stride = int(stride)
+    if not _positive_int(stride):
+        raise _bad("stride", str(value), "a positive whole number such as 32")
+    return stride
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def parse_metadata(meta: dict[str, str]) -> ModelInfo:
+    """The model's description from its ONNX metadata; a malformed `names`, `imgsz` or `stride`
+    is a ModelError naming the key and the value (the caller adds the file)."""
     end2end = _literal(meta.get("end2end"))
     qc = {}
     for key, value in meta.items():
@@ -57,9 +108,9 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
             except json.JSONDecodeError:
                 qc[key[len(QC_PREFIX) :]] = value
     return ModelInfo(
-        names={int(k): str(v) for k, v in dict(names).items()},
-        imgsz=tuple(int(v) for v in imgsz) if imgsz else None,
-        stride=int(_literal(meta.get("stride")) or 32),
+        names=_names(meta.get("names")),
+        imgsz=_imgsz(meta.get("imgsz")),
+        stride=_stride(meta.get("stride")),
         task=str(meta.get("task", "detect")),
         end2end=bool(end2end) if isinstance(end2end, bool) else None,
         qc=qc,

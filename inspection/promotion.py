@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from inspection.errors import Conflict, PromotionRefused
 from inspection.gate import GateDecision, GatePolicy, compare
@@ -46,9 +46,15 @@ def check(registry: Registry, name: str, version: str, *, policy: GatePolicy | N
 
 
 def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,
-            force: bool = False) -> dict[str, Any]:
-    """Gate, then move the production pointer. `force` skips the gate (recorded as such)."""
-    decision = None if force else check(registry, name, version, policy=policy)
+            force: bool = False, decision: GateDecision | None | Literal["check"] = "check"
+            ) -> dict[str, Any]:
+    """Gate, then move the production pointer. `force` skips the gate (recorded as such).
+    `decision` is what `check` returned, for a caller that ran it already (to show the table):
+    the gate then runs once; by default `promote` runs it."""
+    if force:
+        decision = None
+    elif isinstance(decision, str):  # "check"
+        decision = check(registry, name, version, policy=policy)
     if decision is not None and not decision.accepted:
         raise PromotionRefused(f"{name}@{version} refused by the promotion gate:\n{decision.table()}")
     return registry.set_production(name, version, reason="forced" if force else "promote")

@@ -27,6 +27,11 @@ _AUTO_ORDER = (TENSORRT, CUDA, CPU)
 
 
 def available() -> list[str]:
+    """The providers this ONNX Runtime build offers."""
+    return _build_providers()
+
+
+def _build_providers() -> list[str]:  # a name `resolve`'s keyword `available` does not shadow
     import onnxruntime as ort
 
     return ort.get_available_providers()
@@ -42,29 +47,35 @@ def resolve(
     """Providers with options, in order, for `onnxruntime.InferenceSession(providers=...)`.
 
     `preference` holds 'auto' or names such as 'tensorrt', 'cuda', 'cpu' (or ORT's full
-    provider names). Unavailable GPU providers are skipped; CPU is always last.
+    provider names). `available` lists the providers this build offers (default: what
+    `available()` says); unavailable GPU providers are skipped; CPU is always last.
     `cache_dir` keeps TensorRT's engine cache under QC_HOME, never in the working folder.
     """
-    have = list(available if available is not None else globals()["available"]())
+    have = list(available if available is not None else _build_providers())
     wanted: list[str] = []
     for name in preference or ["auto"]:
-        key = name.strip()
-        if key.lower() == "auto":
+        if name.strip().lower() == "auto":
             wanted.extend(_AUTO_ORDER)
-            continue
-        full = _ALIASES.get(key.lower(), key)
-        if full not in (TENSORRT, CUDA, CPU):
-            raise ConfigError(
-                f"unknown execution provider {name!r}; use auto, tensorrt, cuda or cpu "
-                "(QC_PROVIDERS or --providers)"
-            )
-        wanted.append(full)
+        else:
+            wanted.append(full_name(name))
     chosen: list[tuple[str, dict]] = []
     for name in dict.fromkeys([*wanted, CPU]):  # keep order, drop repeats, CPU last resort
         if name not in have:
             continue
         chosen.append((name, _options(name, cache_dir=cache_dir, fp16=fp16)))
     return chosen
+
+
+def full_name(name: str) -> str:
+    """ORT's provider name for 'tensorrt', 'cuda', 'cpu' (or a full name); ConfigError otherwise."""
+    key = name.strip()
+    full = _ALIASES.get(key.lower(), key)
+    if full not in (TENSORRT, CUDA, CPU):
+        raise ConfigError(
+            f"unknown execution provider {name!r}; use auto, tensorrt, cuda or cpu "
+            "(QC_PROVIDERS or --providers)"
+        )
+    return full
 
 
 def _options(name: str, *, cache_dir: Path | None, fp16: bool) -> dict:

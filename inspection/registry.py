@@ -20,7 +20,9 @@ Example::
 Every write goes to a temporary name first and is renamed into place (`os.replace` is atomic
 on POSIX), so a crash mid-way leaves either the old state or the new one, never a half
 version or a dangling production pointer. The card keeps the sha256 of model.onnx; a version
-whose file does not match its card is refused as corrupt.
+whose file does not match its card is refused as corrupt. A Registry hashes a file once and
+remembers the result while the file's inode, size, mtime and ctime stay the same, so loading,
+gating and promoting one version read it once.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspection.durable import fsync_folder, write_json_atomic
+from inspection.durable import fsync_file, fsync_folder, write_json_atomic
 from inspection.errors import Conflict, NotFound, RegistryError
 
 _VERSION = re.compile(r"^v(\d+)$")
@@ -75,6 +77,18 @@ class ModelVersion:
 class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._hashes: dict[tuple[int, int, int, int, int], str] = {}  # see _sha256
+
+    def _sha256(self, path: Path) -> str:
+        """sha256_file, remembered while the file is unchanged (same inode, size, mtime, ctime:
+        a write or a replacement changes one of them)."""
+        stat = path.stat()  # before reading: a change while hashing gives a stale key, not a wrong hash
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if key not in self._hashes:
+            if len(self._hashes) >= 1024:
+                self._hashes.clear()
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -105,7 +119,7 @@ class Registry:
             card = json.loads(card_path.read_text())
         except json.JSONDecodeError as error:
             raise RegistryError(f"{card_path} is corrupt ({error}); remove {folder} and add the model again") from error
-        if verify and card.get("sha256") and sha256_file(model_path) != card["sha256"]:
+        if verify and card.get("sha256") and self._sha256(model_path) != card["sha256"]:
             raise RegistryError(
                 f"{model_path} does not match the sha256 in its card (changed or corrupt); "
                 f"remove {folder} and add the model again"
@@ -165,9 +179,12 @@ class Registry:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=".adding-"))
         try:
-            shutil.copy2(model_file, staging / "model.onnx")
+            copied = [(model_file, staging / "model.onnx")]
             if weights is not None:
-                shutil.copy2(weights, staging / "weights.pt")
+                copied.append((Path(weights), staging / "weights.pt"))
+            for source, target in copied:
+                shutil.copy2(source, target)
+                fsync_file(target)  # durable before the rename makes the version visible
             while True:  # claim the next number; another writer may race us
                 versions = self.versions(name)
                 version = f"v{int(versions[-1][1:]) + 1 if versions else 1}"
@@ -175,7 +192,7 @@ class Registry:
                     **(card or {}),
                     "name": name,
                     "version": version,
-                    "sha256": sha256_file(staging / "model.onnx"),
+                    "sha256": self._sha256(staging / "model.onnx"),  # the rename keeps the inode
                     "added_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 }
                 write_json_atomic(staging / "card.json", full_card)
@@ -200,11 +217,16 @@ class Registry:
     def set_production(self, name: str, version: str, *, reason: str = "promote") -> dict[str, Any]:
         """Point production at `version` (which must load), atomically."""
         self.get(name, version)  # refuses missing, incomplete or corrupt versions
-        old = self.pointer(name) or {"history": []}
+        old = self.pointer(name) or {}
+        return self._write_pointer(name, version, old, [*old.get("history", []), version], reason)
+
+    def _write_pointer(
+        self, name: str, version: str, old: dict[str, Any], history: list[str], reason: str
+    ) -> dict[str, Any]:
         pointer = {
             "version": version,
             "previous": old.get("version"),
-            "history": [*old.get("history", []), version][-50:],
+            "history": history[-50:],
             "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "reason": reason,
         }
@@ -225,21 +247,25 @@ class Registry:
         """Production back to the version before the current one."""
         target = self.rollback_target(name)
         self.get(name, target)
-        pointer = self.pointer(name) or {}
-        history = pointer.get("history", [])
-        new = {
-            "version": target,
-            "previous": pointer.get("version"),
-            "history": history[:-1] if history and history[-1] == pointer.get("version") else history,
-            "changed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "reason": "rollback",
-        }
-        write_json_atomic(self.root / name / "production.json", new)
-        return new
+        old = self.pointer(name) or {}
+        history = old.get("history", [])
+        if history and history[-1] == old.get("version"):
+            history = history[:-1]
+        return self._write_pointer(name, target, old, history, "rollback")
 
     def holdout(self, name: str) -> str | None:
         path = self.root / name / "holdout.json"
-        return json.loads(path.read_text())["data"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        fix = f"set the holdout again with qc models holdout {name} DATA"
+        try:
+            data = json.loads(path.read_text())["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            problem = f"no {error}" if isinstance(error, KeyError) else str(error)
+            raise RegistryError(f"{path} is corrupt ({problem}); {fix}") from error
+        if not isinstance(data, str) or not data:
+            raise RegistryError(f"{path} is corrupt (data is {data!r}); {fix}")
+        return data
 
     def set_holdout(self, name: str, data: str) -> None:
         write_json_atomic(self.root / name / "holdout.json", {"data": data})

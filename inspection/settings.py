@@ -11,7 +11,9 @@ Example::
 All state lives under one folder, `QC_HOME` (default `~/.qc`): the database, stored images,
 the model registry, dataset versions and training runs. A test or a second instance points
 `QC_HOME` elsewhere and shares nothing. A YAML file named by `QC_CONFIG` supplies the same
-keys without the prefix (`home: /srv/qc`); the environment wins over it.
+keys without the prefix (`home: /srv/qc`); the environment wins over it. A QC_CONFIG that
+names no file, a file that is not YAML, or a value of the wrong kind is a `ConfigError`
+naming the key, its QC_ variable and the file (subclasses such as ServeSettings included).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+import yaml
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,9 +31,39 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from inspection.errors import ConfigError, validation_problems
+
 
 def default_home() -> Path:
     return Path(os.environ.get("QC_HOME") or Path.home() / ".qc").expanduser()
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """"expected <block end>, but found '<scalar>' at line 2, column 3" from a YAML error."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0] or type(error).__name__
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+class _ConfigFile(YamlConfigSettingsSource):
+    """The YAML named by QC_CONFIG; unreadable, not YAML, or not `key: value` is a ConfigError."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        fix = "fix the file or unset QC_CONFIG"
+        try:
+            data = super()._read_file(file_path)
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"QC_CONFIG={file_path}: not valid YAML ({_yaml_problem(error)}); {fix}"
+            ) from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"QC_CONFIG={file_path}: cannot read it ({error}); {fix}") from error
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"QC_CONFIG={file_path}: holds a {type(data).__name__}, not keys such as "
+                f"`home: /srv/qc`; {fix}"
+            )
+        return data
 
 
 class Settings(BaseSettings):
@@ -54,6 +87,19 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0, description="intra-op threads for CPU; 0 lets ORT pick.")
     model_name: str = Field(default="default", description="Registry name of the served model.")
 
+    def __init__(self, **values: Any) -> None:
+        config = os.environ.get("QC_CONFIG")
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            def label(loc: tuple) -> str:
+                key = str(loc[0]) if loc else "settings"
+                where = f" or `{key}:` in {config}" if config else ""
+                return f"{'.'.join(str(part) for part in loc) or key} (QC_{key.upper()}{where})"
+
+            problems = validation_problems(error, label=label)
+            raise ConfigError(f"invalid settings: {problems}; fix the value or unset it") from error
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -66,7 +112,12 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
         config_file = os.environ.get("QC_CONFIG")
         if config_file:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            path = Path(config_file).expanduser()
+            if not path.is_file():  # pydantic-settings would silently read nothing
+                raise ConfigError(
+                    f"QC_CONFIG={config_file}: no such file; fix the path or unset QC_CONFIG"
+                )
+            sources.append(_ConfigFile(settings_cls, yaml_file=path))
         return tuple(sources)
 
     @field_validator("home", mode="after")

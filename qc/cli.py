@@ -1,7 +1,8 @@
 """Entry point of the `qc` console command.
 
 Every command module registers itself here. Errors that the user can fix (`QCError`) are
-printed as one clear line on stderr with exit code 2, never as a traceback.
+printed as one clear line on stderr with exit code 2, never as a traceback; so is a pydantic
+ValidationError that escaped unwrapped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import typer
 
-from inspection.errors import QCError
+from inspection.errors import QCError, validation_problems
 
 app = typer.Typer(
     name="qc",
@@ -46,6 +47,13 @@ def main() -> None:
         app()
     except QCError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as error:  # a pydantic model validated outside a QCError wrapper
+        from pydantic import ValidationError
+
+        if not isinstance(error, ValidationError):
+            raise
+        print(f"error: invalid {error.title}: {validation_problems(error)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

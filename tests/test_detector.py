@@ -213,3 +213,98 @@ def test_a_frame_over_the_pixel_limit_is_refused_from_its_header():
     png = cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
     with pytest.raises(ImageTooLarge, match="100x100 = 10,000 pixels"):
         imaging.decode(png, max_pixels=9_999)
+
+
+def _tiny_dynamic_onnx(path, *, reshape_all=False):
+    """Like `_tiny_onnx`, with a dynamic batch, height and width. `reshape_all` reshapes the
+    whole image into the output, which ONNX Runtime loads but cannot run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Flatten", ["images"], ["flat"], axis=1)]
+    if reshape_all:
+        nodes.append(helper.make_node("Reshape", ["flat", "shape"], ["output0"]))
+    else:
+        nodes += [helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["part"]),
+                  helper.make_node("Reshape", ["part", "shape"], ["output0"])]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-dynamic",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 10])],
+        initializer=[helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+                     helper.make_tensor("ends", TensorProto.INT64, [1], [60]),
+                     helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor("shape", TensorProto.INT64, [3], [1, 6, 10])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"names": "{0: 'a', 1: 'b'}", "imgsz": "[64, 64]", "stride": "32"}.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("names", "scratch,dent"), ("imgsz", "640x640"), ("imgsz", "[0, 640]"), ("stride", "auto")],
+)
+def test_malformed_metadata_is_a_model_error_naming_the_key_the_value_and_the_fix(key, value):
+    import re
+
+    from inspection.model_info import parse_metadata
+
+    meta = {"names": "{0: 'scratch'}", "imgsz": "[640, 640]", "stride": "32", key: value}
+    with pytest.raises(ModelError, match=rf"metadata {key}='{re.escape(value)}' is not .*qc export"):
+        parse_metadata(meta)
+
+
+def test_well_formed_metadata_variants_are_read():
+    from inspection.model_info import parse_metadata
+
+    info = parse_metadata({"names": "['scratch', 'dent']", "imgsz": "[640]", "stride": "32"})
+    assert info.names == {0: "scratch", 1: "dent"} and info.imgsz == (640, 640) and info.stride == 32
+    assert parse_metadata({"imgsz": "320"}).imgsz == (320, 320)
+
+
+def test_a_model_with_malformed_metadata_is_refused_with_its_path(tmp_path):
+    from inspection.detector import Detector
+
+    path = _tiny_onnx(tmp_path / "odd-names.onnx", output_shape=(1, 6, 10), names="scratch,dent")
+    with pytest.raises(ModelError, match=r"odd-names\.onnx: metadata names='scratch,dent'"):
+        Detector(path)
+
+
+def test_a_dynamic_model_refuses_an_imgsz_that_is_not_a_multiple_of_its_stride(tmp_path):
+    from inspection.detector import Detector
+
+    path = _tiny_dynamic_onnx(tmp_path / "dynamic.onnx")
+    assert Detector(path, imgsz=96).imgsz == (96, 96)
+    with pytest.raises(ModelError, match=r"dynamic\.onnx: imgsz 650x650 is not a multiple of the "
+                                         r"model's stride 32; use the nearest valid size, --imgsz 640"):
+        Detector(path, imgsz=650, warmup=False)
+
+
+def test_a_model_that_loads_but_cannot_run_is_a_model_error_not_an_onnx_runtime_one(tmp_path):
+    from inspection.detector import Detector
+
+    path = _tiny_dynamic_onnx(tmp_path / "broken.onnx", reshape_all=True)
+    with pytest.raises(ModelError, match=r"broken\.onnx: cannot run here \(.+\); .*--providers cpu"):
+        Detector(path)
+
+
+def test_a_requested_gpu_provider_that_does_not_start_is_reported_and_cpu_runs(tmp_path, caplog):
+    from inspection.detector import Detector
+    from inspection.providers import available
+
+    if CUDA in available():
+        pytest.skip("CUDA is available here: no fallback to report")
+    with caplog.at_level("WARNING", logger="qc.detector"):
+        detector = Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)), providers=["cuda"])
+    assert detector.providers == [CPU]
+    [record] = [r for r in caplog.records if r.name == "qc.detector"]
+    assert "CUDAExecutionProvider requested but not available, running on CPUExecutionProvider" in (
+        record.getMessage()
+    )
+    assert "cuDNN" in record.getMessage()

@@ -120,3 +120,74 @@ def test_a_candidate_without_a_holdout_evaluation_is_not_promoted_blindly(regist
     registry.add("pcb", model_file(b"b"))
     with pytest.raises(Conflict, match="not evaluated on the holdout h"):
         promotion.promote(registry, "pcb", "v2")
+
+
+def test_a_corrupt_holdout_file_is_a_registry_error_with_the_fix(registry, model_file):
+    registry.add("pcb", model_file())
+    registry.set_holdout("pcb", "pcb-data@v1")
+    assert registry.holdout("pcb") == "pcb-data@v1"
+    holdout_json = registry.root / "pcb" / "holdout.json"
+    for corrupt in ("{not json", '{"dataset": "pcb-data@v1"}', "[]"):
+        holdout_json.write_text(corrupt)
+        with pytest.raises(RegistryError, match="holdout.json is corrupt.*qc models holdout pcb"):
+            registry.holdout("pcb")
+
+
+def test_a_model_file_is_hashed_once_while_it_is_unchanged(registry, model_file, monkeypatch):
+    from inspection import registry as registry_module
+
+    hashed = []
+    real = registry_module.sha256_file
+    monkeypatch.setattr(registry_module, "sha256_file", lambda path: hashed.append(path) or real(path))
+    registry.add("pcb", model_file(b"a"), card={"evaluations": {"h": evaluation(0.5)}})
+    registry.add("pcb", model_file(b"b"), card={"evaluations": {"h": evaluation(0.6)}})
+    registry.set_holdout("pcb", "h")
+    promotion.promote(registry, "pcb", "v1")
+    decision = promotion.check(registry, "pcb", "v2")
+    promotion.promote(registry, "pcb", "v2", decision=decision)
+    registry.resolve("pcb@production")
+    assert len(hashed) == 2, "one hash per file, at add"
+    registry.get("pcb", "v2").model_path.write_bytes(b"changed")
+    with pytest.raises(RegistryError, match="does not match the sha256"):
+        registry.get("pcb", "v2")
+
+
+def test_promote_uses_a_decision_the_caller_already_computed(registry, model_file, monkeypatch):
+    registry.add("pcb", model_file(b"a"), card={"evaluations": {"h": evaluation(0.5)}})
+    registry.add("pcb", model_file(b"b"), card={"evaluations": {"h": evaluation(0.4)}})
+    registry.set_production("pcb", "v1")
+    registry.set_holdout("pcb", "h")
+    decision = promotion.check(registry, "pcb", "v2")
+    assert decision is not None and not decision.accepted
+    monkeypatch.setattr(promotion, "check", lambda *a, **k: pytest.fail("the gate ran twice"))
+    with pytest.raises(PromotionRefused):
+        promotion.promote(registry, "pcb", "v2", decision=decision)
+
+
+def test_qc_models_holdout_refuses_a_model_without_versions_and_data_that_is_not_there(
+    tmp_path, qc_home, model_file, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+
+    def holdout(*args: str):
+        return CliRunner().invoke(app, ["models", "holdout", *args])
+
+    result = holdout("nope", "data.yaml")
+    assert isinstance(result.exception, NotFound) and "model nope has no versions" in str(result.exception)
+    assert not (qc_home / "models" / "nope").exists(), "no phantom model folder"
+
+    registry = Registry(qc_home / "models")
+    registry.add("pcb", model_file())
+    result = holdout("pcb", str(tmp_path / "missing.yaml"))
+    assert "missing.yaml: no such data.yaml" in str(result.exception)
+    result = holdout("pcb", "no-such-dataset@v1")
+    assert "no dataset named 'no-such-dataset'" in str(result.exception)
+    assert registry.holdout("pcb") is None
+
+    (tmp_path / "data.yaml").write_text("names: {0: scratch}\n")
+    monkeypatch.chdir(tmp_path)
+    result = holdout("pcb", "data.yaml")
+    assert result.exit_code == 0, result.output
+    assert registry.holdout("pcb") == str((tmp_path / "data.yaml").resolve()), "stored absolute"

@@ -82,36 +82,64 @@ def holdout(
     data: Annotated[str, typer.Argument(help="Dataset version name@v, or a data.yaml.")],
 ) -> None:
     """Set the frozen holdout the promotion gate evaluates on."""
-    _registry().set_holdout(name, data)
-    typer.echo(f"{name}: holdout is {data}")
+    stored = _set_holdout(_registry(), name, data)
+    typer.echo(f"{name}: holdout is {stored}")
 
 
-def _evaluate_on_holdout(entry, holdout: str, split: str):
+def _set_holdout(registry, name: str, data: str) -> str:
+    """Check and store a holdout: NAME must have versions; a data.yaml (or its folder) must
+    exist and is stored as an absolute path; a dataset version must open and is stored as
+    NAME@VERSION (so "pcb" or "pcb@latest" freeze the version that is newest now)."""
+    from inspection.dataset import open_version
+    from inspection.errors import DatasetError, NotFound
+
+    if not registry.versions(name):
+        known = ", ".join(registry.names()) or "none"
+        raise NotFound(
+            f"model {name} has no versions (models: {known}); add one with qc models add"
+        )
+    path = Path(data).expanduser()
+    if data.endswith((".yaml", ".yml")) or path.exists():  # as scoring.load_split tells them apart
+        yaml_file = path / "data.yaml" if path.is_dir() else path
+        if not yaml_file.is_file():
+            raise DatasetError(
+                f"{yaml_file}: no such data.yaml; pass a YOLO data.yaml or a dataset version "
+                "NAME@VERSION"
+            )
+        stored = str(path.resolve())
+    else:
+        stored = open_version(data).ref  # DatasetError names the datasets there are
+    registry.set_holdout(name, stored)
+    return stored
+
+
+def _evaluate_on_holdout(registry, entry, holdout: str, split: str):
     from inspection.scoring import score_onnx
 
     result = score_onnx(entry.model_path, holdout, split=split).evaluation
     evaluations = {**entry.card.get("evaluations", {}), holdout: result.to_json()}
-    return _registry().update_card(entry, evaluations=evaluations)
+    return registry.update_card(entry, evaluations=evaluations)
 
 
 def _promote(name: str, version: str, *, force: bool, holdout: str | None, split: str) -> None:
     from inspection import promotion
 
-    registry = _registry()
+    registry = _registry()  # one Registry: it hashes each model file once
     if holdout:
-        registry.set_holdout(name, holdout)
+        _set_holdout(registry, name, holdout)
     production = registry.production_version(name)
     chosen = registry.holdout(name)
+    decision = "check"  # promotion.promote runs the gate unless it ran here
     if production and production != version and chosen and not force:
         for ref in (version, production):  # evaluate whatever is missing, once, into the cards
             entry = registry.get(name, ref)
             if promotion.evaluation_on(entry, chosen) is None:
                 typer.echo(f"evaluating {entry.ref} on the holdout {chosen} ...", err=True)
-                _evaluate_on_holdout(entry, chosen, split)
+                _evaluate_on_holdout(registry, entry, chosen, split)
         decision = promotion.check(registry, name, version)
         if decision is not None:
             typer.echo(decision.table(), err=True)
-    pointer = promotion.promote(registry, name, version, force=force)
+    pointer = promotion.promote(registry, name, version, force=force, decision=decision)
     typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
 
 
