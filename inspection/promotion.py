@@ -55,6 +55,11 @@ def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy |
         decision = None
     elif isinstance(decision, str):  # "check"
         decision = check(registry, name, version, policy=policy)
+    passed(decision, name=name, version=version)
+    return registry.set_production(name, version, reason="forced" if force else "promote")
+
+
+def passed(decision: GateDecision | None, *, name: str, version: str) -> None:
+    """`PromotionRefused`, with the comparison table, unless the gate let `version` through."""
     if decision is not None and not decision.accepted:
         raise PromotionRefused(f"{name}@{version} refused by the promotion gate:\n{decision.table()}")
-    return registry.set_production(name, version, reason="forced" if force else "promote")

@@ -878,6 +878,18 @@ def test_promoting_a_model_while_frames_flow_drops_no_frame_and_later_frames_use
     assert models == [{"name": "default", "versions": ["v1", "v2"], "production": "v2", "serving": "v2"}]
 
 
+def test_a_candidate_the_gate_refuses_is_never_loaded(start, untrained_model, monkeypatch):
+    service = start()
+    worse = {"evaluations": {HOLDOUT: {"map50_95": 0.3, "per_class": {}}}}
+    assert service.register(untrained_model, card=worse) == "v2"
+    loads = []
+    monkeypatch.setattr(service.state.manager, "prepare", lambda version: loads.append(version))
+    refused = service.client.post("/v1/models/default/promote", json={"version": "v2"}, headers=service.admin)
+    assert refused.status_code == 409 and "refused by the promotion gate" in refused.json()["detail"]
+    assert loads == []
+    assert service.client.get("/v1/models", headers=service.admin).json()[0]["production"] == "v1"
+
+
 def test_a_model_that_cannot_load_is_refused_by_promote_and_the_current_one_keeps_serving(
         start, untrained_model, tmp_path):
     service = start()

@@ -56,8 +56,11 @@ async def _switch(request: Request, name: str, version: str, move_pointer) -> di
 async def promote(body: PromoteIn, request: Request, name: str = Name, key: ApiKey = Depends(engineer)) -> dict:
     """Promote through the gate (evaluations on the frozen holdout must be in both cards)."""
     registry = request.app.state.registry
-    await asyncio.to_thread(registry.get, name, body.version)  # 404 before anything is loaded
-    return await _switch(request, name, body.version, lambda: promotion.promote(registry, name, body.version))
+    # The gate first (404 or 409 with the table): a refused candidate is never loaded.
+    decision = await asyncio.to_thread(promotion.check, registry, name, body.version)
+    promotion.passed(decision, name=name, version=body.version)
+    return await _switch(request, name, body.version,
+                         lambda: promotion.promote(registry, name, body.version, decision=decision))
 
 
 @router.post("/v1/models/{name}/rollback")
