@@ -61,7 +61,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         state.batcher = MicroBatcher(
             run=run_batch, current=lambda: state.manager.current, max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
-            workers=settings.inference_plan()[0],
+            workers=settings.inference_workers,
             can_batch=lambda: state.manager.current is not None and state.manager.current.detector.batch != 1,
             on_batch=lambda n, ms: (state.metrics.batch_size.observe(n), state.metrics.inference.observe(ms / 1000)),
         )

@@ -54,7 +54,7 @@ class ModelManager:
             # any station could use; station rules then decide (inspection/rules.py).
             conf=0.01,
             iou=self.settings.iou,
-            threads=self.settings.inference_plan()[1],
+            threads=self.settings.threads,
             cache_dir=self.settings.home / "trt-cache",
         )  # warms up: a model that cannot run fails here, before it is switched in
         return LoadedModel(entry.name, entry.version, detector, entry.card, time.time())

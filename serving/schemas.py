@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,7 +31,7 @@ class Inspection(BaseModel):
     part_id: str | None
     verdict: Literal["PASS", "FAIL", "REVIEW"]
     rule: str = Field(description="the rule that decided, in words")
-    detections: list[dict[str, Any]]
+    detections: list[Detection]
     model: ModelRef
     rules_version: int
     width: int

@@ -54,7 +54,3 @@ class ServeSettings(Settings):
     @classmethod
     def _decode_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value  # `decode: 4` in the YAML
-
-    def inference_plan(self) -> tuple[int, int]:
-        """(concurrent batches, ONNX Runtime intra-op threads per run; 0 = ORT decides)."""
-        return self.inference_workers, self.threads
