@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -83,6 +84,17 @@ class StationRules(BaseModel):
             if len(polygon) < 3:
                 raise ValueError(f"a polygon needs at least 3 points, got {polygon}")
         return self
+
+    def check_classes(self, names: Iterable[str], *, model: str) -> None:
+        """`ConfigError` when the rules name a class `model` does not detect: a misspelt class
+        ("scratches") would otherwise be judged by the default thresholds without a word."""
+        known = set(names)
+        unknown = sorted(set(self.classes) - known)
+        if unknown:
+            raise ConfigError(
+                f"the rules name classes {model} does not detect: {', '.join(unknown)}; "
+                f"its classes are {', '.join(sorted(known))}"
+            )
 
     def for_class(self, name: str) -> ClassRule:
         return self.classes.get(name, self.default)

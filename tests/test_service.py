@@ -626,6 +626,18 @@ def test_stations_are_added_read_and_their_rules_versioned(service):
     assert shown["rules_version"] == 2 and shown["description"] == "cam 2"
 
 
+def test_rules_naming_a_class_the_model_does_not_detect_are_refused(service):
+    station = service.add_station()
+    misspelt = {"classes": {"scratches": {"fail_conf": 0.3}}}  # the untrained model's classes are "0", "1", ...
+    refused = service.client.put(f"/v1/stations/{station}/rules", json=misspelt, headers=service.admin)
+    assert refused.status_code == 422 and "scratches" in refused.json()["detail"]
+    added = service.client.post("/v1/stations", json={"id": "st-misspelt", "rules": misspelt}, headers=service.admin)
+    assert added.status_code == 422
+    known = service.client.put(f"/v1/stations/{station}/rules", json={"classes": {"1": {"fail_conf": 0.3}}},
+                               headers=service.admin)
+    assert known.status_code == 200 and known.json()["rules_version"] == 2
+
+
 @pytest.mark.parametrize(("rules", "named"), [
     ({"default": {"fail_conf": 0.2, "review_conf": 0.5}}, "review_conf 0.5 is above fail_conf 0.2"),
     ({"area_unit": "mm2"}, "px_per_mm"),

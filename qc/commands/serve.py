@@ -81,6 +81,7 @@ def stations_add(
     from inspection.store.records import RecordStore
 
     parsed = StationRules.parse(_read(rules), source=str(rules)) if rules else StationRules()
+    _check_classes(parsed)
     added = RecordStore(_db()).add_station(station, rules=parsed, description=description)
     typer.echo(f"station {added.id} added with rules v{added.rules_version}")
 
@@ -94,7 +95,9 @@ def stations_rules(
     from inspection.rules import StationRules
     from inspection.store.records import RecordStore
 
-    updated = RecordStore(_db()).set_rules(station, StationRules.parse(_read(rules), source=str(rules)))
+    parsed = StationRules.parse(_read(rules), source=str(rules))
+    _check_classes(parsed)
+    updated = RecordStore(_db()).set_rules(station, parsed)
     typer.echo(f"station {updated.id} now uses rules v{updated.rules_version}")
 
 
@@ -106,6 +109,21 @@ def stations_list() -> None:
     for station in RecordStore(_db()).stations():
         state = "enabled" if station.rules.enabled else "disabled"
         typer.echo(f"{station.id}\trules v{station.rules_version}\t{state}\t{station.description}")
+
+
+def _check_classes(rules) -> None:
+    """As the service does: rules must name classes the production model (QC_MODEL_NAME)
+    detects. Without a production model yet, there is nothing to check against."""
+    from inspection.registry import Registry
+    from inspection.settings import Settings
+
+    settings = Settings()
+    registry = Registry(settings.models_dir)
+    if rules.classes and registry.production_version(settings.model_name):
+        production = registry.production(settings.model_name)
+        names = production.card.get("names") or {}
+        if names:
+            rules.check_classes(names.values(), model=production.ref)
 
 
 def _read(path: Path) -> str:

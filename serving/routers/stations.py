@@ -24,9 +24,17 @@ def list_stations(request: Request, key: ApiKey = Depends(require("station", "re
     return [_out(s) for s in stations if may_use_station(key, s.id)]
 
 
+def _check_classes(request: Request, rules: StationRules) -> None:
+    """Rules that name a class the served model does not detect are refused (422)."""
+    current = request.app.state.manager.current
+    if current is not None:
+        rules.check_classes(current.detector.names.values(), model=f"{current.name}@{current.version}")
+
+
 @router.post("/v1/stations", response_model=StationOut, status_code=201)
 def add_station(body: StationIn, request: Request, key: ApiKey = Depends(require("engineer"))):
     """Add a station with its first rules version (409 if it exists)."""
+    _check_classes(request, body.rules)
     return _out(request.app.state.store.add_station(body.id, rules=body.rules, description=body.description,
                                                     created_by=key.id))
 
@@ -40,6 +48,7 @@ def get_station(station: str, request: Request, key: ApiKey = Depends(require("s
 @router.put("/v1/stations/{station}/rules", response_model=StationOut)
 def set_rules(station: str, rules: StationRules, request: Request, key: ApiKey = Depends(require("engineer"))):
     """A new rules version; records keep the version that judged them."""
+    _check_classes(request, rules)
     return _out(request.app.state.store.set_rules(station, rules, created_by=key.id))
 
 
