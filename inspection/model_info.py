@@ -31,7 +31,6 @@ class ModelInfo:
     task: str = "detect"
     end2end: bool | None = None
     qc: dict[str, Any] = field(default_factory=dict)  # qc_* keys, JSON-decoded
-    raw: dict[str, str] = field(default_factory=dict)
 
 
 def _literal(value: str | None) -> Any:
@@ -114,7 +113,6 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
         task=str(meta.get("task", "detect")),
         end2end=bool(end2end) if isinstance(end2end, bool) else None,
         qc=qc,
-        raw=dict(meta),
     )
 
 

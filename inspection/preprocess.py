@@ -35,14 +35,12 @@ class LetterboxInfo:
         source: (width, height) of the array that was letterboxed.
         resized: (width, height) after resizing, before padding.
         pad: (left, top) padding in network pixels.
-        input: (width, height) of the network input.
     """
 
     original: tuple[int, int]
     source: tuple[int, int]
     resized: tuple[int, int]
     pad: tuple[int, int]
-    input: tuple[int, int]
 
 
 def letterbox(
@@ -80,7 +78,6 @@ def letterbox(
         source=(w0, h0),
         resized=(resized_w, resized_h),
         pad=(left, top),
-        input=(image.shape[1], image.shape[0]),
     )
     return image, info
 

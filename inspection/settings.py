@@ -157,5 +157,3 @@ class Settings(BaseSettings):
     def provider_list(self) -> list[str]:
         return [p.strip() for p in self.providers.split(",") if p.strip()]
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.model_dump(mode="json"), "db_url": self.db_url}

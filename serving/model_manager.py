@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from inspection.detector import Detector
 from inspection.errors import ModelError, QCError
@@ -33,8 +31,6 @@ class LoadedModel:
     name: str
     version: str
     detector: Detector
-    card: dict[str, Any]
-    loaded_at: float
 
 
 class ModelManager:
@@ -57,7 +53,7 @@ class ModelManager:
             threads=self.settings.threads,
             cache_dir=self.settings.home / "trt-cache",
         )  # warms up: a model that cannot run fails here, before it is switched in
-        return LoadedModel(entry.name, entry.version, detector, entry.card, time.time())
+        return LoadedModel(entry.name, entry.version, detector)
 
     def load_production(self) -> LoadedModel | None:
         name = self.settings.model_name

@@ -95,7 +95,7 @@ def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layo
     from serving.pipeline import Frame, run_batch
 
     detector = Detector(getattr(trained_model, layout), imgsz=trained_model.imgsz)
-    loaded = LoadedModel("test", "v1", detector, {}, 0.0)
+    loaded = LoadedModel("test", "v1", detector)
     frames = []
     for seed, (width, height) in enumerate([(320, 320), (480, 360), (300, 420), (640, 480), (320, 200)]):
         image = make_sample(seed, width=width, height=height, good=False).image

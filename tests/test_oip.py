@@ -532,7 +532,7 @@ def loaded(served):
     from inspection.detector import Detector
     from serving.model_manager import LoadedModel
 
-    return LoadedModel(MODEL, "v1", Detector(served.model_path), {}, 0.0)
+    return LoadedModel(MODEL, "v1", Detector(served.model_path))
 
 
 def _station_frame(detector):
