@@ -36,10 +36,7 @@ def train_model(data: Path) -> None:
              capture=True)
     run = json.loads(out.strip().splitlines()[-1])
     print(json.dumps(run, indent=2))
-    qc("export", run["run"], "--register", MODEL)
-    from inspection.registry import Registry
-
-    qc("models", "promote", MODEL, Registry(HOME / "models").versions(MODEL)[-1])
+    qc("export", run["run"], "--register", MODEL, "--promote")
     print(f"training curves: {Path(run['run']) / 'curves.png'}")
 
 

@@ -95,3 +95,21 @@ def test_weights_are_never_downloaded(qc_home, settings, tiny_data):
 
     with pytest.raises(ConfigError, match="never downloads weights"):
         train(tiny_recipe(tiny_data, model="yolo26n.pt"), settings=settings, progress=False)
+
+
+@pytest.mark.slow
+def test_export_registers_and_promotes_what_it_wrote(qc_home, trained_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from inspection.registry import Registry
+    from qc.cli import app
+
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", str(trained_model.weights), "--out-dir", str(tmp_path / "out"),
+                                   "--imgsz", "320", "--no-check", "--register", "pcb", "--promote"])
+    assert exported.exit_code == 0, exported.output
+    registry = Registry(qc_home / "models")
+    assert registry.production_version("pcb") == "v1"
+    alone = runner.invoke(app, ["export", str(trained_model.weights), "--out-dir", str(tmp_path / "again"),
+                                "--no-check", "--promote"])
+    assert isinstance(alone.exception, ConfigError) and "--promote needs --register" in str(alone.exception)

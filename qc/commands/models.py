@@ -65,15 +65,22 @@ def add(
     weights: Annotated[Path | None, typer.Option(help="The .pt it came from, kept for fine-tuning.")] = None,
 ) -> None:
     """Register an ONNX model as the next version of NAME; its card records where it came from."""
+    register(model, name=name, weights=weights, promote=promote)
+
+
+def register(model: Path, *, name: str, weights: Path | None = None, promote: bool = False,
+             err: bool = False):
+    """Add `model` (its card made from its metadata) and, with `promote`, promote it through
+    the gate: what `qc models add` and `qc export --register` share. `err` prints to stderr."""
     from inspection.errors import ModelError
 
-    card = card_for(model)
-    if weights is not None and not weights.is_file():
+    if weights is not None and not Path(weights).is_file():
         raise ModelError(f"{weights}: no such weights file")
-    entry = _registry().add(name, model, card=card, weights=weights)
-    typer.echo(f"added {entry.ref}")
+    entry = _registry().add(name, model, card=card_for(model), weights=weights)
+    typer.echo(f"added {entry.ref}", err=err)
     if promote:
-        _promote(entry.name, entry.version, force=False, holdout=None, split="test")
+        _promote(entry.name, entry.version, force=False, holdout=None, split="test", err=err)
+    return entry
 
 
 @app.command("holdout")
@@ -121,7 +128,8 @@ def _evaluate_on_holdout(registry, entry, holdout: str, split: str):
     return registry.update_card(entry, evaluations=evaluations)
 
 
-def _promote(name: str, version: str, *, force: bool, holdout: str | None, split: str) -> None:
+def _promote(name: str, version: str, *, force: bool, holdout: str | None, split: str,
+             err: bool = False) -> None:
     from inspection import promotion
 
     registry = _registry()  # one Registry: it hashes each model file once
@@ -140,7 +148,7 @@ def _promote(name: str, version: str, *, force: bool, holdout: str | None, split
         if decision is not None:
             typer.echo(decision.table(), err=True)
     pointer = promotion.promote(registry, name, version, force=force, decision=decision)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)
 
 
 @app.command("promote")
@@ -160,4 +168,4 @@ def promote(
 def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
     """Production back to the version before the current one (no gate: it served before)."""
     pointer = _registry().rollback(name)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)

@@ -62,6 +62,7 @@ def export(
         bool, typer.Option(help="Score every variant against the torch model on the val images.")
     ] = True,
     register: Annotated[str | None, typer.Option(help="Add the fp32 model to the registry under this name.")] = None,
+    promote: Annotated[bool, typer.Option(help="With --register: promote it through the gate.")] = False,
 ) -> None:
     """Export trained weights to ONNX with class names, imgsz and the training data's hash.
 
@@ -114,10 +115,8 @@ def export(
     for path in paths.values():
         typer.echo(str(path))
     if register:
-        from inspection.registry import Registry
-        from inspection.settings import Settings
-        from qc.commands.models import card_for
+        from qc.commands.models import register as register_model
 
-        entry = Registry(Settings().models_dir).add(register, paths["fp32"], card=card_for(paths["fp32"]),
-                                                    weights=weights)
-        typer.echo(f"added {entry.ref}", err=True)
+        register_model(paths["fp32"], name=register, weights=weights, promote=promote, err=True)
+    elif promote:
+        raise ConfigError("--promote needs --register NAME (the registry name to promote under)")
