@@ -243,30 +243,30 @@ def evaluate(
     map50, map50_95, ap50, ap50_95, curves = _coco_scores(predictions, truths, names=names)
     deployed = [p[p.confidence >= deploy_conf] for p in predictions]
     counts, false_positives, misses = _deploy_counts(deployed, truths, names=names)
-    support = {c: counts[c][0] + counts[c][2] for c in names}
-    per_class = {
-        c: ClassMetrics(
+    per_class = {}
+    for c in sorted(names):
+        tp, fp, fn = counts[c]
+        precision, recall, f1 = _rates(tp, fp, fn)
+        per_class[c] = ClassMetrics(
             name=names[c],
-            support=support[c],
+            support=tp + fn,
             ap50=ap50.get(c),
             ap50_95=ap50_95.get(c),
-            precision=_ratio(counts[c][0], counts[c][0] + counts[c][1]),
-            recall=_ratio(counts[c][0], support[c]),
-            f1=_f1(counts[c][0], counts[c][1], counts[c][2]),
-            tp=counts[c][0],
-            fp=counts[c][1],
-            fn=counts[c][2],
+            precision=precision,
+            recall=recall,
+            f1=f1,
+            tp=tp,
+            fp=fp,
+            fn=fn,
         )
-        for c in sorted(names)
-    }
-    tp, fp, fn = (sum(counts[c][i] for c in names) for i in range(3))
+    precision, recall, f1 = _rates(*_totals(counts))
     return Evaluation(
         map50=map50,
         map50_95=map50_95,
         per_class=per_class,
-        precision=_ratio(tp, tp + fp),
-        recall=_ratio(tp, tp + fn),
-        f1=_f1(tp, fp, fn),
+        precision=precision,
+        recall=recall,
+        f1=f1,
         confusion=confusion_matrix(deployed, truths, class_ids=sorted(names)),
         pr_curves=curves,
         false_positives=sorted(false_positives, key=lambda e: -(e.score or 0.0)),
@@ -409,16 +409,26 @@ def match(
 
 
 def _deploy_counts(
-    deployed: Sequence[Detections], truths: Sequence[Detections], *, names: dict[int, str]
+    deployed: Sequence[Detections],
+    truths: Sequence[Detections],
+    *,
+    names: Mapping[int, str],
+    iou: float = MATCH_IOU,
+    strictly_above: bool = False,
 ) -> tuple[dict[int, list[int]], list[Error], list[Error]]:
+    """Per-class [tp, fp, fn] of thresholded predictions matched one-to-one to truths of
+    their class (see `match` for `iou` and `strictly_above`), and the false positives and
+    misses. Boxes of classes not in `names` are not counted (`evaluate` rejects them)."""
     counts = {c: [0, 0, 0] for c in names}  # class -> [tp, fp, fn]
     false_positives, misses = [], []
     for image, (prediction, truth) in enumerate(zip(deployed, truths)):
-        matched = match(prediction, truth)
+        matched = match(prediction, truth, iou=iou, strictly_above=strictly_above)
         hit = np.zeros(len(truth), dtype=bool)
         hit[matched[matched >= 0]] = True
         for p, t in enumerate(matched):
             class_id = int(prediction.class_id[p])
+            if class_id not in counts:
+                continue
             if t >= 0:
                 counts[class_id][0] += 1
                 continue
@@ -434,6 +444,8 @@ def _deploy_counts(
             )
         for t in np.flatnonzero(~hit):
             class_id = int(truth.class_id[t])
+            if class_id not in counts:
+                continue
             counts[class_id][2] += 1
             misses.append(
                 Error(
@@ -481,28 +493,23 @@ def deeppcb_score(
     """The DeepPCB paper's criterion: a prediction is right when its IoU with a truth of the
     same class is above 0.33; each truth counts once (greedy by score). Pass predictions
     already thresholded at the deploy confidence."""
-    counts = {int(c): [0, 0, 0] for c in names}
-    for prediction, truth in zip(deployed, truths):
-        matched = match(prediction, truth, iou=DEEPPCB_IOU, strictly_above=True)
-        for class_id in names:
-            of_class = prediction.class_id == class_id
-            tp = int((matched[of_class] >= 0).sum())
-            counts[class_id][0] += tp
-            counts[class_id][1] += int(of_class.sum()) - tp
-            counts[class_id][2] += int((truth.class_id == class_id).sum()) - tp
-    per_class = {
-        c: (_ratio(tp, tp + fp), _ratio(tp, tp + fn), _f1(tp, fp, fn))
-        for c, (tp, fp, fn) in sorted(counts.items())
-    }
-    tp, fp, fn = (sum(v[i] for v in counts.values()) for i in range(3))
+    counts, _, _ = _deploy_counts(
+        deployed,
+        truths,
+        names={int(c): str(v) for c, v in names.items()},
+        iou=DEEPPCB_IOU,
+        strictly_above=True,
+    )
+    tp, fp, fn = _totals(counts)
+    precision, recall, fscore = _rates(tp, fp, fn)
     return DeepPCBScore(
-        precision=_ratio(tp, tp + fp),
-        recall=_ratio(tp, tp + fn),
-        fscore=_f1(tp, fp, fn),
+        precision=precision,
+        recall=recall,
+        fscore=fscore,
         tp=tp,
         fp=fp,
         fn=fn,
-        per_class=per_class,
+        per_class={c: _rates(*counts[c]) for c in sorted(counts)},
     )
 
 
@@ -513,9 +520,17 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def _f1(tp: int, fp: int, fn: int) -> float:
-    # 2PR/(P+R) written on counts: defined (0) when there is nothing to find and nothing found.
-    return _ratio(2 * tp, 2 * tp + fp + fn)
+def _rates(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """(precision, recall, F1) from counts, each 0.0 where its denominator is 0."""
+    # F1 is 2PR/(P+R) written on counts: defined (0) when there is nothing to find and
+    # nothing found.
+    return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def _totals(counts: Mapping[int, Sequence[int]]) -> tuple[int, int, int]:
+    """(tp, fp, fn) summed over the classes of `counts` (class -> [tp, fp, fn])."""
+    tp, fp, fn = (sum(v[i] for v in counts.values()) for i in range(3))
+    return tp, fp, fn
 
 
 def _box(box: np.ndarray) -> tuple[float, float, float, float]:

@@ -12,12 +12,14 @@ Example::
 Images are decoded by `inspection.imaging.read_file` and predicted one at a time, as a frame
 on the line is. Ultralytics validates at conf 0.001 (mAP ranks every box), so the predictor
 given to `score` should too; the deploy threshold only enters precision, recall and F1.
+`score_many` scores several predictors in one pass (each image read once), as the export
+check compares torch with its ONNX variants.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,12 +56,29 @@ def score(
 ) -> ScoredSplit:
     """Run `predict` over every readable image of `samples` and score it against the truth.
     `source` names the data in error messages."""
+    return score_many({label: predict}, names=names, samples=samples, deploy_conf=deploy_conf,
+                      criterion=criterion, progress=progress, label=label, source=source)[label]
+
+
+def score_many(
+    predictors: Mapping[str, Callable[[np.ndarray], Detections]],
+    *,
+    names: dict[int, str],
+    samples: list[Sample],
+    deploy_conf: float = 0.25,
+    criterion: str = "coco",
+    progress: bool = True,
+    label: str = "eval",
+    source: str = "the data",
+) -> dict[str, ScoredSplit]:
+    """`score` for several predictors in one pass: each image is read and its labels parsed
+    once, then given to every predictor. Returns a `ScoredSplit` per key of `predictors`."""
     from tqdm import tqdm
 
     from inspection.errors import DatasetError, ImageError
     from inspection.imaging import read_file
 
-    predictions: list[Detections] = []
+    predictions: dict[str, list[Detections]] = {key: [] for key in predictors}
     truths: list[Detections] = []
     paths: list[Path] = []
     skipped: list[str] = []
@@ -78,14 +97,23 @@ def score(
                 skipped.append(problem)
                 continue
             unlabelled += missing
-        predictions.append(predict(pixels))
+        for key, predict in predictors.items():
+            predictions[key].append(predict(pixels))
         truths.append(truth)
         paths.append(sample.image)
     if not truths:
         named = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise DatasetError(f"{source}: no image could be read with its labels ({named})")
-    evaluation = evaluate(predictions, truths, names=names, deploy_conf=deploy_conf, criterion=criterion)
-    return ScoredSplit(evaluation=evaluation, paths=paths, skipped=skipped, unlabelled=unlabelled)
+    return {
+        key: ScoredSplit(
+            evaluation=evaluate(predicted, truths, names=names, deploy_conf=deploy_conf,
+                                criterion=criterion),
+            paths=list(paths),
+            skipped=list(skipped),
+            unlabelled=unlabelled,
+        )
+        for key, predicted in predictions.items()
+    }
 
 
 def score_onnx(
@@ -99,13 +127,25 @@ def score_onnx(
     progress: bool = True,
 ) -> ScoredSplit:
     """Score an ONNX model through the production `Detector` on `split` of `data`."""
-    from inspection.detector import Detector
     from inspection.errors import DatasetError
-    from inspection.settings import Settings
 
     names, samples = load_split(data, split=split)
     if not samples:
         raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
+    predict = onnx_predictor(model, names=names, data=data, providers=providers)
+    return score(predict, names=names, samples=samples, deploy_conf=deploy_conf,
+                 criterion=criterion, progress=progress, label=f"eval {split}",
+                 source=f"{data} ({split})")
+
+
+def onnx_predictor(
+    model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None
+) -> Callable[[np.ndarray], Detections]:
+    """A predictor for `score`: the ONNX `model` through the production `Detector`, at the
+    ranking threshold, after checking its classes against `names` (those of `data`)."""
+    from inspection.detector import Detector
+    from inspection.settings import Settings
+
     settings = Settings()
     detector = Detector(model, providers=providers or settings.provider_list(), conf=RANKING_CONF,
                         iou=NMS_IOU, max_det=MAX_DET, threads=settings.threads,
@@ -113,9 +153,7 @@ def score_onnx(
     check_classes(model=model, model_names=detector.names, data=data, data_names=names)
     # One image per call: minimal letterbox padding then depends on the image alone, as for
     # a frame on the line, not on which images share a batch.
-    return score(lambda pixels: detector.predict([pixels])[0], names=names, samples=samples,
-                 deploy_conf=deploy_conf, criterion=criterion, progress=progress, label=f"eval {split}",
-                 source=f"{data} ({split})")
+    return lambda pixels: detector.predict([pixels])[0]
 
 
 @dataclass(frozen=True)

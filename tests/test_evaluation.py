@@ -116,6 +116,18 @@ def test_deeppcb_counts_each_truth_once():
     assert result.deeppcb.precision == 0.5
 
 
+def test_deeppcb_needs_iou_strictly_above_0_33_where_the_deploy_view_takes_0_5_itself():
+    # IoU exactly 0.33 (a third of the truth, full height) and exactly 0.5.
+    truths = [truth((0, 0, 100, 100, 0), (200, 0, 300, 100, 1))]
+    predictions = [predicted((0, 0, 33, 100, 0, 0.9), (200, 0, 250, 100, 1, 0.8))]
+
+    result = evaluate(predictions, truths, names=NAMES, criterion="deeppcb")
+
+    assert (result.deeppcb.tp, result.deeppcb.fp, result.deeppcb.fn) == (1, 1, 1)
+    assert result.deeppcb.per_class == {0: (0.0, 0.0, 0.0), 1: (1.0, 1.0, 1.0)}
+    assert [(m.tp, m.fp, m.fn) for m in result.per_class.values()] == [(0, 1, 1), (1, 0, 0)]
+
+
 def test_recall_at_the_deploy_threshold_ignores_lower_scores_but_map_ranks_them():
     truths = [truth((10, 10, 60, 40, 0), (100, 100, 150, 140, 0))]
     predictions = [predicted((10, 10, 60, 40, 0, 0.9), (100, 100, 150, 140, 0, 0.1))]
@@ -265,12 +277,63 @@ def test_map_agrees_with_ultralytics_on_random_boxes(tmp_path):
     assert 0.3 < ours.map50 < 0.95  # the set is neither trivial nor hopeless
 
 
+# -- scoring several predictors ----------------------------------------------------------------
+
+
+def test_score_many_reads_each_image_once_and_scores_each_predictor_as_score_does(
+    tmp_path, monkeypatch
+):
+    import inspection.imaging
+    from inspection.scoring import Sample, score, score_many
+
+    labels = {"a": "0 0.5 0.5 0.25 0.25\n", "b": "1 0.5 0.5 0.5 0.5\n"}
+    data = _yolo_folder(tmp_path / "data", labels)
+    samples = [
+        Sample(image=image, label=data.parent / "labels" / "val" / f"{image.stem}.txt")
+        for image in sorted((data.parent / "images" / "val").glob("*.png"))
+    ]
+    names = {0: "open", 1: "short"}
+
+    def centred(class_id: int, side: float):
+        def predict(pixels: np.ndarray) -> Detections:
+            half = side * pixels.shape[1] / 2
+            return Detections(xyxy=[[32 - half, 32 - half, 32 + half, 32 + half]],
+                              confidence=[0.9], class_id=[class_id], names=names,
+                              image_size=(pixels.shape[1], pixels.shape[0]))
+        return predict
+
+    predictors = {"right open": centred(0, 0.25), "right short": centred(1, 0.5)}
+    reads = []
+    read_file = inspection.imaging.read_file
+    monkeypatch.setattr(
+        inspection.imaging, "read_file", lambda path: (reads.append(path), read_file(path))[1]
+    )
+
+    many = score_many(predictors, names=names, samples=samples, progress=False)
+
+    assert len(reads) == 2
+    assert list(many) == ["right open", "right short"]
+    for key, predict in predictors.items():
+        alone = score(predict, names=names, samples=samples, progress=False)
+        assert many[key].evaluation.to_json() == alone.evaluation.to_json()
+        assert many[key].paths == alone.paths == [s.image for s in samples]
+    assert many["right open"].evaluation.per_class[0].tp == 1
+    assert many["right short"].evaluation.per_class[1].tp == 1
+
+
 # -- the report --------------------------------------------------------------------------------
 
 
-def test_report_writes_a_self_contained_html_with_its_images_embedded(tmp_path):
+def test_report_writes_a_self_contained_html_with_its_images_embedded(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
+    import training.report
     from training.report import write_report
+
+    reads = []
+    read_file = training.report.read_file
+    monkeypatch.setattr(
+        training.report, "read_file", lambda path: (reads.append(path), read_file(path))[1]
+    )
 
     paths = []
     for i in range(2):
@@ -292,6 +355,9 @@ def test_report_writes_a_self_contained_html_with_its_images_embedded(tmp_path):
     assert len(embedded) == 5
     assert not re.search(r"https?://|<link|<script|@import|url\(", text)  # nothing fetched
     assert "m.onnx" in text and "DeepPCB" in text and "short" in text
+    # A false positive and a miss in each image: each image decoded once for its tiles.
+    assert (len(result.false_positives), len(result.misses)) == (2, 2)
+    assert sorted(reads) == sorted(paths)
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import inspection.synth
 from inspection.errors import ConfigError, DatasetError
+from inspection.formats.yolo import label_text
 from inspection.synth import (
     CLASS_NAMES,
     SURFACES,
@@ -97,7 +98,7 @@ def test_a_smaller_dataset_is_a_prefix_of_a_larger_one(tmp_path):
 def test_dataset_image_i_is_the_sample_of_seed_and_index(dataset):
     label = (dataset / "labels" / "train" / "synth_000003.txt").read_text()
     sample = make_sample(sample_seed(3, 3), width=200, height=150)
-    assert label.splitlines() == generator.label_lines(sample.detections)
+    assert label == label_text(sample.detections)
 
 
 # --- labels match pixels ------------------------------------------------------------------------
@@ -212,7 +213,7 @@ def test_dataset_has_yolo_folders_and_one_label_file_per_image(dataset):
     assert image.shape == (150, 200, 3)
 
 
-def test_labels_are_class_and_normalised_box_with_six_decimals(dataset):
+def test_labels_are_class_and_normalised_box_with_eight_decimals(dataset):
     lines = [
         line for path in dataset.glob("labels/*/*.txt") for line in path.read_text().splitlines()
     ]
@@ -220,7 +221,7 @@ def test_labels_are_class_and_normalised_box_with_six_decimals(dataset):
     for line in lines:
         class_id, *numbers = line.split()
         assert int(class_id) in NAMES
-        assert all(len(n.split(".")[1]) == 6 for n in numbers)
+        assert all(len(n.split(".")[1]) == 8 for n in numbers)
         cx, cy, w, h = map(float, numbers)
         assert 0 < w <= 1 and 0 < h <= 1
         assert -1e-6 <= cx - w / 2 and cx + w / 2 <= 1 + 1e-6
@@ -233,10 +234,13 @@ def test_good_parts_get_an_empty_label_file(dataset):
 
 
 def test_data_yaml_points_at_the_dataset_and_names_the_five_classes(dataset):
-    config = yaml.safe_load((dataset / "data.yaml").read_text())
+    text = (dataset / "data.yaml").read_text()
+    assert text.startswith("# Synthetic defects: qc synth --n ")  # how to make it again
+    config = yaml.safe_load(text)
     assert config["path"] == str(dataset.resolve())
     assert (config["train"], config["val"]) == ("images/train", "images/val")
     assert config["names"] == NAMES == CLASS_NAMES
+    assert config["nc"] == len(NAMES)
 
 
 def test_validation_takes_every_fifth_image_starting_with_the_first(dataset):

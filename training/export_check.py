@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from inspection.detections import Detections
-from inspection.scoring import MAX_DET, NMS_IOU, RANKING_CONF, load_split, score, score_onnx
+from inspection.scoring import (
+    MAX_DET,
+    NMS_IOU,
+    RANKING_CONF,
+    load_split,
+    onnx_predictor,
+    score_many,
+)
 from training.ultralytics_env import load_ultralytics
 
 
@@ -41,11 +48,16 @@ def check_exports(
                           class_id=boxes.cls.numpy().astype(int), names=names,
                           image_size=(pixels.shape[1], pixels.shape[0]))
 
-    reference = _summary(score(torch_predict, names=names, samples=samples, progress=progress,
-                               label="check torch", source=f"{data} ({split})").evaluation)
-    report: dict[str, Any] = {"data": str(data), "split": split, "images": len(samples), "torch": reference}
+    # One pass over the split: each image is read once and given to torch and every variant.
+    predictors = {"torch": torch_predict}
     for precision, path in variants.items():
-        got = _summary(score_onnx(path, str(data), split=split, progress=progress).evaluation)
+        predictors[f"onnx {precision}"] = onnx_predictor(path, names=names, data=str(data))
+    scored = score_many(predictors, names=names, samples=samples, progress=progress,
+                        label="check exports", source=f"{data} ({split})")
+    reference = _summary(scored["torch"].evaluation)
+    report: dict[str, Any] = {"data": str(data), "split": split, "images": len(samples), "torch": reference}
+    for precision in variants:
+        got = _summary(scored[f"onnx {precision}"].evaluation)
         report[precision] = {
             **got,
             "delta_map50": round(got["map50"] - reference["map50"], 5),

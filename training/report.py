@@ -67,18 +67,22 @@ def write_report(
         raise QCError(
             f"{out}: cannot create the report folder ({error.strerror}); pick another --report"
         ) from error
+    false_positives = evaluation.false_positives[:gallery_size]
+    misses = _by_class(evaluation.misses, gallery_size)
+    tiles = _tiles(evaluation, [*false_positives, *misses], image_paths)
     figures = {
         "pr_curves.png": _pr_curves(evaluation),
         "confusion_matrix.png": _confusion(evaluation),
         "per_class.png": _per_class_chart(evaluation),
         "false_positives.png": _gallery(
             evaluation,
-            evaluation.false_positives[:gallery_size],
+            false_positives,
+            tiles[: len(false_positives)],
             image_paths,
             title="False positives",
         ),
         "misses.png": _gallery(
-            evaluation, _by_class(evaluation.misses, gallery_size), image_paths, title="Misses"
+            evaluation, misses, tiles[len(false_positives) :], image_paths, title="Misses"
         ),
     }
     for name, png in figures.items():
@@ -200,6 +204,7 @@ def _per_class_chart(evaluation: Evaluation) -> bytes:
 def _gallery(
     evaluation: Evaluation,
     errors: Sequence[Error],
+    tiles: Sequence[np.ndarray],
     image_paths: Sequence[str | Path],
     *,
     title: str,
@@ -212,9 +217,8 @@ def _gallery(
     figure.subplots_adjust(top=1 - 0.8 / height, bottom=0.02, hspace=0.4)
     if not errors:
         figure.text(0.5, 0.5, "none", ha="center", va="center")
-    for index, error in enumerate(errors):
+    for index, (error, tile) in enumerate(zip(errors, tiles)):
         axes = figure.add_subplot(rows, columns, index + 1)
-        tile = _tile(evaluation, error, image_paths[error.image])
         axes.imshow(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
         name = evaluation.names.get(error.class_id, str(error.class_id))
         score = "" if error.score is None else f" {error.score:.2f}"
@@ -223,12 +227,30 @@ def _gallery(
     return _png(figure)
 
 
-def _tile(evaluation: Evaluation, error: Error, path: str | Path) -> np.ndarray:
-    """A square crop around the error's box with every truth and deployed prediction of the
-    image drawn, scaled to _TILE pixels; a grey tile saying so if the image cannot be read."""
-    try:
-        image = read_file(path)
-    except ImageError:
+def _tiles(
+    evaluation: Evaluation, errors: Sequence[Error], image_paths: Sequence[str | Path]
+) -> list[np.ndarray]:
+    """The gallery tile of each error, in order. Each image is decoded once however many of
+    the errors lie in it, and only one decoded image is held at a time."""
+    by_image: dict[int, list[int]] = {}
+    for index, error in enumerate(errors):
+        by_image.setdefault(error.image, []).append(index)
+    tiles: list[np.ndarray] = [np.empty(0)] * len(errors)
+    for image_index, indices in by_image.items():
+        try:
+            image = read_file(image_paths[image_index])
+        except ImageError:
+            image = None
+        for index in indices:
+            tiles[index] = _tile(evaluation, errors[index], image)
+    return tiles
+
+
+def _tile(evaluation: Evaluation, error: Error, image: np.ndarray | None) -> np.ndarray:
+    """A square crop of `image` (decoded, or None if it could not be read) around the error's
+    box with every truth and deployed prediction of the image drawn, scaled to _TILE pixels;
+    a grey tile saying so if the image could not be read."""
+    if image is None:
         tile = np.full((_TILE, _TILE, 3), 200, np.uint8)
         cv2.putText(
             tile, "unreadable", (8, _TILE // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1

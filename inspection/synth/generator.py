@@ -22,11 +22,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from inspection.detections import Detections
 from inspection.errors import ConfigError, DatasetError
+from inspection.formats.yolo import label_text, write_data_yaml
 from inspection.synth.defects import CLASS_NAMES, DRAWERS, MISSING, Stamp
 from inspection.synth.optics import expose
 from inspection.synth.surfaces import SURFACES, Canvas, render_surface
@@ -195,17 +195,6 @@ def is_val(index: int, val_fraction: float) -> bool:
     return after > before
 
 
-def label_lines(detections: Detections) -> list[str]:
-    """YOLO label lines, `class cx cy w h`, normalised to the image and rounded to 6 places."""
-    width, height = detections.image_size
-    lines = []
-    for (x0, y0, x1, y1), class_id in zip(detections.xyxy, detections.class_id):
-        cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
-        w, h = (x1 - x0) / width, (y1 - y0) / height
-        lines.append(f"{int(class_id)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-    return lines
-
-
 def write_dataset(
     out: str | Path,
     *,
@@ -246,22 +235,22 @@ def write_dataset(
         sample = make_sample(sample_seed(seed, index), width=width, height=height,
                              surface=surface, defects=defects)
         encoded = _encode(sample.image, image_format)
-        lines = label_lines(sample.detections)
+        label = label_text(sample.detections)
         split = "val" if is_val(index, val_fraction) else "train"
         stem = f"synth_{index:06d}"
         (root / "images" / split / f"{stem}.{image_format}").write_bytes(encoded)
-        (root / "labels" / split / f"{stem}.txt").write_text("".join(f"{x}\n" for x in lines))
+        (root / "labels" / split / f"{stem}.txt").write_text(label, encoding="utf-8")
         images[split] += 1
-        good += not lines
+        good += not label
         for name in sample.detections.class_names:
             boxes[name] += 1
 
     data_yaml = root / "data.yaml"
-    config = {"path": str(root), "train": "images/train", "val": "images/val",
-              "names": dict(CLASS_NAMES)}
-    data_yaml.write_text(
+    write_data_yaml(data_yaml, names=CLASS_NAMES, splits=["train", "val"], root=root)
+    data_yaml.write_text(  # how to make the dataset again, above the YAML
         f"# Synthetic defects: qc synth --n {n} --seed {seed} --width {width} --height {height}\n"
-        + yaml.safe_dump(config, sort_keys=False)
+        + data_yaml.read_text(encoding="utf-8"),
+        encoding="utf-8",
     )
     return DatasetSummary(root=root, data_yaml=data_yaml, images=images, boxes=boxes, good=good)
 
