@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.common import DEEPPCB, use_repo_home
 from bench.report import table, write_section
 
-DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb" / "data.yaml"
+DEEPPCB_YAML = DEEPPCB / "data.yaml"
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
     source.add_argument("--run", type=Path, help="a finished run folder")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
-    os.environ.setdefault("QC_HOME", str(REPO / ".qc"))
+    use_repo_home()
     qc = [sys.executable, "-m", "qc"]
     if args.recipe:
         out = subprocess.run([*qc, "train", "--recipe", str(args.recipe)], check=True, text=True,
@@ -48,7 +47,7 @@ def main() -> None:
     if not model.is_file():
         subprocess.run([*qc, "export", str(args.run), "--no-check"], check=True, stdout=subprocess.DEVNULL)
     scored = json.loads(subprocess.run(
-        [*qc, "eval", "--model", str(model), "--data", str(DEEPPCB), "--split", "val", "--json",
+        [*qc, "eval", "--model", str(model), "--data", str(DEEPPCB_YAML), "--split", "val", "--json",
          "--criterion", "deeppcb", "--report", str(args.run / "eval-val")],
         check=True, text=True, stdout=subprocess.PIPE).stdout)
     recipe = run.recipe
