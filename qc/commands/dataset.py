@@ -165,7 +165,12 @@ def list_(
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo("no datasets yet; import one with `qc dataset import`")
+        others = [v.ref for v in list_versions(None)] if name else []
+        if others:
+            typer.echo(f"no dataset named {name}; stored: {', '.join(sorted({r.split('@')[0] for r in others}))}",
+                       err=True)
+        else:
+            typer.echo("no datasets yet; import one with `qc dataset import`", err=True)
         return
     typer.echo(f"{'dataset':<28} {'created':<25} {'images':>7} {'boxes':>7} {'classes':>7}  hash")
     for row in rows:

@@ -22,6 +22,9 @@ def _registry():
 def list_models() -> None:
     """Every model name with its versions; * marks production."""
     registry = _registry()
+    if not registry.names():
+        typer.echo(f"no models in {registry.root}; add one with qc models add model.onnx --name NAME "
+                   "or qc export RUN --register NAME", err=True)
     for name in registry.names():
         production = registry.production_version(name)
         versions = " ".join(f"{v}*" if v == production else v for v in registry.versions(name))

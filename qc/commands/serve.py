@@ -106,7 +106,10 @@ def stations_list() -> None:
     """Stations with their current rules version."""
     from inspection.store.records import RecordStore
 
-    for station in RecordStore(_db()).stations():
+    stations = RecordStore(_db()).stations()
+    if not stations:
+        typer.echo("no stations yet; add one with qc stations add STATION [--rules rules.yaml]", err=True)
+    for station in stations:
         state = "enabled" if station.rules.enabled else "disabled"
         typer.echo(f"{station.id}\trules v{station.rules_version}\t{state}\t{station.description}")
 
