@@ -107,7 +107,14 @@ class DatasetVersion:
         return [Problem.from_dict(record) for record in self.manifest.get("problems", [])]
 
     def label_text(self, entry: Mapping[str, Any]) -> str:
-        return (self.path / entry["label"]).read_text(encoding="utf-8")
+        label = self.path / entry["label"]
+        try:
+            return label.read_text(encoding="utf-8")
+        except OSError as error:
+            raise DatasetError(
+                f"{label}: cannot read it ({error.strerror}); {self.ref} was damaged after it was "
+                "written (versions are immutable): import the data again as a new version"
+            ) from error
 
     def images(self, *, split: str | None = None) -> Iterator[LabelledImage]:
         """The version's labelled images (of one split if given), in manifest order."""

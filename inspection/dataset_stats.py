@@ -143,13 +143,9 @@ def diff_versions(a: DatasetVersion, b: DatasetVersion) -> VersionDiff:
     entries_a = {e["sha256"]: e for e in a.entries}
     entries_b = {e["sha256"]: e for e in b.entries}
     common = sorted(set(entries_a) & set(entries_b))
-    relabelled = [
-        sha
-        for sha in common
-        if _boxes_by_name(a, entries_a[sha]) != _boxes_by_name(b, entries_b[sha])
-    ]
+    (boxes_a, counts_a), (boxes_b, counts_b) = _boxes_and_totals(a), _boxes_and_totals(b)
+    relabelled = [sha for sha in common if boxes_a[sha] != boxes_b[sha]]
     moved = [sha for sha in common if entries_a[sha]["split"] != entries_b[sha]["split"]]
-    counts_a, counts_b = _class_totals(a), _class_totals(b)
     classes = list(dict.fromkeys([*counts_a, *counts_b]))
     return VersionDiff(
         a=a.ref,
@@ -195,27 +191,20 @@ def plot_stats(stats: DatasetStats, out: str | Path) -> Path:
     return out
 
 
-def _boxes_by_name(version: DatasetVersion, entry: Mapping[str, Any]) -> list[tuple]:
-    detections, _ = yolo.parse_labels(
-        version.label_text(entry),
-        image_size=(entry["width"], entry["height"]),
-        names=version.names,
-        file=entry["label"],
-    )
-    if detections is None:
-        return [("unreadable",)]
-    # 0.01 px: below any real relabelling, above float noise of the label text.
-    return sorted(
-        (name, *np.round(box, 2).tolist())
-        for name, box in zip(detections.class_names, detections.xyxy)
-    )
-
-
-def _class_totals(version: DatasetVersion) -> dict[str, int]:
+def _boxes_and_totals(version: DatasetVersion) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """Per image (by sha256) its boxes by class name, and the box count per class: one parse
+    of each label. A label damaged since the version was written is a DatasetError."""
+    boxes: dict[str, list[tuple]] = {}
     totals: Counter = Counter()
     for image in version.images():
-        totals.update(image.detections.class_names)
-    return {name: totals[name] for name in version.names.values()}
+        detections = image.detections
+        # 0.01 px: below any real relabelling, above float noise of the label text.
+        boxes[image.lineage["sha256"]] = sorted(
+            (name, *np.round(box, 2).tolist())
+            for name, box in zip(detections.class_names, detections.xyxy)
+        )
+        totals.update(detections.class_names)
+    return boxes, {name: totals[name] for name in version.names.values()}
 
 
 def _shown(entry: Mapping[str, Any]) -> str:

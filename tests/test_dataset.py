@@ -123,6 +123,15 @@ def test_versions_are_read_only_on_disk(v1):
         assert path.stat().st_mode & writable == 0, path
 
 
+def test_a_label_deleted_from_a_version_is_reported_as_damage_not_a_traceback(v1):
+    entry = v1.entries[0]
+    label = v1.path / entry["label"]
+    label.parent.chmod(0o755)
+    label.unlink()
+    with pytest.raises(DatasetError, match="damaged after it was written"):
+        list(v1.images())
+
+
 def test_a_crash_during_import_leaves_no_half_version(tmp_path, store):
     def failing():
         yield LabelledImage(path=write_image(tmp_path / "a.png", seed=1), detections=boxes_for(1))
