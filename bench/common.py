@@ -24,7 +24,7 @@ def model_file(ref: str) -> Path:
     if path.is_file():
         return path
     from inspection.errors import QCError
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from inspection.settings import Settings
 
     try:

@@ -4,7 +4,7 @@ Example::
 
     from pathlib import Path
 
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     detector = Detector("model.onnx")
     detections = detector.predict_bytes(Path("frame.jpg").read_bytes())  # or .predict([bgr, ...])

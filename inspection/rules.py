@@ -31,9 +31,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np

@@ -24,7 +24,7 @@ import time
 
 from fastapi import FastAPI, Request
 
-from inspection.registry import Registry
+from inspection.models.registry import Registry
 from inspection.store.database import Database
 from inspection.store.images import ImageStore
 from inspection.store.keys import KeyStore

@@ -18,9 +18,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from inspection.detector import Detector
+from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
-from inspection.registry import ModelVersion, Registry
+from inspection.models.registry import ModelVersion, Registry
 from serving.settings import ServeSettings
 
 log = logging.getLogger("qc.models")

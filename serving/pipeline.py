@@ -2,7 +2,7 @@
 
     decode + letterbox   (thread pool: off the event loop)
     micro-batch          (serving/batcher.py: one session.run for many frames)
-    boxes + rules        (inspection/postprocess.py, inspection/rules.py)
+    boxes + rules        (inspection/detect/postprocess.py, inspection/rules.py)
     store image, commit  (content-addressed file first, then the record; both durable)
     respond              (only now: an acknowledged verdict is on disk)
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspection import imaging
+from inspection.detect import imaging
+from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
-from inspection.preprocess import LetterboxInfo, to_tensor
 from inspection.rules import decide
 from inspection.store.images import ImageStore
 from inspection.store.records import InspectionRecord, RecordStore, Station

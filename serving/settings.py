@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from inspection.imaging import DEFAULT_MAX_PIXELS
+from inspection.detect.imaging import DEFAULT_MAX_PIXELS
 from inspection.settings import Settings
 
 

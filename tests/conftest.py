@@ -106,7 +106,7 @@ def _train_and_export(folder: Path, *, data_yaml: Path, name: str, epochs: int, 
 @pytest.fixture(scope="session")
 def trained_model() -> TrainedModel:
     """YOLO26n trained for a few minutes on dense synthetic defects."""
-    from inspection.synth import write_dataset
+    from inspection.data.synth import write_dataset
 
     folder = CACHE / f"test-model-v{MODEL_CACHE_VERSION}"
     data = folder.parent / f"test-model-v{MODEL_CACHE_VERSION}-data"

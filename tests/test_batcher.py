@@ -89,8 +89,8 @@ def test_a_frame_past_its_deadline_is_dropped_not_run():
 def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layout):
     """A static batch-1 model runs a batch frame by frame, converting the next frame while
     the current one runs; a dynamic-batch model runs it at once. Either way the rows line up."""
-    from inspection.detector import Detector
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
+    from inspection.detect.detector import Detector
     from serving.model_manager import LoadedModel
     from serving.pipeline import Frame, run_batch
 

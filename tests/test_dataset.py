@@ -12,7 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from inspection.dataset import (
+from inspection.data.formats import LabelledImage, yolo
+from inspection.data.stats import dataset_stats, diff_versions, plot_stats
+from inspection.data.versions import (
     import_dataset,
     list_versions,
     materialise,
@@ -20,10 +22,8 @@ from inspection.dataset import (
     split_for,
     write_version,
 )
-from inspection.dataset_stats import dataset_stats, diff_versions, plot_stats
 from inspection.detections import Detections
 from inspection.errors import DatasetError
-from inspection.formats import LabelledImage, yolo
 
 NAMES = {0: "scratch", 1: "dent"}
 
@@ -360,7 +360,7 @@ def test_diff_shows_added_removed_and_relabelled_images_and_class_changes(tmp_pa
 
 @pytest.mark.parametrize("fmt", ["yolo", "coco", "voc"])
 def test_an_export_imports_again_as_the_same_data(tmp_path, v1, store, fmt):
-    from inspection.dataset import export_version
+    from inspection.data.versions import export_version
 
     integer = fmt == "voc"
     version = v1

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inspection.detect.nms import nms
+from inspection.detect.postprocess import Layout, decode
+from inspection.detect.preprocess import letterbox, scale_boxes
+from inspection.detect.providers import CPU, CUDA, TENSORRT, resolve
 from inspection.detections import Detections
 from inspection.errors import ConfigError, ModelError
-from inspection.nms import nms
-from inspection.postprocess import Layout, decode
-from inspection.preprocess import letterbox, scale_boxes
-from inspection.providers import CPU, CUDA, TENSORRT, resolve
 
 SHAPES = [(640, 640), (2048, 2448), (480, 640), (1000, 333), (37, 1501), (320, 320), (719, 1283)]
 
@@ -131,7 +131,7 @@ def test_unknown_provider_names_the_setting():
 
 
 def test_a_file_that_is_not_onnx_is_refused_by_name(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     bogus = tmp_path / "weights.onnx"
     bogus.write_bytes(b"not a model at all")
@@ -169,7 +169,7 @@ def _tiny_onnx(path, *, output_shape, names="{0: 'a', 1: 'b'}"):
 
 
 def test_an_unknown_output_layout_is_refused_with_what_was_expected(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     path = _tiny_onnx(tmp_path / "odd.onnx", output_shape=(1, 9, 10))  # 2 classes: expects 6 rows
     with pytest.raises(ModelError, match=r"odd\.onnx: unknown output layout \[1, 9, 10\]"):
@@ -177,7 +177,7 @@ def test_an_unknown_output_layout_is_refused_with_what_was_expected(tmp_path):
 
 
 def test_a_raw_layout_model_loads_and_reports_its_io(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     detector = Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)))
     assert detector.layout is Layout.RAW and detector.imgsz == (32, 32) and detector.batch == 1
@@ -186,7 +186,7 @@ def test_a_raw_layout_model_loads_and_reports_its_io(tmp_path):
 
 
 def test_a_static_model_refuses_another_input_size(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     with pytest.raises(ModelError, match="takes 32x32 inputs, not 64x64"):
         Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)), imgsz=64)
@@ -195,7 +195,7 @@ def test_a_static_model_refuses_another_input_size(tmp_path):
 def test_a_decode_reduction_other_than_1_2_4_8_names_the_setting():
     import cv2
 
-    from inspection import imaging
+    from inspection.detect import imaging
     from inspection.errors import ConfigError
 
     jpeg = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))[1].tobytes()
@@ -207,7 +207,7 @@ def test_a_decode_reduction_other_than_1_2_4_8_names_the_setting():
 def test_a_frame_over_the_pixel_limit_is_refused_from_its_header():
     import cv2
 
-    from inspection import imaging
+    from inspection.detect import imaging
     from inspection.errors import ImageTooLarge
 
     png = cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
@@ -253,7 +253,7 @@ def _tiny_dynamic_onnx(path, *, reshape_all=False):
 def test_malformed_metadata_is_a_model_error_naming_the_key_the_value_and_the_fix(key, value):
     import re
 
-    from inspection.model_info import parse_metadata
+    from inspection.detect.model_info import parse_metadata
 
     meta = {"names": "{0: 'scratch'}", "imgsz": "[640, 640]", "stride": "32", key: value}
     with pytest.raises(ModelError, match=rf"metadata {key}='{re.escape(value)}' is not .*qc export"):
@@ -261,7 +261,7 @@ def test_malformed_metadata_is_a_model_error_naming_the_key_the_value_and_the_fi
 
 
 def test_well_formed_metadata_variants_are_read():
-    from inspection.model_info import parse_metadata
+    from inspection.detect.model_info import parse_metadata
 
     info = parse_metadata({"names": "['scratch', 'dent']", "imgsz": "[640]", "stride": "32"})
     assert info.names == {0: "scratch", 1: "dent"} and info.imgsz == (640, 640) and info.stride == 32
@@ -269,7 +269,7 @@ def test_well_formed_metadata_variants_are_read():
 
 
 def test_a_model_with_malformed_metadata_is_refused_with_its_path(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     path = _tiny_onnx(tmp_path / "odd-names.onnx", output_shape=(1, 6, 10), names="scratch,dent")
     with pytest.raises(ModelError, match=r"odd-names\.onnx: metadata names='scratch,dent'"):
@@ -277,7 +277,7 @@ def test_a_model_with_malformed_metadata_is_refused_with_its_path(tmp_path):
 
 
 def test_a_dynamic_model_refuses_an_imgsz_that_is_not_a_multiple_of_its_stride(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     path = _tiny_dynamic_onnx(tmp_path / "dynamic.onnx")
     assert Detector(path, imgsz=96).imgsz == (96, 96)
@@ -287,7 +287,7 @@ def test_a_dynamic_model_refuses_an_imgsz_that_is_not_a_multiple_of_its_stride(t
 
 
 def test_a_model_that_loads_but_cannot_run_is_a_model_error_not_an_onnx_runtime_one(tmp_path):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     path = _tiny_dynamic_onnx(tmp_path / "broken.onnx", reshape_all=True)
     with pytest.raises(ModelError, match=r"broken\.onnx: cannot run here \(.+\); .*--providers cpu"):
@@ -295,8 +295,8 @@ def test_a_model_that_loads_but_cannot_run_is_a_model_error_not_an_onnx_runtime_
 
 
 def test_a_requested_gpu_provider_that_does_not_start_is_reported_and_cpu_runs(tmp_path, caplog):
-    from inspection.detector import Detector
-    from inspection.providers import available
+    from inspection.detect.detector import Detector
+    from inspection.detect.providers import available
 
     if CUDA in available():
         pytest.skip("CUDA is available here: no fallback to report")

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from inspection.registry import Registry
+from inspection.models.registry import Registry
 from inspection.rules import StationRules
 from inspection.settings import Settings
 from inspection.store.database import Database

@@ -1,4 +1,4 @@
-"""`qc eval` and `inspection.evaluation`: what the scores mean, on hand-made boxes.
+"""`qc eval` and `inspection.evaluate.metrics`: what the scores mean, on hand-made boxes.
 
 Boxes here are xyxy in pixels. A truth box is written T(...), a prediction P(..., score).
 No model is trained: the command is run on a hand-made ONNX file whose output is constant.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from inspection.detections import Detections
-from inspection.evaluation import box_iou, evaluate
+from inspection.evaluate.metrics import box_iou, evaluate
 
 NAMES = {0: "open", 1: "short"}
 SIZE = (640, 480)
@@ -283,8 +283,8 @@ def test_map_agrees_with_ultralytics_on_random_boxes(tmp_path):
 def test_score_many_reads_each_image_once_and_scores_each_predictor_as_score_does(
     tmp_path, monkeypatch
 ):
-    import inspection.imaging
-    from inspection.scoring import Sample, score, score_many
+    import inspection.detect.imaging
+    from inspection.evaluate.scoring import Sample, score, score_many
 
     labels = {"a": "0 0.5 0.5 0.25 0.25\n", "b": "1 0.5 0.5 0.5 0.5\n"}
     data = _yolo_folder(tmp_path / "data", labels)
@@ -304,9 +304,9 @@ def test_score_many_reads_each_image_once_and_scores_each_predictor_as_score_doe
 
     predictors = {"right open": centred(0, 0.25), "right short": centred(1, 0.5)}
     reads = []
-    read_file = inspection.imaging.read_file
+    read_file = inspection.detect.imaging.read_file
     monkeypatch.setattr(
-        inspection.imaging, "read_file", lambda path: (reads.append(path), read_file(path))[1]
+        inspection.detect.imaging, "read_file", lambda path: (reads.append(path), read_file(path))[1]
     )
 
     many = score_many(predictors, names=names, samples=samples, progress=False)
@@ -476,7 +476,7 @@ def test_eval_command_names_the_data_yaml_when_the_split_is_missing(tmp_path, cl
 
 def test_eval_command_reads_a_dataset_version(tmp_path, cli, qc_home):
     pytest.importorskip("onnxruntime")
-    from inspection.dataset import import_dataset
+    from inspection.data.versions import import_dataset
 
     model = _constant_model(tmp_path / "m.onnx", boxes=[(32, 32, 20, 20, 0, 0.9)])
     centre = "0 0.5 0.5 0.3125 0.3125\n"

@@ -9,9 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.data.formats import (
+    LabelledImage,
+    Problem,
+    coco,
+    format_module,
+    labelstudio,
+    voc,
+    yolo,
+)
 from inspection.detections import Detections
 from inspection.errors import DatasetError
-from inspection.formats import LabelledImage, Problem, coco, format_module, labelstudio, voc, yolo
 
 NAMES = {0: "scratch", 1: "dent", 2: "stain"}
 SIZES = [(96, 64), (80, 80), (64, 120), (101, 77), (128, 96), (72, 50)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.providers import CPU, CUDA, TENSORRT, available
+from inspection.detect.providers import CPU, CUDA, TENSORRT, available
 
 pytestmark = pytest.mark.gpu
 
@@ -18,8 +18,8 @@ def _need(provider: str) -> None:
 
 @pytest.mark.parametrize("provider", [CUDA, TENSORRT])
 def test_the_detector_runs_on_the_gpu_with_the_cpus_boxes(provider, untrained_model, tmp_path):
-    from inspection.detector import Detector
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
+    from inspection.detect.detector import Detector
 
     _need(provider)
     image = make_sample(3, width=320, height=320).image
@@ -33,7 +33,7 @@ def test_the_detector_runs_on_the_gpu_with_the_cpus_boxes(provider, untrained_mo
 
 
 def test_asking_for_a_gpu_without_one_falls_back_to_cpu(untrained_model):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     if CUDA in available():
         pytest.skip("this machine has CUDA")

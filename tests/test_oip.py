@@ -52,7 +52,7 @@ def export_untrained(settings) -> Path:
 def served(tmp_path_factory):
     import uvicorn
 
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from inspection.rules import StationRules
     from inspection.store.database import Database
     from inspection.store.keys import KeyStore
@@ -238,7 +238,7 @@ def test_encoded_images_come_back_as_detections_decoded_like_the_detector_does(
 ):
     from tritonclient import http
 
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     frames = [encoded("jpg"), encoded("png", size=(200, 150), seed=2)]
     image = http.InferInput("image", [2], "BYTES")
@@ -270,7 +270,7 @@ def test_encoded_images_come_back_as_detections_decoded_like_the_detector_does(
 
 
 def _to_nchw(letterboxed_bgr: np.ndarray) -> np.ndarray:
-    from inspection.preprocess import to_tensor
+    from inspection.detect.preprocess import to_tensor
 
     return to_tensor([letterboxed_bgr])
 
@@ -529,14 +529,14 @@ def test_v2_requests_are_counted_in_the_latency_metric(client, served):
 
 @pytest.fixture(scope="module")
 def loaded(served):
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
     from serving.model_manager import LoadedModel
 
     return LoadedModel(MODEL, "v1", Detector(served.model_path))
 
 
 def _station_frame(detector):
-    from inspection import imaging
+    from inspection.detect import imaging
     from serving.pipeline import Frame
 
     data = encoded("jpg")

@@ -17,8 +17,8 @@ HEAVY = ("torch", "ultralytics", "fastapi", "albumentations", "supervision", "la
 
 def test_the_core_and_the_predict_command_import_nothing_heavy():
     code = (
-        "import sys, inspection.detector, inspection.rules, inspection.store.records, inspection.registry, "
-        "inspection.evaluation, inspection.dataset, qc.cli; "
+        "import sys, inspection.detect.detector, inspection.rules, inspection.store.records, inspection.models.registry, "
+        "inspection.evaluate.metrics, inspection.data.versions, qc.cli; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -44,7 +44,7 @@ def test_there_is_no_top_level_datasets_package():
 def test_qc_predict_works_in_a_venv_with_only_the_cpu_extra(tmp_path, trained_model):
     import cv2
 
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from inspection.evaluation import box_iou
+from inspection.evaluate.metrics import box_iou
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def synthetic_frames(tmp_path_factory) -> list[Path]:
     """Held-out synthetic frames of several sizes, none seen in training."""
     import cv2
 
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
 
     folder = tmp_path_factory.mktemp("frames")
     paths = []

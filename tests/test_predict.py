@@ -16,7 +16,7 @@ from qc.cli import app
 
 @pytest.fixture
 def frames(tmp_path) -> Path:
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
 
     folder = tmp_path / "frames"
     (folder / "sub").mkdir(parents=True)
@@ -68,7 +68,7 @@ def test_save_writes_annotated_copies(untrained_model, frames, qc_home, tmp_path
 
 
 def test_same_named_images_in_two_folders_are_both_saved(untrained_model, tmp_path, qc_home):
-    from inspection.synth import make_sample
+    from inspection.data.synth import make_sample
 
     dup = tmp_path / "dup"
     for i, folder in enumerate(["a", "b"]):
@@ -138,7 +138,7 @@ def test_an_fp16_model_with_fp16_inputs_gives_the_same_boxes(untrained_model, fr
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     half = tmp_path / "half.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(untrained_model)), keep_io_types=False), str(half))

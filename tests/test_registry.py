@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from inspection import promotion
 from inspection.errors import Conflict, NotFound, PromotionRefused, RegistryError
-from inspection.gate import GatePolicy, compare
-from inspection.registry import Registry
+from inspection.models import promotion
+from inspection.models.gate import GatePolicy, compare
+from inspection.models.registry import Registry
 
 
 def evaluation(map50_95: float, **recalls: float) -> dict:
@@ -134,7 +134,7 @@ def test_a_corrupt_holdout_file_is_a_registry_error_with_the_fix(registry, model
 
 
 def test_a_model_file_is_hashed_once_while_it_is_unchanged(registry, model_file, monkeypatch):
-    from inspection import registry as registry_module
+    from inspection.models import registry as registry_module
 
     hashed = []
     real = registry_module.sha256_file

@@ -22,7 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 
-from inspection.registry import Registry
+from inspection.models.registry import Registry
 from inspection.rules import StationRules
 from inspection.store.database import Database
 from inspection.store.keys import KeyStore

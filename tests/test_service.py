@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from inspection.registry import Registry
+from inspection.models.registry import Registry
 from inspection.store.records import InspectionFilter, InspectionRecord
 from serving.app import create_app
 from serving.settings import ServeSettings

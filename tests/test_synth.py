@@ -1,4 +1,4 @@
-"""What `inspection.synth` and `qc synth` promise: reproducible frames, exact labels, a YOLO
+"""What `inspection.data.synth` and `qc synth` promise: reproducible frames, exact labels, a YOLO
 dataset that Ultralytics reads as it is."""
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import inspection.synth
-from inspection.errors import ConfigError, DatasetError
-from inspection.formats.yolo import label_text
-from inspection.synth import (
+import inspection.data.synth
+from inspection.data.formats.yolo import label_text
+from inspection.data.synth import (
     CLASS_NAMES,
     SURFACES,
     defects,
@@ -30,6 +29,7 @@ from inspection.synth import (
     surfaces,
     write_dataset,
 )
+from inspection.errors import ConfigError, DatasetError
 
 NAMES = {0: "scratch", 1: "dent", 2: "crack", 3: "particle", 4: "missing"}
 
@@ -303,7 +303,7 @@ def test_qc_synth_reports_a_bad_surface_as_a_qc_error(tmp_path):
 
 def test_synth_imports_neither_torch_nor_ultralytics():
     code = (
-        "import sys, inspection.synth, qc.commands.synth; "
+        "import sys, inspection.data.synth, qc.commands.synth; "
         "print(sorted(m for m in ('torch', 'ultralytics') if m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -311,7 +311,7 @@ def test_synth_imports_neither_torch_nor_ultralytics():
     assert output.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", [inspection.synth, surfaces, defects, optics, generator])
+@pytest.mark.parametrize("module", [inspection.data.synth, surfaces, defects, optics, generator])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module).failed == 0
 

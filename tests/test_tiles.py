@@ -19,7 +19,7 @@ def test_tiles_cover_the_frame_with_the_asked_overlap():
 
 
 def test_every_defect_lies_whole_in_some_tile_at_its_original_pixel_size(tmp_path):
-    from inspection.synth import write_dataset
+    from inspection.data.synth import write_dataset
 
     summary = write_dataset(tmp_path / "src", n=6, seed=2, width=640, height=480, val_fraction=0.5,
                             defects=(3, 5))

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from inspection.synth import write_dataset
+    from inspection.data.synth import write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("tiny"), n=24, seed=3, width=160, height=160).data_yaml
 
@@ -101,7 +101,7 @@ def test_weights_are_never_downloaded(qc_home, settings, tiny_data):
 def test_export_registers_and_promotes_what_it_wrote(qc_home, trained_model, tmp_path):
     from typer.testing import CliRunner
 
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from qc.cli import app
 
     runner = CliRunner()

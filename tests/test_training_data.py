@@ -14,7 +14,7 @@ from training.data import prepare
 
 @pytest.fixture
 def source(tmp_path):
-    from inspection.synth import write_dataset
+    from inspection.data.synth import write_dataset
 
     summary = write_dataset(tmp_path / "src", n=5, seed=1, width=96, height=96)
     text = summary.data_yaml.read_text().replace(f"path: {summary.root}\n", "")  # like DeepPCB's

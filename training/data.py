@@ -23,9 +23,9 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from inspection.data.formats._image_files import IMAGE_SUFFIXES
+from inspection.data.formats.yolo import DataYaml, SplitImage, label_path_for, read_data_yaml
 from inspection.errors import DatasetError
-from inspection.formats._image_files import IMAGE_SUFFIXES
-from inspection.formats.yolo import DataYaml, SplitImage, label_path_for, read_data_yaml
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def prepare(data: str | Path, *, workdir: Path) -> TrainingData:
 
 
 def _from_version(reference: str, *, workdir: Path) -> TrainingData:
-    from inspection.dataset import materialise, open_version
+    from inspection.data.versions import materialise, open_version
 
     version = open_version(reference)
     return TrainingData(
@@ -60,7 +60,7 @@ def _from_version(reference: str, *, workdir: Path) -> TrainingData:
 
 
 def _from_yaml(path: Path, *, workdir: Path) -> TrainingData:
-    # Read as evaluation reads it (inspection.scoring), so both see the same images.
+    # Read as evaluation reads it (inspection.evaluate.scoring), so both see the same images.
     data = read_data_yaml(path)
     for split in ("train", "val"):
         if split not in data.splits:

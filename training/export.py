@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from inspection.detect.model_info import qc_metadata
 from inspection.errors import ConfigError, ModelError
-from inspection.model_info import qc_metadata
 from training.ultralytics_env import load_ultralytics
 
 Precision = Literal["fp32", "fp16", "int8"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.detections import Detections
-from inspection.scoring import (
+from inspection.evaluate.scoring import (
     MAX_DET,
     NMS_IOU,
     RANKING_CONF,

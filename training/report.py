@@ -2,7 +2,7 @@
 
 Example::
 
-    from inspection.evaluation import evaluate
+    from inspection.evaluate.metrics import evaluate
     from training.report import write_report
 
     result = evaluate(predictions, truths, names=names, deploy_conf=0.25)
@@ -29,10 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspection.detect.imaging import read_file
 from inspection.detections import Detections
 from inspection.errors import ImageError, QCError
-from inspection.evaluation import Error, Evaluation
-from inspection.imaging import read_file
+from inspection.evaluate.metrics import Error, Evaluation
 
 _GREEN = (60, 170, 60)  # BGR: truth
 _RED = (40, 40, 220)  # BGR: prediction

@@ -26,9 +26,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from inspection.data.formats.yolo import label_path_for, parse_labels, read_data_yaml
+from inspection.detect.imaging import read_file
 from inspection.errors import ConfigError, DatasetError, ImageError
-from inspection.formats.yolo import label_path_for, parse_labels, read_data_yaml
-from inspection.imaging import read_file
 from training.data import TrainingData
 
 

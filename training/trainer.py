@@ -89,7 +89,7 @@ def _model_source(recipe: Recipe, settings: Settings) -> str:
     if Path(model).is_file():
         return str(Path(model).resolve())
     if "@" in model:  # a registry version to fine-tune, e.g. pcb@v3 or pcb@production
-        from inspection.registry import Registry
+        from inspection.models.registry import Registry
 
         entry = Registry(settings.models_dir).resolve(model)
         if entry.weights_path is None:

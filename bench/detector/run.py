@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import DEEPPCB, model_file, use_repo_home
 from bench.report import table, write_section
+from inspection.data.formats.yolo import parse_labels
+from inspection.detect.detector import Detector
 from inspection.detections import Detections
-from inspection.detector import Detector
-from inspection.evaluation import evaluate
-from inspection.formats.yolo import parse_labels
+from inspection.evaluate.metrics import evaluate
 
 CAMERA = (2448, 2048)
 
@@ -87,7 +87,7 @@ def main() -> None:
 
     small, camera, _truth_small, truth_camera, names = load_frames(args.images)
     camera_path = Path(args.camera_model) if args.camera_model else model_path
-    from inspection.preprocess import to_tensor
+    from inspection.detect.preprocess import to_tensor
     from training.ultralytics_env import load_ultralytics
 
     rows = []
@@ -136,7 +136,7 @@ def main() -> None:
         "qc full decode": accuracy(lambda d: detector.predict_bytes(d, conf=0.001, reduce=1), camera, truth_camera),
         "ultralytics": accuracy(ul_detections, camera, truth_camera),
     }
-    from inspection import imaging
+    from inspection.detect import imaging
 
     auto = imaging.reduction_for(imaging.probe(camera[0]), input_size=(detector.imgsz[1], detector.imgsz[0]))
     square = models["640x640 DeepPCB JPEG"][0]

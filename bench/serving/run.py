@@ -48,8 +48,8 @@ def bare_throughput(model: Path, frames: list[bytes], seconds: float, *, threads
     20-30% slower than real frames on this model), `concurrent` calls at a time."""
     import threading
 
-    from inspection.detector import Detector
-    from inspection.preprocess import to_tensor
+    from inspection.detect.detector import Detector
+    from inspection.detect.preprocess import to_tensor
 
     detector = Detector(model, threads=threads)
     tensors = [to_tensor([detector.prepare(detector.load_bytes(d)[0])[0]]) for d in frames]

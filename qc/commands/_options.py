@@ -23,7 +23,7 @@ Providers = Annotated[
 def provider_list(flag: str | None, settings: Settings | None = None) -> list[str]:
     """The providers to ask for: `--providers` when given, else QC_PROVIDERS (Settings), split
     as `Settings.provider_list` splits it. An unknown name is a ConfigError when the detector
-    opens the model (`inspection.providers.resolve`)."""
+    opens the model (`inspection.detect.providers.resolve`)."""
     from inspection.settings import Settings
 
     if flag is not None:

@@ -8,7 +8,7 @@ Example::
     qc dataset diff bottles@v1 bottles@v2
     qc dataset export bottles@v2 --format coco --out /tmp/bottles-coco
 
-Versions live under $QC_HOME/datasets/<name>/<version>/ (see inspection.dataset).
+Versions live under $QC_HOME/datasets/<name>/<version>/ (see inspection.data.versions).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def import_(
     Files that cannot be imported (a missing label, an unknown class, a corrupt image, ...)
     are listed by name and recorded in the manifest; the other images are imported.
     """
-    from inspection.dataset import import_dataset
+    from inspection.data.versions import import_dataset
 
     version_ = import_dataset(
         source,
@@ -145,7 +145,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List stored versions: name@version, created, images, boxes, classes, content hash."""
-    from inspection.dataset import list_versions
+    from inspection.data.versions import list_versions
 
     versions = list_versions(name)
     rows = [
@@ -189,8 +189,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
 ) -> None:
     """Class counts per split, box sizes, unlabelled and duplicate images, label errors."""
-    from inspection.dataset import open_version
-    from inspection.dataset_stats import dataset_stats, plot_stats
+    from inspection.data.stats import dataset_stats, plot_stats
+    from inspection.data.versions import open_version
 
     result = dataset_stats(open_version(ref))
     if plot is not None:
@@ -233,8 +233,8 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
 ) -> None:
     """Images added, removed or relabelled from A to B, and class count changes."""
-    from inspection.dataset import open_version
-    from inspection.dataset_stats import diff_versions
+    from inspection.data.stats import diff_versions
+    from inspection.data.versions import open_version
 
     change = diff_versions(open_version(a), open_version(b))
     if as_json:
@@ -266,7 +266,7 @@ def export(
     out: Annotated[Path, typer.Option(help="A new or empty folder to write into.")],
 ) -> None:
     """Write a version in another format, with its splits, for other tools."""
-    from inspection.dataset import export_version, open_version
+    from inspection.data.versions import export_version, open_version
 
     version = open_version(ref)
     written = export_version(version, format=format.value, out=out)

@@ -6,10 +6,10 @@ Example::
     qc eval --model candidate.onnx --data deeppcb@v3 --split test --json > candidate.json
     qc eval --model candidate.onnx --data deeppcb@v3 --report reports/candidate --criterion deeppcb
 
-Images are decoded by `inspection.imaging.read_file` and run through `Detector.predict`, one
+Images are decoded by `inspection.detect.imaging.read_file` and run through `Detector.predict`, one
 image at a time, exactly as production runs the model; no Ultralytics or torch is involved,
 so an fp16 or int8 export is scored as itself. mAP is computed by pycocotools
-(`inspection.evaluation`); `--report` also needs matplotlib (the `train` extra).
+(`inspection.evaluate.metrics`); `--report` also needs matplotlib (the `train` extra).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import typer
 from qc.commands._options import Providers, provider_list
 
 if TYPE_CHECKING:
-    from inspection.evaluation import Evaluation
+    from inspection.evaluate.metrics import Evaluation
 
 
 class Criterion(str, Enum):
@@ -77,7 +77,7 @@ def evaluate(
     """Score a model on labelled images: COCO mAP50 and mAP50-95 (pycocotools), and
     per-class precision, recall and F1 at the deploy threshold."""
     from inspection.errors import ConfigError
-    from inspection.scoring import score_onnx, warn
+    from inspection.evaluate.scoring import score_onnx, warn
 
     if report is not None and importlib.util.find_spec("matplotlib") is None:
         # Checked before scoring: the split is not scored only to fail at the plots.

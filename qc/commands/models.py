@@ -12,7 +12,7 @@ app = typer.Typer(help="The model registry under $QC_HOME/models.", no_args_is_h
 
 
 def _registry():
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from inspection.settings import Settings
 
     return Registry(Settings().models_dir)
@@ -41,7 +41,7 @@ def show(ref: Annotated[str, typer.Argument(help="name@version, name@latest, or 
 def card_for(model: Path) -> dict:
     """A registry card from what the ONNX file says about itself (it is loaded and warmed up
     once, so a file that is not a working detection model is refused here)."""
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     detector = Detector(model, providers=["cpu"])
     qc_meta = detector.info.qc
@@ -100,7 +100,7 @@ def _set_holdout(registry, name: str, data: str) -> str:
     """Check and store a holdout: NAME must have versions; a data.yaml (or its folder) must
     exist and is stored as an absolute path; a dataset version must open and is stored as
     NAME@VERSION (so "pcb" or "pcb@latest" freeze the version that is newest now)."""
-    from inspection.dataset import open_version
+    from inspection.data.versions import open_version
     from inspection.errors import DatasetError, NotFound
 
     if not registry.versions(name):
@@ -124,7 +124,7 @@ def _set_holdout(registry, name: str, data: str) -> str:
 
 
 def _evaluate_on_holdout(registry, entry, holdout: str, split: str):
-    from inspection.scoring import score_onnx
+    from inspection.evaluate.scoring import score_onnx
 
     result = score_onnx(entry.model_path, holdout, split=split).evaluation
     evaluations = {**entry.card.get("evaluations", {}), holdout: result.to_json()}
@@ -133,7 +133,7 @@ def _evaluate_on_holdout(registry, entry, holdout: str, split: str):
 
 def _promote(name: str, version: str, *, force: bool, holdout: str | None, split: str,
              err: bool = False) -> None:
-    from inspection import promotion
+    from inspection.models import promotion
 
     registry = _registry()  # one Registry: it hashes each model file once
     if holdout:

@@ -111,8 +111,8 @@ def predict(
     """
     import cv2
 
-    from inspection.detector import Detector
-    from inspection.drawing import draw
+    from inspection.detect.detector import Detector
+    from inspection.detect.drawing import draw
     from inspection.errors import ImageError
     from inspection.settings import Settings
 

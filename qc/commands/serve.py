@@ -42,7 +42,7 @@ def _preflight(settings) -> None:
     """What the service checks at start, checked here first: a problem is then one line that
     names the fix, not an application-startup traceback from uvicorn."""
     from inspection.errors import NotFound
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from inspection.store.database import Database
 
     Database.from_settings(settings).dispose()  # reachable, and migrated
@@ -117,7 +117,7 @@ def stations_list() -> None:
 def _check_classes(rules) -> None:
     """As the service does: rules must name classes the production model (QC_MODEL_NAME)
     detects. Without a production model yet, there is nothing to check against."""
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
     from inspection.settings import Settings
 
     settings = Settings()

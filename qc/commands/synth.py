@@ -80,8 +80,8 @@ def synth(
     Each box is the tight box of the pixels its defect changed.
     """
     # Imported here so that `qc --help` does not pay for OpenCV.
+    from inspection.data.synth import write_dataset
     from inspection.errors import ConfigError
-    from inspection.synth import write_dataset
 
     counts_range = None
     if defects is not None:

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 
-from inspection import imaging
+from inspection.detect import imaging
 from inspection.errors import ImageError, ImageTooLarge
 from inspection.store.keys import ApiKey
 from serving.auth import check_station, require

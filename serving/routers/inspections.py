@@ -9,9 +9,9 @@ import cv2
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from inspection import imaging
+from inspection.detect import imaging
+from inspection.detect.drawing import draw
 from inspection.detections import Detections
-from inspection.drawing import draw
 from inspection.errors import ImageError, NotFound
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from inspection import promotion
+from inspection.models import promotion
 from inspection.store.keys import ApiKey
 from serving.auth import require
 from serving.schemas import PromoteIn, ShadowIn

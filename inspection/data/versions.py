@@ -2,7 +2,7 @@
 
 Example::
 
-    from inspection.dataset import import_dataset, materialise, open_version
+    from inspection.data.versions import import_dataset, materialise, open_version
 
     version = import_dataset("export.json", format="labelstudio", name="bottles",
                              images="/srv/label-studio/media")      # -> bottles@v1, v2, ...
@@ -31,7 +31,7 @@ images [{sha256, file, label, width, height, split, boxes, lineage}], problems [
 message, skipped, image}]. `content_hash` is the sha256 over the class map and, for each image
 in hash order, its hash, split and label text: what training sees, nothing else.
 
-Stats, diffs and plots live in `inspection.dataset_stats`.
+Stats, diffs and plots live in `inspection.data.stats`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from inspection.data.formats import SPLITS, LabelledImage, Problem, format_module, yolo
 from inspection.errors import DatasetError
-from inspection.formats import SPLITS, LabelledImage, Problem, format_module, yolo
 from inspection.settings import Settings
 
 MANIFEST = "manifest.json"

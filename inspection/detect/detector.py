@@ -2,7 +2,7 @@
 
 Example::
 
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
 
     detector = Detector("model.onnx", conf=0.25, iou=0.7)      # warms up on load
     detections = detector.predict([image_bgr])[0]                # Ultralytics-identical boxes
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection import imaging
-from inspection import providers as _providers
+from inspection.detect import imaging
+from inspection.detect import providers as _providers
+from inspection.detect.model_info import ModelInfo, parse_metadata
+from inspection.detect.postprocess import Layout, decode
+from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 from inspection.detections import Detections
 from inspection.errors import ModelError
-from inspection.model_info import ModelInfo, parse_metadata
-from inspection.postprocess import Layout, decode
-from inspection.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 
 _EXPECTED = (
     "expected a detection model exported by `qc export` or Ultralytics "

@@ -3,7 +3,7 @@
 
 Example::
 
-    from inspection.formats import Problem, coco
+    from inspection.data.formats import Problem, coco
 
     for item in coco.read("data/bottles/annotations.json", images="data/bottles/images"):
         if not isinstance(item, Problem):
@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from inspection.errors import DatasetError, ImageError
-from inspection.formats._boxes import checked_detections
-from inspection.formats._image_files import (
+from inspection.data.formats._boxes import checked_detections
+from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     image_size,
     unique_file_names,
 )
-from inspection.formats.labelled import LabelledImage, Problem
+from inspection.data.formats.labelled import LabelledImage, Problem
+from inspection.errors import DatasetError, ImageError
 
 _SPLIT_WORDS = re.compile(r"(?<![a-z])(train|val|valid|validation|test)(?![a-z])")
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

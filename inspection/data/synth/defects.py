@@ -3,8 +3,8 @@
 Example::
 
     >>> import numpy as np
-    >>> from inspection.synth.defects import CLASS_NAMES, DRAWERS
-    >>> from inspection.synth.surfaces import render_surface
+    >>> from inspection.data.synth.defects import CLASS_NAMES, DRAWERS
+    >>> from inspection.data.synth.surfaces import render_surface
     >>> rng = np.random.default_rng(3)
     >>> canvas = render_surface("metal", rng, width=320, height=320)
     >>> stamp = DRAWERS[2](canvas, rng)          # a crack
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inspection.synth.surfaces import SHIFT, Canvas, fixed, smooth_noise
+from inspection.data.synth.surfaces import SHIFT, Canvas, fixed, smooth_noise
 
 CLASS_NAMES = {0: "scratch", 1: "dent", 2: "crack", 3: "particle", 4: "missing"}
 SCRATCH, DENT, CRACK, PARTICLE, MISSING = range(5)

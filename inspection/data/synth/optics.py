@@ -3,7 +3,7 @@
 Example::
 
     >>> import numpy as np
-    >>> from inspection.synth.optics import expose
+    >>> from inspection.data.synth.optics import expose
     >>> scene = np.full((120, 160, 3), 128, np.float32)
     >>> frame = expose(scene, np.random.default_rng(0))
     >>> frame.shape, frame.dtype.name

@@ -4,7 +4,7 @@ Example::
 
     >>> import numpy as np
     >>> from inspection.detections import Detections
-    >>> from inspection.evaluation import evaluate
+    >>> from inspection.evaluate.metrics import evaluate
     >>> names = {0: "scratch", 1: "dent"}
     >>> truth = Detections(xyxy=[[10, 10, 50, 30]], confidence=[1.0], class_id=[0], names=names)
     >>> found = Detections(xyxy=[[11, 10, 50, 31]], confidence=[0.9], class_id=[0], names=names)

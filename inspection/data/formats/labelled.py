@@ -3,7 +3,7 @@
 Example::
 
     >>> from inspection.detections import Detections
-    >>> from inspection.formats.labelled import LabelledImage, Problem
+    >>> from inspection.data.formats.labelled import LabelledImage, Problem
     >>> image = LabelledImage(
     ...     path="frames/0001.png",
     ...     detections=Detections.empty(names={0: "scratch"}, image_size=(640, 480)),

@@ -3,13 +3,13 @@ check share, so the three numbers are computed the same way.
 
 Example::
 
-    from inspection.scoring import load_split, score
+    from inspection.evaluate.scoring import load_split, score
 
     names, samples = load_split("deeppcb@v3", split="test")
     run = score(lambda pixels: detector.predict([pixels])[0], names=names, samples=samples)
     run.evaluation.map50_95
 
-Images are decoded by `inspection.imaging.read_file` and predicted one at a time, as a frame
+Images are decoded by `inspection.detect.imaging.read_file` and predicted one at a time, as a frame
 on the line is. Ultralytics validates at conf 0.001 (mAP ranks every box), so the predictor
 given to `score` should too; the deploy threshold only enters precision, recall and F1.
 `score_many` scores several predictors in one pass (each image read once), as the export
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.detections import Detections
-from inspection.evaluation import Evaluation, evaluate
+from inspection.evaluate.metrics import Evaluation, evaluate
 
 # Ultralytics validates at conf 0.001: mAP ranks every box the model gives, so the model
 # must not cut them at the deploy threshold first. 0.7 and 300 are its NMS defaults too.
@@ -75,8 +75,8 @@ def score_many(
     once, then given to every predictor. Returns a `ScoredSplit` per key of `predictors`."""
     from tqdm import tqdm
 
+    from inspection.detect.imaging import read_file
     from inspection.errors import DatasetError, ImageError
-    from inspection.imaging import read_file
 
     predictions: dict[str, list[Detections]] = {key: [] for key in predictors}
     truths: list[Detections] = []
@@ -143,7 +143,7 @@ def onnx_predictor(
 ) -> Callable[[np.ndarray], Detections]:
     """A predictor for `score`: the ONNX `model` through the production `Detector`, at the
     ranking threshold, after checking its classes against `names` (those of `data`)."""
-    from inspection.detector import Detector
+    from inspection.detect.detector import Detector
     from inspection.settings import Settings
 
     settings = Settings()
@@ -172,9 +172,9 @@ def load_split(data: str, *, split: str) -> tuple[dict[int, str], list[Sample]]:
 
 
 def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[Sample]]:
-    from inspection.dataset import open_version
+    from inspection.data.formats import SPLITS
+    from inspection.data.versions import open_version
     from inspection.errors import DatasetError
-    from inspection.formats import SPLITS
 
     version = open_version(reference)
     samples = [
@@ -190,8 +190,8 @@ def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[S
 
 
 def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sample]]:
+    from inspection.data.formats.yolo import label_path_for, read_data_yaml
     from inspection.errors import DatasetError
-    from inspection.formats.yolo import label_path_for, read_data_yaml
 
     # The same reading as training's (training.data): images the line's decoder cannot read
     # are listed too, and `score` reports them as skipped.
@@ -218,7 +218,7 @@ def _yolo_truth(
     and reported, so a folder without labels does not pass unnoticed); a bad one leaves the
     image out, as Ultralytics does.
     """
-    from inspection.formats.yolo import parse_labels
+    from inspection.data.formats.yolo import parse_labels
 
     if sample.label is None or not sample.label.is_file():
         return Detections.empty(names=names, image_size=image_size), "", 1

@@ -2,7 +2,7 @@
 
 Example::
 
-    from inspection.formats import LabelledImage, Problem, coco, yolo
+    from inspection.data.formats import LabelledImage, Problem, coco, yolo
 
     imported, problems = [], []
     for item in yolo.read("data/bottles"):
@@ -24,8 +24,8 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
+from inspection.data.formats.labelled import SPLITS, LabelledImage, Problem
 from inspection.errors import DatasetError
-from inspection.formats.labelled import SPLITS, LabelledImage, Problem
 
 FORMATS = ("yolo", "coco", "voc", "labelstudio")
 
@@ -36,4 +36,4 @@ def format_module(name: str) -> ModuleType:
     """The module of format `name` (one of FORMATS)."""
     if name not in FORMATS:
         raise DatasetError(f"unknown format {name!r}; use one of {', '.join(FORMATS)}")
-    return import_module(f"inspection.formats.{name}")
+    return import_module(f"inspection.data.formats.{name}")

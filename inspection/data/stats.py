@@ -2,8 +2,8 @@
 
 Example::
 
-    from inspection.dataset import open_version
-    from inspection.dataset_stats import dataset_stats, diff_versions, plot_stats
+    from inspection.data.versions import open_version
+    from inspection.data.stats import dataset_stats, diff_versions, plot_stats
 
     stats = dataset_stats(open_version("bottles@v2"))
     print(stats.class_counts, stats.class_counts_by_split["test"], len(stats.label_errors))
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from inspection.dataset import DatasetVersion
+from inspection.data.formats import SPLITS, Problem, yolo
+from inspection.data.versions import DatasetVersion
 from inspection.errors import DatasetError
-from inspection.formats import SPLITS, Problem, yolo
 
 # Edges of the box-size histogram, in pixels of sqrt(width * height). COCO calls boxes under
 # 32 px "small"; defects are often smaller, hence the finer bins at the bottom.

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from inspection.errors import Conflict, PromotionRefused
-from inspection.gate import GateDecision, GatePolicy, compare
-from inspection.registry import ModelVersion, Registry
+from inspection.models.gate import GateDecision, GatePolicy, compare
+from inspection.models.registry import ModelVersion, Registry
 
 
 def evaluation_on(entry: ModelVersion, holdout: str) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@ box in fractions of the image size, class names in data.yaml or classes.txt.
 
 Example::
 
-    from inspection.formats import Problem, yolo
+    from inspection.data.formats import Problem, yolo
 
     for item in yolo.read("data/bottles"):            # or "data/bottles/data.yaml"
         if isinstance(item, Problem):
@@ -35,10 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from inspection.detections import Detections
-from inspection.errors import DatasetError, ImageError
-from inspection.formats._boxes import checked_detections
-from inspection.formats._image_files import (
+from inspection.data.formats._boxes import checked_detections
+from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     find_images,
@@ -46,7 +44,9 @@ from inspection.formats._image_files import (
     is_image,
     unique_file_names,
 )
-from inspection.formats.labelled import LabelledImage, Problem
+from inspection.data.formats.labelled import LabelledImage, Problem
+from inspection.detections import Detections
+from inspection.errors import DatasetError, ImageError
 
 _SPLIT_FOLDERS = {
     "train": "train",

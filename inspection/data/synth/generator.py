@@ -2,7 +2,7 @@
 
 Example::
 
-    >>> from inspection.synth.generator import make_sample, sample_seed
+    >>> from inspection.data.synth.generator import make_sample, sample_seed
     >>> sample = make_sample(sample_seed(0, 5), width=320, height=240, surface="foil")
     >>> sample.image.shape, sample.surface, sample.detections.image_size
     ((240, 320, 3), 'foil', (320, 240))
@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inspection.data.formats.yolo import label_text, write_data_yaml
+from inspection.data.synth.defects import CLASS_NAMES, DRAWERS, MISSING, Stamp
+from inspection.data.synth.optics import expose
+from inspection.data.synth.surfaces import SURFACES, Canvas, render_surface
 from inspection.detections import Detections
 from inspection.errors import ConfigError, DatasetError
-from inspection.formats.yolo import label_text, write_data_yaml
-from inspection.synth.defects import CLASS_NAMES, DRAWERS, MISSING, Stamp
-from inspection.synth.optics import expose
-from inspection.synth.surfaces import SURFACES, Canvas, render_surface
 
 # About one part in six is good: enough for the detector to learn that a clean surface has
 # nothing to report, few enough that most images teach it defects.

@@ -3,7 +3,7 @@
 Example::
 
     >>> import numpy as np
-    >>> from inspection.synth.surfaces import render_surface
+    >>> from inspection.data.synth.surfaces import render_surface
     >>> canvas = render_surface("pcb", np.random.default_rng(0), width=320, height=240)
     >>> canvas.image.shape, canvas.image.dtype.name
     ((240, 320, 3), 'float32')

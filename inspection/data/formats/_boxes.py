@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from inspection.data.formats.labelled import Problem
 from inspection.detections import Detections
-from inspection.formats.labelled import Problem
 
 _SILENT_CLIP_PX = 1.0
 

@@ -3,7 +3,7 @@ whose x, y, width, height are percent of the image, the image named in `task.dat
 
 Example::
 
-    from inspection.formats import Problem, labelstudio
+    from inspection.data.formats import Problem, labelstudio
 
     for item in labelstudio.read("export.json", images="/srv/label-studio/media"):
         if isinstance(item, Problem):
@@ -44,15 +44,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from inspection.errors import DatasetError, ImageError
-from inspection.formats._boxes import checked_detections
-from inspection.formats._image_files import (
+from inspection.data.formats._boxes import checked_detections
+from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     image_size,
     unique_file_names,
 )
-from inspection.formats.labelled import LabelledImage, Problem
+from inspection.data.formats.labelled import LabelledImage, Problem
+from inspection.errors import DatasetError, ImageError
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 _BOX_TYPES = {"rectanglelabels": "rectanglelabels", "polygonlabels": "polygonlabels"}

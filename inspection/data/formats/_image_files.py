@@ -7,7 +7,7 @@ Example::
     names = unique_file_names(images)                 # a.png, a_1.jpg for a.png, a.jpg
 
 Every image is decoded once on import, with the same decoder the line uses
-(`inspection.imaging`): a truncated JPEG or a corrupt PNG becomes a problem entry at import
+(`inspection.detect.imaging`): a truncated JPEG or a corrupt PNG becomes a problem entry at import
 rather than a crash, or grey pixels, in the middle of a training run.
 """
 
@@ -17,8 +17,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from inspection.detect.imaging import decode
 from inspection.errors import DatasetError, ImageError
-from inspection.imaging import decode
 
 # What the line's decoder reads. Others are still found, so that they are reported
 # (convert them) rather than silently left out.

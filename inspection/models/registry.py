@@ -10,7 +10,7 @@ Training writes it, serving reads it. On disk, under `$QC_HOME/models`::
 
 Example::
 
-    from inspection.registry import Registry
+    from inspection.models.registry import Registry
 
     registry = Registry(settings.models_dir)
     entry = registry.add("pcb", Path("model.onnx"), card={"source": "qc export"})

@@ -16,9 +16,9 @@ from enum import Enum
 
 import numpy as np
 
+from inspection.detect.nms import nms
+from inspection.detect.preprocess import LetterboxInfo, scale_boxes
 from inspection.detections import Detections
-from inspection.nms import nms
-from inspection.preprocess import LetterboxInfo, scale_boxes
 
 # Ultralytics' cap on boxes entering NMS (max_nms), kept for parity at very low thresholds.
 MAX_NMS = 30000

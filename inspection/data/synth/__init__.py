@@ -2,14 +2,14 @@
 
 Example::
 
-    >>> from inspection.synth import CLASS_NAMES, make_sample
+    >>> from inspection.data.synth import CLASS_NAMES, make_sample
     >>> sample = make_sample(7, width=320, height=240)
     >>> sample.image.shape, sample.image.dtype.name
     ((240, 320, 3), 'uint8')
     >>> CLASS_NAMES
     {0: 'scratch', 1: 'dent', 2: 'crack', 3: 'particle', 4: 'missing'}
 
-    from inspection.synth import write_dataset
+    from inspection.data.synth import write_dataset
 
     summary = write_dataset("data/synth", n=200, seed=0, progress=True)
     print(summary.data_yaml)       # ready for `yolo train data=...`
@@ -20,8 +20,8 @@ its defect changed. The same seed gives the same bytes; image i of a dataset dep
 (seed, i). Imports numpy, OpenCV, PyYAML and tqdm only.
 """
 
-from inspection.synth.defects import CLASS_NAMES
-from inspection.synth.generator import (
+from inspection.data.synth.defects import CLASS_NAMES
+from inspection.data.synth.generator import (
     DatasetSummary,
     Sample,
     is_val,
@@ -29,7 +29,7 @@ from inspection.synth.generator import (
     sample_seed,
     write_dataset,
 )
-from inspection.synth.surfaces import SURFACES
+from inspection.data.synth.surfaces import SURFACES
 
 __all__ = [
     "CLASS_NAMES",

@@ -3,7 +3,7 @@ in pixels.
 
 Example::
 
-    from inspection.formats import Problem, voc
+    from inspection.data.formats import Problem, voc
 
     for item in voc.read("data/VOCdevkit/VOC2012", one_based=True):
         if not isinstance(item, Problem):
@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.errors import DatasetError, ImageError
-from inspection.formats._boxes import checked_detections
-from inspection.formats._image_files import (
+from inspection.data.formats._boxes import checked_detections
+from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     find_images,
@@ -49,7 +48,8 @@ from inspection.formats._image_files import (
     is_image,
     unique_file_names,
 )
-from inspection.formats.labelled import LabelledImage, Problem
+from inspection.data.formats.labelled import LabelledImage, Problem
+from inspection.errors import DatasetError, ImageError
 
 
 @dataclass(frozen=True)
