@@ -12,7 +12,7 @@ Example::
     ...     confidence=np.array([0.9], dtype=np.float32),
     ...     class_id=np.array([1]),
     ...     names={0: "scratch", 1: "dent"},
-    ...     image_size=(640, 480),
+    ...     image_wh=(640, 480),
     ... )
     >>> d.to_records()[0]["class"], float(d.area[0])
     ('dent', 800.0)
@@ -36,14 +36,14 @@ class Detections:
         confidence: (N,) float32 scores in [0, 1].
         class_id: (N,) int64 indexes into `names`.
         names: class id to class name, as carried in the model's metadata.
-        image_size: (width, height) of the original image.
+        image_wh: (width, height) of the original image.
     """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     names: Mapping[int, str] = field(default_factory=dict)
-    image_size: tuple[int, int] = (0, 0)
+    image_wh: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -58,16 +58,16 @@ class Detections:
         object.__setattr__(self, "confidence", confidence)
         object.__setattr__(self, "class_id", class_id)
         object.__setattr__(self, "names", dict(self.names))
-        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+        object.__setattr__(self, "image_wh", (int(self.image_wh[0]), int(self.image_wh[1])))
 
     @classmethod
-    def empty(cls, names: Mapping[int, str] | None = None, image_size: tuple[int, int] = (0, 0)):
+    def empty(cls, names: Mapping[int, str] | None = None, image_wh: tuple[int, int] = (0, 0)):
         return cls(
             xyxy=np.zeros((0, 4), np.float32),
             confidence=np.zeros(0, np.float32),
             class_id=np.zeros(0, np.int64),
             names=names or {},
-            image_size=image_size,
+            image_wh=image_wh,
         )
 
     def __len__(self) -> int:
@@ -82,7 +82,7 @@ class Detections:
             confidence=self.confidence[index],
             class_id=self.class_id[index],
             names=self.names,
-            image_size=self.image_size,
+            image_wh=self.image_wh,
         )
 
     @property
@@ -119,15 +119,15 @@ class Detections:
         records: Sequence[Mapping[str, Any]],
         *,
         names: Mapping[int, str],
-        image_size: tuple[int, int],
+        image_wh: tuple[int, int],
     ) -> Detections:
         """Inverse of `to_records` (used by the store and by review corrections)."""
         if not records:
-            return cls.empty(names=names, image_size=image_size)
+            return cls.empty(names=names, image_wh=image_wh)
         return cls(
             xyxy=np.array([r["box"] for r in records], dtype=np.float32),
             confidence=np.array([r.get("confidence", 1.0) for r in records], dtype=np.float32),
             class_id=np.array([r["class_id"] for r in records], dtype=np.int64),
             names=names,
-            image_size=image_size,
+            image_wh=image_wh,
         )

@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.detections import Detections
-from inspection.errors import ConfigError
+from inspection.errors import ConfigError, validation_problems
 
 Polygon = list[tuple[float, float]]
 
@@ -114,9 +114,7 @@ class StationRules(BaseModel):
         try:
             return cls.model_validate(raw or {})
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'rules'}: {e['msg']}" for e in error.errors()
-            )
+            problems = validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or "rules")
             raise ConfigError(f"{source}: invalid rules: {problems}") from error
 
 

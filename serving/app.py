@@ -8,6 +8,10 @@ Example::
 
     uvicorn.run(create_app(ServeSettings()), host="127.0.0.1", port=8000)
 
+`app.state` holds `settings` and `metrics` from the start and `qc`, the typed `AppState`
+(serving/state.py), once the lifespan has built it; routes reach it only through the
+dependency aliases of serving/deps.py.
+
 Start-up: migrate the database, load and warm the registry's production model, start the
 micro-batcher and the watcher that follows the production pointer. Shutdown (SIGTERM):
 uvicorn stops accepting connections, the batcher finishes every queued frame, and each of
@@ -24,19 +28,11 @@ import time
 
 from fastapi import FastAPI, Request
 
-from inspection.models.registry import Registry
-from inspection.store.database import Database
-from inspection.store.images import ImageStore
-from inspection.store.keys import KeyStore
-from inspection.store.records import RecordStore
 from serving import errors, logs
-from serving.auth import Authenticator
-from serving.batcher import MicroBatcher
 from serving.metrics import Metrics
-from serving.model_manager import ModelManager
-from serving.pipeline import Inspector, run_batch
 from serving.routers import health, inspect, inspections, keys, models, oip, stations
 from serving.settings import ServeSettings
+from serving.state import AppState
 
 log = logging.getLogger("qc.app")
 
@@ -48,26 +44,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         logs.configure(json_lines=settings.log_json)
         settings.ensure_dirs()
-        state = app.state
-        state.db = await asyncio.to_thread(Database.from_settings, settings)
-        state.store = RecordStore(state.db)
-        state.keys = KeyStore(state.db)
-        state.auth = Authenticator(state.keys)
-        state.images = ImageStore(settings.images_dir)
-        state.registry = Registry(settings.models_dir)
-        state.manager = ModelManager(settings, state.registry)
-        state.manager.on_change = lambda m: state.metrics.set_model(m.name, m.version, m.detector.providers)
-        await asyncio.to_thread(state.manager.load_production)
-        state.batcher = MicroBatcher(
-            run=run_batch, current=lambda: state.manager.current, max_batch=settings.max_batch,
-            max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
-            workers=settings.inference_workers,
-            can_batch=lambda: state.manager.current is not None and state.manager.current.detector.batch != 1,
-            on_batch=lambda n, ms: (state.metrics.batch_size.observe(n), state.metrics.inference.observe(ms / 1000)),
-        )
+        state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
+        app.state.qc = state
         await state.batcher.start()
-        state.inspector = Inspector(settings=settings, store=state.store, images=state.images,
-                                    manager=state.manager, batcher=state.batcher, metrics=state.metrics)
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
         try:

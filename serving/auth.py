@@ -1,13 +1,14 @@
 """API keys on every route but health: `Authorization: Bearer qc_<id>_<secret>`.
 
-Roles, from least to most:
-- station: inspects as its own stations, and reads its own stations' records;
-- reviewer: reads inspections and images, reviews;
-- engineer: also manages stations, rules and models;
-- admin: also manages keys.
+Example::
 
-Verified keys are cached for `CACHE_SECONDS` so that a frame costs no database read for auth;
-a revoked key therefore stops working within that time.
+    auth = Authenticator(KeyStore(db))
+    key = auth.verify("qc_0a1b2c3d4e5f_...")   # ApiKey or None; cached for CACHE_SECONDS
+
+Who may do what is `inspection.roles.Role`; the routes' guards are the aliases in
+`serving/deps.py`. Verified keys are cached for `CACHE_SECONDS` so that a frame costs no
+database read for auth; a revoked key therefore stops working within that time, except
+through this process's own API, which forgets the cache at once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from __future__ import annotations
 import hashlib
 import time
 
-from fastapi import Depends, HTTPException, Request
-
 from inspection.store.keys import ApiKey, KeyStore
 
 CACHE_SECONDS = 30.0
-STAFF = ("reviewer", "engineer", "admin")  # each can do what the ones before it can
 
 
 class Authenticator:
@@ -42,44 +40,3 @@ class Authenticator:
 
     def forget(self) -> None:
         self._cache.clear()
-
-
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
-
-
-def current_key(request: Request) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with qc keys create)")
-    key = request.app.state.auth.verify(token.strip())
-    if key is None:
-        raise _unauthorized("invalid or revoked API key")
-    request.state.key_id = key.id
-    return key
-
-
-def require(*roles: str):
-    """Dependency: a key of one of `roles`, or a staff role above one of them."""
-    allowed = set(roles)
-    for role in roles:
-        if role in STAFF:
-            allowed |= set(STAFF[STAFF.index(role):])
-    needed = " or ".join(sorted(allowed))
-
-    def check(key: ApiKey = Depends(current_key)) -> ApiKey:
-        if key.role not in allowed:
-            raise HTTPException(status_code=403, detail=f"a {key.role} key cannot do this; it needs {needed}")
-        return key
-
-    return check
-
-
-def may_use_station(key: ApiKey, station: str) -> bool:
-    return key.role != "station" or station in key.stations
-
-
-def check_station(key: ApiKey, station: str) -> None:
-    if not may_use_station(key, station):
-        raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")

@@ -13,23 +13,32 @@ bound. A frame whose deadline passes before its batch starts is dropped with
 
 Example::
 
-    batcher = MicroBatcher(run=lambda model, frames: model.run(frames), current=lambda: detector,
-                           max_batch=8, max_wait_ms=3, queue_size=64)
+    from serving.pipeline import Frame, run_batch
+
+    batcher: MicroBatcher[Frame, LoadedModel] = MicroBatcher(
+        run=run_batch, current=lambda: manager.current, max_batch=8, max_wait_ms=3, queue_size=64)
     await batcher.start()
-    output, model = await batcher.submit(prepared_frame, deadline=time.monotonic() + 5)
+    result = await batcher.submit(Frame.decode(detector, jpeg, settings=settings),
+                                  deadline=time.monotonic() + 5)
+    result.output, result.model.version, result.queue_ms   # this frame's row, who ran it
     await batcher.close()   # drains what is queued
+
+The batcher does not know what it carries: `run(model, frames)` gives one result per frame
+(or an exception for a frame it refuses alone), and `current()` names the model for the next
+batch. The service carries `Frame | TensorFrame` and `LoadedModel` (serving/pipeline.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-import numpy as np
+FrameT = TypeVar("FrameT")
+ModelT = TypeVar("ModelT")
 
 
 class QueueFull(Exception):
@@ -45,28 +54,28 @@ class ShuttingDown(Exception):
 
 
 @dataclass
-class _Item:
-    frame: np.ndarray
+class _Item(Generic[FrameT]):
+    frame: FrameT
     deadline: float
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
-class BatchResult:
-    output: np.ndarray  # this frame's raw output row
-    model: Any  # the model that ran it (hot swaps change it between batches)
+class BatchResult(Generic[ModelT]):
+    output: Any  # what `run` gave this frame (the service: raw output row and letterbox info)
+    model: ModelT  # the model that ran it (hot swaps change it between batches)
     queue_ms: float
     inference_ms: float
     batch_size: int
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[FrameT, ModelT]):
     def __init__(
         self,
         *,
-        run: Callable[[Any, list[np.ndarray]], np.ndarray],
-        current: Callable[[], Any],
+        run: Callable[[ModelT, list[FrameT]], Sequence[Any]],
+        current: Callable[[], ModelT],
         max_batch: int,
         max_wait_ms: float,
         queue_size: int,
@@ -76,7 +85,7 @@ class MicroBatcher:
     ) -> None:
         self._run, self._current = run, current
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[_Item[FrameT]] = asyncio.Queue(maxsize=queue_size)
         self._on_batch = on_batch
         # A model with a static batch of 1 runs frames one after another anyway: its first
         # frame need not wait for company (3 ms of every frame's latency at low load).
@@ -98,7 +107,7 @@ class MicroBatcher:
         self._tasks = [asyncio.create_task(self._loop(), name=f"micro-batcher-{i}")
                        for i in range(self.workers)]
 
-    async def submit(self, frame: np.ndarray, *, deadline: float) -> BatchResult:
+    async def submit(self, frame: FrameT, *, deadline: float) -> BatchResult[ModelT]:
         if self._closing:
             raise ShuttingDown("the service is shutting down")
         future = asyncio.get_running_loop().create_future()
@@ -108,7 +117,7 @@ class MicroBatcher:
             raise QueueFull(f"{self._queue.maxsize} frames already waiting") from error
         return await future
 
-    async def submit_many(self, frames: list[Any], *, deadline: float) -> list[BatchResult]:
+    async def submit_many(self, frames: list[FrameT], *, deadline: float) -> list[BatchResult[ModelT]]:
         """Several frames of one request, queued all or none: a request refused half-way would
         leave its other frames to be inferred for nobody. They queue back to back, so they
         usually share one batch."""
@@ -133,7 +142,7 @@ class MicroBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def _collect(self) -> list[_Item]:
+    async def _collect(self) -> list[_Item[FrameT]]:
         first = await self._queue.get()
         batch = [first]
         until = time.monotonic() + (self.max_wait if self._can_batch() else 0.0)

@@ -26,6 +26,7 @@ from inspection.errors import (
     RegistryError,
 )
 from serving.batcher import DeadlineExceeded, QueueFull, ShuttingDown
+from serving.deps import metrics_of
 
 log = logging.getLogger("qc.errors")
 
@@ -72,13 +73,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, error: QueueFull):
-        request.app.state.metrics.rejected.labels(reason="queue_full").inc()
+        metrics_of(request).rejected.labels(reason="queue_full").inc()
         return JSONResponse({"detail": f"busy: {error}; retry with the same Idempotency-Key"},
                             status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(DeadlineExceeded)
     async def _deadline(request: Request, error: DeadlineExceeded):
-        request.app.state.metrics.rejected.labels(reason="deadline").inc()
+        metrics_of(request).rejected.labels(reason="deadline").inc()
         return JSONResponse({"detail": f"{error}; retry with the same Idempotency-Key"},
                             status_code=504, headers={"Retry-After": "1"})
 
@@ -93,7 +94,7 @@ def install(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, error: OperationalError):
         # Unreachable, restarting or locked past busy_timeout: retrying later can succeed.
         log.error("database unavailable: %s", str(getattr(error, "orig", error)).splitlines()[0][:200])
-        request.app.state.metrics.rejected.labels(reason="database").inc()
+        metrics_of(request).rejected.labels(reason="database").inc()
         return JSONResponse({"detail": "database unavailable; retry with the same Idempotency-Key"},
                             status_code=503, headers={"Retry-After": "1"})
 

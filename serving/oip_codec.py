@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
-from serving.routers.inspect import read_limited
+from serving.bodies import read_limited
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 IMAGE_INPUT, DETECTIONS_OUTPUT = "image", "detections"

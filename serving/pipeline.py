@@ -84,7 +84,7 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     frame prepared for a model of another input size (a hot swap happened while it waited) is
     letterboxed again from its pixels."""
     detector = model.detector
-    expected = (3, *detector.imgsz)
+    expected = (3, *detector.input_hw)
     runnable, results = [], []
     for i, frame in enumerate(frames):
         if isinstance(frame, TensorFrame) and frame.tensor.shape != expected:
@@ -124,22 +124,21 @@ def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: np
 
 def _infer(detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     """Raw outputs for the frames. A dynamic-batch model takes them in one run; a static-batch
-    model runs chunk by chunk, each chunk converted ahead on `_converter` while the one before
-    it runs (session.run releases the GIL)."""
-    shape = (3, *detector.imgsz)
-    chunk = detector.batch or len(frames)
-    if chunk >= len(frames):
+    model runs chunk by chunk (`Detector.chunks`: each is one engine call, so `run_tensor` does
+    not split it again), each chunk converted ahead on `_converter` while the one before it
+    runs (session.run releases the GIL)."""
+    shape = (3, *detector.input_hw)
+    chunks = detector.chunks(len(frames))
+    if len(chunks) == 1:
         return detector.run_tensor(_tensor(frames, shape, detector.input_dtype))
-    pending = [
-        _converter.submit(_tensor, frames[start : start + chunk], shape, detector.input_dtype)
-        for start in range(0, len(frames), chunk)
-    ]
+    pending = [_converter.submit(_tensor, frames[rows], shape, detector.input_dtype) for rows in chunks]
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 
 
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStore,
-                 manager: ModelManager, batcher: MicroBatcher, metrics: Metrics) -> None:
+                 manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
+                 metrics: Metrics) -> None:
         self.settings, self.store, self.images = settings, store, images
         self.manager, self.batcher, self.metrics = manager, batcher, metrics
         self._shadow_tasks: set[asyncio.Task] = set()

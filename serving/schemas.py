@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
-from inspection.rules import StationRules
-from inspection.store.records import STATION_ID
+from inspection.roles import Role
+from inspection.rules import StationRules, Verdict
+from inspection.store.keys import ApiKey
+from inspection.store.records import STATION_ID, InspectionRecord, Station
 
 
 class Detection(BaseModel):
@@ -29,7 +29,7 @@ class Inspection(BaseModel):
     id: str
     station: str
     part_id: str | None
-    verdict: Literal["PASS", "FAIL", "REVIEW"]
+    verdict: Verdict
     rule: str = Field(description="the rule that decided, in words")
     detections: list[Detection]
     model: ModelRef
@@ -41,6 +41,18 @@ class Inspection(BaseModel):
     timings: dict[str, float] = Field(
         description="decode_ms, queue_ms, inference_ms, postprocess_ms, store_ms, total_ms (ms); batch_size"
     )
+
+    @classmethod
+    def of(cls, record: InspectionRecord) -> Inspection:
+        return cls(
+            id=record.id, station=record.station_id, part_id=record.part_id, verdict=record.verdict,
+            rule=record.rule, detections=record.detections,
+            model=ModelRef(name=record.model_name, version=record.model_version),
+            rules_version=record.rules_version, width=record.width, height=record.height,
+            image_stored=record.image_sha256 is not None,
+            created_at=record.created_at.isoformat(timespec="milliseconds") + "Z",
+            timings={k: round(float(v), 3) for k, v in record.timings.items()},
+        )
 
 
 class InspectionPage(BaseModel):
@@ -61,20 +73,30 @@ class StationOut(BaseModel):
     rules: StationRules
     created_at: str
 
+    @classmethod
+    def of(cls, station: Station) -> StationOut:
+        return cls(id=station.id, description=station.description, rules_version=station.rules_version,
+                   rules=station.rules, created_at=station.created_at.isoformat() + "Z")
+
 
 class KeyIn(BaseModel):
-    role: Literal["station", "reviewer", "engineer", "admin"]
+    role: Role
     stations: list[str] = Field(default_factory=list)
     name: str = Field(default="", max_length=128)
 
 
 class KeyOut(BaseModel):
     id: str
-    role: str
+    role: Role
     stations: list[str]
     name: str
     created_at: str
     revoked: bool
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(id=key.id, role=key.role, stations=key.stations, name=key.name,
+                   created_at=key.created_at.isoformat() + "Z", revoked=key.revoked_at is not None)
 
 
 class PromoteIn(BaseModel):

@@ -46,7 +46,7 @@ def boxes_for(seed: int, size: tuple[int, int] = (64, 48)) -> Detections:
         confidence=np.ones(n),
         class_id=rng.integers(0, 2, n),
         names=NAMES,
-        image_size=size,
+        image_wh=size,
     )
 
 
@@ -373,7 +373,7 @@ def test_an_export_imports_again_as_the_same_data(tmp_path, v1, store, fmt):
                     confidence=i.detections.confidence,
                     class_id=i.detections.class_id,
                     names=NAMES,
-                    image_size=i.image_size,
+                    image_wh=i.image_wh,
                 ),
             )
             for i in v1.images()

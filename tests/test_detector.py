@@ -110,11 +110,11 @@ def test_end2end_output_is_filtered_by_confidence_only():
 
 def test_detections_select_and_serialise():
     d = Detections(xyxy=[[0, 0, 10, 20], [5, 5, 6, 6]], confidence=[0.9, 0.3], class_id=[1, 0],
-                   names={0: "dent", 1: "scratch"}, image_size=(64, 48))
+                   names={0: "dent", 1: "scratch"}, image_wh=(64, 48))
     kept = d[d.confidence > 0.5]
-    assert len(kept) == 1 and kept.class_names == ["scratch"] and kept.image_size == (64, 48)
+    assert len(kept) == 1 and kept.class_names == ["scratch"] and kept.image_wh == (64, 48)
     assert d.area.tolist() == [200.0, 1.0]
-    again = Detections.from_records(d.to_records(), names=d.names, image_size=d.image_size)
+    again = Detections.from_records(d.to_records(), names=d.names, image_wh=d.image_wh)
     np.testing.assert_allclose(again.xyxy, d.xyxy)
 
 
@@ -180,9 +180,9 @@ def test_a_raw_layout_model_loads_and_reports_its_io(tmp_path):
     from inspection.detect.detector import Detector
 
     detector = Detector(_tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10)))
-    assert detector.layout is Layout.RAW and detector.imgsz == (32, 32) and detector.batch == 1
+    assert detector.layout is Layout.RAW and detector.input_hw == (32, 32) and detector.batch == 1
     assert detector.providers[-1] == CPU
-    assert detector.predict([np.zeros((64, 48, 3), np.uint8)])[0].image_size == (48, 64)
+    assert detector.predict([np.zeros((64, 48, 3), np.uint8)])[0].image_wh == (48, 64)
 
 
 def test_a_static_model_refuses_another_input_size(tmp_path):
@@ -264,8 +264,8 @@ def test_well_formed_metadata_variants_are_read():
     from inspection.detect.model_info import parse_metadata
 
     info = parse_metadata({"names": "['scratch', 'dent']", "imgsz": "[640]", "stride": "32"})
-    assert info.names == {0: "scratch", 1: "dent"} and info.imgsz == (640, 640) and info.stride == 32
-    assert parse_metadata({"imgsz": "320"}).imgsz == (320, 320)
+    assert info.names == {0: "scratch", 1: "dent"} and info.input_hw == (640, 640) and info.stride == 32
+    assert parse_metadata({"imgsz": "320"}).input_hw == (320, 320)
 
 
 def test_a_model_with_malformed_metadata_is_refused_with_its_path(tmp_path):
@@ -280,7 +280,7 @@ def test_a_dynamic_model_refuses_an_imgsz_that_is_not_a_multiple_of_its_stride(t
     from inspection.detect.detector import Detector
 
     path = _tiny_dynamic_onnx(tmp_path / "dynamic.onnx")
-    assert Detector(path, imgsz=96).imgsz == (96, 96)
+    assert Detector(path, imgsz=96).input_hw == (96, 96)
     with pytest.raises(ModelError, match=r"dynamic\.onnx: imgsz 650x650 is not a multiple of the "
                                          r"model's stride 32; use the nearest valid size, --imgsz 640"):
         Detector(path, imgsz=650, warmup=False)

@@ -25,28 +25,28 @@ SIZE = (640, 480)
 def truth(*boxes: tuple[float, float, float, float, int]) -> Detections:
     """Truth boxes (x1, y1, x2, y2, class)."""
     if not boxes:
-        return Detections.empty(names=NAMES, image_size=SIZE)
+        return Detections.empty(names=NAMES, image_wh=SIZE)
     array = np.array(boxes, dtype=np.float32)
     return Detections(
         xyxy=array[:, :4],
         confidence=np.ones(len(array)),
         class_id=array[:, 4],
         names=NAMES,
-        image_size=SIZE,
+        image_wh=SIZE,
     )
 
 
 def predicted(*boxes: tuple[float, float, float, float, int, float]) -> Detections:
     """Predicted boxes (x1, y1, x2, y2, class, score)."""
     if not boxes:
-        return Detections.empty(names=NAMES, image_size=SIZE)
+        return Detections.empty(names=NAMES, image_wh=SIZE)
     array = np.array(boxes, dtype=np.float64)
     return Detections(
         xyxy=array[:, :4],
         confidence=array[:, 5],
         class_id=array[:, 4],
         names=NAMES,
-        image_size=SIZE,
+        image_wh=SIZE,
     )
 
 
@@ -299,7 +299,7 @@ def test_score_many_reads_each_image_once_and_scores_each_predictor_as_score_doe
             half = side * pixels.shape[1] / 2
             return Detections(xyxy=[[32 - half, 32 - half, 32 + half, 32 + half]],
                               confidence=[0.9], class_id=[class_id], names=names,
-                              image_size=(pixels.shape[1], pixels.shape[0]))
+                              image_wh=(pixels.shape[1], pixels.shape[0]))
         return predict
 
     predictors = {"right open": centred(0, 0.25), "right short": centred(1, 0.5)}

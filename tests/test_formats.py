@@ -48,7 +48,7 @@ def random_boxes(size: tuple[int, int], *, seed: int, integer: bool = False) -> 
         confidence=np.ones(n),
         class_id=rng.integers(0, len(NAMES), n),
         names=NAMES,
-        image_size=size,
+        image_wh=size,
     )
 
 
@@ -78,7 +78,7 @@ def read_back(items) -> tuple[dict[str, LabelledImage], list[Problem]]:
 
 
 def assert_same_boxes(original: LabelledImage, read: LabelledImage, *, atol: float = 1e-3) -> None:
-    assert read.image_size == original.image_size
+    assert read.image_wh == original.image_wh
     assert read.names == NAMES
     np.testing.assert_allclose(read.detections.xyxy, original.detections.xyxy, atol=atol, rtol=0)
     np.testing.assert_array_equal(read.detections.class_id, original.detections.class_id)
@@ -235,7 +235,7 @@ def test_bad_yolo_files_are_reported_by_name_and_the_rest_imports(broken_yolo):
     assert not zero_area.problems[0].skipped
     clipped = labelled["part_4.png"]
     assert clipped.problems[0].kind == "out_of_bounds"
-    assert clipped.detections.xyxy[0, 2] == clipped.image_size[0]
+    assert clipped.detections.xyxy[0, 2] == clipped.image_wh[0]
 
 
 def test_yolo_can_read_images_without_label_files_as_defect_free(broken_yolo):
@@ -255,7 +255,7 @@ def test_yolo_can_read_images_without_label_files_as_defect_free(broken_yolo):
     ],
 )
 def test_a_malformed_yolo_line_leaves_its_image_out(line, kind):
-    detections, problems = yolo.parse_labels(line, image_size=(100, 100), names=NAMES, file="a.txt")
+    detections, problems = yolo.parse_labels(line, image_wh=(100, 100), names=NAMES, file="a.txt")
 
     assert detections is None
     assert problems[0].kind == kind and problems[0].file == "a.txt"
@@ -263,7 +263,7 @@ def test_a_malformed_yolo_line_leaves_its_image_out(line, kind):
 
 def test_yolo_reads_a_segmentation_polygon_as_its_bounding_box():
     detections, _ = yolo.parse_labels(
-        "1 0.1 0.2 0.5 0.2 0.3 0.6", image_size=(100, 50), names=NAMES, file="a.txt"
+        "1 0.1 0.2 0.5 0.2 0.3 0.6", image_wh=(100, 50), names=NAMES, file="a.txt"
     )
 
     np.testing.assert_allclose(detections.xyxy, [[10, 10, 50, 30]], atol=1e-4)
@@ -439,7 +439,7 @@ def test_supervision_reads_our_yolo_coco_and_voc_to_the_same_boxes(tmp_path, ima
     data_yaml = yolo.write(flat, out / "yolo", names=NAMES)
     coco_dir = coco.write(flat, out / "coco", names=NAMES)
     integer = [
-        LabelledImage(path=i.path, detections=random_boxes(i.image_size, seed=7, integer=True))
+        LabelledImage(path=i.path, detections=random_boxes(i.image_wh, seed=7, integer=True))
         for i in flat
     ]
     voc_dir = voc.write(integer, out / "voc", names=NAMES, one_based=True)

@@ -21,13 +21,13 @@ IDS = {name: i for i, name in NAMES.items()}
 def boxes(*found: tuple[str, float, tuple[float, float, float, float]]) -> Detections:
     """Detections from (class name, confidence, (x1, y1, x2, y2)) in a 1000 x 1000 frame."""
     if not found:
-        return Detections.empty(names=NAMES, image_size=(1000, 1000))
+        return Detections.empty(names=NAMES, image_wh=(1000, 1000))
     return Detections(
         xyxy=np.array([b for _, _, b in found], np.float32),
         confidence=np.array([c for _, c, _ in found], np.float32),
         class_id=np.array([IDS[n] for n, _, _ in found]),
         names=NAMES,
-        image_size=(1000, 1000),
+        image_wh=(1000, 1000),
     )
 
 

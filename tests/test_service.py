@@ -79,7 +79,7 @@ class Service:
 
     @property
     def state(self):
-        return self.client.app.state
+        return self.client.app.state.qc  # the typed AppState (serving/state.py)
 
     def key(self, role: str = "admin", stations: tuple[str, ...] = ()) -> dict[str, str]:
         token = self.state.keys.create(role=role, stations=list(stations), name=f"test {role}")
@@ -767,16 +767,16 @@ def test_a_shadow_model_that_cannot_load_does_not_stop_production(start):
 @pytest.fixture
 def slow_inference(monkeypatch) -> Callable[[float], None]:
     """slow_inference(seconds): every batch of services started afterwards takes that long."""
-    import serving.app
+    import serving.state
 
     def slow(seconds: float) -> None:
-        real = serving.app.run_batch
+        real = serving.state.run_batch
 
         def run(model, frames):
             time.sleep(seconds)
             return real(model, frames)
 
-        monkeypatch.setattr(serving.app, "run_batch", run)
+        monkeypatch.setattr(serving.state, "run_batch", run)
 
     return slow
 

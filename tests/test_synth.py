@@ -137,7 +137,7 @@ def test_a_stamp_box_is_the_extent_of_its_mask():
 def test_boxes_lie_inside_the_image_and_carry_confidence_one(many_samples):
     for sample in many_samples:
         d = sample.detections
-        assert d.image_size == (128, 128) and d.names == NAMES
+        assert d.image_wh == (128, 128) and d.names == NAMES
         assert np.all(d.xyxy[:, :2] >= 0) and np.all(d.xyxy[:, 2:] <= 128)
         assert np.all(d.xyxy[:, 2:] > d.xyxy[:, :2])
         assert np.all(d.confidence == 1.0)
@@ -186,7 +186,7 @@ def test_a_surface_can_be_asked_for(surface):
 def test_non_square_frames_keep_their_width_and_height():
     sample = make_sample(21, width=800, height=600, good=False)
     assert sample.image.shape == (600, 800, 3) and sample.image.dtype == np.uint8
-    assert sample.detections.image_size == (800, 600)
+    assert sample.detections.image_wh == (800, 600)
     assert np.all(sample.detections.xyxy[:, [0, 2]] <= 800)
     assert np.all(sample.detections.xyxy[:, [1, 3]] <= 600)
 

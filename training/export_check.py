@@ -46,7 +46,7 @@ def check_exports(
         boxes = result.boxes
         return Detections(xyxy=boxes.xyxy.numpy(), confidence=boxes.conf.numpy(),
                           class_id=boxes.cls.numpy().astype(int), names=names,
-                          image_size=(pixels.shape[1], pixels.shape[0]))
+                          image_wh=(pixels.shape[1], pixels.shape[0]))
 
     # One pass over the split: each image is read once and given to torch and every variant.
     predictors = {"torch": torch_predict}

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inspection.errors import ConfigError
+from inspection.errors import ConfigError, validation_problems
 
 # Transforms that change pixels only, never the geometry: a defect stays where its box says.
 # Geometry (flips, small shifts and scales) is left to Ultralytics' own augmentations, which
@@ -202,7 +202,5 @@ def _one_line(error: Exception) -> str:
     if not isinstance(error, ValidationError) and isinstance(error.__cause__, ValidationError):
         error = error.__cause__  # albumentations re-raises its argument check as ValueError
     if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in error.errors()
-        )
+        return validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or "recipe")
     return " ".join(str(error).split())

@@ -261,7 +261,7 @@ def _tile(evaluation: Evaluation, error: Error, image: np.ndarray | None) -> np.
     # only if it changed since evaluation, so scale defensively.
     truth: Detections = evaluation.truths[error.image]
     prediction: Detections = evaluation.predictions[error.image]
-    scale = _scale(truth.image_size, (width, height))
+    scale = _scale(truth.image_wh, (width, height))
     deployed = prediction[prediction.confidence >= evaluation.deploy_conf]
     x1, y1, x2, y2 = (np.array(error.box) * scale).tolist()
     side = max(_MIN_CROP, (1 + 2 * _CONTEXT) * max(x2 - x1, y2 - y1))

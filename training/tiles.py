@@ -49,7 +49,7 @@ def _read_boxes(image: Path, *, width: int, height: int, names: dict[int, str]) 
         return np.zeros((0, 5), np.float32)  # no label file: no defects, as Ultralytics reads it
     detections, problems = parse_labels(
         label.read_text(encoding="utf-8", errors="replace"),
-        image_size=(width, height), names=names, file=str(label), image=str(image),
+        image_wh=(width, height), names=names, file=str(label), image=str(image),
     )
     if detections is None:
         raise DatasetError(str(problems[0]))

@@ -52,7 +52,7 @@ def load_frames(n: int) -> tuple[list[bytes], list[bytes], list[Detections], lis
         camera.append(cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
         text = (DEEPPCB / "labels" / "val" / f"{path.stem}.txt").read_text()
         for size, out in (((image.shape[1], image.shape[0]), truth_small), (CAMERA, truth_camera)):
-            labels, _ = parse_labels(text, image_size=size, names=names, file=str(path))
+            labels, _ = parse_labels(text, image_wh=size, names=names, file=str(path))
             out.append(labels)
     return small, camera, truth_small, truth_camera, names
 
@@ -96,7 +96,7 @@ def main() -> None:
                                 ("2448x2048 camera JPEG", camera, camera_path)):
         detector = Detector(path, conf=0.25, threads=args.threads)
         yolo = load_ultralytics().YOLO(str(path), task="detect")
-        imgsz = list(detector.imgsz)
+        imgsz = list(detector.input_hw)
         models[label] = (detector, yolo, imgsz)
 
         def ultralytics(data: bytes, conf: float = 0.25, yolo=yolo, imgsz=imgsz):
@@ -127,7 +127,7 @@ def main() -> None:
         image = cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR)
         r = yolo.predict(image, imgsz=imgsz, conf=0.001, verbose=False)[0]
         return Detections(xyxy=r.boxes.xyxy.numpy(), confidence=r.boxes.conf.numpy(),
-                          class_id=r.boxes.cls.numpy().astype(int), names=names, image_size=CAMERA)
+                          class_id=r.boxes.cls.numpy().astype(int), names=names, image_wh=CAMERA)
 
     acc = {
         "qc (auto reduced decode)": accuracy(lambda d: detector.predict_bytes(d, conf=0.001), camera, truth_camera),
@@ -138,13 +138,13 @@ def main() -> None:
     }
     from inspection.detect import imaging
 
-    auto = imaging.reduction_for(imaging.probe(camera[0]), input_size=(detector.imgsz[1], detector.imgsz[0]))
+    auto = imaging.reduction_for(imaging.probe(camera[0]), input_hw=detector.input_hw)
     square = models["640x640 DeepPCB JPEG"][0]
     body = "\n".join([
         "## Detector: encoded JPEG to detections (bench/detector/run.py)",
         "",
         (f"One set of weights (DeepPCB, {square.layout.value} head), exported static "
-        f"{square.imgsz[0]}x{square.imgsz[1]} for the 640x640 images and {detector.imgsz[0]}x{detector.imgsz[1]} "
+        f"{square.input_hw[0]}x{square.input_hw[1]} for the 640x640 images and {detector.input_hw[0]}x{detector.input_hw[1]} "
         f"(height x width) for the camera frames; `qc` and Ultralytics run the same ONNX file "
         f"({', '.join(detector.providers)}). {len(small)} DeepPCB val images, medians in ms per image, "
         f"ORT intra-op threads {args.threads or 'default'}. The camera frames are the same images resized "

@@ -100,7 +100,7 @@ def dataset_stats(version: DatasetVersion) -> DatasetStats:
         label_file = version.path / entry["label"]
         detections, problems = yolo.parse_labels(
             version.label_text(entry),
-            image_size=(entry["width"], entry["height"]),
+            image_wh=(entry["width"], entry["height"]),
             names=names,
             file=str(label_file),
             image=_shown(entry),

@@ -125,7 +125,7 @@ class DatasetVersion:
             label = self.path / entry["label"]
             detections, problems = yolo.parse_labels(
                 self.label_text(entry),
-                image_size=(entry["width"], entry["height"]),
+                image_wh=(entry["width"], entry["height"]),
                 names=names,
                 file=str(label),
             )
@@ -426,7 +426,7 @@ def _build(
         _store(data, folder / file, already=stored.get(Path(file).name))
         (folder / "labels" / f"{sha}.txt").write_text(label, encoding="utf-8")
         labels[sha], first_source[sha] = label, str(item.path)
-        width, height = item.image_size
+        width, height = item.image_wh
         entries.append(
             {
                 "sha256": sha,

@@ -7,7 +7,7 @@ Example::
     detector = Detector("model.onnx", conf=0.25, iou=0.7)      # warms up on load
     detections = detector.predict([image_bgr])[0]                # Ultralytics-identical boxes
     detections = detector.predict_bytes(jpeg_bytes)              # decodes, reduced when it pays
-    print(detector.providers, detector.names, detector.imgsz)
+    print(detector.providers, detector.names, detector.input_hw)
 
 Loads any detection model exported by Ultralytics (`model.export(format="onnx")`) or by
 `qc export`: the raw head `[B, 4 + nc, N]` (NMS here) or the end-to-end layout `[B, K, 6]`,
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.detect import imaging
-from inspection.detect import providers as _providers
+from inspection.detect.backend import InferenceBackend, OrtBackend
 from inspection.detect.model_info import ModelInfo, parse_metadata
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
@@ -39,19 +39,7 @@ _EXPECTED = (
     "`YOLO(...).export(format='onnx')`: one input [B, 3, H, W] and an output "
     "[B, 4 + classes, N] (raw head) or [B, K, 6] (end-to-end)"
 )
-_GPU_PROVIDERS = (_providers.TENSORRT, _providers.CUDA)
-
 log = logging.getLogger("qc.detector")
-
-
-def _import_ort():
-    try:
-        import onnxruntime
-    except ImportError as error:  # neither extra installed
-        raise ModelError(
-            "ONNX Runtime is not installed: pip install 'qc[cpu]' (or 'qc[gpu]' on a CUDA machine)"
-        ) from error
-    return onnxruntime
 
 
 def _first_line(error: Exception) -> str:
@@ -77,9 +65,10 @@ class Detector:
     ) -> None:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.session = self._open(providers=providers, threads=threads, cache_dir=cache_dir)
+        self.backend: InferenceBackend = OrtBackend.open(
+            self.path, providers=providers, threads=threads, cache_dir=cache_dir, expected=_EXPECTED)
         try:
-            self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
+            self.info: ModelInfo = parse_metadata(self.backend.metadata)
         except ModelError as error:
             raise ModelError(f"{self.path}: {error}") from error
         if self.info.task != "detect":
@@ -90,56 +79,15 @@ class Detector:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _open(self, *, providers: Sequence[str], threads: int, cache_dir: Path | None):
-        ort = _import_ort()
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file; pass the path of an .onnx file")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: provider fallbacks are reported by us
-        if threads:
-            options.intra_op_num_threads = threads
-        chosen = _providers.resolve(list(providers), cache_dir=cache_dir)
-        try:
-            session = ort.InferenceSession(
-                str(self.path),
-                sess_options=options,
-                providers=[name for name, _ in chosen],
-                provider_options=[opts for _, opts in chosen],
-            )
-        except Exception as error:  # ORT raises its own pybind types for bad files
-            raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it ({_first_line(error)}); {_EXPECTED}"
-            ) from error
-        # ORT falls back without a word: a GPU provider named but not running is reported, and
-        # so is 'auto' in a GPU build ending up on the CPU alone (a TensorRT-less CUDA box is fine).
-        running = session.get_providers()
-        named = [_providers.full_name(p) for p in providers if p.strip().lower() != "auto"]
-        if named:
-            missing = [p for p in named if p in _GPU_PROVIDERS and p not in running]
-        elif not any(p in _GPU_PROVIDERS for p in running):
-            missing = [n for n, _ in chosen if n in _GPU_PROVIDERS]
-        else:
-            missing = []
-        if missing:
-            log.warning(
-                "%s: %s requested but not available, running on %s; check that onnxruntime-gpu "
-                "and the CUDA, cuDNN and TensorRT libraries it needs are installed and on the "
-                "library path (or set QC_PROVIDERS=cpu)",
-                self.path, ", ".join(missing), ", ".join(running),
-            )
-        return session
-
     def _read_io(self, imgsz: int | tuple[int, int] | None) -> None:
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
-            shapes = [list(i.shape) for i in inputs]
-            raise ModelError(f"{self.path}: inputs {shapes}; {_EXPECTED}")
-        if not outputs or len(outputs[0].shape) != 3:
-            raise ModelError(f"{self.path}: output {list(outputs[0].shape) if outputs else []}; {_EXPECTED}")
-        self.input_name = inputs[0].name
-        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
-        batch, _, height, width = inputs[0].shape
+        spec, output = self.backend.input, self.backend.output
+        if len(spec.shape) != 4 or spec.shape[1] not in (3, None):
+            raise ModelError(f"{self.path}: inputs {[list(spec.shape)]}; {_EXPECTED}")
+        if len(output.shape) != 3:
+            raise ModelError(f"{self.path}: output {list(output.shape)}; {_EXPECTED}")
+        self.input_name, self.output_name = spec.name, output.name
+        self.input_dtype = spec.numpy_dtype
+        batch, _, height, width = spec.shape
         self.batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
         self.dynamic_size = not (isinstance(height, int) and isinstance(width, int))
         wanted = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz) if imgsz else None
@@ -149,7 +97,7 @@ class Detector:
                     f"{self.path}: the model takes {height}x{width} inputs, not "
                     f"{wanted[0]}x{wanted[1]}; drop --imgsz or export again with that size"
                 )
-            self.imgsz = (height, width)
+            self.input_hw = (height, width)
         else:
             stride = self.info.stride
             if wanted and any(side % stride for side in wanted):
@@ -159,9 +107,9 @@ class Detector:
                     f"{self.path}: imgsz {wanted[0]}x{wanted[1]} is not a multiple of the model's "
                     f"stride {stride}; use the nearest valid size, --imgsz {nearest}, or drop --imgsz"
                 )
-            self.imgsz = wanted or self.info.imgsz or (640, 640)
+            self.input_hw = wanted or self.info.input_hw or (640, 640)
         self.names = self.info.names
-        self.layout = self._layout(list(outputs[0].shape))
+        self.layout = self._layout(list(output.shape))
 
     def _layout(self, shape: list) -> Layout:
         nc = len(self.names) if self.names else None
@@ -180,7 +128,7 @@ class Detector:
 
     def warmup(self) -> None:
         """Run once on a blank frame: the first `session.run` allocates and tunes kernels."""
-        h, w = self.imgsz
+        h, w = self.input_hw
         blank = np.full((h, w, 3), 114, np.uint8)
         try:
             output = self.run([blank])
@@ -198,7 +146,7 @@ class Detector:
     @property
     def providers(self) -> list[str]:
         """The execution providers that really run, best first."""
-        return self.session.get_providers()
+        return self.backend.providers
 
     # -- the three stages ------------------------------------------------------------------
 
@@ -217,7 +165,7 @@ class Detector:
         """
         return letterbox(
             image,
-            new_shape=self.imgsz,
+            new_shape=self.input_hw,
             stride=self.info.stride,
             auto=minimal and self.dynamic_size,
             original_size=original_size,
@@ -234,16 +182,21 @@ class Detector:
         chunks of its batch size, the last chunk padded with grey rows.
         """
         batch = batch.astype(self.input_dtype, copy=False)
-        chunk = self.batch or len(batch)
         outputs = []
-        for start in range(0, len(batch), chunk):
-            part = batch[start : start + chunk]
-            real = len(part)
+        for rows in self.chunks(len(batch)):
+            part = batch[rows]
+            real, chunk = len(part), self.batch or len(part)
             if real < chunk:
                 grey = np.full((chunk - real, *part.shape[1:]), PAD_VALUE / 255, part.dtype)
                 part = np.concatenate([part, grey])
-            outputs.append(self.session.run(None, {self.input_name: part})[0][:real])
+            outputs.append(self.backend.run(part)[:real])
         return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+
+    def chunks(self, n: int) -> list[slice]:
+        """The rows of an n-image batch that one engine call takes: all of them for a
+        dynamic-batch model, `batch` at a time for a static one (the last chunk padded)."""
+        size = self.batch or max(n, 1)
+        return [slice(start, start + size) for start in range(0, n, size)]
 
     def decode(
         self,
@@ -305,7 +258,7 @@ class Detector:
         """
         header = header or imaging.probe(data)
         if reduce == "auto":
-            factor = imaging.reduction_for(header, input_size=(self.imgsz[1], self.imgsz[0]))
+            factor = imaging.reduction_for(header, input_hw=self.input_hw)
         else:
             factor = int(reduce) if str(reduce).isdigit() else reduce  # decode names a bad one
         image = imaging.decode(data, max_pixels=max_pixels, reduce=factor, header=header)

@@ -107,14 +107,14 @@ def _probe_jpeg(data: bytes) -> ImageHeader:
 
 
 def reduction_for(
-    header: ImageHeader, *, input_size: tuple[int, int], tolerance: float = 1.1
+    header: ImageHeader, *, input_hw: tuple[int, int], tolerance: float = 1.1
 ) -> int:
     """The largest JPEG decode reduction (1, 2, 4 or 8) that still feeds the network at full
-    resolution, allowing up to `tolerance` upscaling in the letterbox. `input_size` is the
-    network's (width, height). Only JPEG decodes faster when reduced."""
+    resolution, allowing up to `tolerance` upscaling in the letterbox. `input_hw` is the
+    network's (height, width). Only JPEG decodes faster when reduced."""
     if header.format != "jpeg":
         return 1
-    ratio = min(input_size[0] / header.width, input_size[1] / header.height)
+    ratio = min(input_hw[1] / header.width, input_hw[0] / header.height)
     factor = 1
     for candidate in (2, 4, 8):
         if ratio * candidate <= tolerance:

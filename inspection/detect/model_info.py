@@ -8,7 +8,7 @@ Example::
 
     >>> parse_metadata({"names": "{0: 'open', 1: 'short'}", "imgsz": "[640, 640]", "stride": "32"})
     ... # doctest: +ELLIPSIS
-    ModelInfo(names={0: 'open', 1: 'short'}, imgsz=(640, 640), stride=32, ...)
+    ModelInfo(names={0: 'open', 1: 'short'}, input_hw=(640, 640), stride=32, ...)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ QC_PREFIX = "qc_"
 @dataclass(frozen=True)
 class ModelInfo:
     names: dict[int, str]
-    imgsz: tuple[int, int] | None  # (height, width) as exported
+    input_hw: tuple[int, int] | None  # (height, width) as exported (metadata key "imgsz")
     stride: int = 32
     task: str = "detect"
     end2end: bool | None = None
@@ -108,7 +108,7 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
                 qc[key[len(QC_PREFIX) :]] = value
     return ModelInfo(
         names=_names(meta.get("names")),
-        imgsz=_imgsz(meta.get("imgsz")),
+        input_hw=_imgsz(meta.get("imgsz")),
         stride=_stride(meta.get("stride")),
         task=str(meta.get("task", "detect")),
         end2end=bool(end2end) if isinstance(end2end, bool) else None,

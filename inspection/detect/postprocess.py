@@ -50,7 +50,7 @@ def decode(
         confidence=scores,
         class_id=classes,
         names=names,
-        image_size=info.original,
+        image_wh=info.original,
     )
 
 

@@ -293,7 +293,7 @@ def _coco_scores(
     if not any(len(t) for t in truths):
         return 0.0, 0.0, {}, {}, {}
     images = [
-        {"id": i + 1, "width": t.image_size[0], "height": t.image_size[1]}
+        {"id": i + 1, "width": t.image_wh[0], "height": t.image_wh[1]}
         for i, t in enumerate(truths)
     ]
     # Category ids are class ids + 1, and annotation ids start at 1: COCOeval stores the id

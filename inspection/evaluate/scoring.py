@@ -92,7 +92,7 @@ def score_many(
         height, width = pixels.shape[:2]
         truth = sample.truth
         if truth is None:
-            truth, problem, missing = _yolo_truth(sample, names=names, image_size=(width, height))
+            truth, problem, missing = _yolo_truth(sample, names=names, image_wh=(width, height))
             if truth is None:
                 skipped.append(problem)
                 continue
@@ -210,7 +210,7 @@ def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sam
 
 
 def _yolo_truth(
-    sample: Sample, *, names: dict[int, str], image_size: tuple[int, int]
+    sample: Sample, *, names: dict[int, str], image_wh: tuple[int, int]
 ) -> tuple[Detections | None, str, int]:
     """(truth, problem, 1 if the label file is missing) for one image of a YOLO folder.
 
@@ -221,10 +221,10 @@ def _yolo_truth(
     from inspection.data.formats.yolo import parse_labels
 
     if sample.label is None or not sample.label.is_file():
-        return Detections.empty(names=names, image_size=image_size), "", 1
+        return Detections.empty(names=names, image_wh=image_wh), "", 1
     detections, problems = parse_labels(
         sample.label.read_text(encoding="utf-8", errors="replace"),
-        image_size=image_size,
+        image_wh=image_wh,
         names=names,
         file=str(sample.label),
         image=str(sample.image),

@@ -8,7 +8,7 @@ Example::
 
     keys = KeyStore(db)
     token = keys.create(role="station", stations=["line1-cam2"], name="line 1 camera 2")
-    keys.verify(token).role   # 'station'
+    keys.verify(token).role   # Role.STATION
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from inspection.errors import ConfigError, NotFound
+from inspection.roles import Role
 from inspection.store.database import Database
 from inspection.store.records import utcnow
 from inspection.store.schema import api_keys
 from inspection.store.schema import stations as station_table
-
-ROLES = ("station", "reviewer", "engineer", "admin")
 
 
 def _hash(secret: str) -> str:
@@ -37,7 +36,7 @@ def _hash(secret: str) -> str:
 @dataclass(frozen=True)
 class ApiKey:
     id: str
-    role: str
+    role: Role
     stations: list[str]
     name: str
     created_at: datetime
@@ -48,11 +47,10 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, *, role: str, stations: list[str] | None = None, name: str = "") -> str:
+    def create(self, *, role: Role | str, stations: list[str] | None = None, name: str = "") -> str:
         """A new key; the plain token is returned once and never stored."""
-        if role not in ROLES:
-            raise ConfigError(f"role {role!r}: use one of {', '.join(ROLES)}")
-        if role == "station" and not stations:
+        role = Role.parse(role)
+        if role is Role.STATION and not stations:
             raise ConfigError("a station key needs --station S (the stations it may inspect as)")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
@@ -65,7 +63,7 @@ class KeyStore:
                     raise NotFound(f"station {station} does not exist; add it with qc stations add {station}")
             conn.execute(
                 api_keys.insert().values(
-                    id=key_id, secret_hash=_hash(secret), role=role, stations=list(stations or []),
+                    id=key_id, secret_hash=_hash(secret), role=role.value, stations=list(stations or []),
                     name=name, created_at=utcnow(),
                 )
             )
@@ -100,6 +98,6 @@ class KeyStore:
 
 def _key(row) -> ApiKey:
     return ApiKey(
-        id=row["id"], role=row["role"], stations=list(row["stations"] or []), name=row["name"],
+        id=row["id"], role=Role(row["role"]), stations=list(row["stations"] or []), name=row["name"],
         created_at=row["created_at"], revoked_at=row["revoked_at"],
     )

@@ -21,7 +21,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from inspection.errors import ConfigError, Conflict, NotFound
-from inspection.rules import StationRules
+from inspection.rules import StationRules, Verdict
 from inspection.store.database import Database
 from inspection.store.schema import defects, inspections, shadow_results, station_rules, stations
 
@@ -51,7 +51,7 @@ class Station:
 @dataclass
 class InspectionRecord:
     station_id: str
-    verdict: str
+    verdict: Verdict
     rule: str
     model_name: str
     model_version: str
@@ -77,7 +77,7 @@ class InspectionRecord:
 @dataclass(frozen=True)
 class InspectionFilter:
     station: str | None = None
-    verdict: str | None = None
+    verdict: Verdict | None = None
     class_name: str | None = None
     part_id: str | None = None
     since: datetime | None = None
@@ -164,6 +164,7 @@ class RecordStore:
         """Commit a record; returns (record, True), or (the original, False) when the station
         already has a record with this idempotency key (a retried post)."""
         values = asdict(record)
+        values["verdict"] = Verdict(record.verdict).value  # the plain string, whatever the driver
         # A blank key is no key: stored as "" it would make every later blank-keyed frame of
         # the station a "retry" of the first one.
         values["idempotency_key"] = (record.idempotency_key or "").strip() or None
@@ -209,7 +210,7 @@ class RecordStore:
         if where.station:
             conditions.append(inspections.c.station_id == where.station)
         if where.verdict:
-            conditions.append(inspections.c.verdict == where.verdict)
+            conditions.append(inspections.c.verdict == Verdict(where.verdict).value)
         if where.part_id:
             conditions.append(inspections.c.part_id == where.part_id)
         if where.since:
@@ -236,11 +237,11 @@ class RecordStore:
     # -- shadow mode -----------------------------------------------------------------------
 
     def save_shadow(self, inspection_id: str, *, model_name: str, model_version: str,
-                    verdict: str, detections: list[dict[str, Any]]) -> None:
+                    verdict: Verdict, detections: list[dict[str, Any]]) -> None:
         with self.db.engine.begin() as conn:
             conn.execute(shadow_results.insert().values(
                 inspection_id=inspection_id, model_name=model_name, model_version=model_version,
-                verdict=verdict, detections=detections, created_at=utcnow()))
+                verdict=Verdict(verdict).value, detections=detections, created_at=utcnow()))
 
     def shadow_agreement(self, model_version: str | None = None) -> dict[str, Any]:
         """Per class, how often the shadow model's verdict-relevant classes agree with
@@ -277,4 +278,6 @@ def _station(row) -> Station:
 
 
 def _record(row) -> InspectionRecord:
-    return InspectionRecord(**{k: row[k] for k in InspectionRecord.__dataclass_fields__})
+    record = InspectionRecord(**{k: row[k] for k in InspectionRecord.__dataclass_fields__})
+    record.verdict = Verdict(record.verdict)
+    return record

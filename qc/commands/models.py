@@ -48,7 +48,7 @@ def card_for(model: Path) -> dict:
     return {
         "source": "qc export" if qc_meta.get("data_hash") else f"registered from elsewhere: {model.resolve()}",
         "names": {str(k): v for k, v in detector.names.items()},
-        "imgsz": list(detector.imgsz),
+        "imgsz": list(detector.input_hw),
         "layout": detector.layout.value,
         "precision": qc_meta.get("precision", "fp32"),
         "data_hash": qc_meta.get("data_hash"),

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from inspection.detect import imaging
 from inspection.errors import ImageError, ImageTooLarge
-from inspection.store.keys import ApiKey
-from serving.auth import check_station, require
-from serving.routers.inspections import to_schema
+from serving.bodies import frame_bytes
+from serving.deps import StateDep, StationKey, check_station
 from serving.schemas import Inspection
 
-router = APIRouter(tags=["inspect"])
+router = APIRouter(prefix="/v1/stations", tags=["inspect"])
 
-ACCEPTED = ("image/jpeg", "image/png", "image/bmp", "multipart/form-data")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _BODY = {
     "requestBody": {
@@ -31,44 +30,13 @@ _BODY = {
         },
     }
 }
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (before it is all read)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is over the limit of {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def frame_bytes(request: Request, limit: int) -> bytes:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in ACCEPTED:
-        raise HTTPException(
-            415, f"content type {content_type or 'missing'!r}: send image/jpeg, image/png, image/bmp "
-                 "or multipart/form-data with a 'file' part")
-    body = await read_limited(request, limit)
-    if content_type != "multipart/form-data":
-        return body
-    request._body = body  # Starlette parses the form from the cached body
-    try:
-        form = await request.form(max_files=1, max_fields=10)
-    except Exception as error:
-        raise HTTPException(400, f"malformed multipart body: {error}") from error
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise HTTPException(400, "multipart body has no 'file' part holding the image")
-    return await upload.read()
+PartId = Annotated[str | None, Header(max_length=128, description="serial or lot of the part")]
+IdempotencyKey = Annotated[str | None, Header(max_length=128,
+                                              description="a retry with the same key returns the original record")]
 
 
 @router.post(
-    "/v1/stations/{station}/inspect",
+    "/{station}/inspect",
     response_model=Inspection,
     openapi_extra=_BODY,
     responses={400: {"description": "not a readable image"}, 401: {}, 403: {}, 404: {"description": "unknown station"},
@@ -80,13 +48,12 @@ async def inspect(
     station: str,
     request: Request,
     response: Response,
-    key: ApiKey = Depends(require("station", "engineer")),
-    x_part_id: str | None = Header(default=None, max_length=128, description="serial or lot of the part"),
-    idempotency_key: str | None = Header(default=None, max_length=128,
-                                         description="a retry with the same key returns the original record"),
-):
+    state: StateDep,
+    key: StationKey,
+    x_part_id: PartId = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Inspection:
     """Judge one frame: PASS, FAIL or REVIEW, recorded before the answer is sent."""
-    state = request.app.state
     check_station(key, station)
     # A blank header is no header (an empty key would otherwise match every other blank one).
     idempotency_key = (idempotency_key or "").strip() or None
@@ -97,7 +64,7 @@ async def inspect(
         existing = await asyncio.to_thread(state.store.find_by_key, station, idempotency_key)
         if existing is not None:
             response.headers["Idempotent-Replayed"] = "true"
-            return to_schema(existing)
+            return Inspection.of(existing)
     if not found.rules.enabled:
         raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
     if state.manager.current is None:
@@ -117,4 +84,4 @@ async def inspect(
         raise
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return to_schema(record)
+    return Inspection.of(record)

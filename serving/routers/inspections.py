@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 import cv2
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from inspection.detect import imaging
 from inspection.detect.drawing import draw
 from inspection.detections import Detections
 from inspection.errors import ImageError, NotFound
+from inspection.roles import Role
+from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
-from inspection.store.records import InspectionFilter, InspectionRecord
-from serving.auth import check_station, may_use_station, require
-from serving.schemas import Inspection, InspectionPage, ModelRef
+from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
+from serving.deps import ImagesDep, Reader, StoreDep, check_station, may_use_station
+from serving.schemas import Inspection, InspectionPage
 
-router = APIRouter(tags=["inspections"])
-reader = require("station", "reviewer")
-
-
-def to_schema(record: InspectionRecord) -> Inspection:
-    return Inspection(
-        id=record.id, station=record.station_id, part_id=record.part_id, verdict=record.verdict,
-        rule=record.rule, detections=record.detections,
-        model=ModelRef(name=record.model_name, version=record.model_version),
-        rules_version=record.rules_version, width=record.width, height=record.height,
-        image_stored=record.image_sha256 is not None,
-        created_at=record.created_at.isoformat(timespec="milliseconds") + "Z",
-        timings={k: round(float(v), 3) for k, v in record.timings.items()},
-    )
+router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -43,12 +31,12 @@ def _naive_utc(value: datetime | None) -> datetime | None:
         return datetime.min if value.year < 5000 else datetime.max
 
 
-@router.get("/v1/inspections", response_model=InspectionPage)
+@router.get("", response_model=InspectionPage)
 def list_inspections(
-    request: Request,
-    key: ApiKey = Depends(reader),
+    store: StoreDep,
+    key: Reader,
     station: str | None = Query(default=None, max_length=64),
-    verdict: Literal["PASS", "FAIL", "REVIEW"] | None = None,
+    verdict: Verdict | None = None,
     class_name: str | None = Query(default=None, alias="class", max_length=64),
     part_id: str | None = Query(default=None, max_length=128),
     since: datetime | None = Query(default=None, description="ISO 8601, inclusive"),
@@ -57,36 +45,37 @@ def list_inspections(
     cursor: str | None = Query(default=None, max_length=32),
 ):
     """Inspections, newest first, filtered and paginated."""
-    if key.role == "station":
+    if key.role is Role.STATION:
         if station is None:
             raise HTTPException(403, "a station key must name one of its stations (?station=)")
         check_station(key, station)
     where = InspectionFilter(station=station, verdict=verdict, class_name=class_name, part_id=part_id,
                              since=_naive_utc(since), until=_naive_utc(until))
-    records, next_cursor = request.app.state.store.list_inspections(where, limit=limit, cursor=cursor)
-    return InspectionPage(items=[to_schema(r) for r in records], next_cursor=next_cursor)
+    records, next_cursor = store.list_inspections(where, limit=limit, cursor=cursor)
+    return InspectionPage(items=[Inspection.of(r) for r in records], next_cursor=next_cursor)
 
 
-def _readable(request: Request, key: ApiKey, inspection_id: str) -> InspectionRecord:
-    record = request.app.state.store.inspection(inspection_id)
+def _readable(store: RecordStore, key: ApiKey, inspection_id: str) -> InspectionRecord:
+    record = store.inspection(inspection_id)
     if not may_use_station(key, record.station_id):
         raise NotFound(f"inspection {inspection_id} does not exist")  # do not confirm other stations' ids
     return record
 
 
-@router.get("/v1/inspections/{inspection_id}", response_model=Inspection)
-def get_inspection(inspection_id: str, request: Request, key: ApiKey = Depends(reader)):
-    return to_schema(_readable(request, key, inspection_id))
+@router.get("/{inspection_id}", response_model=Inspection)
+def get_inspection(inspection_id: str, store: StoreDep, key: Reader) -> Inspection:
+    return Inspection.of(_readable(store, key, inspection_id))
 
 
-@router.get("/v1/inspections/{inspection_id}/image",
+@router.get("/{inspection_id}/image",
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}}}})
-def get_image(inspection_id: str, request: Request, boxes: bool = False, key: ApiKey = Depends(reader)):
+def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, key: Reader,
+              boxes: bool = False) -> Response:
     """The stored frame; `?boxes=true` draws the counted detections on it (as JPEG)."""
-    record = _readable(request, key, inspection_id)
+    record = _readable(store, key, inspection_id)
     if record.image_sha256 is None:
         raise NotFound(f"inspection {inspection_id} has no stored image (PASS frames are sampled)")
-    path = request.app.state.images.path(record.image_sha256)
+    path = images.path(record.image_sha256)
     data = path.read_bytes()
     media = imaging.CONTENT_TYPES.get(record.image_format or "", "image/jpeg")
     if not boxes:
@@ -98,6 +87,6 @@ def get_image(inspection_id: str, request: Request, boxes: bool = False, key: Ap
         raise HTTPException(500, f"stored image {record.image_sha256} of inspection {inspection_id} is "
                                  f"damaged ({error}); fetch it without ?boxes=true to see the bytes") from error
     names = {d["class_id"]: d["class"] for d in record.detections}
-    detections = Detections.from_records(record.detections, names=names, image_size=(record.width, record.height))
+    detections = Detections.from_records(record.detections, names=names, image_wh=(record.width, record.height))
     ok, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return Response(content=encoded.tobytes(), media_type="image/jpeg")

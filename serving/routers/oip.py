@@ -52,14 +52,14 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from inspection.errors import ImageError
-from serving.auth import current_key, require
+from serving.deps import KeyDep, StateDep, StationKey
 from serving.model_manager import LoadedModel
 from serving.oip_codec import (
     DETECTIONS_OUTPUT,
@@ -79,7 +79,7 @@ from serving.oip_codec import (
     read_body,
 )
 from serving.pipeline import Frame, InputSizeChanged, TensorFrame
-from serving.routers.health import readiness
+from serving.state import AppState
 
 log = logging.getLogger("qc.oip")
 
@@ -143,8 +143,7 @@ router = APIRouter(tags=["oip"], route_class=_V2Route)
 # -- the served model and its tensors --------------------------------------------------------
 
 
-def served_model(request: Request, name: str, version: str | None = None) -> LoadedModel:
-    state = request.app.state
+def served_model(state: AppState, name: str, version: str | None = None) -> LoadedModel:
     served = state.settings.model_name
     if name != served:
         raise OIPError(404, f"unknown model {name!r}: this server serves {served!r}")
@@ -158,15 +157,6 @@ def served_model(request: Request, name: str, version: str | None = None) -> Loa
     return model
 
 
-def _dim(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else -1  # symbolic or unknown: dynamic
-
-
-def _onnx_datatype(onnx_type: str) -> str:
-    inner = onnx_type.removeprefix("tensor(").removesuffix(")")
-    return _ONNX_TYPES.get(inner, inner.upper())
-
-
 def model_tensors(model: LoadedModel) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs as the metadata route describes them.
 
@@ -175,17 +165,16 @@ def model_tensors(model: LoadedModel) -> tuple[list[dict], list[dict]]:
     letterboxes to, which for a dynamic-size model is its configured size.
     """
     detector = model.detector
-    session_input = detector.session.get_inputs()[0]
-    session_output = detector.session.get_outputs()[0]
-    height, width = detector.imgsz
+    spec_in, spec_out = detector.backend.input, detector.backend.output
+    height, width = detector.input_hw
     inputs = [
-        {"name": detector.input_name, "datatype": _onnx_datatype(session_input.type),
+        {"name": spec_in.name, "datatype": _ONNX_TYPES.get(spec_in.dtype, spec_in.dtype.upper()),
          "shape": [-1, 3, height, width]},
         {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
     ]
     outputs = [
-        {"name": session_output.name, "datatype": _onnx_datatype(session_output.type),
-         "shape": [-1, *(_dim(d) for d in session_output.shape[1:])]},
+        {"name": spec_out.name, "datatype": _ONNX_TYPES.get(spec_out.dtype, spec_out.dtype.upper()),
+         "shape": [-1, *(-1 if d is None else d for d in spec_out.shape[1:])]},
         {"name": DETECTIONS_OUTPUT, "datatype": "BYTES", "shape": [-1]},
     ]
     return inputs, outputs
@@ -201,74 +190,73 @@ def live() -> dict:
 
 
 @router.get("/v2/health/ready")
-async def ready(request: Request):
+async def ready(state: StateDep):
     """A model is loaded and the database is reachable (no key: probes)."""
-    ok, body = await readiness(request)
+    ok, body = await state.readiness()
     if ok:
         return {"ready": True, **body}
     reason = "no model loaded" if body["model"] is None else f"database {body['database']}"
     return JSONResponse({"ready": False, "error": f"not ready: {reason}", **body}, status_code=503)
 
 
-@router.get("/v2", dependencies=[Depends(current_key)])
-def server_metadata(request: Request) -> dict:
+@router.get("/v2")
+def server_metadata(request: Request, key: KeyDep) -> dict:
     return {"name": "qc", "version": request.app.version, "extensions": ["binary_tensor_data"]}
 
 
-def _metadata(request: Request, name: str, version: str | None) -> dict:
-    model = served_model(request, name, version)
+def _metadata(state: AppState, name: str, version: str | None) -> dict:
+    model = served_model(state, name, version)
     inputs, outputs = model_tensors(model)
     return {"name": model.name, "versions": [model.version], "platform": PLATFORM,
             "inputs": inputs, "outputs": outputs}
 
 
-@router.get("/v2/models/{name}", dependencies=[Depends(current_key)])
-def model_metadata(name: str, request: Request) -> dict:
-    return _metadata(request, name, None)
+@router.get("/v2/models/{name}")
+def model_metadata(name: str, state: StateDep, key: KeyDep) -> dict:
+    return _metadata(state, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}", dependencies=[Depends(current_key)])
-def model_version_metadata(name: str, version: str, request: Request) -> dict:
-    return _metadata(request, name, version)
+@router.get("/v2/models/{name}/versions/{version}")
+def model_version_metadata(name: str, version: str, state: StateDep, key: KeyDep) -> dict:
+    return _metadata(state, name, version)
 
 
-@router.get("/v2/models/{name}/ready", dependencies=[Depends(current_key)])
-def model_ready(name: str, request: Request) -> dict:
-    model = served_model(request, name)
+@router.get("/v2/models/{name}/ready")
+def model_ready(name: str, state: StateDep, key: KeyDep) -> dict:
+    model = served_model(state, name)
     return {"name": model.name, "version": model.version, "ready": True}
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", dependencies=[Depends(current_key)])
-def model_version_ready(name: str, version: str, request: Request) -> dict:
-    model = served_model(request, name, version)
+@router.get("/v2/models/{name}/versions/{version}/ready")
+def model_version_ready(name: str, version: str, state: StateDep, key: KeyDep) -> dict:
+    model = served_model(state, name, version)
     return {"name": model.name, "version": model.version, "ready": True}
 
 
-@router.post("/v2/models/{name}/infer", dependencies=[Depends(require("station", "engineer"))])
-async def infer(name: str, request: Request) -> Response:
+@router.post("/v2/models/{name}/infer")
+async def infer(name: str, request: Request, state: StateDep, key: StationKey) -> Response:
     """Raw tensors through the model, or encoded images to detections; JSON or binary."""
-    return await _infer(request, name, None)
+    return await _infer(request, state, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer",
-             dependencies=[Depends(require("station", "engineer"))])
-async def infer_version(name: str, version: str, request: Request) -> Response:
-    return await _infer(request, name, version)
+@router.post("/v2/models/{name}/versions/{version}/infer")
+async def infer_version(name: str, version: str, request: Request, state: StateDep,
+                        key: StationKey) -> Response:
+    return await _infer(request, state, name, version)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
+async def _infer(request: Request, state: AppState, name: str, version: str | None) -> Response:
     started = time.monotonic()
-    state = request.app.state
     settings = state.settings
-    model = served_model(request, name, version)
-    height, width = model.detector.imgsz
+    model = served_model(state, name, version)
+    height, width = model.detector.input_hw
     accepted = Accepted(model.detector.input_name, height, width, settings.max_batch)
     body = await read_body(request, body_limit(settings, accepted))
     # Parsing and encoding tens of MB of tensors takes ~0.5 s each in JSON: in threads, so the
     # event loop keeps serving the stations meanwhile.
     parsed = await asyncio.to_thread(parse_request, body, request.headers.get(HEADER_LENGTH), accepted)
     tensor = parsed.inputs[0]
-    raw_name = model.detector.session.get_outputs()[0].name
+    raw_name = model.detector.output_name
     wanted = _wanted_outputs(parsed, raw_name)
     conf = fraction_param(parsed.parameters, "conf", DEFAULT_CONF)
     iou = fraction_param(parsed.parameters, "iou", model.detector.iou)
@@ -319,7 +307,7 @@ def _wanted_outputs(parsed: InferRequest, raw_name: str) -> dict[str, bool]:
     return wanted
 
 
-async def _frames(state, tensor: Tensor) -> list[Frame | TensorFrame]:
+async def _frames(state: AppState, tensor: Tensor) -> list[Frame | TensorFrame]:
     if tensor.name == IMAGE_INPUT:
         return list(await asyncio.gather(*(asyncio.to_thread(_decode_image, state, index, data)
                                            for index, data in enumerate(tensor.value))))
@@ -333,7 +321,7 @@ def _tensor_frames(tensor: Tensor) -> list[TensorFrame]:
     return [TensorFrame(np.ascontiguousarray(row)) for row in pixels]
 
 
-def _decode_image(state, index: int, data: bytes) -> Frame:
+def _decode_image(state: AppState, index: int, data: bytes) -> Frame:
     """One encoded image to a letterboxed frame, as the inspect endpoint decodes stations'."""
     try:
         return Frame.decode(state.manager.current.detector, data, settings=state.settings)

@@ -5,7 +5,7 @@ Example::
 
     detections, problems = checked_detections(
         xyxy=np.array([[10, 10, 50, 30]]), class_id=np.array([0]),
-        names={0: "scratch"}, image_size=(640, 480),
+        names={0: "scratch"}, image_wh=(640, 480),
         file="labels/a.txt", image="images/a.png", refs=["line 1"],
     )
 
@@ -38,7 +38,7 @@ def checked_detections(
     xyxy: np.ndarray,
     class_id: np.ndarray,
     names: Mapping[int, str],
-    image_size: tuple[int, int],
+    image_wh: tuple[int, int],
     file: str,
     image: str | None,
     refs: Sequence[str] | None = None,
@@ -48,7 +48,7 @@ def checked_detections(
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     class_id = np.asarray(class_id, dtype=np.int64).reshape(-1)
     refs = list(refs) if refs is not None else [f"box {i + 1}" for i in range(len(xyxy))]
-    width, height = image_size
+    width, height = image_wh
 
     def refused(kind: str, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(file=file, kind=kind, message=message, skipped=True, image=image)]
@@ -108,7 +108,7 @@ def checked_detections(
         confidence=np.ones(len(clipped), dtype=np.float32),
         class_id=class_id,
         names=names,
-        image_size=image_size,
+        image_wh=image_wh,
     )
     return detections, problems
 

@@ -3,7 +3,7 @@
 Example::
 
     images = find_images(Path("data/bottles"))        # sorted, hidden folders skipped
-    width, height = image_size(images[0])             # decodes: ImageError when corrupt
+    width, height = image_wh(images[0])             # decodes: ImageError when corrupt
     names = unique_file_names(images)                 # a.png, a_1.jpg for a.png, a.jpg
 
 Every image is decoded once on import, with the same decoder the line uses
@@ -43,7 +43,7 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def image_size(path: Path) -> tuple[int, int]:
+def image_wh(path: Path) -> tuple[int, int]:
     """(width, height) of the decoded image; `ImageError` when it cannot be decoded."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageError(

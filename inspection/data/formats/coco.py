@@ -40,7 +40,7 @@ from inspection.data.formats._boxes import checked_detections
 from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
-    image_size,
+    image_wh,
     unique_file_names,
 )
 from inspection.data.formats.labelled import LabelledImage, Problem
@@ -134,7 +134,7 @@ def _read_image(
         return problem("duplicate", f"image {file_name} is listed twice; the first entry was kept")
     seen.add(path)
     try:
-        size = image_size(path)
+        size = image_wh(path)
     except ImageError as error:
         return Problem(
             file=str(path), kind="unreadable_image", message=f"{error}; fix or delete it"
@@ -182,7 +182,7 @@ def _read_image(
         xyxy=np.array(boxes, dtype=np.float64),
         class_id=np.array(classes, dtype=np.int64),
         names=names,
-        image_size=size,
+        image_wh=size,
         file=str(file),
         image=str(path),
         refs=refs,
@@ -228,7 +228,7 @@ def write(images: Iterable[LabelledImage], out: str | Path, *, names: Mapping[in
             zip(group, unique_file_names(im.path for im in group)), start=1
         ):
             copy_image(image.path, out / "images" / f"{sub}{file_name}")
-            width, height = image.image_size
+            width, height = image.image_wh
             coco_images.append(
                 {"id": image_id, "file_name": f"{sub}{file_name}", "width": width, "height": height}
             )

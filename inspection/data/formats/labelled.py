@@ -6,7 +6,7 @@ Example::
     >>> from inspection.data.formats.labelled import LabelledImage, Problem
     >>> image = LabelledImage(
     ...     path="frames/0001.png",
-    ...     detections=Detections.empty(names={0: "scratch"}, image_size=(640, 480)),
+    ...     detections=Detections.empty(names={0: "scratch"}, image_wh=(640, 480)),
     ...     lineage={"source_file": "labels/0001.txt"},
     ... )
     >>> image.names, len(image.detections)
@@ -110,5 +110,5 @@ class LabelledImage:
         return dict(self.detections.names)
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return self.detections.image_size
+    def image_wh(self) -> tuple[int, int]:
+        return self.detections.image_wh

@@ -48,7 +48,7 @@ from inspection.data.formats._boxes import checked_detections
 from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
-    image_size,
+    image_wh,
     unique_file_names,
 )
 from inspection.data.formats.labelled import LabelledImage, Problem
@@ -133,7 +133,7 @@ def _read_task(
             image=reference,
         )
     try:
-        size = image_size(path)
+        size = image_wh(path)
     except ImageError as error:
         return Problem(
             file=str(path), kind="unreadable_image", message=f"{error}; fix or delete it"
@@ -189,7 +189,7 @@ def _read_task(
         xyxy=np.array(boxes, dtype=np.float64),
         class_id=np.array(classes, dtype=np.int64),
         names=names,
-        image_size=size,
+        image_wh=size,
         file=str(source),
         image=str(path),
         refs=refs,
@@ -287,7 +287,7 @@ def write(
     tasks = []
     for image, file_name in zip(images, unique_file_names(im.path for im in images)):
         copy_image(image.path, out / "images" / file_name)
-        width, height = image.image_size
+        width, height = image.image_wh
         results = []
         for n, (class_id, box) in enumerate(zip(image.detections.class_id, image.detections.xyxy)):
             x1, y1, x2, y2 = (float(v) for v in box)

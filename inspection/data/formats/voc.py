@@ -44,7 +44,7 @@ from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     find_images,
-    image_size,
+    image_wh,
     is_image,
     unique_file_names,
 )
@@ -161,7 +161,7 @@ def _labelled(
     split: str | None,
 ) -> LabelledImage | Problem:
     try:
-        size = image_size(path)
+        size = image_wh(path)
     except ImageError as error:
         return Problem(
             file=str(path), kind="unreadable_image", message=f"{error}; fix or delete it"
@@ -181,7 +181,7 @@ def _labelled(
         xyxy=xyxy - offset,
         class_id=np.array([index_of[name] for name, _ in annotation.objects], dtype=np.int64),
         names=names,
-        image_size=size,
+        image_wh=size,
         file=str(annotation.file),
         image=str(path),
         refs=[f"object {i + 1} ({name})" for i, (name, _) in enumerate(annotation.objects)],
@@ -281,7 +281,7 @@ def write(
 def _xml(
     image: LabelledImage, *, file_name: str, names: Mapping[int, str], one_based: bool
 ) -> bytes:
-    width, height = image.image_size
+    width, height = image.image_wh
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "JPEGImages"
     ET.SubElement(root, "filename").text = file_name

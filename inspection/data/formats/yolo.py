@@ -40,7 +40,7 @@ from inspection.data.formats._image_files import (
     copy_image,
     empty_output_dir,
     find_images,
-    image_size,
+    image_wh,
     is_image,
     unique_file_names,
 )
@@ -103,13 +103,13 @@ def _read_one(
             image=str(image_path),
         )
     try:
-        size = image_size(image_path)
+        size = image_wh(image_path)
     except ImageError as error:
         return Problem(
             file=str(image_path), kind="unreadable_image", message=f"{error}; fix or delete it"
         )
     detections, problems = parse_labels(
-        text, image_size=size, names=names, file=str(label_path), image=str(image_path)
+        text, image_wh=size, names=names, file=str(label_path), image=str(image_path)
     )
     if detections is None:
         return problems[0]
@@ -125,7 +125,7 @@ def _read_one(
 def parse_labels(
     text: str,
     *,
-    image_size: tuple[int, int],
+    image_wh: tuple[int, int],
     names: Mapping[int, str],
     file: str,
     image: str | None = None,
@@ -135,7 +135,7 @@ def parse_labels(
     Lines of 5 numbers are boxes; a 6th (a score from `save_txt`) is ignored; 7 or more are a
     segmentation polygon, read as its bounding box, as Ultralytics trains detection on it.
     """
-    width, height = image_size
+    width, height = image_wh
     boxes, classes, refs = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
@@ -169,7 +169,7 @@ def parse_labels(
         xyxy=xyxy,
         class_id=np.array(classes, dtype=np.int64),
         names=names,
-        image_size=image_size,
+        image_wh=image_wh,
         file=file,
         image=image,
         refs=refs,
@@ -178,7 +178,7 @@ def parse_labels(
 
 def label_text(detections: Detections) -> str:
     """The YOLO label file for `detections`; 8 decimals keep boxes to 1e-4 px at 10,000 px."""
-    width, height = detections.image_size
+    width, height = detections.image_wh
     lines = []
     for class_id, box in zip(detections.class_id, detections.xyxy.astype(np.float64)):
         x1, y1, x2, y2 = box

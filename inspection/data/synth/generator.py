@@ -4,7 +4,7 @@ Example::
 
     >>> from inspection.data.synth.generator import make_sample, sample_seed
     >>> sample = make_sample(sample_seed(0, 5), width=320, height=240, surface="foil")
-    >>> sample.image.shape, sample.surface, sample.detections.image_size
+    >>> sample.image.shape, sample.surface, sample.detections.image_wh
     ((240, 320, 3), 'foil', (320, 240))
 
     write_dataset("data/synth", n=200, seed=0)     # images/, labels/ and data.yaml
@@ -119,10 +119,10 @@ def make_sample(
             confidence=np.ones(len(stamps), np.float32),
             class_id=np.array([s.class_id for s in stamps], np.int64),
             names=CLASS_NAMES,
-            image_size=(width, height),
+            image_wh=(width, height),
         )
     else:
-        detections = Detections.empty(names=CLASS_NAMES, image_size=(width, height))
+        detections = Detections.empty(names=CLASS_NAMES, image_wh=(width, height))
     masks = tuple(s.mask(width, height) for s in stamps)
     return Sample(image=image, detections=detections, surface=surface, masks=masks)
 

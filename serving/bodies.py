@@ -1,0 +1,49 @@
+"""Request bodies read with a limit: what the inspect route and the v2 protocol share.
+
+Example::
+
+    data = await read_limited(request, limit=32 * 1024 * 1024)   # 413 past the limit
+    jpeg = await frame_bytes(request, limit)                      # image/* or multipart 'file'
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request
+
+ACCEPTED = ("image/jpeg", "image/png", "image/bmp", "multipart/form-data")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (before it is all read)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def frame_bytes(request: Request, limit: int) -> bytes:
+    """An encoded frame from an image/* body or a multipart body's 'file' part (415 for other
+    content types, 400 for a malformed form)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ACCEPTED:
+        raise HTTPException(
+            415, f"content type {content_type or 'missing'!r}: send image/jpeg, image/png, image/bmp "
+                 "or multipart/form-data with a 'file' part")
+    body = await read_limited(request, limit)
+    if content_type != "multipart/form-data":
+        return body
+    request._body = body  # Starlette parses the form from the cached body
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except Exception as error:
+        raise HTTPException(400, f"malformed multipart body: {error}") from error
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPException(400, "multipart body has no 'file' part holding the image")
+    return await upload.read()

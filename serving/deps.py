@@ -1,0 +1,141 @@
+"""What a route needs, named in its signature: typed dependency aliases for the service.
+
+Example::
+
+    @router.get("/{station}")
+    def get_station(station: str, store: StoreDep, key: Reader) -> StationOut:
+        check_station(key, station)
+        return StationOut.of(store.station(station))
+
+As in FastAPI's full-stack template (`backend/app/api/deps.py`): each alias is
+`Annotated[T, Depends(...)]`, so a signature says both the type a route gets and where it
+comes from, and nothing reads `request.app.state` by hand. The key guards (`StationKey`,
+`Reader`, `Reviewer`, `Engineer`, `Admin`) also declare the bearer scheme in OpenAPI, so
+/docs' Authorize button and generated clients send the key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from inspection.models.registry import Registry
+from inspection.roles import Role
+from inspection.store.images import ImageStore
+from inspection.store.keys import ApiKey
+from inspection.store.records import RecordStore
+from serving.metrics import Metrics
+from serving.model_manager import LoadedModel, ModelManager
+from serving.settings import ServeSettings
+from serving.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.qc
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _settings(request: Request) -> ServeSettings:
+    return request.app.state.settings  # set before start-up: the error handlers need it too
+
+
+def metrics_of(request: Request) -> Metrics:
+    """The app's metrics: there from creation, before start-up (error handlers count with it)."""
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ServeSettings, Depends(_settings)]
+MetricsDep = Annotated[Metrics, Depends(metrics_of)]
+
+
+def _store(state: StateDep) -> RecordStore:
+    return state.store
+
+
+def _images(state: StateDep) -> ImageStore:
+    return state.images
+
+
+def _registry(state: StateDep) -> Registry:
+    return state.registry
+
+
+def _manager(state: StateDep) -> ModelManager:
+    return state.manager
+
+
+StoreDep = Annotated[RecordStore, Depends(_store)]
+ImagesDep = Annotated[ImageStore, Depends(_images)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+ManagerDep = Annotated[ModelManager, Depends(_manager)]
+
+
+def _current_model(state: StateDep) -> LoadedModel:
+    model = state.manager.current
+    if model is None:
+        raise HTTPException(503, "no model loaded; promote one with qc models promote",
+                            headers={"Retry-After": "5"})
+    return model
+
+
+ModelDep = Annotated[LoadedModel, Depends(_current_model)]
+"""The model serving now (503 with Retry-After while there is none)."""
+
+# auto_error=False: our 401 names the fix (FastAPI's own says only "Not authenticated").
+bearer = HTTPBearer(auto_error=False, description="an API key from `qc keys create`")
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_key(
+    request: Request,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiKey:
+    if credentials is None or not credentials.credentials.strip():
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with qc keys create)")
+    key = state.auth.verify(credentials.credentials.strip())
+    if key is None:
+        raise _unauthorized("invalid or revoked API key")
+    request.state.key_id = key.id
+    return key
+
+
+KeyDep = Annotated[ApiKey, Depends(current_key)]
+"""Any valid key, whatever its role."""
+
+
+def require(*roles: Role):
+    """A dependency: a key whose role covers one of `roles` (see `Role.covers`), else 403."""
+    needed = " or ".join(sorted({r.value for r in Role for want in roles if r.covers(want)}))
+
+    def check(key: KeyDep) -> ApiKey:
+        if not any(key.role.covers(role) for role in roles):
+            raise HTTPException(status_code=403, detail=f"a {key.role} key cannot do this; it needs {needed}")
+        return key
+
+    return check
+
+
+StationKey = Annotated[ApiKey, Depends(require(Role.STATION, Role.ENGINEER))]
+"""May post frames: a station key (for its own stations) or an engineer's."""
+Reader = Annotated[ApiKey, Depends(require(Role.STATION, Role.REVIEWER))]
+"""May read records: a station key (its own stations) or any staff key."""
+Reviewer = Annotated[ApiKey, Depends(require(Role.REVIEWER))]
+Engineer = Annotated[ApiKey, Depends(require(Role.ENGINEER))]
+Admin = Annotated[ApiKey, Depends(require(Role.ADMIN))]
+
+
+def may_use_station(key: ApiKey, station: str) -> bool:
+    return key.role is not Role.STATION or station in key.stations
+
+
+def check_station(key: ApiKey, station: str) -> None:
+    if not may_use_station(key, station):
+        raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")
