@@ -4,15 +4,21 @@ it is cached under .cache/test-model so a second local run starts at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.service_harness import Service
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb"
@@ -177,3 +183,30 @@ def deeppcb_model(deeppcb) -> TrainedModel:
     folder = CACHE / f"deeppcb-model-v{MODEL_CACHE_VERSION}"
     return _train_and_export(folder, data_yaml=deeppcb / "data.yaml", name="deeppcb-test",
                              epochs=3, batch=16)
+
+
+# -- the inspection service (tests/service_harness.py) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(untrained_model, tmp_path_factory) -> Iterator[Service]:
+    """One service per test module for the tests that only need defaults (each uses stations
+    of its own)."""
+    from tests.service_harness import running
+
+    with running(tmp_path_factory.mktemp("service"), untrained_model, pass_sample_rate=0.0) as started:
+        yield started
+
+
+@pytest.fixture
+def start(untrained_model, tmp_path) -> Iterator[Callable[..., Service]]:
+    """start(**settings) -> a service of its own, stopped after the test."""
+    from tests.service_harness import running
+
+    with contextlib.ExitStack() as stack:
+        count = iter(range(100))
+
+        def starter(model: Path | None = untrained_model, **overrides) -> Service:
+            return stack.enter_context(running(tmp_path / f"home{next(count)}", model, **overrides))
+
+        yield starter

@@ -8,7 +8,7 @@ A few of Schemathesis' checks are relaxed where our answers are intentional:
 - `positive_data_acceptance` expects every schema-valid request to succeed, but a valid-looking
   frame can still be a corrupt image, a station can be unknown, a model version missing;
 - `ignored_auth` is left out because the schema declares no security scheme (auth is a header
-  the routes read themselves; tests/test_service.py checks every route refuses a missing key).
+  the routes read themselves; tests/test_service_auth.py checks every route refuses a missing key).
 """
 
 from __future__ import annotations
