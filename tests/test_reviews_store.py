@@ -211,7 +211,6 @@ def test_the_queue_holds_unreviewed_flagged_frames_newest_first_and_retracting_r
     assert [i.inspection.id for i in items] == [old.id, new.id]
     reviews.add(middle.id, reviewer="kim", decision="retracted")  # undo
     assert reviews.count(QueueFilter()) == 3
-    assert reviews.neighbours(QueueFilter(), middle.id) == (new.id, old.id)
 
 
 def test_every_filter_narrows_the_queue(records, reviews):
