@@ -361,8 +361,9 @@
       return;
     }
     work.decision = decision;
-    work.boxes = {};
-    if (decision === "false_alarm") work.drawn = [];
+    // A defect keeps the per-box corrections made so far (the open boxes become confirmed);
+    // a false alarm makes every box one.
+    if (decision === "false_alarm") work.boxes = {};
     work.disposition = decision === "defect" ? "ng_confirmed" : "ok_released";
     work.note = $("note").value;
     save(decision === "defect" ? t("Defect") : t("False alarm"));
