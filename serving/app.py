@@ -29,10 +29,20 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
+from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.metrics import Metrics
-from inspection.store.reviews import ReviewStore
-from serving.routers import health, inspect, inspections, keys, models, oip, pages, reviews, stations
+from serving.routers import (
+    health,
+    inspect,
+    inspections,
+    keys,
+    models,
+    oip,
+    pages,
+    reviews,
+    stations,
+)
 from serving.settings import ServeSettings
 from serving.state import AppState
 

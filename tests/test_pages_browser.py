@@ -320,8 +320,10 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     missed = [b for b in second_review["boxes"] if b["decision"] == "missed"]
     assert len(missed) == 1
     x1, y1, x2, y2 = missed[0]["xyxy"]
-    width = httpx.get(f"{live.url}/v1/inspections/{second}", headers=live.admin).json()["width"]
-    assert 0.55 * width < x1 < 0.65 * width and 0.75 * width < x2 < 0.85 * width
+    shown = httpx.get(f"{live.url}/v1/inspections/{second}", headers=live.admin).json()
+    width, height = shown["width"], shown["height"]
+    assert 0.55 * width < x1 < 0.65 * width and 0.75 * width < x2 < 0.85 * width, "where it was drawn"
+    assert 0.55 * height < y1 < 0.65 * height and 0.70 * height < y2 < 0.80 * height
     assert second_review["note"] == "solder bridge near the edge"
 
     outside = [u for u in page.requested if not u.startswith(f"{live.url}/")]
