@@ -178,6 +178,14 @@ class ReviewHistory(BaseModel):
     history: list[ReviewOut] = Field(description="every decision, oldest first")
 
 
+class InspectionDetail(Inspection):
+    """One inspection as `GET /v1/inspections/{id}` shows it: the record and its current
+    review (the whole trail is at /v1/inspections/{id}/reviews)."""
+
+    latest_review: ReviewOut | None = Field(default=None, description="the newest review decision, if any")
+    reviews: int = Field(default=0, description="decisions in the review trail")
+
+
 class QueueEntry(BaseModel):
     inspection: Inspection
     review: ReviewOut | None

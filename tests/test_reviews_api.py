@@ -140,6 +140,19 @@ def test_a_staff_key_reviews_without_a_session_and_is_named_in_the_trail(service
     assert {b["decision"] for b in response.json()["boxes"]} == {"confirmed"}
 
 
+def test_an_inspection_read_back_shows_its_latest_review_and_the_length_of_its_trail(service):
+    _, ids = flag(service, 1, FAIL_ALL)
+    key = service.key("reviewer")
+    before = service.client.get(f"/v1/inspections/{ids[0]}", headers=key).json()
+    assert before["latest_review"] is None and before["reviews"] == 0
+    for decision in ("defect", "false_alarm"):
+        posted = service.client.post(f"/v1/inspections/{ids[0]}/reviews", headers=key, json={"decision": decision})
+        assert posted.status_code == 201, posted.text
+    after = service.client.get(f"/v1/inspections/{ids[0]}", headers=key).json()
+    assert after["reviews"] == 2 and after["latest_review"]["decision"] == "false_alarm"
+    assert after["verdict"] == "FAIL"  # the record keeps what the line was told
+
+
 def test_a_bulk_decision_needs_the_count_the_reviewer_saw(service):
     csrf = sign_in(service)
     station, ids = flag(service, 4)

@@ -16,8 +16,8 @@ from inspection.roles import Role
 from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
-from serving.deps import ImagesDep, Reader, StoreDep, check_station, may_use_station
-from serving.schemas import Inspection, InspectionPage
+from serving.deps import ImagesDep, Reader, ReviewsDep, StoreDep, check_station, may_use_station
+from serving.schemas import Inspection, InspectionDetail, InspectionPage, ReviewOut
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
 
@@ -62,9 +62,13 @@ def _readable(store: RecordStore, key: ApiKey, inspection_id: str) -> Inspection
     return record
 
 
-@router.get("/{inspection_id}", response_model=Inspection)
-def get_inspection(inspection_id: str, store: StoreDep, key: Reader) -> Inspection:
-    return Inspection.of(_readable(store, key, inspection_id))
+@router.get("/{inspection_id}", response_model=InspectionDetail)
+def get_inspection(inspection_id: str, store: StoreDep, reviews: ReviewsDep, key: Reader) -> InspectionDetail:
+    """The record as it was answered, with its latest review decision."""
+    record = _readable(store, key, inspection_id)
+    trail = reviews.history(inspection_id)
+    return InspectionDetail(**Inspection.of(record).model_dump(),
+                            latest_review=ReviewOut.of(trail[-1]) if trail else None, reviews=len(trail))
 
 
 @router.get("/{inspection_id}/image",
