@@ -109,7 +109,7 @@ class Detections:
                 "box": [round(float(v), decimals) for v in box],
             }
             for name, cid, score, box in zip(
-                self.class_names, self.class_id, self.confidence, self.xyxy
+                self.class_names, self.class_id, self.confidence, self.xyxy, strict=False
             )
         ]
 

@@ -254,9 +254,9 @@ def test_map_agrees_with_ultralytics_on_random_boxes(tmp_path):
 
     validator = SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
     tp, conf, pred_cls, target_cls = [], [], [], []
-    for p, t in zip(predictions, truths):
-        order = np.argsort(-p.confidence, kind="stable")  # match_predictions expects this order
-        p = p[order]
+    for found, t in zip(predictions, truths, strict=True):
+        order = np.argsort(-found.confidence, kind="stable")  # match_predictions expects this order
+        p = found[order]
         iou = torch.from_numpy(box_iou(t.xyxy, p.xyxy))
         correct = BaseValidator.match_predictions(
             validator, torch.from_numpy(p.class_id), torch.from_numpy(t.class_id), iou

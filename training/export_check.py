@@ -41,7 +41,8 @@ def check_exports(
     yolo = load_ultralytics().YOLO(str(weights))
 
     def torch_predict(pixels) -> Detections:
-        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=list(imgsz) if isinstance(imgsz, tuple) else imgsz, max_det=MAX_DET,
+        size = list(imgsz) if isinstance(imgsz, tuple) else imgsz
+        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=size, max_det=MAX_DET,
                               verbose=False, device="cpu")[0]
         boxes = result.boxes
         return Detections(xyxy=boxes.xyxy.numpy(), confidence=boxes.conf.numpy(),

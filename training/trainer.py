@@ -9,8 +9,9 @@ Example::
     run.best_weights, run.metrics["map50"]
 
 A run folder (`$QC_HOME/runs/<name>-<time>/`) holds `recipe.yaml`, `dataset.json` (the
-dataset version and content hash), `metrics.json`, `curves.png` (losses and mAP per epoch), Ultralytics' `train/` folder with
-`weights/{best,last}.pt` and `results.csv`, and `data/` (the symlinked training layout).
+dataset version and content hash), `metrics.json`, `curves.png` (losses and mAP per epoch),
+Ultralytics' `train/` folder with `weights/{best,last}.pt` and `results.csv`, and `data/` (the
+symlinked training layout).
 An interrupted run continues with `train(..., resume=run_folder)`.
 """
 

@@ -52,7 +52,7 @@ def load_ultralytics(settings: Settings | None = None) -> ModuleType:
             "weights_dir": str(config_dir / "weights"),
             "datasets_dir": str(settings.datasets_dir),
             "vscode_msg": False,
-            **{name: False for name in _INTEGRATIONS},
+            **dict.fromkeys(_INTEGRATIONS, False),
         }
     )
     # check_amp() loads yolo26n.pt, downloading it when absent; offline that fails. Modern

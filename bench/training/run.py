@@ -79,19 +79,20 @@ def main() -> None:
         "",
         table(["class", "boxes", "AP50", "AP50-95", "precision@0.25", "recall@0.25"], per_class),
         "",
-        f"Report with PR curves, confusion matrix and galleries: `{args.run.name}/eval-val/report.html` "
-        "(in the run folder, not in git).",
+        (f"Report with PR curves, confusion matrix and galleries: `{args.run.name}/eval-val/report.html` "
+         "(in the run folder, not in git)."),
     ])
     check = args.run / "export" / "export-check.json"
     if check.is_file():  # written by `qc export RUN --fp16 --int8`
         report = json.loads(check.read_text())
-        rows = [["torch (Ultralytics predict)", f"{report['torch']['map50']:.4f}", f"{report['torch']['map50_95']:.4f}", ""]]
+        torch_scores = report["torch"]
+        rows = [["torch (Ultralytics predict)", f"{torch_scores['map50']:.4f}", f"{torch_scores['map50_95']:.4f}", ""]]
         rows += [[f"ONNX {k}", f"{v['map50']:.4f}", f"{v['map50_95']:.4f}",
                   f"{v['delta_map50']:+.4f} / {v['delta_map50_95']:+.4f}"]
                  for k, v in report.items() if k in ("fp32", "fp16", "int8")]
         body += "\n\n" + "\n".join([
-            f"Exported variants scored against the torch weights on the same {report['images']} val "
-            "images (`qc export --fp16 --int8`; the change is written into each model's metadata and card):",
+            (f"Exported variants scored against the torch weights on the same {report['images']} val "
+             "images (`qc export --fp16 --int8`; the change is written into each model's metadata and card):"),
             "",
             table(["model", "mAP50", "mAP50-95", "change vs torch (mAP50 / mAP50-95)"], rows),
         ])

@@ -12,7 +12,7 @@ Ultralytics' own predictions (tests/test_parity.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from inspection.detections import Detections
 MAX_NMS = 30000
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     RAW = "raw"  # [B, 4 + nc, N]
     END2END = "end2end"  # [B, K, 6]
 

@@ -334,7 +334,7 @@ def _annotations(group: Sequence[Detections], *, with_scores: bool) -> list[dict
     annotations = []
     for index, detections in enumerate(group):
         xyxy = detections.xyxy.astype(np.float64)
-        for box, class_id, score in zip(xyxy, detections.class_id, detections.confidence):
+        for box, class_id, score in zip(xyxy, detections.class_id, detections.confidence, strict=True):
             width, height = float(box[2] - box[0]), float(box[3] - box[1])
             annotation = {
                 "id": len(annotations) + 1,
@@ -421,7 +421,7 @@ def _deploy_counts(
     misses. Boxes of classes not in `names` are not counted (`evaluate` rejects them)."""
     counts = {c: [0, 0, 0] for c in names}  # class -> [tp, fp, fn]
     false_positives, misses = [], []
-    for image, (prediction, truth) in enumerate(zip(deployed, truths)):
+    for image, (prediction, truth) in enumerate(zip(deployed, truths, strict=True)):
         matched = match(prediction, truth, iou=iou, strictly_above=strictly_above)
         hit = np.zeros(len(truth), dtype=bool)
         hit[matched[matched >= 0]] = True
@@ -471,7 +471,7 @@ def confusion_matrix(
     position = {int(c): i for i, c in enumerate(class_ids)}
     background = len(position)
     matrix = np.zeros((background + 1, background + 1), dtype=np.int64)
-    for prediction, truth in zip(deployed, truths):
+    for prediction, truth in zip(deployed, truths, strict=True):
         predicted = [position[int(c)] for c in prediction.class_id]
         true = [position[int(c)] for c in truth.class_id]
         matched = match(prediction, truth, same_class=False)

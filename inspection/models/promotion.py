@@ -46,7 +46,7 @@ def check(registry: Registry, name: str, version: str, *, policy: GatePolicy | N
 
 
 def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,
-            force: bool = False, decision: GateDecision | None | Literal["check"] = "check"
+            force: bool = False, decision: GateDecision | Literal["check"] | None = "check"
             ) -> dict[str, Any]:
     """Gate, then move the production pointer. `force` skips the gate (recorded as such).
     `decision` is what `check` returned, for a caller that ran it already (to show the table):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from inspection.evaluate.metrics import Evaluation
 
 
-class Criterion(str, Enum):
+class Criterion(StrEnum):
     coco = "coco"
     deeppcb = "deeppcb"
 

@@ -31,7 +31,8 @@ def serve(
         raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
                           "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
 
-    overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
+    given = {"host": host, "port": port, "model_name": model}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = ServeSettings(**overrides)
     _preflight(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",

@@ -140,7 +140,7 @@ def _read_image(
             file=str(path), kind="unreadable_image", message=f"{error}; fix or delete it"
         )
     declared = (entry.get("width"), entry.get("height"))
-    if declared != (None, None) and declared != size:
+    if declared not in ((None, None), size):
         return problem(
             "size_mismatch",
             f"image {file_name} is {size[0]}x{size[1]} but the JSON says "
@@ -225,14 +225,14 @@ def write(images: Iterable[LabelledImage], out: str | Path, *, names: Mapping[in
         sub = f"{split}/" if split else ""
         coco_images, annotations = [], []
         for image_id, (image, file_name) in enumerate(
-            zip(group, unique_file_names(im.path for im in group)), start=1
+            zip(group, unique_file_names(im.path for im in group), strict=True), start=1
         ):
             copy_image(image.path, out / "images" / f"{sub}{file_name}")
             width, height = image.image_size
             coco_images.append(
                 {"id": image_id, "file_name": f"{sub}{file_name}", "width": width, "height": height}
             )
-            for class_id, box in zip(image.detections.class_id, image.detections.xyxy):
+            for class_id, box in zip(image.detections.class_id, image.detections.xyxy, strict=True):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 annotations.append(
                     {

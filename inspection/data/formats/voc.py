@@ -91,8 +91,7 @@ def read(
         else:
             annotations.append(parsed)
     class_names = list(names or [])
-    for name in sorted({name for a in annotations for name, _ in a.objects} - set(class_names)):
-        class_names.append(name)
+    class_names += sorted({name for a in annotations for name, _ in a.objects} - set(class_names))
     index_of = {name: i for i, name in enumerate(class_names)}
     names_map = dict(enumerate(class_names))
 
@@ -263,7 +262,7 @@ def write(
     out = empty_output_dir(Path(out))
     images = list(images)
     split_lists: dict[str, list[str]] = {}
-    for image, file_name in zip(images, unique_file_names(im.path for im in images)):
+    for image, file_name in zip(images, unique_file_names(im.path for im in images), strict=True):
         copy_image(image.path, out / "JPEGImages" / file_name)
         xml = _xml(image, file_name=file_name, names=names, one_based=one_based)
         target = out / "Annotations" / f"{Path(file_name).stem}.xml"
@@ -288,7 +287,7 @@ def _xml(
     size = ET.SubElement(root, "size")
     for tag, value in (("width", width), ("height", height), ("depth", 3)):
         ET.SubElement(size, tag).text = str(value)
-    for class_id, box in zip(image.detections.class_id, image.detections.xyxy):
+    for class_id, box in zip(image.detections.class_id, image.detections.xyxy, strict=True):
         x1, y1, x2, y2 = (round(float(v)) for v in box)
         # Rounding must not erase a thin box: keep at least one pixel.
         x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)

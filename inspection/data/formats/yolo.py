@@ -180,7 +180,7 @@ def label_text(detections: Detections) -> str:
     """The YOLO label file for `detections`; 8 decimals keep boxes to 1e-4 px at 10,000 px."""
     width, height = detections.image_size
     lines = []
-    for class_id, box in zip(detections.class_id, detections.xyxy.astype(np.float64)):
+    for class_id, box in zip(detections.class_id, detections.xyxy.astype(np.float64), strict=True):
         x1, y1, x2, y2 = box
         xc, yc = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
         w, h = (x2 - x1) / width, (y2 - y1) / height
@@ -205,7 +205,7 @@ def write(
     for split in [None, *splits]:
         group = [image for image in images if image.split == split]
         sub = Path(split) if split else Path()
-        for image, file_name in zip(group, unique_file_names(image.path for image in group)):
+        for image, file_name in zip(group, unique_file_names(image.path for image in group), strict=True):
             copy_image(image.path, out / "images" / sub / file_name)
             label = out / "labels" / sub / (Path(file_name).stem + ".txt")
             label.parent.mkdir(parents=True, exist_ok=True)
@@ -314,8 +314,8 @@ def _entry_images(location: Path, *, index: int, data_yaml: Path, split: str) ->
     if location.is_file() and location.suffix.lower() == ".txt":  # Ultralytics' image list
         folder = location.parent
         found = []
-        for line in location.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
+        for raw_line in location.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = raw_line.strip()
             if not line or not is_image(Path(line)):
                 continue
             image = Path(os.path.normpath(folder / line))  # an absolute line stays as it is

@@ -131,7 +131,7 @@ def _polyline_alpha(box, paths, thickness) -> np.ndarray:
     """Antialiased polylines drawn into an alpha mask of `box`'s size."""
     x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for path, width in zip(paths, thickness):
+    for path, width in zip(paths, thickness, strict=True):
         cv2.polylines(mask, [fixed(path - (x0, y0))], False, 255, max(1, int(round(width))),
                       cv2.LINE_AA, SHIFT)
     return mask.astype(np.float32) / 255
@@ -165,10 +165,7 @@ def scratch(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     view = canvas.image[box[1]:box[3], box[0]:box[2]]
     level = _brightness(canvas, box)
     bright = rng.random() < (0.85 if level < 100 else 0.35 if level > 170 else 0.6)
-    if bright:
-        paint = view + rng.uniform(70, 120)
-    else:
-        paint = view * rng.uniform(0.25, 0.5)
+    paint = view + rng.uniform(70, 120) if bright else view * rng.uniform(0.25, 0.5)
     return make_stamp(SCRATCH, canvas.image, box[0], box[1], alpha, paint)
 
 
@@ -265,7 +262,7 @@ def particle(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
         radii = rng.uniform(1.5, 4.5, count) * s
         radii[0] = rng.uniform(4, 9) * s  # one bigger piece that the rest broke off
         shapes = []
-        for c, r in zip(centres, radii):
+        for c, r in zip(centres, radii, strict=True):
             corners = int(rng.integers(6, 10))
             angles = np.sort(rng.uniform(0, 2 * math.pi, corners))
             reach = r * rng.uniform(0.55, 1.2, corners)
@@ -315,10 +312,9 @@ def missing(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     if not candidates:
         return None
     coating = [f for f in candidates if f.kind == "coating"]
-    if coating and rng.random() < 0.5:  # a void as often as a missing tab on foil
-        feature = coating[0]
-    else:
-        feature = candidates[int(rng.integers(len(candidates)))]
+    # On foil, a void as often as a missing tab.
+    use_coating = coating and rng.random() < 0.5
+    feature = coating[0] if use_coating else candidates[int(rng.integers(len(candidates)))]
     fx0, fy0, fx1, fy1 = feature.box
     owned = canvas.owner[fy0:fy1, fx0:fx1] == feature.index
     if feature.kind not in ("trace", "coating"):

@@ -169,10 +169,10 @@ def brushed(
     if quarter % 2:  # draw it lying down, then stand it up
         height, width = width, height
     if abs(tilt) <= 10:
-        pad = int(math.ceil(abs(math.sin(math.radians(tilt))) * max(height, width) / 2)) + 2
+        pad = math.ceil(abs(math.sin(math.radians(tilt))) * max(height, width) / 2) + 2
         sh, sw = height + 2 * pad, width + 2 * pad
     else:
-        sh = sw = int(math.ceil(math.hypot(height, width))) + 4
+        sh = sw = math.ceil(math.hypot(height, width)) + 4
     columns = max(2, int(sw / max(stretch, 2.0)))
     texture = rng.standard_normal((sh, columns), dtype=np.float32)
     texture = cv2.resize(texture, (sw, sh), interpolation=cv2.INTER_LINEAR)
@@ -256,10 +256,8 @@ def _metal(rng: np.random.Generator, width: int, height: int) -> Canvas:
     ys, xs = _coords(height, width)
     level = rng.uniform(105, 180)
     tint = np.array(_pick(rng, _METAL_TINTS), np.float32) * rng.uniform(0.97, 1.03, 3)
-    if rng.random() < 0.8:  # brushed along the part, as a line camera mostly sees it
-        angle = (0.0 if rng.random() < 0.5 else 90.0) + rng.normal(0, 3)
-    else:
-        angle = rng.uniform(0, 180)
+    along = rng.random() < 0.8  # brushed along the part, as a line camera mostly sees it
+    angle = ((0.0 if rng.random() < 0.5 else 90.0) + rng.normal(0, 3)) if along else rng.uniform(0, 180)
     grain = brushed(rng, height, width, angle=angle, stretch=rng.uniform(40, 160))
     # Brushing smears a light's reflection across the grooves: a band, bright along its centre.
     theta = math.radians(angle)
@@ -379,7 +377,7 @@ def _metal_marks(canvas, rng, level, tint, taken, on_plate) -> None:
         y = origin[1] + (k * pitch if vertical else 0)
         centre = (x + size / 2, y + size / 2)
 
-        def draw(mask, o, centre=centre):
+        def draw(mask, o, centre=centre, x=x, y=y):
             c = fixed((centre[0] - o[0], centre[1] - o[1]))
             h = size / 2
             if shape == "cross":
@@ -504,7 +502,7 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         outlines.append(body)
         labels.append((f"U{ic + 1}", body))
     # Two-terminal parts: resistors and capacitors.
-    for part in range(int(rng.integers(3, 9))):
+    for _ in range(int(rng.integers(3, 9))):
         pw, ph = rng.uniform(14, 24) * s, rng.uniform(16, 28) * s
         gap = rng.uniform(10, 30) * s
         vertical = rng.random() < 0.5
@@ -561,7 +559,7 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         heading = _pick(rng, (0, 1, 2, 3)) * math.pi / 2
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         route = [(x, y)]
-        for leg in range(int(rng.integers(2, 4))):
+        for _ in range(int(rng.integers(2, 4))):
             run = rng.uniform(0.15, 0.5) * unit
             x, y = x + run * math.cos(heading), y + run * math.sin(heading)
             route.append((x, y))
@@ -570,8 +568,8 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         for k in range(count):
             offset = normal * (k - (count - 1) / 2) * spacing
             traces.append(([(px + offset[0], py + offset[1]) for px, py in route], tw))
-    for _ in range(int(rng.integers(5, 25))):
-        vias.append(((rng.uniform(0, width), rng.uniform(0, height)), rng.uniform(6, 10) * s))
+    vias += [((rng.uniform(0, width), rng.uniform(0, height)), rng.uniform(6, 10) * s)
+             for _ in range(int(rng.integers(5, 25)))]
 
     for points, tw in traces:
         pts = np.array(points)
