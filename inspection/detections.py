@@ -61,7 +61,7 @@ class Detections:
         object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
 
     @classmethod
-    def empty(cls, names: Mapping[int, str] | None = None, image_size: tuple[int, int] = (0, 0)):
+    def empty(cls, names: Mapping[int, str] | None = None, image_size: tuple[int, int] = (0, 0)) -> Detections:
         return cls(
             xyxy=np.zeros((0, 4), np.float32),
             confidence=np.zeros(0, np.float32),

@@ -146,7 +146,8 @@ def decide(detections: Detections, rules: StationRules) -> Decision:
     for polygon in rules.ignore:
         if len(detections):
             keep &= ~_inside(centers, polygon)
-    areas = detections.area / (rules.px_per_mm**2 if rules.area_unit == "mm2" else 1.0)
+    px_per_mm = rules.px_per_mm if rules.area_unit == "mm2" else None  # set: StationRules checks it
+    areas = detections.area / (px_per_mm**2 if px_per_mm else 1.0)
     names = detections.class_names
     class_rules = [rules.for_class(n) for n in names]
     for i, rule in enumerate(class_rules):

@@ -237,7 +237,9 @@ def _attach_progress(model, *, enabled: bool) -> None:
 
 def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
     trainer = model.trainer
-    metrics = {name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()}
+    metrics: dict[str, float | int | str] = {
+        name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()
+    }
     metrics |= {
         "epochs_completed": int(trainer.epoch + 1),
         "best_fitness": float(trainer.best_fitness or 0.0),

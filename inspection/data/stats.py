@@ -113,7 +113,7 @@ def dataset_stats(version: DatasetVersion) -> DatasetStats:
             unlabelled.append(_shown(entry))
         by_split[entry["split"]].update(detections.class_names)
         sizes += np.sqrt(detections.area).tolist()
-    total = Counter()
+    total: Counter[str] = Counter()
     for counter in by_split.values():
         total.update(counter)
     ordered = [names[i] for i in sorted(names)]

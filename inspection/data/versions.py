@@ -542,7 +542,7 @@ def _version_key(version: str) -> tuple[int, str]:
 
 def _stored_images(dataset_dir: Path) -> dict[str, Path]:
     """Image files of the dataset's earlier versions by file name (which is their hash)."""
-    stored = {}
+    stored: dict[str, Path] = {}
     for images in dataset_dir.glob("*/images"):
         if not images.parent.name.startswith("."):
             for path in images.iterdir():

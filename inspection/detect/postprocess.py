@@ -54,12 +54,14 @@ def decode(
     )
 
 
-def _end2end(output: np.ndarray, *, conf: float, max_det: int):
+def _end2end(output: np.ndarray, *, conf: float, max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = output[output[:, 4] > conf][:max_det]
     return rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)
 
 
-def _raw(output: np.ndarray, *, conf: float, iou: float, max_det: int):
+def _raw(
+    output: np.ndarray, *, conf: float, iou: float, max_det: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     class_scores = output[4:]
     best = class_scores.max(axis=0)
     candidates = np.flatnonzero(best > conf)

@@ -34,7 +34,7 @@ import contextlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -331,9 +331,10 @@ def _coco_scores(
 
 
 def _annotations(group: Sequence[Detections], *, with_scores: bool) -> list[dict[str, Any]]:
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for index, detections in enumerate(group):
-        xyxy = detections.xyxy.astype(np.float64)
+        # tolist(): plain floats (numpy's stubs type a row of a 2-D array as a scalar)
+        xyxy = cast("list[list[float]]", detections.xyxy.astype(np.float64).tolist())
         for box, class_id, score in zip(xyxy, detections.class_id, detections.confidence, strict=True):
             width, height = float(box[2] - box[0]), float(box[3] - box[1])
             annotation = {

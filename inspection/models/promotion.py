@@ -36,13 +36,14 @@ def check(registry: Registry, name: str, version: str, *, policy: GatePolicy | N
         raise Conflict(
             f"model {name} has no frozen holdout; set one with qc models holdout {name} DATASET@VERSION"
         )
-    missing = [e.ref for e in (candidate, production) if evaluation_on(e, holdout) is None]
-    if missing:
+    candidate_scores, production_scores = (evaluation_on(e, holdout) for e in (candidate, production))
+    if candidate_scores is None or production_scores is None:
+        missing = [e.ref for e in (candidate, production) if evaluation_on(e, holdout) is None]
         raise Conflict(
             f"{', '.join(missing)} not evaluated on the holdout {holdout}; "
             f"run qc models promote {name} {version} where the holdout data is (it evaluates first)"
         )
-    return compare(evaluation_on(production, holdout), evaluation_on(candidate, holdout), policy)
+    return compare(production_scores, candidate_scores, policy)
 
 
 def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,

@@ -53,7 +53,7 @@ def checked_detections(
     def refused(kind: str, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(file=file, kind=kind, message=message, skipped=True, image=image)]
 
-    bad = ~np.isfinite(xyxy).all(axis=1)
+    bad = ~np.asarray(np.isfinite(xyxy).all(axis=1))
     if bad.any():
         return refused("bad_label", f"{_where(refs, bad)}: a coordinate is not a number; fix it")
     unknown = ~np.isin(class_id, list(names))

@@ -218,12 +218,15 @@ def write(images: Iterable[LabelledImage], out: str | Path, *, names: Mapping[in
         {"id": int(i) + 1, "name": str(names[i]), "supercategory": "defect"} for i in sorted(names)
     ]
     splits = sorted({image.split for image in images if image.split})
-    groups = [(split, [im for im in images if im.split == split]) for split in splits]
+    groups: list[tuple[str | None, list[LabelledImage]]] = [
+        (split, [im for im in images if im.split == split]) for split in splits
+    ]
     if not splits or any(image.split is None for image in images):
         groups.insert(0, (None, [im for im in images if im.split is None]))
     for split, group in groups:
         sub = f"{split}/" if split else ""
-        coco_images, annotations = [], []
+        coco_images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for image_id, (image, file_name) in enumerate(
             zip(group, unique_file_names(im.path for im in group), strict=True), start=1
         ):

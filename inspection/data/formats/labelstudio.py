@@ -284,7 +284,7 @@ def write(
     """
     out = empty_output_dir(Path(out))
     images = list(images)
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     for image, file_name in zip(images, unique_file_names(im.path for im in images), strict=True):
         copy_image(image.path, out / "images" / file_name)
         width, height = image.image_size

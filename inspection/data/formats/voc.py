@@ -97,8 +97,8 @@ def read(
 
     by_stem: dict[str, list[Path]] = {}
     all_images = find_images(image_dir)
-    for path in all_images:
-        by_stem.setdefault(path.stem, []).append(path)
+    for image in all_images:
+        by_stem.setdefault(image.stem, []).append(image)
     used: set[Path] = set()
     for annotation in annotations:
         path = _image_for(annotation, image_dir=image_dir, by_stem=by_stem)
@@ -191,7 +191,7 @@ def _labelled(
     if split:
         lineage["source_split"] = split
     return LabelledImage(
-        path=path, detections=detections, lineage=lineage, split=split, problems=problems
+        path=path, detections=detections, lineage=lineage, split=split, problems=tuple(problems)
     )
 
 
@@ -207,19 +207,22 @@ def _parse(file: Path) -> _Annotation | Problem:
     for number, element in enumerate(root.findall("object"), start=1):
         name = (element.findtext("name") or "").strip()
         box = element.find("bndbox")
+        texts = [None if box is None else box.findtext(tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
         try:
-            values = [float(box.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except (AttributeError, TypeError, ValueError):
+            values = [float(text) for text in texts if text is not None]
+        except ValueError:
+            values = []
+        if len(values) != len(texts):
             return bad(f"object {number}: needs <bndbox> with numeric xmin, ymin, xmax, ymax")
         if not name:
             return bad(f"object {number}: has no <name>; add the class name")
         objects.append((name, values))
     size = None
     try:
-        width, height = int(root.findtext("size/width")), int(root.findtext("size/height"))
+        width, height = int(root.findtext("size/width", "")), int(root.findtext("size/height", ""))
         if width > 0 and height > 0:
             size = (width, height)
-    except (TypeError, ValueError):
+    except ValueError:
         pass  # <size> is optional; the decoded image has the truth
     filename = (root.findtext("filename") or "").strip() or None
     return _Annotation(file=file, filename=filename, size=size, objects=objects)

@@ -161,7 +161,8 @@ def scratch(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     # Fade in and out over the first and last fifth, and vary the depth along the way.
     to_end = np.minimum(np.hypot(xs - start[0], ys - start[1]), np.hypot(xs - end[0], ys - end[1]))
     alpha *= np.clip(to_end / (0.2 * length), 0.3, 1.0)
-    alpha *= 0.75 + 0.25 * smooth_noise(rng, *alpha.shape, cell=max(4.0, 12 * s)).clip(-1, 1)
+    alpha_h, alpha_w = alpha.shape
+    alpha *= 0.75 + 0.25 * smooth_noise(rng, alpha_h, alpha_w, cell=max(4.0, 12 * s)).clip(-1, 1)
     view = canvas.image[box[1]:box[3], box[0]:box[2]]
     level = _brightness(canvas, box)
     bright = rng.random() < (0.85 if level < 100 else 0.35 if level > 170 else 0.6)
@@ -291,7 +292,7 @@ def particle(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     level = _brightness(canvas, box)
     tone = rng.integers(3)
     if tone == 0 and level > 70:
-        colour = np.full(3, rng.uniform(12, 45), np.float32)  # dark dust, fibres, chips
+        colour: np.ndarray = np.full(3, rng.uniform(12, 45), np.float32)  # dark dust, fibres, chips
     elif tone == 1:
         colour = np.array((40, 72, 132), np.float32) * rng.uniform(0.8, 1.2)  # rust, resin
     else:
