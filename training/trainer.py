@@ -78,9 +78,9 @@ class Run:
 def pick_device(requested: str) -> str:
     if requested != "auto":
         return requested
-    import torch
+    from training.ultralytics_env import cuda_available
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    return "0" if cuda_available() else "cpu"
 
 
 def _model_source(recipe: Recipe, settings: Settings) -> str:

@@ -1,4 +1,4 @@
-"""Import Ultralytics only through here: offline, quiet, and with its state under QC_HOME.
+"""Import Ultralytics (and torch) only through here: offline, quiet, and with its state under QC_HOME.
 
 Why: left to itself Ultralytics pip-installs missing export packages (hiding a missing
 dependency until a plant PC fails), downloads fonts for plots and `yolo26n.pt` for its AMP
@@ -59,3 +59,10 @@ def load_ultralytics(settings: Settings | None = None) -> ModuleType:
     # GPUs run AMP fine, so skip the check (it only runs on CUDA devices).
     trainer.check_amp = lambda model: True
     return ultralytics
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (torch is imported here, as Ultralytics is)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
