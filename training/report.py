@@ -363,7 +363,7 @@ def _html(
 <body>
 <h1>Evaluation</h1>
 <table class="headline">{headline}</table>
-<p class="note">mAP by pycocotools (COCOeval, bbox, all areas, up to 300 boxes per image).
+<p class="note">mAP by COCOeval (faster-coco-eval, equal to pycocotools; bbox, all areas, up to 300 boxes per image).
 Precision, recall, F1, the confusion matrix and the gallery are at the deploy threshold,
 conf &gt;= {e(conf)}, matching a truth of the same class at IoU &gt;= 0.5, greedy by score.</p>
 <h2>Per class</h2>
