@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall --quiet -y opencv-python
 	$(BIN)/pip install --quiet --no-deps --force-reinstall \
 	    "opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
-	$(BIN)/python -c "import cv2, onnxruntime, ultralytics; print('cv2', cv2.__version__)"
+	@# Ultralytics through training.ultralytics_env: its settings land under QC_HOME, not ~/.config.
+	$(BIN)/python -c "import cv2, onnxruntime; from training.ultralytics_env import load_ultralytics; \
+	    load_ultralytics(); print('cv2', cv2.__version__)"
 	touch $@
 
 demo: install
