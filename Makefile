@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall --quiet -y opencv-python
 	$(BIN)/pip install --quiet --no-deps --force-reinstall \
 	    "opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
-	$(BIN)/python -c "import cv2, onnxruntime, ultralytics; print('cv2', cv2.__version__)"
+	@# Ultralytics through training.ultralytics_env: its settings land under QC_HOME, not ~/.config.
+	$(BIN)/python -c "import cv2, onnxruntime; from training.ultralytics_env import load_ultralytics; \
+	    load_ultralytics(); print('cv2', cv2.__version__)"
 	touch $@
 
 demo: install
@@ -30,8 +32,12 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Style and bugs (ruff), types (mypy: inspection and training), the layout's import rules
+# (lint-imports, contracts in pyproject.toml). A few seconds with mypy's cache warm.
 lint: install
 	$(BIN)/ruff check inspection serving training qc tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean-demo:
 	rm -rf "$(QC_HOME)/demo" "$(QC_HOME)/models/demo"

@@ -3,6 +3,7 @@ markers, replaced whole on every run, with the machine it ran on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -23,17 +24,13 @@ def machine() -> str:
     except OSError:
         pass
     memory = ""
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f", {kb / 1024 / 1024:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
     gpu = ""
-    try:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # no nvidia-smi: no GPU
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              check=False, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
     return f"{cpu}, {os.cpu_count()} cores{memory}" + (f", GPU {gpu}" if gpu else ", no GPU")
 
 

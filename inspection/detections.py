@@ -61,7 +61,7 @@ class Detections:
         object.__setattr__(self, "image_wh", (int(self.image_wh[0]), int(self.image_wh[1])))
 
     @classmethod
-    def empty(cls, names: Mapping[int, str] | None = None, image_wh: tuple[int, int] = (0, 0)):
+    def empty(cls, names: Mapping[int, str] | None = None, image_wh: tuple[int, int] = (0, 0)) -> Detections:
         return cls(
             xyxy=np.zeros((0, 4), np.float32),
             confidence=np.zeros(0, np.float32),
@@ -109,7 +109,7 @@ class Detections:
                 "box": [round(float(v), decimals) for v in box],
             }
             for name, cid, score, box in zip(
-                self.class_names, self.class_id, self.confidence, self.xyxy
+                self.class_names, self.class_id, self.confidence, self.xyxy, strict=False
             )
         ]
 

@@ -5,6 +5,12 @@ Catch `QCError` at the edges (CLI, HTTP) and show `str(error)` as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pydantic is imported by whoever has a ValidationError to show
+    from pydantic import ValidationError
+
 
 class QCError(Exception):
     """Base class: something the user can fix, described so they can."""
@@ -46,13 +52,15 @@ class Conflict(QCError):
     """Something already exists, or the request conflicts with the current state."""
 
 
-def validation_problems(error, *, label=None) -> str:
+def validation_problems(
+    error: ValidationError, *, label: Callable[[tuple[int | str, ...]], str] | None = None
+) -> str:
     """One line for a pydantic `ValidationError`: "key: problem (got 'value')" per problem,
     joined by "; ". `label(loc)` names a field's location (default: the dotted path)."""
-    label = label or (lambda loc: ".".join(str(part) for part in loc))
+    name = label or (lambda loc: ".".join(str(part) for part in loc))
     problems = []
     for problem in error.errors():
-        text = f"{label(tuple(problem.get('loc', ())))}: {problem.get('msg', 'invalid')}"
+        text = f"{name(tuple(problem.get('loc', ())))}: {problem.get('msg', 'invalid')}"
         value = problem.get("input")
         if problem.get("type") != "missing" and isinstance(value, (str, int, float, bool)):
             text += f" (got {value!r})"

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
@@ -46,7 +46,7 @@ from inspection.errors import ConfigError, validation_problems
 Polygon = list[tuple[float, float]]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     REVIEW = "REVIEW"
@@ -144,7 +144,8 @@ def decide(detections: Detections, rules: StationRules) -> Decision:
     for polygon in rules.ignore:
         if len(detections):
             keep &= ~_inside(centers, polygon)
-    areas = detections.area / (rules.px_per_mm**2 if rules.area_unit == "mm2" else 1.0)
+    px_per_mm = rules.px_per_mm if rules.area_unit == "mm2" else None  # set: StationRules checks it
+    areas = detections.area / (px_per_mm**2 if px_per_mm else 1.0)
     names = detections.class_names
     class_rules = [rules.for_class(n) for n in names]
     for i, rule in enumerate(class_rules):
@@ -152,11 +153,11 @@ def decide(detections: Detections, rules: StationRules) -> Decision:
             keep[i] = False
     kept = detections[keep]
     kept_areas = areas[keep]
-    kept_rules = [r for r, k in zip(class_rules, keep) if k]
+    kept_rules = [r for r, k in zip(class_rules, keep, strict=True) if k]
     if not len(kept):
         return Decision(Verdict.PASS, "no defect at or above its review threshold", kept, kept_areas)
 
-    confident = np.array([s >= r.fail_conf for s, r in zip(kept.confidence, kept_rules)])
+    confident = np.array([s >= r.fail_conf for s, r in zip(kept.confidence, kept_rules, strict=True)])
     for name in dict.fromkeys(kept.class_names):
         mask = np.array([n == name for n in kept.class_names])
         count = int((confident & mask).sum())

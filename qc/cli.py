@@ -8,6 +8,7 @@ ValidationError that escaped unwrapped.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -20,6 +21,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"qc {version('qc')}")
+    except PackageNotFoundError:
+        typer.echo("qc is not installed as a package (no version recorded); run pip install -e .", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print qc's version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Visual quality inspection: synthesise data, train, evaluate and serve defect detectors."""
 
 
 def _register() -> None:

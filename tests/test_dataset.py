@@ -211,7 +211,7 @@ def test_a_source_with_nothing_importable_is_refused_with_its_problems(tmp_path,
     for label in (source / "labels").iterdir():
         label.unlink()
 
-    with pytest.raises(DatasetError, match="no image could be imported.*part_0"):
+    with pytest.raises(DatasetError, match=r"no image could be imported.*part_0"):
         import_dataset(source, format="yolo", name="bottles", root=store)
     assert not (store / "bottles" / "v1").exists()
 
@@ -354,7 +354,10 @@ def test_diff_shows_added_removed_and_relabelled_images_and_class_changes(tmp_pa
     assert [Path(p).name for p in change.removed] == ["part_3.png"]
     assert sorted(Path(p).name for p in change.relabelled) == ["part_1.png", "part_2.png"]
     assert change.unchanged == 17 and change.split_changed == []
-    boxes = lambda v: sum(e["boxes"] for e in v.entries)
+
+    def boxes(version) -> int:
+        return sum(e["boxes"] for e in version.entries)
+
     assert sum(b - a for a, b in change.class_counts.values()) == boxes(v2) - boxes(v1)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.detect.nms import nms
+from inspection.detect.nms import CLASS_OFFSET, nms
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import letterbox, scale_boxes
 from inspection.detect.providers import CPU, CUDA, TENSORRT, resolve
@@ -69,6 +69,63 @@ def test_nms_keeps_the_same_boxes_as_torchvision_with_class_offsets():
         offset = torch.from_numpy(boxes) + torch.from_numpy(classes.astype(np.float32))[:, None] * 7680
         theirs = torchvision.ops.nms(offset, torch.from_numpy(scores), 0.5).numpy()
         assert ours.tolist() == theirs.tolist(), f"trial {trial}"
+
+
+def reference_nms(boxes, scores, class_id, *, iou_threshold, max_det=300):
+    """The NumPy NMS qc used before OpenCV's, kept as the specification: torchvision's
+    algorithm with Ultralytics' class offsets, stopping at max_det kept boxes."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    boxes = boxes.astype(np.float32, copy=False)
+    if class_id is not None:
+        boxes = boxes + (class_id.astype(np.float32) * CLASS_OFFSET)[:, None]
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    keep: list[int] = []
+    while order.size and len(keep) < max_det:
+        best = order[0]
+        keep.append(int(best))
+        rest = order[1:]
+        w = np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest])
+        h = np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest])
+        inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+        with np.errstate(divide="ignore", invalid="ignore"):  # degenerate boxes: NaN, kept
+            iou = inter / (areas[best] + areas[rest] - inter)
+        order = rest[~(iou > iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def random_boxes(rng, n, *, ties=False, degenerate=False):
+    """Boxes as a raw head gives them: some past the top-left edge, optionally with tied
+    scores and boxes of zero width or height."""
+    xy = rng.uniform(-30, 600, (n, 2))
+    wh = rng.uniform(1, 120, (n, 2))
+    if degenerate:
+        wh[rng.random((n, 2)) < 0.05] = 0
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.uniform(0.001, 1, n).astype(np.float32)
+    if ties:
+        scores = (np.round(scores, 2) + 0.01).astype(np.float32)
+    return boxes, scores, rng.integers(0, 6, n)
+
+
+@pytest.mark.parametrize("case", range(48))
+def test_nms_keeps_exactly_the_boxes_of_the_reference(case):
+    rng = np.random.default_rng(case)
+    n = int(rng.choice([1, 2, 40, 300, 1500, 3000]))
+    boxes, scores, classes = random_boxes(rng, n, ties=case % 3 == 0, degenerate=case % 4 == 0)
+    iou = float(rng.choice([0.3, 0.5, 0.7]))
+    max_det = int(rng.choice([1, 10, 300, 5000]))
+    for class_id in (classes, None):
+        ours = nms(boxes, scores, class_id, iou_threshold=iou, max_det=max_det)
+        reference = reference_nms(boxes, scores, class_id, iou_threshold=iou, max_det=max_det)
+        assert ours.tolist() == reference.tolist()
+
+
+def test_nms_of_nothing_is_empty():
+    empty = np.zeros((0, 4), np.float32)
+    assert nms(empty, np.zeros(0, np.float32), np.zeros(0, int), iou_threshold=0.5).tolist() == []
 
 
 def test_nms_never_suppresses_across_classes():

@@ -254,9 +254,9 @@ def test_map_agrees_with_ultralytics_on_random_boxes(tmp_path):
 
     validator = SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
     tp, conf, pred_cls, target_cls = [], [], [], []
-    for p, t in zip(predictions, truths):
-        order = np.argsort(-p.confidence, kind="stable")  # match_predictions expects this order
-        p = p[order]
+    for found, t in zip(predictions, truths, strict=True):
+        order = np.argsort(-found.confidence, kind="stable")  # match_predictions expects this order
+        p = found[order]
         iou = torch.from_numpy(box_iou(t.xyxy, p.xyxy))
         correct = BaseValidator.match_predictions(
             validator, torch.from_numpy(p.class_id), torch.from_numpy(t.class_id), iou
@@ -278,6 +278,43 @@ def test_map_agrees_with_ultralytics_on_random_boxes(tmp_path):
 
 
 # -- scoring several predictors ----------------------------------------------------------------
+
+
+def crowded_split(seed: int, *, images: int, classes: int, per_image: int):
+    """Truths and many low-threshold predictions around them, as a validation split gives."""
+    rng = np.random.default_rng(seed)
+    names = {c: f"class{c}" for c in range(classes)}
+    truths, predictions = [], []
+    for _ in range(images):
+        n = int(rng.integers(0, 12))
+        xy = rng.uniform(0, 600, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (n, 2))], axis=1)
+        ids = rng.integers(0, classes, n)
+        truths.append(Detections(xyxy=boxes, confidence=np.ones(n), class_id=ids, names=names,
+                                 image_wh=(700, 700)))
+        near = rng.integers(0, max(n, 1), per_image)
+        guess = (boxes[near] if n else rng.uniform(0, 600, (per_image, 4))) + rng.normal(0, 6, (per_image, 4))
+        guess[:, 2:] = np.maximum(guess[:, 2:], guess[:, :2] + 1)
+        right_class = rng.random(per_image) < 0.8
+        guess_ids = np.where(right_class & (n > 0), ids[near] if n else 0, rng.integers(0, classes, per_image))
+        predictions.append(Detections(xyxy=guess, confidence=rng.uniform(0.001, 1, per_image),
+                                      class_id=guess_ids, names=names, image_wh=(700, 700)))
+    return predictions, truths, names
+
+
+def test_faster_coco_eval_gives_pycocotools_figures_to_4_decimals():
+    from inspection.evaluate.metrics import _coco_scores
+
+    predictions, truths, names = crowded_split(11, images=120, classes=5, per_image=150)
+    fast = _coco_scores(predictions, truths, names=names)  # the default engine
+    reference = _coco_scores(predictions, truths, names=names, engine="pycocotools")
+    assert fast[0] == pytest.approx(reference[0], abs=5e-5)  # mAP50
+    assert fast[1] == pytest.approx(reference[1], abs=5e-5)  # mAP50-95
+    for ours, theirs in zip(fast[2:4], reference[2:4], strict=True):  # per-class AP50, AP50-95
+        assert ours.keys() == theirs.keys() and len(ours) == len(names)
+        assert all(ours[c] == pytest.approx(theirs[c], abs=5e-5) for c in ours)
+    for c, curve in reference[4].items():  # the PR curves drawn in the report
+        np.testing.assert_allclose(fast[4][c].precision, curve.precision, atol=5e-5)
 
 
 def test_score_many_reads_each_image_once_and_scores_each_predictor_as_score_does(

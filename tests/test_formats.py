@@ -61,7 +61,7 @@ def make_images(
             detections=random_boxes(size, seed=100 + i, integer=integer),
             split=split,
         )
-        for i, (size, split) in enumerate(zip(SIZES, SPLITS))
+        for i, (size, split) in enumerate(zip(SIZES, SPLITS, strict=True))
     ]
 
 
@@ -197,7 +197,7 @@ def test_yolo_reads_a_data_yaml_with_a_names_mapping(tmp_path, images):
 def test_yolo_without_class_names_is_refused_with_the_fix(tmp_path, images):
     write_yolo(tmp_path / "yolo", images)
 
-    with pytest.raises(DatasetError, match="data.yaml"):
+    with pytest.raises(DatasetError, match=r"data\.yaml"):
         list(yolo.read(tmp_path / "yolo"))
 
 
@@ -505,7 +505,7 @@ def test_label_studio_converter_reads_our_tasks_to_the_same_boxes(tmp_path, imag
     expected = sorted(
         (NAMES[int(c)], x1, y1, x2 - x1, y2 - y1)
         for image in images[:2]
-        for c, (x1, y1, x2, y2) in zip(image.detections.class_id, image.detections.xyxy.tolist())
+        for c, (x1, y1, x2, y2) in zip(image.detections.class_id, image.detections.xyxy.tolist(), strict=True)
     )
     assert [g[0] for g in got] == [e[0] for e in expected]
     np.testing.assert_allclose([g[1:] for g in got], [e[1:] for e in expected], atol=1e-3)

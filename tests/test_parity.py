@@ -42,7 +42,7 @@ def ultralytics_predict(model: Path, images: list[Path], *, conf: float, imgsz: 
     for image in images:
         result = yolo.predict(str(image), conf=conf, iou=0.7, imgsz=imgsz, verbose=False)[0]
         boxes = result.boxes
-        out[str(image)] = list(zip(boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)))
+        out[str(image)] = list(zip(boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int), strict=True))
     return out
 
 

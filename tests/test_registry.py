@@ -58,7 +58,7 @@ def test_production_pointer_moves_and_rolls_back(registry, model_file):
 def test_incomplete_or_corrupt_versions_are_refused_with_the_fix(registry, model_file):
     entry = registry.add("pcb", model_file())
     (entry.folder / "card.json").unlink()
-    with pytest.raises(RegistryError, match="incomplete \\(no card.json\\).*remove the folder"):
+    with pytest.raises(RegistryError, match=r"incomplete \(no card\.json\).*remove the folder"):
         registry.get("pcb", "v1")
     other = registry.add("pcb", model_file(b"other"))
     other.model_path.write_bytes(b"tampered")
@@ -129,7 +129,7 @@ def test_a_corrupt_holdout_file_is_a_registry_error_with_the_fix(registry, model
     holdout_json = registry.root / "pcb" / "holdout.json"
     for corrupt in ("{not json", '{"dataset": "pcb-data@v1"}', "[]"):
         holdout_json.write_text(corrupt)
-        with pytest.raises(RegistryError, match="holdout.json is corrupt.*qc models holdout pcb"):
+        with pytest.raises(RegistryError, match=r"holdout\.json is corrupt.*qc models holdout pcb"):
             registry.holdout("pcb")
 
 
@@ -191,3 +191,21 @@ def test_qc_models_holdout_refuses_a_model_without_versions_and_data_that_is_not
     result = holdout("pcb", "data.yaml")
     assert result.exit_code == 0, result.output
     assert registry.holdout("pcb") == str((tmp_path / "data.yaml").resolve()), "stored absolute"
+
+
+def test_qc_models_rollback_moves_production_back_and_exits_0(qc_home, model_file):
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+
+    registry = Registry(qc_home / "models")
+    for content in (b"a", b"b"):
+        registry.add("pcb", model_file(content))
+    registry.set_production("pcb", "v1")
+    registry.set_production("pcb", "v2")
+
+    result = CliRunner().invoke(app, ["models", "rollback", "pcb"])
+
+    assert result.exit_code == 0, result.output
+    assert "pcb: production is now v1 (was v2)" in result.output
+    assert registry.production("pcb").version == "v1"

@@ -37,10 +37,8 @@ POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db(request, tmp_path):
     """A migrated, empty database: SQLite in tmp_path, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qc.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    sqlite = request.param == "sqlite"
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if sqlite else request.getfixturevalue("postgres_url")
     database = Database(url)
     database.upgrade()
     yield database

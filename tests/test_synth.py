@@ -111,7 +111,7 @@ def test_each_box_is_the_tight_box_of_the_pixels_its_defect_changed(seed):
     assert len(defective.detections) >= 1 and len(clean.detections) == 0
     change = np.abs(defective.image.astype(np.int16) - clean.image).max(axis=2)
     near_a_box = np.zeros(change.shape, bool)
-    for (x0, y0, x1, y1), mask in zip(defective.detections.xyxy.astype(int), defective.masks):
+    for (x0, y0, x1, y1), mask in zip(defective.detections.xyxy.astype(int), defective.masks, strict=True):
         # The box is exactly the extent of the defect's mask ...
         ys, xs = np.nonzero(mask)
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x0, y0, x1, y1)
@@ -224,8 +224,8 @@ def test_labels_are_class_and_normalised_box_with_eight_decimals(dataset):
         assert all(len(n.split(".")[1]) == 8 for n in numbers)
         cx, cy, w, h = map(float, numbers)
         assert 0 < w <= 1 and 0 < h <= 1
-        assert -1e-6 <= cx - w / 2 and cx + w / 2 <= 1 + 1e-6
-        assert -1e-6 <= cy - h / 2 and cy + h / 2 <= 1 + 1e-6
+        assert cx - w / 2 >= -1e-6 and cx + w / 2 <= 1 + 1e-6
+        assert cy - h / 2 >= -1e-6 and cy + h / 2 <= 1 + 1e-6
 
 
 def test_good_parts_get_an_empty_label_file(dataset):

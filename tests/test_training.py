@@ -22,8 +22,8 @@ def tiny_data(tmp_path_factory):
 
 
 def tiny_recipe(data, **changes) -> Recipe:
-    base = dict(name="tiny", data=str(data), imgsz=160, epochs=1, batch=8, workers=0, patience=0,
-                warmup_epochs=0, close_mosaic=0)
+    base = {"name": "tiny", "data": str(data), "imgsz": 160, "epochs": 1, "batch": 8, "workers": 0,
+            "patience": 0, "warmup_epochs": 0, "close_mosaic": 0}
     return Recipe.model_validate({**base, **changes})
 
 
@@ -83,7 +83,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(qc_home, settings, tiny_dat
 def test_recipes_refuse_transforms_that_could_cut_a_defect_out(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("augment:\n  - {name: RandomCrop, p: 1, height: 10, width: 10}\n")
-    with pytest.raises(ConfigError, match="RandomCrop.*cut a defect out"):
+    with pytest.raises(ConfigError, match=r"RandomCrop.*cut a defect out"):
         Recipe.load(path)
     path.write_text("epochs: 3\nepochz: 4\n")
     with pytest.raises(ConfigError, match="epochz"):

@@ -42,7 +42,7 @@ def test_the_content_hash_does_not_depend_on_where_the_data_lies(source, tmp_pat
 
 def test_a_missing_split_folder_names_the_key_to_fix(source, tmp_path):
     source.data_yaml.write_text(source.data_yaml.read_text().replace("images/val", "images/nope"))
-    with pytest.raises(DatasetError, match="val folder .* does not exist; fix 'val:'"):
+    with pytest.raises(DatasetError, match=r"val folder .* does not exist; fix 'val:'"):
         prepare(source.data_yaml, workdir=tmp_path / "work")
 
 
@@ -196,6 +196,6 @@ def test_a_run_folder_left_by_an_unfinished_setup_says_to_train_again(tmp_path):
     folder = tmp_path / "tiny-20250101-000000"
     folder.mkdir()
     (folder / "recipe.yaml").write_text(Recipe().to_yaml())  # killed before dataset.json
-    with pytest.raises(ConfigError, match="setup did not finish .*delete it and train again") as raised:
+    with pytest.raises(ConfigError, match=r"setup did not finish .*delete it and train again") as raised:
         Run.open(folder)
     assert str(folder) in str(raised.value)

@@ -49,8 +49,9 @@ def export_onnx(
     `end2end=True` exports the NMS-free head ([B, 300, 6]) of models that have one (YOLO26);
     the default exports the raw head and leaves NMS to the detector. `imgsz` may be
     (height, width): a 2448x2048 camera frame letterboxes to 640x535, so a 544x640 model does
-    15% less work than a square one on every frame. Static shapes are the default: on CPU a static 640 model ran in 34 ms against 60 ms for a dynamic one
-    (../shared/MEASURED.md); `dynamic=True` is for GPU micro-batching.
+    15% less work than a square one on every frame. Static shapes are the default: on CPU a
+    static 640 model ran in 34 ms against 60 ms for a dynamic one (../shared/MEASURED.md);
+    `dynamic=True` is for GPU micro-batching.
     """
     if precision not in _QUANTIZE:
         raise ConfigError(f"precision {precision!r}: use fp32, fp16 or int8")

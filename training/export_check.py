@@ -14,8 +14,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from inspection.detections import Detections
 from inspection.evaluate.scoring import (
@@ -41,7 +44,8 @@ def check_exports(
     yolo = load_ultralytics().YOLO(str(weights))
 
     def torch_predict(pixels) -> Detections:
-        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=list(imgsz) if isinstance(imgsz, tuple) else imgsz, max_det=MAX_DET,
+        size = list(imgsz) if isinstance(imgsz, tuple) else imgsz
+        result = yolo.predict(pixels, conf=RANKING_CONF, iou=NMS_IOU, imgsz=size, max_det=MAX_DET,
                               verbose=False, device="cpu")[0]
         boxes = result.boxes
         return Detections(xyxy=boxes.xyxy.numpy(), confidence=boxes.conf.numpy(),
@@ -49,7 +53,7 @@ def check_exports(
                           image_wh=(pixels.shape[1], pixels.shape[0]))
 
     # One pass over the split: each image is read once and given to torch and every variant.
-    predictors = {"torch": torch_predict}
+    predictors: dict[str, Callable[[np.ndarray], Detections]] = {"torch": torch_predict}
     for precision, path in variants.items():
         predictors[f"onnx {precision}"] = onnx_predictor(path, names=names, data=str(data))
     scored = score_many(predictors, names=names, samples=samples, progress=progress,

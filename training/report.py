@@ -217,7 +217,7 @@ def _gallery(
     figure.subplots_adjust(top=1 - 0.8 / height, bottom=0.02, hspace=0.4)
     if not errors:
         figure.text(0.5, 0.5, "none", ha="center", va="center")
-    for index, (error, tile) in enumerate(zip(errors, tiles)):
+    for index, (error, tile) in enumerate(zip(errors, tiles, strict=True)):
         axes = figure.add_subplot(rows, columns, index + 1)
         axes.imshow(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
         name = evaluation.names.get(error.class_id, str(error.class_id))
@@ -341,7 +341,7 @@ def _html(
     headline = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in head_rows)
 
     def fmt(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f}"
+        return "\N{EN DASH}" if value is None else f"{value:.3f}"
 
     class_rows = "".join(
         f"<tr><td>{e(m.name)}</td><td>{m.support}</td>"
@@ -363,7 +363,7 @@ def _html(
 <body>
 <h1>Evaluation</h1>
 <table class="headline">{headline}</table>
-<p class="note">mAP by pycocotools (COCOeval, bbox, all areas, up to 300 boxes per image).
+<p class="note">mAP by COCOeval (faster-coco-eval, equal to pycocotools; bbox, all areas, up to 300 boxes per image).
 Precision, recall, F1, the confusion matrix and the gallery are at the deploy threshold,
 conf &gt;= {e(conf)}, matching a truth of the same class at IoU &gt;= 0.5, greedy by score.</p>
 <h2>Per class</h2>

@@ -38,7 +38,7 @@ def starts(length: int, size: int, overlap: int) -> list[int]:
         return [0]
     step = size - overlap
     origins = list(range(0, length - size, step))
-    return origins + [length - size]
+    return [*origins, length - size]
 
 
 def _read_boxes(image: Path, *, width: int, height: int, names: dict[int, str]) -> np.ndarray:
@@ -93,7 +93,7 @@ def tile_data(data: TrainingData, *, size: int, overlap: int, workdir: Path,
                         f"{(x2 - x1) / cw:.6f} {(y2 - y1) / ch:.6f}"
                         for c, x1, y1, x2, y2 in clipped[keep]
                     ]
-                    (workdir / "labels" / split / f"{stem}.txt").write_text("".join(f"{l}\n" for l in lines))
+                    (workdir / "labels" / split / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
         out_spec[split] = f"images/{split}"
     yaml_path = workdir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(out_spec, sort_keys=False))

@@ -9,8 +9,9 @@ Example::
     run.best_weights, run.metrics["map50"]
 
 A run folder (`$QC_HOME/runs/<name>-<time>/`) holds `recipe.yaml`, `dataset.json` (the
-dataset version and content hash), `metrics.json`, `curves.png` (losses and mAP per epoch), Ultralytics' `train/` folder with
-`weights/{best,last}.pt` and `results.csv`, and `data/` (the symlinked training layout).
+dataset version and content hash), `metrics.json`, `curves.png` (losses and mAP per epoch),
+Ultralytics' `train/` folder with `weights/{best,last}.pt` and `results.csv`, and `data/` (the
+symlinked training layout).
 An interrupted run continues with `train(..., resume=run_folder)`.
 """
 
@@ -77,9 +78,9 @@ class Run:
 def pick_device(requested: str) -> str:
     if requested != "auto":
         return requested
-    import torch
+    from training.ultralytics_env import cuda_available
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    return "0" if cuda_available() else "cpu"
 
 
 def _model_source(recipe: Recipe, settings: Settings) -> str:
@@ -236,7 +237,9 @@ def _attach_progress(model, *, enabled: bool) -> None:
 
 def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
     trainer = model.trainer
-    metrics = {name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()}
+    metrics: dict[str, float | int | str] = {
+        name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()
+    }
     metrics |= {
         "epochs_completed": int(trainer.epoch + 1),
         "best_fitness": float(trainer.best_fitness or 0.0),

@@ -1,4 +1,4 @@
-"""Import Ultralytics only through here: offline, quiet, and with its state under QC_HOME.
+"""Import Ultralytics (and torch) only through here: offline, quiet, and with its state under QC_HOME.
 
 Why: left to itself Ultralytics pip-installs missing export packages (hiding a missing
 dependency until a plant PC fails), downloads fonts for plots and `yolo26n.pt` for its AMP
@@ -52,10 +52,17 @@ def load_ultralytics(settings: Settings | None = None) -> ModuleType:
             "weights_dir": str(config_dir / "weights"),
             "datasets_dir": str(settings.datasets_dir),
             "vscode_msg": False,
-            **{name: False for name in _INTEGRATIONS},
+            **dict.fromkeys(_INTEGRATIONS, False),
         }
     )
     # check_amp() loads yolo26n.pt, downloading it when absent; offline that fails. Modern
     # GPUs run AMP fine, so skip the check (it only runs on CUDA devices).
     trainer.check_amp = lambda model: True
     return ultralytics
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (torch is imported here, as Ultralytics is)."""
+    import torch
+
+    return bool(torch.cuda.is_available())

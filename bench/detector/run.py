@@ -11,7 +11,7 @@ Contenders, per image, medians over all images, one process, one run:
   qc full       Detector.predict_bytes(jpeg, reduce=1)  the same with a full-size decode
   ultralytics   cv2.imdecode + YOLO(model.onnx).predict(array)
   session.run   the bare ONNX Runtime call on a ready tensor (the floor)
-Accuracy of each pipeline on (b): COCO mAP50 / mAP50-95 (pycocotools), conf 0.001.
+Accuracy of each pipeline on (b): COCO mAP50 / mAP50-95 (COCOeval), conf 0.001.
 Writes the `detector` section of BENCHMARKS.md.
 """
 
@@ -153,7 +153,7 @@ def main() -> None:
         table(["input", "qc", "qc full decode", "ultralytics predict", "bare session.run",
                "qc speed-up vs ultralytics", "qc / session.run"], rows),
         "",
-        "Accuracy on the camera-size frames (COCO, pycocotools; conf 0.001, IoU 0.7):",
+        "Accuracy on the camera-size frames (COCOeval; conf 0.001, IoU 0.7):",
         "",
         table(["pipeline", "mAP50", "mAP50-95"],
               [[k, f"{v['map50']:.4f}", f"{v['map50_95']:.4f}"] for k, v in acc.items()]),

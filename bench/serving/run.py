@@ -58,7 +58,8 @@ def bare_throughput(model: Path, frames: list[bytes], seconds: float, *, threads
 
     def loop(worker: int) -> None:
         while time.perf_counter() < end:
-            detector.session.run(None, {detector.input_name: tensors[(counts[worker] * concurrent + worker) % len(tensors)]})
+            tensor = tensors[(counts[worker] * concurrent + worker) % len(tensors)]
+            detector.session.run(None, {detector.input_name: tensor})
             counts[worker] += 1
 
     threads_ = [threading.Thread(target=loop, args=(i,)) for i in range(concurrent)]
@@ -152,7 +153,10 @@ def main() -> None:
            "QC_MAX_BATCH": str(args.max_batch), "QC_MAX_WAIT_MS": str(args.max_wait_ms),
            "QC_QUEUE_SIZE": "256", "QC_INFERENCE_WORKERS": str(args.workers), "QC_THREADS": str(args.threads)}
     qc = [sys.executable, "-m", "qc"]
-    run = lambda *a: subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True).stdout
+
+    def run(*a: str) -> str:
+        return subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True).stdout
+
     run("models", "add", str(model), "--name", "default", "--promote")
     run("stations", "add", "bench", "--description", "benchmark")
     key = run("keys", "create", "--role", "station", "--station", "bench").strip()

@@ -4,7 +4,7 @@
     .venv/bin/python bench/training/run.py --run .qc/runs/deeppcb-cpu-...        # reports a finished run
 
 Exports the run's best weights at the recipe's export size, scores the ONNX model on DeepPCB
-val with the production detector (COCO mAP50 and mAP50-95 by pycocotools, and the DeepPCB
+val with the production detector (COCO mAP50 and mAP50-95 by COCOeval, and the DeepPCB
 paper's criterion: a detection is right at IoU > 0.33 with a box of its class; precision,
 recall, F-score at conf 0.25), and writes the `training-<recipe name>` section of
 BENCHMARKS.md beside the published figure.
@@ -68,8 +68,8 @@ def main() -> None:
         table(["figure", "value"], [
             ["training wall time", f"{run.metrics['seconds'] / 60:.1f} min"],
             ["seconds per epoch", f"{run.metrics['seconds_per_epoch']:.0f}"],
-            ["mAP50 (COCO, pycocotools)", f"{scored['map50']:.4f}"],
-            ["mAP50-95 (COCO, pycocotools)", f"{scored['map50_95']:.4f}"],
+            ["mAP50 (COCOeval)", f"{scored['map50']:.4f}"],
+            ["mAP50-95 (COCOeval)", f"{scored['map50_95']:.4f}"],
             [f"DeepPCB criterion (IoU > 0.33, conf {scored['deploy_conf']}): precision / recall / F-score",
              f"{d['precision']:.4f} / {d['recall']:.4f} / {d['fscore']:.4f}"],
             ["published (Tang et al. 2019, official test set, IoU > 0.33)", "mAP 0.986, F-score 0.982"],
@@ -79,19 +79,20 @@ def main() -> None:
         "",
         table(["class", "boxes", "AP50", "AP50-95", "precision@0.25", "recall@0.25"], per_class),
         "",
-        f"Report with PR curves, confusion matrix and galleries: `{args.run.name}/eval-val/report.html` "
-        "(in the run folder, not in git).",
+        (f"Report with PR curves, confusion matrix and galleries: `{args.run.name}/eval-val/report.html` "
+         "(in the run folder, not in git)."),
     ])
     check = args.run / "export" / "export-check.json"
     if check.is_file():  # written by `qc export RUN --fp16 --int8`
         report = json.loads(check.read_text())
-        rows = [["torch (Ultralytics predict)", f"{report['torch']['map50']:.4f}", f"{report['torch']['map50_95']:.4f}", ""]]
+        torch_scores = report["torch"]
+        rows = [["torch (Ultralytics predict)", f"{torch_scores['map50']:.4f}", f"{torch_scores['map50_95']:.4f}", ""]]
         rows += [[f"ONNX {k}", f"{v['map50']:.4f}", f"{v['map50_95']:.4f}",
                   f"{v['delta_map50']:+.4f} / {v['delta_map50_95']:+.4f}"]
                  for k, v in report.items() if k in ("fp32", "fp16", "int8")]
         body += "\n\n" + "\n".join([
-            f"Exported variants scored against the torch weights on the same {report['images']} val "
-            "images (`qc export --fp16 --int8`; the change is written into each model's metadata and card):",
+            (f"Exported variants scored against the torch weights on the same {report['images']} val "
+             "images (`qc export --fp16 --int8`; the change is written into each model's metadata and card):"),
             "",
             table(["model", "mAP50", "mAP50-95", "change vs torch (mAP50 / mAP50-95)"], rows),
         ])

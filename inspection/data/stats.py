@@ -17,6 +17,7 @@ later version numbers its classes differently.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -112,7 +113,7 @@ def dataset_stats(version: DatasetVersion) -> DatasetStats:
             unlabelled.append(_shown(entry))
         by_split[entry["split"]].update(detections.class_names)
         sizes += np.sqrt(detections.area).tolist()
-    total = Counter()
+    total: Counter[str] = Counter()
     for counter in by_split.values():
         total.update(counter)
     ordered = [names[i] for i in sorted(names)]
@@ -201,7 +202,7 @@ def _boxes_and_totals(version: DatasetVersion) -> tuple[dict[str, list[tuple]], 
         # 0.01 px: below any real relabelling, above float noise of the label text.
         boxes[image.lineage["sha256"]] = sorted(
             (name, *np.round(box, 2).tolist())
-            for name, box in zip(detections.class_names, detections.xyxy)
+            for name, box in zip(detections.class_names, detections.xyxy, strict=True)
         )
         totals.update(detections.class_names)
     return boxes, {name: totals[name] for name in version.names.values()}
@@ -213,4 +214,4 @@ def _shown(entry: Mapping[str, Any]) -> str:
 
 def _bin_labels() -> list[str]:
     edges = BOX_SIZE_EDGES
-    return [f"{lo}-{hi}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+    return [*(f"{lo}-{hi}" for lo, hi in itertools.pairwise(edges)), f"{edges[-1]}+"]

@@ -319,7 +319,7 @@ def write_version(
         raise DatasetError(f"dataset name {name!r}: use letters, digits, '.', '_', '-'")
     if version is not None and (not _NAME.fullmatch(version) or version == "latest"):
         raise DatasetError(f"version {version!r}: use letters, digits, '.', '_', '-', not 'latest'")
-    if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction < 1):
+    if not (test_fraction >= 0 and val_fraction >= 0 and test_fraction + val_fraction < 1):
         raise DatasetError("test and val fractions must be >= 0 and leave some images to train on")
     dataset_dir = datasets_root(root) / name
     dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -542,7 +542,7 @@ def _version_key(version: str) -> tuple[int, str]:
 
 def _stored_images(dataset_dir: Path) -> dict[str, Path]:
     """Image files of the dataset's earlier versions by file name (which is their hash)."""
-    stored = {}
+    stored: dict[str, Path] = {}
     for images in dataset_dir.glob("*/images"):
         if not images.parent.name.startswith("."):
             for path in images.iterdir():

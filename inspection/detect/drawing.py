@@ -37,7 +37,7 @@ def draw(
     thickness = max(1, round(2 * scale))
     font_scale = max(0.4, 0.6 * scale)
     for box, score, cid, name in zip(
-        detections.xyxy, detections.confidence, detections.class_id, detections.class_names
+        detections.xyxy, detections.confidence, detections.class_id, detections.class_names, strict=False
     ):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         c = color or color_for(cid)

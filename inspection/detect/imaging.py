@@ -168,7 +168,7 @@ def _check_complete(data: bytes, header: ImageHeader) -> None:
         raise ImageError("truncated PNG: no IEND chunk; the upload was cut short")
 
 
-def read_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce: int = 1):
+def read_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce: int = 1) -> np.ndarray:
     """Pixels of an image file; `ImageError` names the file when it cannot be read."""
     path = Path(path)
     try:

@@ -12,7 +12,7 @@ Ultralytics' own predictions (tests/test_parity.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from inspection.detections import Detections
 MAX_NMS = 30000
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     RAW = "raw"  # [B, 4 + nc, N]
     END2END = "end2end"  # [B, K, 6]
 
@@ -54,12 +54,14 @@ def decode(
     )
 
 
-def _end2end(output: np.ndarray, *, conf: float, max_det: int):
+def _end2end(output: np.ndarray, *, conf: float, max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = output[output[:, 4] > conf][:max_det]
     return rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)
 
 
-def _raw(output: np.ndarray, *, conf: float, iou: float, max_det: int):
+def _raw(
+    output: np.ndarray, *, conf: float, iou: float, max_det: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     class_scores = output[4:]
     best = class_scores.max(axis=0)
     candidates = np.flatnonzero(best > conf)

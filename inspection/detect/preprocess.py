@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 
 PAD_VALUE = 114
 
@@ -83,7 +84,7 @@ def letterbox(
 
 
 def to_tensor(
-    images: list[np.ndarray], *, dtype: np.dtype = np.float32, out: np.ndarray | None = None
+    images: list[np.ndarray], *, dtype: DTypeLike = np.float32, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Stack letterboxed BGR uint8 images into an NCHW RGB tensor scaled to [0, 1].
 

@@ -17,8 +17,10 @@ Example::
 Two views of the same predictions, on purpose:
 
 - ranking quality over all scores: mAP50 and mAP50-95, per-class AP and PR curves, computed by
-  pycocotools' COCOeval, the reference implementation, so a figure here means what it means
-  in papers. Feed it predictions made at a very low threshold (Ultralytics validates at 0.001).
+  COCOeval: faster-coco-eval's C++ port (about 3x faster here), which tests/test_evaluation.py
+  holds to the figures of pycocotools, the reference implementation, so a figure here means
+  what it means in papers. Feed it predictions made at a very low threshold (Ultralytics
+  validates at 0.001).
 - what the line does at its threshold (`deploy_conf`): per-class precision, recall and F1, a
   confusion matrix, and the false positives and misses to look at in the report.
 
@@ -34,13 +36,14 @@ import contextlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from inspection.detections import Detections
 
 Criterion = Literal["coco", "deeppcb"]
+CocoEngine = Literal["faster-coco-eval", "pycocotools"]
 
 # Matching IoU for the deploy-threshold view (precision, recall, confusion matrix, gallery).
 MATCH_IOU = 0.5
@@ -281,15 +284,17 @@ def evaluate(
     )
 
 
-# -- COCO mAP, by pycocotools --------------------------------------------------------------
+# -- COCO mAP, by COCOeval -----------------------------------------------------------------
 
 
 def _coco_scores(
-    predictions: Sequence[Detections], truths: Sequence[Detections], *, names: dict[int, str]
+    predictions: Sequence[Detections],
+    truths: Sequence[Detections],
+    *,
+    names: dict[int, str],
+    engine: CocoEngine = "faster-coco-eval",
 ) -> tuple[float, float, dict[int, float], dict[int, float], dict[int, PRCurve]]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+    COCO, COCOeval = _coco_engine(engine)
     if not any(len(t) for t in truths):
         return 0.0, 0.0, {}, {}, {}
     images = [
@@ -302,7 +307,7 @@ def _coco_scores(
     ground_truth = _coco(COCO, images, categories, _annotations(truths, with_scores=False))
     detections = _coco(COCO, images, categories, _annotations(predictions, with_scores=True))
 
-    evaluator = COCOeval(ground_truth, detections, iouType="bbox")
+    evaluator = COCOeval(ground_truth, detections, iouType="bbox", print_function=_quiet)
     evaluator.params.maxDets = list(_MAX_DETS)  # see _MAX_DETS
     evaluator.params.areaRng = [[0.0, 1e10]]  # "all" only: defect size bands are not COCO's
     evaluator.params.areaRngLbl = ["all"]
@@ -331,10 +336,11 @@ def _coco_scores(
 
 
 def _annotations(group: Sequence[Detections], *, with_scores: bool) -> list[dict[str, Any]]:
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for index, detections in enumerate(group):
-        xyxy = detections.xyxy.astype(np.float64)
-        for box, class_id, score in zip(xyxy, detections.class_id, detections.confidence):
+        # tolist(): plain floats (numpy's stubs type a row of a 2-D array as a scalar)
+        xyxy = cast("list[list[float]]", detections.xyxy.astype(np.float64).tolist())
+        for box, class_id, score in zip(xyxy, detections.class_id, detections.confidence, strict=True):
             width, height = float(box[2] - box[0]), float(box[3] - box[1])
             annotation = {
                 "id": len(annotations) + 1,
@@ -348,6 +354,34 @@ def _annotations(group: Sequence[Detections], *, with_scores: bool) -> list[dict
                 annotation["score"] = float(score)
             annotations.append(annotation)
     return annotations
+
+
+def _coco_engine(engine: CocoEngine) -> tuple[Any, Any]:
+    """COCO and COCOeval of `engine`: faster-coco-eval (C++, the default) or pycocotools (the
+    reference; tests/test_evaluation.py holds the two to the same figures)."""
+    if engine == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, _PycocotoolsEval(COCOeval)
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    return FasterCOCO, COCOeval_faster
+
+
+def _quiet(*_: object) -> None:
+    """faster-coco-eval's print_function: progress lines stay off stdout (--json owns it)."""
+
+
+class _PycocotoolsEval:
+    """pycocotools' COCOeval, taking (and dropping) faster-coco-eval's print_function."""
+
+    def __init__(self, cls: Any) -> None:
+        self.cls = cls
+
+    def __call__(self, ground_truth: Any, detections: Any, *, iouType: str, print_function: Any) -> Any:
+        return self.cls(ground_truth, detections, iouType=iouType)
 
 
 def _coco(coco_class, images: list, categories: list, annotations: list):
@@ -421,7 +455,7 @@ def _deploy_counts(
     misses. Boxes of classes not in `names` are not counted (`evaluate` rejects them)."""
     counts = {c: [0, 0, 0] for c in names}  # class -> [tp, fp, fn]
     false_positives, misses = [], []
-    for image, (prediction, truth) in enumerate(zip(deployed, truths)):
+    for image, (prediction, truth) in enumerate(zip(deployed, truths, strict=True)):
         matched = match(prediction, truth, iou=iou, strictly_above=strictly_above)
         hit = np.zeros(len(truth), dtype=bool)
         hit[matched[matched >= 0]] = True
@@ -471,7 +505,7 @@ def confusion_matrix(
     position = {int(c): i for i, c in enumerate(class_ids)}
     background = len(position)
     matrix = np.zeros((background + 1, background + 1), dtype=np.int64)
-    for prediction, truth in zip(deployed, truths):
+    for prediction, truth in zip(deployed, truths, strict=True):
         predicted = [position[int(c)] for c in prediction.class_id]
         true = [position[int(c)] for c in truth.class_id]
         matched = match(prediction, truth, same_class=False)

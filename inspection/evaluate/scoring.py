@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.detections import Detections
-from inspection.evaluate.metrics import Evaluation, evaluate
+from inspection.evaluate.metrics import Criterion, Evaluation, evaluate
 
 # Ultralytics validates at conf 0.001: mAP ranks every box the model gives, so the model
 # must not cut them at the deploy threshold first. 0.7 and 300 are its NMS defaults too.
@@ -49,7 +49,7 @@ def score(
     names: dict[int, str],
     samples: list[Sample],
     deploy_conf: float = 0.25,
-    criterion: str = "coco",
+    criterion: Criterion = "coco",
     progress: bool = True,
     label: str = "eval",
     source: str = "the data",
@@ -66,7 +66,7 @@ def score_many(
     names: dict[int, str],
     samples: list[Sample],
     deploy_conf: float = 0.25,
-    criterion: str = "coco",
+    criterion: Criterion = "coco",
     progress: bool = True,
     label: str = "eval",
     source: str = "the data",
@@ -122,7 +122,7 @@ def score_onnx(
     *,
     split: str,
     deploy_conf: float = 0.25,
-    criterion: str = "coco",
+    criterion: Criterion = "coco",
     providers: list[str] | None = None,
     progress: bool = True,
 ) -> ScoredSplit:

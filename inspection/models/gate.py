@@ -50,11 +50,11 @@ class GateDecision:
 
     def table(self) -> str:
         lines = [f"{'metric':<28} {'candidate':>10} {'production':>10} {'change':>8} {'allowed':>8}  result"]
-        for row in self.rows:
-            lines.append(
-                f"{row.metric:<28} {row.candidate:>10.4f} {row.production:>10.4f} "
-                f"{row.change:>+8.4f} {-row.allowed_drop:>+8.4f}  {'ok' if row.passed else 'REFUSED'}"
-            )
+        lines += [
+            f"{row.metric:<28} {row.candidate:>10.4f} {row.production:>10.4f} "
+            f"{row.change:>+8.4f} {-row.allowed_drop:>+8.4f}  {'ok' if row.passed else 'REFUSED'}"
+            for row in self.rows
+        ]
         return "\n".join(lines)
 
 

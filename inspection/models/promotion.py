@@ -36,17 +36,18 @@ def check(registry: Registry, name: str, version: str, *, policy: GatePolicy | N
         raise Conflict(
             f"model {name} has no frozen holdout; set one with qc models holdout {name} DATASET@VERSION"
         )
-    missing = [e.ref for e in (candidate, production) if evaluation_on(e, holdout) is None]
-    if missing:
+    candidate_scores, production_scores = (evaluation_on(e, holdout) for e in (candidate, production))
+    if candidate_scores is None or production_scores is None:
+        missing = [e.ref for e in (candidate, production) if evaluation_on(e, holdout) is None]
         raise Conflict(
             f"{', '.join(missing)} not evaluated on the holdout {holdout}; "
             f"run qc models promote {name} {version} where the holdout data is (it evaluates first)"
         )
-    return compare(evaluation_on(production, holdout), evaluation_on(candidate, holdout), policy)
+    return compare(production_scores, candidate_scores, policy)
 
 
 def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,
-            force: bool = False, decision: GateDecision | None | Literal["check"] = "check"
+            force: bool = False, decision: GateDecision | Literal["check"] | None = "check"
             ) -> dict[str, Any]:
     """Gate, then move the production pointer. `force` skips the gate (recorded as such).
     `decision` is what `check` returned, for a caller that ran it already (to show the table):

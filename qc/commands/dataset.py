@@ -14,7 +14,7 @@ Versions live under $QC_HOME/datasets/<name>/<version>/ (see inspection.data.ver
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +28,7 @@ app = typer.Typer(
 _SHOWN = 20  # problems listed per section before "... and N more"
 
 
-class ImportFormat(str, Enum):
+class ImportFormat(StrEnum):
     yolo = "yolo"
     coco = "coco"
     voc = "voc"
@@ -210,7 +210,7 @@ def stats(
     typer.echo(
         "box size (px): "
         + ", ".join(
-            f"{label} {count}" for label, count in zip(result.box_size_bins, result.box_size_counts)
+            f"{label} {count}" for label, count in zip(result.box_size_bins, result.box_size_counts, strict=True)
         )
     )
     sections = [

@@ -8,15 +8,16 @@ Example::
 
 Images are decoded by `inspection.detect.imaging.read_file` and run through `Detector.predict`, one
 image at a time, exactly as production runs the model; no Ultralytics or torch is involved,
-so an fp16 or int8 export is scored as itself. mAP is computed by pycocotools
-(`inspection.evaluate.metrics`); `--report` also needs matplotlib (the `train` extra).
+so an fp16 or int8 export is scored as itself. mAP is computed by COCOeval (faster-coco-eval,
+held equal to pycocotools by the tests; `inspection.evaluate.metrics`); `--report` also needs
+matplotlib (the `train` extra).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from inspection.evaluate.metrics import Evaluation
 
 
-class Criterion(str, Enum):
+class Criterion(StrEnum):
     coco = "coco"
     deeppcb = "deeppcb"
 
@@ -74,7 +75,7 @@ def evaluate(
     ] = Criterion.coco,
     providers: Providers = None,
 ) -> None:
-    """Score a model on labelled images: COCO mAP50 and mAP50-95 (pycocotools), and
+    """Score a model on labelled images: COCO mAP50 and mAP50-95 (COCOeval), and
     per-class precision, recall and F1 at the deploy threshold."""
     from inspection.errors import ConfigError
     from inspection.evaluate.scoring import score_onnx, warn
@@ -118,7 +119,7 @@ def _table(result: Evaluation, *, model: Path, data: str, split: str) -> str:
         f"model {model}",
         f"data  {data} ({split}): {result.images} images, {result.instances} boxes",
         "",
-        f"mAP50 {result.map50:.4f}   mAP50-95 {result.map50_95:.4f}   (pycocotools)",
+        f"mAP50 {result.map50:.4f}   mAP50-95 {result.map50_95:.4f}   (COCOeval)",
         (f"at conf >= {conf}: precision {result.precision:.3f}   recall {result.recall:.3f}   "
         f"F1 {result.f1:.3f}   false positives {len(result.false_positives)}   "
         f"misses {len(result.misses)}"),

@@ -19,9 +19,16 @@ def _registry():
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """Every model name with its versions; * marks production."""
     registry = _registry()
+    if as_json:
+        rows = [{"name": name, "versions": registry.versions(name),
+                 "production": registry.production_version(name)} for name in registry.names()]
+        typer.echo(json.dumps(rows, indent=2))
+        return
     if not registry.names():
         typer.echo(f"no models in {registry.root}; add one with qc models add model.onnx --name NAME "
                    "or qc export RUN --register NAME", err=True)
@@ -171,4 +178,4 @@ def promote(
 def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
     """Production back to the version before the current one (no gate: it served before)."""
     pointer = _registry().rollback(name)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")

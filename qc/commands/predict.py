@@ -100,7 +100,8 @@ def predict(
         str,
         typer.Option(
             help="JPEG decode reduction: auto (decode at 1/2..1/8 size when the network shrinks "
-            "the frame that much anyway), or 1, 2, 4, 8."
+            "the frame that much anyway), or 1, 2, 4, 8. Use 1 for boxes equal to Ultralytics' "
+            "predictions (the reduced decode changes pixels)."
         ),
     ] = "auto",
 ) -> None:

@@ -31,7 +31,8 @@ def serve(
         raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
                           "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
 
-    overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
+    given = {"host": host, "port": port, "model_name": model}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = ServeSettings(**overrides)
     _preflight(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
@@ -102,11 +103,19 @@ def stations_rules(
 
 
 @stations_app.command("list")
-def stations_list() -> None:
+def stations_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each station's rules).")] = False,
+) -> None:
     """Stations with their current rules version."""
     from inspection.store.records import RecordStore
 
     stations = RecordStore(_db()).stations()
+    if as_json:
+        rows = [{"id": s.id, "description": s.description, "rules_version": s.rules_version,
+                 "enabled": s.rules.enabled, "created_at": s.created_at.isoformat(),
+                 "rules": s.rules.model_dump(mode="json")} for s in stations]
+        typer.echo(json.dumps(rows, indent=2))
+        return
     if not stations:
         typer.echo("no stations yet; add one with qc stations add STATION [--rules rules.yaml]", err=True)
     for station in stations:
@@ -151,11 +160,21 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """Key ids, roles and stations (never the keys themselves)."""
     from inspection.store.keys import KeyStore
 
-    for key in KeyStore(_db()).list():
+    keys = KeyStore(_db()).list()
+    if as_json:
+        rows = [{"id": k.id, "role": getattr(k.role, "value", k.role),  # a str, or an enum of them
+                 "stations": list(k.stations), "name": k.name, "active": k.revoked_at is None,
+                 "created_at": k.created_at.isoformat(),
+                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in keys]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for key in keys:
         state = "revoked" if key.revoked_at else "active"
         typer.echo(f"{key.id}\t{key.role}\t{','.join(key.stations)}\t{state}\t{key.name}")
 

@@ -56,7 +56,9 @@ def export(
     fp16: Annotated[bool, typer.Option(help="Also write an fp16 variant.")] = False,
     int8: Annotated[bool, typer.Option(help="Also write an int8 variant (calibrated on val images).")] = False,
     end2end: Annotated[bool, typer.Option(help="Export the NMS-free head [B, 300, 6] (YOLO26).")] = False,
-    dynamic: Annotated[bool, typer.Option(help="Dynamic batch and size (GPU batching); static is faster on CPU.")] = False,
+    dynamic: Annotated[
+        bool, typer.Option(help="Dynamic batch and size (GPU batching); static is faster on CPU.")
+    ] = False,
     data: Annotated[str | None, typer.Option(help="data.yaml for int8 calibration (default: the run's).")] = None,
     check: Annotated[
         bool, typer.Option(help="Score every variant against the torch model on the val images.")

@@ -53,7 +53,7 @@ def checked_detections(
     def refused(kind: str, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(file=file, kind=kind, message=message, skipped=True, image=image)]
 
-    bad = ~np.isfinite(xyxy).all(axis=1)
+    bad = ~np.asarray(np.isfinite(xyxy).all(axis=1))
     if bad.any():
         return refused("bad_label", f"{_where(refs, bad)}: a coordinate is not a number; fix it")
     unknown = ~np.isin(class_id, list(names))
@@ -79,7 +79,7 @@ def checked_detections(
             )
         )
         keep = ~zero
-        xyxy, class_id, refs = xyxy[keep], class_id[keep], [r for r, k in zip(refs, keep) if k]
+        xyxy, class_id, refs = xyxy[keep], class_id[keep], [r for r, k in zip(refs, keep, strict=True) if k]
 
     limits = np.array([width, height, width, height], dtype=np.float64)
     clipped = np.clip(xyxy, 0, limits)
@@ -114,7 +114,7 @@ def checked_detections(
 
 
 def _where(refs: Sequence[str], mask: np.ndarray) -> str:
-    chosen = [ref for ref, hit in zip(refs, mask) if hit]
+    chosen = [ref for ref, hit in zip(refs, mask, strict=True) if hit]
     more = f" and {len(chosen) - 3} more" if len(chosen) > 3 else ""
     return ", ".join(chosen[:3]) + more
 

@@ -140,7 +140,7 @@ def _read_image(
             file=str(path), kind="unreadable_image", message=f"{error}; fix or delete it"
         )
     declared = (entry.get("width"), entry.get("height"))
-    if declared != (None, None) and declared != size:
+    if declared not in ((None, None), size):
         return problem(
             "size_mismatch",
             f"image {file_name} is {size[0]}x{size[1]} but the JSON says "
@@ -218,21 +218,24 @@ def write(images: Iterable[LabelledImage], out: str | Path, *, names: Mapping[in
         {"id": int(i) + 1, "name": str(names[i]), "supercategory": "defect"} for i in sorted(names)
     ]
     splits = sorted({image.split for image in images if image.split})
-    groups = [(split, [im for im in images if im.split == split]) for split in splits]
+    groups: list[tuple[str | None, list[LabelledImage]]] = [
+        (split, [im for im in images if im.split == split]) for split in splits
+    ]
     if not splits or any(image.split is None for image in images):
         groups.insert(0, (None, [im for im in images if im.split is None]))
     for split, group in groups:
         sub = f"{split}/" if split else ""
-        coco_images, annotations = [], []
+        coco_images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for image_id, (image, file_name) in enumerate(
-            zip(group, unique_file_names(im.path for im in group)), start=1
+            zip(group, unique_file_names(im.path for im in group), strict=True), start=1
         ):
             copy_image(image.path, out / "images" / f"{sub}{file_name}")
             width, height = image.image_wh
             coco_images.append(
                 {"id": image_id, "file_name": f"{sub}{file_name}", "width": width, "height": height}
             )
-            for class_id, box in zip(image.detections.class_id, image.detections.xyxy):
+            for class_id, box in zip(image.detections.class_id, image.detections.xyxy, strict=True):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 annotations.append(
                     {

@@ -157,7 +157,7 @@ def _read_task(
         if kind not in _BOX_TYPES and not labels:
             continue  # a choice, a text area: not a region
         declared = (result.get("original_width"), result.get("original_height"))
-        if declared != (None, None) and declared != size:
+        if declared not in ((None, None), size):
             return problem(
                 "size_mismatch",
                 f"image {path.name} is {width}x{height} but Label Studio saw it as "
@@ -284,12 +284,12 @@ def write(
     """
     out = empty_output_dir(Path(out))
     images = list(images)
-    tasks = []
-    for image, file_name in zip(images, unique_file_names(im.path for im in images)):
+    tasks: list[dict[str, Any]] = []
+    for image, file_name in zip(images, unique_file_names(im.path for im in images), strict=True):
         copy_image(image.path, out / "images" / file_name)
         width, height = image.image_wh
         results = []
-        for n, (class_id, box) in enumerate(zip(image.detections.class_id, image.detections.xyxy)):
+        for n, (class_id, box) in enumerate(zip(image.detections.class_id, image.detections.xyxy, strict=True)):
             x1, y1, x2, y2 = (float(v) for v in box)
             results.append(
                 {

@@ -91,15 +91,14 @@ def read(
         else:
             annotations.append(parsed)
     class_names = list(names or [])
-    for name in sorted({name for a in annotations for name, _ in a.objects} - set(class_names)):
-        class_names.append(name)
+    class_names += sorted({name for a in annotations for name, _ in a.objects} - set(class_names))
     index_of = {name: i for i, name in enumerate(class_names)}
     names_map = dict(enumerate(class_names))
 
     by_stem: dict[str, list[Path]] = {}
     all_images = find_images(image_dir)
-    for path in all_images:
-        by_stem.setdefault(path.stem, []).append(path)
+    for image in all_images:
+        by_stem.setdefault(image.stem, []).append(image)
     used: set[Path] = set()
     for annotation in annotations:
         path = _image_for(annotation, image_dir=image_dir, by_stem=by_stem)
@@ -192,7 +191,7 @@ def _labelled(
     if split:
         lineage["source_split"] = split
     return LabelledImage(
-        path=path, detections=detections, lineage=lineage, split=split, problems=problems
+        path=path, detections=detections, lineage=lineage, split=split, problems=tuple(problems)
     )
 
 
@@ -208,19 +207,22 @@ def _parse(file: Path) -> _Annotation | Problem:
     for number, element in enumerate(root.findall("object"), start=1):
         name = (element.findtext("name") or "").strip()
         box = element.find("bndbox")
+        texts = [None if box is None else box.findtext(tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
         try:
-            values = [float(box.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except (AttributeError, TypeError, ValueError):
+            values = [float(text) for text in texts if text is not None]
+        except ValueError:
+            values = []
+        if len(values) != len(texts):
             return bad(f"object {number}: needs <bndbox> with numeric xmin, ymin, xmax, ymax")
         if not name:
             return bad(f"object {number}: has no <name>; add the class name")
         objects.append((name, values))
     size = None
     try:
-        width, height = int(root.findtext("size/width")), int(root.findtext("size/height"))
+        width, height = int(root.findtext("size/width", "")), int(root.findtext("size/height", ""))
         if width > 0 and height > 0:
             size = (width, height)
-    except (TypeError, ValueError):
+    except ValueError:
         pass  # <size> is optional; the decoded image has the truth
     filename = (root.findtext("filename") or "").strip() or None
     return _Annotation(file=file, filename=filename, size=size, objects=objects)
@@ -263,7 +265,7 @@ def write(
     out = empty_output_dir(Path(out))
     images = list(images)
     split_lists: dict[str, list[str]] = {}
-    for image, file_name in zip(images, unique_file_names(im.path for im in images)):
+    for image, file_name in zip(images, unique_file_names(im.path for im in images), strict=True):
         copy_image(image.path, out / "JPEGImages" / file_name)
         xml = _xml(image, file_name=file_name, names=names, one_based=one_based)
         target = out / "Annotations" / f"{Path(file_name).stem}.xml"
@@ -288,7 +290,7 @@ def _xml(
     size = ET.SubElement(root, "size")
     for tag, value in (("width", width), ("height", height), ("depth", 3)):
         ET.SubElement(size, tag).text = str(value)
-    for class_id, box in zip(image.detections.class_id, image.detections.xyxy):
+    for class_id, box in zip(image.detections.class_id, image.detections.xyxy, strict=True):
         x1, y1, x2, y2 = (round(float(v)) for v in box)
         # Rounding must not erase a thin box: keep at least one pixel.
         x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)

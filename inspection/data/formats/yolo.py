@@ -31,6 +31,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import yaml
@@ -118,7 +119,7 @@ def _read_one(
     if split:
         lineage["source_split"] = split
     return LabelledImage(
-        path=image_path, detections=detections, lineage=lineage, split=split, problems=problems
+        path=image_path, detections=detections, lineage=lineage, split=split, problems=tuple(problems)
     )
 
 
@@ -180,7 +181,9 @@ def label_text(detections: Detections) -> str:
     """The YOLO label file for `detections`; 8 decimals keep boxes to 1e-4 px at 10,000 px."""
     width, height = detections.image_wh
     lines = []
-    for class_id, box in zip(detections.class_id, detections.xyxy.astype(np.float64)):
+    # tolist(): plain floats (numpy's stubs type a row of a 2-D array as a scalar)
+    rows = cast("list[list[float]]", detections.xyxy.astype(np.float64).tolist())
+    for class_id, box in zip(detections.class_id, rows, strict=True):
         x1, y1, x2, y2 = box
         xc, yc = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
         w, h = (x2 - x1) / width, (y2 - y1) / height
@@ -205,7 +208,7 @@ def write(
     for split in [None, *splits]:
         group = [image for image in images if image.split == split]
         sub = Path(split) if split else Path()
-        for image, file_name in zip(group, unique_file_names(image.path for image in group)):
+        for image, file_name in zip(group, unique_file_names(image.path for image in group), strict=True):
             copy_image(image.path, out / "images" / sub / file_name)
             label = out / "labels" / sub / (Path(file_name).stem + ".txt")
             label.parent.mkdir(parents=True, exist_ok=True)
@@ -314,8 +317,8 @@ def _entry_images(location: Path, *, index: int, data_yaml: Path, split: str) ->
     if location.is_file() and location.suffix.lower() == ".txt":  # Ultralytics' image list
         folder = location.parent
         found = []
-        for line in location.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
+        for raw_line in location.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = raw_line.strip()
             if not line or not is_image(Path(line)):
                 continue
             image = Path(os.path.normpath(folder / line))  # an absolute line stays as it is

@@ -131,7 +131,7 @@ def _polyline_alpha(box, paths, thickness) -> np.ndarray:
     """Antialiased polylines drawn into an alpha mask of `box`'s size."""
     x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for path, width in zip(paths, thickness):
+    for path, width in zip(paths, thickness, strict=True):
         cv2.polylines(mask, [fixed(path - (x0, y0))], False, 255, max(1, int(round(width))),
                       cv2.LINE_AA, SHIFT)
     return mask.astype(np.float32) / 255
@@ -161,14 +161,12 @@ def scratch(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     # Fade in and out over the first and last fifth, and vary the depth along the way.
     to_end = np.minimum(np.hypot(xs - start[0], ys - start[1]), np.hypot(xs - end[0], ys - end[1]))
     alpha *= np.clip(to_end / (0.2 * length), 0.3, 1.0)
-    alpha *= 0.75 + 0.25 * smooth_noise(rng, *alpha.shape, cell=max(4.0, 12 * s)).clip(-1, 1)
+    alpha_h, alpha_w = alpha.shape
+    alpha *= 0.75 + 0.25 * smooth_noise(rng, alpha_h, alpha_w, cell=max(4.0, 12 * s)).clip(-1, 1)
     view = canvas.image[box[1]:box[3], box[0]:box[2]]
     level = _brightness(canvas, box)
     bright = rng.random() < (0.85 if level < 100 else 0.35 if level > 170 else 0.6)
-    if bright:
-        paint = view + rng.uniform(70, 120)
-    else:
-        paint = view * rng.uniform(0.25, 0.5)
+    paint = view + rng.uniform(70, 120) if bright else view * rng.uniform(0.25, 0.5)
     return make_stamp(SCRATCH, canvas.image, box[0], box[1], alpha, paint)
 
 
@@ -265,7 +263,7 @@ def particle(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
         radii = rng.uniform(1.5, 4.5, count) * s
         radii[0] = rng.uniform(4, 9) * s  # one bigger piece that the rest broke off
         shapes = []
-        for c, r in zip(centres, radii):
+        for c, r in zip(centres, radii, strict=True):
             corners = int(rng.integers(6, 10))
             angles = np.sort(rng.uniform(0, 2 * math.pi, corners))
             reach = r * rng.uniform(0.55, 1.2, corners)
@@ -294,7 +292,7 @@ def particle(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     level = _brightness(canvas, box)
     tone = rng.integers(3)
     if tone == 0 and level > 70:
-        colour = np.full(3, rng.uniform(12, 45), np.float32)  # dark dust, fibres, chips
+        colour: np.ndarray = np.full(3, rng.uniform(12, 45), np.float32)  # dark dust, fibres, chips
     elif tone == 1:
         colour = np.array((40, 72, 132), np.float32) * rng.uniform(0.8, 1.2)  # rust, resin
     else:
@@ -315,10 +313,9 @@ def missing(canvas: Canvas, rng: np.random.Generator) -> Stamp | None:
     if not candidates:
         return None
     coating = [f for f in candidates if f.kind == "coating"]
-    if coating and rng.random() < 0.5:  # a void as often as a missing tab on foil
-        feature = coating[0]
-    else:
-        feature = candidates[int(rng.integers(len(candidates)))]
+    # On foil, a void as often as a missing tab.
+    use_coating = coating and rng.random() < 0.5
+    feature = coating[0] if use_coating else candidates[int(rng.integers(len(candidates)))]
     fx0, fy0, fx1, fy1 = feature.box
     owned = canvas.owner[fy0:fy1, fx0:fx1] == feature.index
     if feature.kind not in ("trace", "coating"):

@@ -138,7 +138,8 @@ def _add_defects(canvas: Canvas, rng: np.random.Generator, *, counts: tuple[int,
     # any defect drawn there before.
     classes.sort(key=lambda c: c != MISSING)
     stamps: list[Stamp] = []
-    for class_id in classes:
+    for wanted in classes:
+        class_id = wanted
         for _ in range(TRIES_PER_DEFECT):
             stamp = DRAWERS[class_id](canvas, rng)
             if stamp is None and class_id == MISSING and not _has_removable(canvas):

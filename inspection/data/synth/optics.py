@@ -53,7 +53,7 @@ def expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     gain = lighting(rng, height, width)
     white_balance = rng.uniform(0.94, 1.06, 3).astype(np.float32)
     # OpenCV multiplies per channel several times faster than numpy broadcasting does.
-    image = cv2.multiply(scene, cv2.merge([gain * w for w in white_balance]))
+    image: np.ndarray = cv2.multiply(scene, cv2.merge([gain * w for w in white_balance]))
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.1))
     if rng.random() < 0.15:  # the part moved during exposure: a short smear along the line
         kernel = np.zeros((3, 3), np.float32)  # odd, so the smear stays centred on the pixel
@@ -64,10 +64,10 @@ def expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Read noise plus shot noise, which grows with the square root of the signal.
     read = np.float32(rng.uniform(1.5, 4.5))
     shot = np.float32(rng.uniform(0.0, 0.35))
-    noise = cv2.LUT(rng.integers(0, 256, image.shape, dtype=np.uint8), _GAUSS)
-    spread = cv2.sqrt(np.maximum(image, 0))
+    noise = cv2.LUT(rng.integers(0, 256, size=tuple(image.shape), dtype=np.uint8), _GAUSS)
+    spread: np.ndarray = cv2.sqrt(np.maximum(image, 0))
     spread *= shot
     spread += read
-    image += cv2.multiply(noise, spread)
-    image += 0.5  # round, not truncate, in the cast below
-    return np.clip(image, 0, 255, out=image).astype(np.uint8)
+    noisy: np.ndarray = cv2.add(image, cv2.multiply(noise, spread))
+    noisy += 0.5  # round, not truncate, in the cast below
+    return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)

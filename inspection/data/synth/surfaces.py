@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -106,11 +107,11 @@ class Canvas:
         on = labels > 0
         if not on.any():
             return None
-        if isinstance(paints, np.ndarray) or (paints and np.isscalar(paints[0])):
-            paints = [paints]
+        single = isinstance(paints, np.ndarray) or (paints and np.isscalar(paints[0]))
+        layers = [cast(Paint, paints)] if single else cast(Sequence[Paint], paints)
         view = self.image[y0:y1, x0:x1]
         under = view.copy()
-        for label, paint in enumerate(paints, start=1):
+        for label, paint in enumerate(layers, start=1):
             where = (labels == label).view(np.uint8)
             if isinstance(paint, np.ndarray):
                 source = paint[y0:y1, x0:x1]
@@ -169,17 +170,17 @@ def brushed(
     if quarter % 2:  # draw it lying down, then stand it up
         height, width = width, height
     if abs(tilt) <= 10:
-        pad = int(math.ceil(abs(math.sin(math.radians(tilt))) * max(height, width) / 2)) + 2
+        pad = math.ceil(abs(math.sin(math.radians(tilt))) * max(height, width) / 2) + 2
         sh, sw = height + 2 * pad, width + 2 * pad
     else:
-        sh = sw = int(math.ceil(math.hypot(height, width))) + 4
+        sh = sw = math.ceil(math.hypot(height, width)) + 4
     columns = max(2, int(sw / max(stretch, 2.0)))
-    texture = rng.standard_normal((sh, columns), dtype=np.float32)
-    texture = cv2.resize(texture, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    texture: np.ndarray = cv2.resize(rng.standard_normal((sh, columns), dtype=np.float32), (sw, sh),
+                                     interpolation=cv2.INTER_LINEAR)
     # Wider, fainter bands: the grit of the brush changes slowly across the grooves.
     coarse = rng.standard_normal((max(2, sh // 6), max(2, columns // 3)), dtype=np.float32)
     texture += 0.6 * cv2.resize(coarse, (sw, sh), interpolation=cv2.INTER_CUBIC)
-    matrix = cv2.getRotationMatrix2D((sw / 2, sh / 2), -tilt if quarter % 2 else tilt, 1.0)
+    matrix: np.ndarray = cv2.getRotationMatrix2D((sw / 2, sh / 2), -tilt if quarter % 2 else tilt, 1.0)
     matrix[:, 2] += (width / 2 - sw / 2, height / 2 - sh / 2)
     out = cv2.warpAffine(
         texture, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
@@ -189,7 +190,7 @@ def brushed(
     return np.ascontiguousarray(out.T) if quarter % 2 else out
 
 
-def tinted(gray: np.ndarray, bgr: Sequence[float]) -> np.ndarray:
+def tinted(gray: np.ndarray, bgr: Sequence[float] | np.ndarray) -> np.ndarray:
     """A (H, W) grey level times a BGR colour, as a (H, W, 3) float32 image."""
     gray = np.asarray(gray, np.float32)
     return cv2.merge([gray * np.float32(c) for c in bgr])
@@ -208,7 +209,7 @@ def _pick(rng: np.random.Generator, options: Sequence, weights: Sequence[float] 
     return options[int(rng.choice(len(options), p=p / p.sum()))]
 
 
-def _free(box: Sequence[float], taken: list[Sequence[float]], margin: float) -> bool:
+def _free(box: Sequence[float], taken: Sequence[Sequence[float]], margin: float) -> bool:
     """True when `box`, grown by `margin`, touches none of `taken`."""
     x0, y0, x1, y1 = box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin
     return all(x1 <= t[0] or t[2] <= x0 or y1 <= t[1] or t[3] <= y0 for t in taken)
@@ -256,10 +257,8 @@ def _metal(rng: np.random.Generator, width: int, height: int) -> Canvas:
     ys, xs = _coords(height, width)
     level = rng.uniform(105, 180)
     tint = np.array(_pick(rng, _METAL_TINTS), np.float32) * rng.uniform(0.97, 1.03, 3)
-    if rng.random() < 0.8:  # brushed along the part, as a line camera mostly sees it
-        angle = (0.0 if rng.random() < 0.5 else 90.0) + rng.normal(0, 3)
-    else:
-        angle = rng.uniform(0, 180)
+    lengthwise = rng.random() < 0.8  # brushed along the part, as a line camera mostly sees it
+    angle = ((0.0 if rng.random() < 0.5 else 90.0) + rng.normal(0, 3)) if lengthwise else rng.uniform(0, 180)
     grain = brushed(rng, height, width, angle=angle, stretch=rng.uniform(40, 160))
     # Brushing smears a light's reflection across the grooves: a band, bright along its centre.
     theta = math.radians(angle)
@@ -274,7 +273,7 @@ def _metal(rng: np.random.Generator, width: int, height: int) -> Canvas:
         + mottle * rng.uniform(2, 6)
     )
     # Some frames catch the plate's edge against the dark fixture beyond it.
-    plate = np.ones((height, width), bool)
+    plate: np.ndarray = np.ones((height, width), bool)
     if rng.random() < 0.3:
         tilt = math.radians(rng.normal(0, 4))
         side = int(rng.integers(4))
@@ -379,7 +378,7 @@ def _metal_marks(canvas, rng, level, tint, taken, on_plate) -> None:
         y = origin[1] + (k * pitch if vertical else 0)
         centre = (x + size / 2, y + size / 2)
 
-        def draw(mask, o, centre=centre):
+        def draw(mask, o, centre=centre, x=x, y=y):
             c = fixed((centre[0] - o[0], centre[1] - o[1]))
             h = size / 2
             if shape == "cross":
@@ -456,7 +455,8 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
     silk = _pick(rng, _SILK)
     hole = tuple(rng.uniform(10, 30, 3))
 
-    pads, outlines, labels, taken = [], [], [], []  # pads: (box, round?, outward direction)
+    pads, outlines, labels = [], [], []  # pads: (box, round?, outward direction)
+    taken: list[Sequence[float]] = []
     margin = 0.02 * unit
 
     def place(w, h):
@@ -504,7 +504,7 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         outlines.append(body)
         labels.append((f"U{ic + 1}", body))
     # Two-terminal parts: resistors and capacitors.
-    for part in range(int(rng.integers(3, 9))):
+    for _ in range(int(rng.integers(3, 9))):
         pw, ph = rng.uniform(14, 24) * s, rng.uniform(16, 28) * s
         gap = rng.uniform(10, 30) * s
         vertical = rng.random() < 0.5
@@ -561,7 +561,7 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         heading = _pick(rng, (0, 1, 2, 3)) * math.pi / 2
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         route = [(x, y)]
-        for leg in range(int(rng.integers(2, 4))):
+        for _ in range(int(rng.integers(2, 4))):
             run = rng.uniform(0.15, 0.5) * unit
             x, y = x + run * math.cos(heading), y + run * math.sin(heading)
             route.append((x, y))
@@ -570,18 +570,18 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         for k in range(count):
             offset = normal * (k - (count - 1) / 2) * spacing
             traces.append(([(px + offset[0], py + offset[1]) for px, py in route], tw))
-    for _ in range(int(rng.integers(5, 25))):
-        vias.append(((rng.uniform(0, width), rng.uniform(0, height)), rng.uniform(6, 10) * s))
+    vias += [((rng.uniform(0, width), rng.uniform(0, height)), rng.uniform(6, 10) * s)
+             for _ in range(int(rng.integers(5, 25)))]
 
     for points, tw in traces:
         pts = np.array(points)
         box = (*(pts.min(0) - tw), *(pts.max(0) + tw))
 
-        def draw(mask, o, pts=pts, tw=tw):
+        def draw_trace(mask, o, pts=pts, tw=tw):
             cv2.polylines(mask, [fixed(pts - o)], False, 1, max(1, int(round(tw))), cv2.LINE_8,
                           SHIFT)
 
-        canvas.add("trace", box, draw, trace_layer)
+        canvas.add("trace", box, draw_trace, trace_layer)
     for pad, round_, _ in pads:
         if round_:
             centre, r = ((pad[0] + pad[2]) / 2, (pad[1] + pad[3]) / 2), (pad[2] - pad[0]) / 2
@@ -589,7 +589,10 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
             canvas.add("pad", (pad[0] - 1, pad[1] - 1, pad[2] + 1, pad[3] + 1), draw,
                        [pad_layer, hole])
         else:
-            canvas.add("pad", pad, lambda mask, o, pad=pad: _rect(mask, o, pad, 1), pad_layer)
+            def draw_pad(mask: np.ndarray, o: tuple[int, int], pad: Sequence[float] = pad) -> None:
+                _rect(mask, o, pad, 1)
+
+            canvas.add("pad", pad, draw_pad, pad_layer)
     tented = rng.random() < 0.4  # vias covered by solder mask show as a raised ring only
     for centre, r in vias:
         if not _free((centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r), taken, 2 * s):
@@ -600,11 +603,11 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
                            centre[1] + r + 2), draw, [ring, hole])
     stroke = max(1, int(round(2 * s)))
     for body in outlines:
-        def draw(mask, o, body=body):
+        def draw_outline(mask, o, body=body):
             cv2.rectangle(mask, tuple(fixed(body[:2] - np.array(o))),
                           tuple(fixed(body[2:] - np.array(o))), 1, stroke, cv2.LINE_8, SHIFT)
 
-        canvas.add("silkscreen", (body[0] - 3, body[1] - 3, body[2] + 3, body[3] + 3), draw,
+        canvas.add("silkscreen", (body[0] - 3, body[1] - 3, body[2] + 3, body[3] + 3), draw_outline,
                    silk, removable=False)
     for text, near in labels:
         scale = 0.45 * s
@@ -613,11 +616,11 @@ def _pcb(rng: np.random.Generator, width: int, height: int) -> Canvas:
         if y - th < 0:
             y = near[3] + th + 6 * s
 
-        def draw(mask, o, text=text, x=x, y=y, scale=scale):
+        def draw_label(mask, o, text=text, x=x, y=y, scale=scale):
             cv2.putText(mask, text, (int(x - o[0]), int(y - o[1])), cv2.FONT_HERSHEY_SIMPLEX,
                         scale, 1, stroke, cv2.LINE_8)
 
-        canvas.add("silkscreen", (x - 2, y - th - 2, x + tw + 2, y + 6), draw, silk,
+        canvas.add("silkscreen", (x - 2, y - th - 2, x + tw + 2, y + 6), draw_label, silk,
                    removable=False)
     return canvas
 
@@ -643,7 +646,7 @@ def _foil(rng: np.random.Generator, width: int, height: int) -> Canvas:
 
     level = rng.uniform(48, 72) if anode else rng.uniform(34, 50)
     coat_tint = np.array((1.03, 1.0, 0.97) if anode else (1.0, 1.0, 1.0), np.float32)
-    grain = cv2.GaussianBlur(rng.standard_normal((height, width), dtype=np.float32), (0, 0), 0.8)
+    grain: np.ndarray = cv2.GaussianBlur(rng.standard_normal((height, width), dtype=np.float32), (0, 0), 0.8)
     grain *= rng.uniform(5, 9) / 0.35  # blurring white noise at sigma 0.8 leaves ~0.35 of its std
     granules = (rng.random((height, width), dtype=np.float32) < 0.004).astype(np.float32)
     granules = cv2.GaussianBlur(granules, (0, 0), 0.7) * rng.uniform(60, 110)

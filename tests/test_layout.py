@@ -1,0 +1,58 @@
+"""Rooms for third-party packages that import-linter cannot name yet (it refuses a module that
+nothing imports): each may be imported only in its own room, found by walking the source.
+
+    PYTHONPATH=. python -m pytest -q tests/test_layout.py
+
+The rest of the layout (inspection imports no serving/training/qc, torch and Ultralytics only
+through training/ultralytics_env.py, FastAPI only in serving) is in pyproject.toml's
+[tool.importlinter], checked by `lint-imports` in `make lint`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("inspection", "serving", "training", "qc")
+
+# Third-party top-level module -> the one file or folder (relative to the repository) allowed
+# to import it.
+ROOMS = {
+    "torchvision": "training/ultralytics_env.py",  # with torch and Ultralytics
+    "label_studio_sdk": "training/labelling",  # the Label Studio bridge, when it is written
+}
+
+
+def imported_top_names(path: Path) -> set[str]:
+    """Top-level names of every absolute import in the file, inside functions too."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def in_room(path: Path, room: str) -> bool:
+    return path == REPO / room or (REPO / room) in path.parents
+
+
+@pytest.mark.parametrize("module", sorted(ROOMS))
+def test_a_third_party_package_is_imported_only_in_its_room(module):
+    offenders = [
+        str(path.relative_to(REPO))
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if module in imported_top_names(path) and not in_room(path, ROOMS[module])
+    ]
+    assert offenders == [], f"{module} is imported outside {ROOMS[module]}: move the import there"
+
+
+def test_the_walker_sees_imports_inside_functions(tmp_path):
+    source = tmp_path / "lazy.py"
+    source.write_text("def f():\n    import label_studio_sdk.converter\n    from torchvision import ops\n")
+    assert imported_top_names(source) == {"label_studio_sdk", "torchvision"}
