@@ -252,7 +252,7 @@ def test_encoded_images_come_back_as_detections_decoded_like_the_detector_does(
     assert detections.shape == (2,) and raw.shape == (2, 84, 525)
 
     local = Detector(served.model_path, conf=0.0)
-    for data, found, row in zip(frames, detections, raw):
+    for data, found, row in zip(frames, detections, raw, strict=True):
         pixels, size = local.load_bytes(data)
         tensor, info = local.prepare(pixels, original_size=size)
         # The same pixels reached the network as when the detector decodes the bytes itself...

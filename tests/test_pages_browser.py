@@ -224,7 +224,8 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     sign_in_by_keyboard(page, live)
     assert left(page) == 20
     assert page.locator("#queue li").count() == 20
-    page.wait_for_function("document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
+    page.wait_for_function(
+        "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
     assert page.locator("#boxes rect").count() >= 1, "the detections are drawn over the frame"
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS_IMAGES / "review-queue.png"))

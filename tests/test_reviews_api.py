@@ -177,7 +177,9 @@ def test_filter_times_without_an_offset_are_the_plants_time(untrained_model, tmp
 
         utc = datetime.fromisoformat(created.rstrip("Z"))
         seoul = (utc + timedelta(hours=9)).replace(microsecond=0)
-        listed = lambda **p: service.client.get("/v1/reviews", params={"station": station, **p}).json()["remaining"]
+        def listed(**params: str) -> int:
+            return service.client.get("/v1/reviews", params={"station": station, **params}).json()["remaining"]
+
         assert listed(since=(seoul - timedelta(minutes=1)).isoformat()) == 1
         assert listed(since=(seoul + timedelta(minutes=1)).isoformat()) == 0
         assert listed(since=(utc - timedelta(minutes=1)).isoformat() + "Z") == 1

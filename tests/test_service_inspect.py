@@ -1,4 +1,5 @@
-"""The inspect route: frames in, recorded verdicts out; idempotent retries; stored images; bad input refused with a reason and nothing stored.
+"""The inspect route: frames in, recorded verdicts out; idempotent retries; stored images; bad
+input refused with a reason and nothing stored.
 
 The service harness and its model: tests/service_harness.py."""
 
@@ -56,7 +57,7 @@ def test_the_response_carries_id_verdict_detections_rule_versions_and_timings(se
     assert body["model"] == {"name": "default", "version": "v1"}
     assert body["rules_version"] == 1
     assert body["part_id"] == "SN-42"
-    assert TIMINGS <= set(body["timings"])
+    assert set(body["timings"]) >= TIMINGS
     assert all(value >= 0 for value in body["timings"].values())
     assert body["timings"]["total_ms"] >= body["timings"]["inference_ms"]
     assert body["created_at"].endswith("Z")

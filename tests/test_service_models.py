@@ -75,7 +75,7 @@ def test_a_candidate_the_gate_refuses_is_never_loaded(start, untrained_model, mo
     worse = {"evaluations": {HOLDOUT: {"map50_95": 0.3, "per_class": {}}}}
     assert service.register(untrained_model, card=worse) == "v2"
     loads = []
-    monkeypatch.setattr(service.state.manager, "prepare", lambda version: loads.append(version))
+    monkeypatch.setattr(service.state.manager, "prepare", loads.append)
     refused = service.client.post("/v1/models/default/promote", json={"version": "v2"}, headers=service.admin)
     assert refused.status_code == 409 and "refused by the promotion gate" in refused.json()["detail"]
     assert loads == []

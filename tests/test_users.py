@@ -18,7 +18,8 @@ def qc(*args: str, password: str | None = None) -> subprocess.CompletedProcess:
         import os
 
         env = {**os.environ, "QC_USER_PASSWORD": password}
-    return subprocess.run([sys.executable, "-m", "qc", "users", *args], check=False, capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "qc", "users", *args], check=False, capture_output=True,
+                          text=True, env=env)
 
 
 def test_users_are_added_listed_disabled_and_given_new_passwords(qc_home):

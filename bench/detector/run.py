@@ -144,7 +144,8 @@ def main() -> None:
         "## Detector: encoded JPEG to detections (bench/detector/run.py)",
         "",
         (f"One set of weights (DeepPCB, {square.layout.value} head), exported static "
-        f"{square.input_hw[0]}x{square.input_hw[1]} for the 640x640 images and {detector.input_hw[0]}x{detector.input_hw[1]} "
+        f"{square.input_hw[0]}x{square.input_hw[1]} for the 640x640 images and "
+        f"{detector.input_hw[0]}x{detector.input_hw[1]} "
         f"(height x width) for the camera frames; `qc` and Ultralytics run the same ONNX file "
         f"({', '.join(detector.providers)}). {len(small)} DeepPCB val images, medians in ms per image, "
         f"ORT intra-op threads {args.threads or 'default'}. The camera frames are the same images resized "

@@ -43,7 +43,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,7 +73,7 @@ class DriftSettings(BaseModel):
     min_frames: int = Field(default=30, ge=5)
 
 
-class Cause(str, Enum):
+class Cause(StrEnum):
     """What a finding blames; `value` is the words used in messages."""
 
     LIGHTING = "lighting or exposure"
@@ -83,7 +83,7 @@ class Cause(str, Enum):
     MODEL = "relabel and retrain"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     EQUIPMENT = "equipment"  # the camera or its light: fix the station
     MODEL = "model"  # the images are fine; the model no longer fits the parts
 
@@ -243,8 +243,8 @@ def change_point(reference, recent, *, min_tail: int = 1) -> int:
         reference, recent = np.log(reference), np.log(recent)
     series = np.concatenate([reference, recent])
     n = len(series)
-    splits = np.arange(len(reference), max(len(reference) + 1, n - min_tail + 1))
-    splits = splits[(splits > 0) & (splits < n)]
+    candidates = np.arange(len(reference), max(len(reference) + 1, n - min_tail + 1))
+    splits = candidates[(candidates > 0) & (candidates < n)]
     if len(splits) == 0:
         return 0
     cumulative = np.cumsum(series)

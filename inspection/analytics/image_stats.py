@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 REDUCED_SIDE = 256
 
 
-class Statistic(str, Enum):
+class Statistic(StrEnum):
     """The per-frame statistics, in the column order of `ImageStats.as_array` and `stack`."""
 
     BRIGHTNESS = "brightness"
@@ -97,10 +97,10 @@ def image_stats(image: np.ndarray) -> ImageStats:
     small = reduce(image)
     if small.ndim == 2:
         luma = small
-        blue = green = red = float(cv2.mean(small)[0])
+        blue = green = red = float(cv2.mean(small)[0])  # type: ignore[index]  # cv2's stub: a 4-tuple
     else:
         luma = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        blue, green, red, _ = cv2.mean(small)
+        blue, green, red, _ = cv2.mean(small)  # type: ignore[misc]
     mean, std = cv2.meanStdDev(luma)
     _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_32F))
     return ImageStats(brightness=float(mean[0, 0]), contrast=float(std[0, 0]),
@@ -118,7 +118,7 @@ def stack(stats: Sequence[ImageStats]) -> np.ndarray:
 # -- per-frame quality ------------------------------------------------------------------------
 
 
-class QualityProblem(str, Enum):
+class QualityProblem(StrEnum):
     TOO_DARK = "too dark"
     TOO_BRIGHT = "too bright"
     BLURRED = "blurred"

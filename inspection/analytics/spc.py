@@ -35,14 +35,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from inspection.errors import ConfigError
 
 
-class ChartKind(str, Enum):
+class ChartKind(StrEnum):
     """P: fraction of parts defective (counts are defective parts out of n inspected).
     U: defects per part (counts are defects found on n parts; a part may have several)."""
 
@@ -50,7 +50,7 @@ class ChartKind(str, Enum):
     U = "u"
 
 
-class Rule(str, Enum):
+class Rule(StrEnum):
     """What raised an alarm. WE1-WE4 are the Western Electric zone rules."""
 
     BEYOND_3_SIGMA = "WE1"  # one point beyond 3 sigma
@@ -71,7 +71,7 @@ WESTERN_ELECTRIC = (
 )
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     """ABOVE: the defect rate went up (worse); BELOW: it went down."""
 
     ABOVE = "above"
@@ -273,8 +273,8 @@ def western_electric(z, *, rules: Sequence[Rule] = WESTERN_ELECTRIC,
         raise ValueError(f"{len(times)} times for {len(z)} points")
     alarms = []
     for (rule, side), hit in rule_hits(z, rules).items():
-        for index in np.flatnonzero(hit):
-            index = int(index)
+        for found in np.flatnonzero(hit):
+            index = int(found)
             alarms.append(Alarm(rule=rule, index=index, side=side,
                                 message=_zone_message(rule, side, index, z, values, limits, sizes),
                                 time=None if times is None else times[index]))
@@ -405,8 +405,8 @@ def ewma(limits: Limits, counts, sizes, settings: EwmaSettings, *,
     alarms = []
     if x.ndim == 1:
         for side, hits in ((Side.ABOVE, above), (Side.BELOW, below)):
-            for index in np.flatnonzero(hits):
-                index = int(index)
+            for found in np.flatnonzero(hits):
+                index = int(found)
                 limit = upper[index] if side is Side.ABOVE else lower[index]
                 alarms.append(Alarm(
                     rule=Rule.EWMA, index=index, side=side,
@@ -484,10 +484,10 @@ def cusum(limits: Limits, counts, sizes, settings: CusumSettings, *,
     alarms = []
     if counts.ndim == 1:
         unit = "defective parts" if limits.kind is ChartKind.P else "defects"
-        for side, hits, sums, k in ((Side.ABOVE, above, upper_sum, k_up),
+        for side, hits, sums, _ in ((Side.ABOVE, above, upper_sum, k_up),
                                     (Side.BELOW, below, lower_sum, k_down)):
-            for index in np.flatnonzero(hits):
-                index = int(index)
+            for found in np.flatnonzero(hits):
+                index = int(found)
                 more = "more" if side is Side.ABOVE else "fewer"
                 alarms.append(Alarm(
                     rule=Rule.CUSUM, index=index, side=side,

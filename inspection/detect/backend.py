@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def _first_line(error: Exception) -> str:
     return lines[0][:200] if lines else type(error).__name__
 
 
-def _import_ort():
+def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError as error:  # neither extra installed
@@ -76,7 +76,7 @@ def _import_ort():
     return onnxruntime
 
 
-def _spec(node) -> TensorSpec:
+def _spec(node: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in node.shape)
     return TensorSpec(node.name, node.type.removeprefix("tensor(").removesuffix(")"), shape)
 
@@ -84,7 +84,7 @@ def _spec(node) -> TensorSpec:
 class OrtBackend:
     """An ONNX Runtime session. Thread-safe, as ORT sessions are."""
 
-    def __init__(self, session, path: Path) -> None:
+    def __init__(self, session: Any, path: Path) -> None:
         self._session, self.path = session, path
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or not outputs:

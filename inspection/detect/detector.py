@@ -90,8 +90,10 @@ class Detector:
         batch, _, height, width = spec.shape
         self.batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
         self.dynamic_size = not (isinstance(height, int) and isinstance(width, int))
-        wanted = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz) if imgsz else None
-        if not self.dynamic_size:
+        wanted: tuple[int, int] | None = (
+            (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1])) if imgsz else None)
+        self.input_hw: tuple[int, int]
+        if isinstance(height, int) and isinstance(width, int):
             if wanted and wanted != (height, width):
                 raise ModelError(
                     f"{self.path}: the model takes {height}x{width} inputs, not "
@@ -234,12 +236,12 @@ class Detector:
         same_shapes = len({image.shape for image in images}) == 1
         prepared = [
             self.prepare(image, original_size=size, minimal=same_shapes)
-            for image, size in zip(images, sizes)
+            for image, size in zip(images, sizes, strict=True)
         ]
         outputs = self.run([tensor for tensor, _ in prepared])
         return [
             self.decode(output, info, conf=conf, iou=iou)
-            for output, (_, info) in zip(outputs, prepared)
+            for output, (_, info) in zip(outputs, prepared, strict=True)
         ]
 
     def load_bytes(
@@ -260,7 +262,7 @@ class Detector:
         if reduce == "auto":
             factor = imaging.reduction_for(header, input_hw=self.input_hw)
         else:
-            factor = int(reduce) if str(reduce).isdigit() else reduce  # decode names a bad one
+            factor = int(reduce) if str(reduce).isdigit() else reduce  # type: ignore[assignment]  # decode names a bad one
         image = imaging.decode(data, max_pixels=max_pixels, reduce=factor, header=header)
         return image, (header.width, header.height)
 

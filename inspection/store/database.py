@@ -98,7 +98,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure to answer is "unreachable" on /readyz
             return False
 
     def dispose(self) -> None:

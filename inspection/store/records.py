@@ -253,7 +253,7 @@ class RecordStore:
         if model_version:
             query = query.where(shadow_results.c.model_version == model_version)
         frames = agree = 0
-        per_class: dict[str, dict[str, int]] = {}
+        per_class: dict[str, dict[str, float]] = {}  # counts, then "agreement" (a share)
         with self.db.engine.connect() as conn:
             for row in conn.execute(query).mappings():
                 frames += 1

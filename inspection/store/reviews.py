@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from inspection.errors import ConfigError, Conflict, NotFound
 from inspection.rules import Verdict
@@ -83,7 +84,7 @@ class BoxCorrection:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BoxCorrection:
         return cls(decision=BoxDecision(data["decision"]), class_name=data["class"],
-                   xyxy=tuple(float(v) for v in data["xyxy"]), detection=data.get("detection"),
+                   xyxy=_xyxy(data["xyxy"]), detection=data.get("detection"),
                    model_class=data.get("model_class"))
 
     @property
@@ -152,7 +153,7 @@ class ReviewStore:
                          disposition=disposition, note=note, client_id=client_id)
         try:
             with self.db.engine.begin() as conn:
-                new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]
+                new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
         except IntegrityError:  # the same client_id raced in from a second request
             existing = self._by_client(reviewer, client_id) if client_id else None
             if existing is None:
@@ -179,7 +180,7 @@ class ReviewStore:
             for row in rows:
                 values = _values(row["id"], row, reviewer=reviewer, decision=decision, boxes=None,
                                  disposition=disposition, note=note, client_id=None)
-                new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]
+                new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
                 made.append(_review({**values, "id": new_id}, verdict_at=row["created_at"]))
         return made
 
@@ -234,7 +235,8 @@ class ReviewStore:
             return {station: int(n) for station, n in conn.execute(query)}
 
     def _select(self, where: QueueFilter):
-        conditions = [inspections.c.verdict.in_([Verdict(where.verdict).value] if where.verdict else FLAGGED)]
+        verdicts = [Verdict(where.verdict).value] if where.verdict else FLAGGED
+        conditions: list[ColumnElement[bool]] = [inspections.c.verdict.in_(verdicts)]
         if where.station:
             conditions.append(inspections.c.station_id == where.station)
         if where.model_version:
@@ -254,6 +256,11 @@ class ReviewStore:
             conditions.append(_reviewed())
         order = inspections.c.id.asc() if where.oldest_first else inspections.c.id.desc()
         return select(inspections).where(and_(*conditions)).order_by(order)
+
+
+def _xyxy(values: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return (x1, y1, x2, y2)
 
 
 def _reviewed():
@@ -288,11 +295,11 @@ def _values(inspection_id: str, row, *, reviewer: str, decision: FrameDecision,
     completed = []
     default = BoxDecision.FALSE_ALARM if decision is FrameDecision.FALSE_ALARM else BoxDecision.CONFIRMED
     for index, detection in enumerate(detections):
-        box = given.get(index)
-        choice = box.decision if box else default
-        name = box.class_name if box and choice is BoxDecision.WRONG_CLASS else detection["class"]
+        chosen = given.get(index)
+        choice = chosen.decision if chosen is not None else default
+        name = chosen.class_name if chosen is not None and choice is BoxDecision.WRONG_CLASS else detection["class"]
         completed.append(BoxCorrection(decision=choice, class_name=name,
-                                       xyxy=tuple(float(v) for v in detection["box"]),
+                                       xyxy=_xyxy(detection["box"]),
                                        detection=index, model_class=detection["class"]))
     if decision is FrameDecision.RETRACTED:
         completed, drawn, disposition = [], [], None
