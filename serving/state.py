@@ -20,7 +20,8 @@ from typing import Any
 from inspection.errors import ModelError
 from inspection.models.registry import Registry
 from inspection.store.database import Database
-from inspection.store.images import ImageStore
+from inspection.store.image_stores import open_image_store
+from inspection.store.images import ImageStorage
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.auth import Authenticator
@@ -52,7 +53,7 @@ class AppState:
     store: RecordStore
     keys: KeyStore
     auth: Authenticator
-    images: ImageStore
+    images: ImageStorage
     registry: Registry
     manager: ModelManager
     batcher: MicroBatcher[Frame | TensorFrame, LoadedModel]
@@ -64,7 +65,7 @@ class AppState:
         production model. Blocking: the lifespan runs it in a thread."""
         db = Database.from_settings(settings)
         store, keys = RecordStore(db), KeyStore(db)
-        images, registry = ImageStore(settings.images_dir), Registry(settings.models_dir)
+        images, registry = open_image_store(settings), Registry(settings.models_dir)
         manager = ModelManager(settings, registry)
         manager.on_change = lambda m: (metrics.set_model(m.name, m.version, m.detector.providers),
                                        metrics.set_missing_providers(m.detector.backend.missing_providers))

@@ -11,14 +11,19 @@ Each is stopped by PID (SIGTERM, then SIGKILL after a grace period), never by na
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -95,31 +100,58 @@ class QcServer:
                 self.process.kill()
         return self.process.wait()
 
-    def __enter__(self) -> QcServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
+def port_with_grpc(tries: int = 200) -> int:
+    """A free port P on 127.0.0.1 with P + 10000 free too: weed opens its gRPC ports there, so
+    a port from the top of the ephemeral range would overflow (port 70369: invalid port)."""
+    for _ in range(tries):
+        port = random.randint(20000, 40000)
+        with socket.socket() as one, socket.socket() as two:
+            try:
+                one.bind(("127.0.0.1", port))
+                two.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for weed")
+
+
 class SeaweedS3:
-    """`weed server` with its S3 gateway on 127.0.0.1; data in `folder`. It ignores SIGTERM for a
-    while (../shared/MEASURED.md): stopped by PID with SIGKILL after a grace period."""
+    """`weed server` with its S3 gateway on 127.0.0.1; data in `folder`; one identity
+    (`access_key`, `secret_key`) allowed everything, anyone else refused. It ignores SIGTERM for
+    a while (../shared/MEASURED.md): stopped by PID with SIGKILL after a grace period."""
+
+    access_key, secret_key = "qc-test-access", "qc-test-secret-0123456789"
 
     def __init__(self, folder: Path, *, weed: str, timeout: float = 60) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        identities = folder.parent / "s3-identities.json"
+        identities.write_text(json.dumps({"identities": [{
+            "name": "qc", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        self.port = port_with_grpc()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        ports = {"-master.port": free_port(), "-volume.port": free_port(), "-filer.port": free_port()}
+        ports = {"-master.port": port_with_grpc(), "-volume.port": port_with_grpc(),
+                 "-filer.port": port_with_grpc()}
         self.log = folder.parent / "seaweedfs.log"
-        # weed also opens gRPC ports at port + 10000: free ports near the top of the range
-        # would overflow, so those are retried as a whole.
         command = [weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                   "-s3", f"-s3.port={self.port}", "-volume.max=0",
+                   "-s3", f"-s3.port={self.port}", f"-s3.config={identities}",
+                   # a bucket is a collection with volumes of its own: small ones, and room for
+                   # a bucket per test
+                   "-volume.max=300", "-master.volumeSizeLimitMB=16",
                    *(f"{flag}={port}" for flag, port in ports.items())]
+        # Without a signing key SeaweedFS 4 logs "Failed to load IAM configuration" and lets
+        # anyone in; with one, the identities above are enforced.
+        environment = {**os.environ, "WEED_JWT_FILER_SIGNING_KEY": secrets.token_hex(16)}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            env=environment, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -132,6 +164,20 @@ class SeaweedS3:
             time.sleep(0.5)
         self.stop()
         pytest.fail(f"weed server's S3 port did not answer in {timeout:.0f} s: {self.tail()}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a qc process needs to reach it (boto3 reads the AWS_* variables)."""
+        return {"QC_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def make_bucket(self, name: str) -> str:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                              aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+        client.create_bucket(Bucket=name)
+        return name
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]

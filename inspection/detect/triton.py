@@ -41,7 +41,7 @@ _WIRE_TYPE = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16"}
 
 def _import_http():
     try:
-        import tritonclient.http as http
+        from tritonclient import http
         from tritonclient.utils import InferenceServerException
     except ImportError as error:
         raise ModelError("QC_BACKEND=triton needs tritonclient: pip install 'qc[triton]'") from error
@@ -70,11 +70,10 @@ class TritonBackend:
     """A model on a Triton (or qc /v2) server. Thread-safe: one HTTP client per thread, as
     tritonclient's clients are not."""
 
-    missing_providers: list[str] = []  # the server chooses its own devices
-
     def __init__(self, url: str, model: str, *, version: str = "", key: str = "",
                  timeout_s: float = 30.0, metadata: Mapping[str, str] | None = None) -> None:
         self.url, self.model, self.version = url, model, version
+        self.missing_providers: list[str] = []  # the server chooses its own devices
         self._address, self._ssl = _split_url(url)
         self._timeout_s = timeout_s
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}

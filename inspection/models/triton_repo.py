@@ -102,8 +102,8 @@ def config_text(name: str, input_spec: TensorSpec, output_spec: TensorSpec,
                      "frames of several lines into one run; export with qc export --dynamic "
                      "for a GPU server")
     parts = [
-        f"# Written by qc models triton: the ONNX file's own metadata is in `parameters`.\n"
-        f"name: {_text(name)}\nplatform: {_text(PLATFORM)}\n{head}",
+        ("# Written by qc models triton: the ONNX file's own metadata is in `parameters`.\n"
+         f"name: {_text(name)}\nplatform: {_text(PLATFORM)}\n{head}"),
         "input [\n" + _tensor(input_spec, in_dims) + "\n]\n",
         "output [\n" + _tensor(output_spec, out_dims) + "\n]\n",
         "version_policy: { all: {} }\n",

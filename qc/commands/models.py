@@ -151,7 +151,7 @@ def _promote(name: str, version: str, *, force: bool, holdout: str | None, split
         if decision is not None:
             typer.echo(decision.table(), err=True)
     pointer = promotion.promote(registry, name, version, force=force, decision=decision)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
 
 
 @app.command("promote")
