@@ -171,7 +171,7 @@ def promote(
 def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
     """Production back to the version before the current one (no gate: it served before)."""
     pointer = _registry().rollback(name)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
 
 
 @app.command("triton")
