@@ -109,22 +109,34 @@ def docker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base(docker, tmp_path_factory) -> str:
-    """Debian bookworm with python3 and a venv at /opt/python, as `local/python:3.11`."""
-    if docker.docker("image", "inspect", BASE_TAG, check=False).returncode == 0:
-        return BASE_TAG
-    rootfs = tmp_path_factory.mktemp("rootfs")
-    made = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-                           "bookworm", str(rootfs), _mirror()], capture_output=True, text=True, timeout=900,
-                          check=False)
-    if made.returncode != 0:
-        pytest.skip(f"debootstrap failed (no Debian mirror?): {made.stderr[-800:]}")
-    subprocess.run(["chroot", str(rootfs), "python3", "-m", "venv", "/opt/python"], check=True)
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    docker.docker("import", "--change", "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                  "-", BASE_TAG, stdin=tar.stdout)
-    tar.wait()
-    shutil.rmtree(rootfs, ignore_errors=True)
-    return BASE_TAG
+    """Debian bookworm with python3 and a venv at /opt/python, as `local/python:3.11`, plus this
+    machine's CA bundle (pip here goes through a TLS-inspecting proxy; a plant bakes its own CA
+    into its base images the same way) as `local/python:3.11-ca`."""
+    if docker.docker("image", "inspect", BASE_TAG, check=False).returncode != 0:
+        rootfs = tmp_path_factory.mktemp("rootfs")
+        made = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+                               "bookworm", str(rootfs), _mirror()], capture_output=True, text=True, timeout=900,
+                              check=False)
+        if made.returncode != 0:
+            pytest.skip(f"debootstrap failed (no Debian mirror?): {made.stderr[-800:]}")
+        subprocess.run(["chroot", str(rootfs), "python3", "-m", "venv", "/opt/python"], check=True)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        docker.docker("import", "--change",
+                      "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                      "-", BASE_TAG, stdin=tar.stdout)
+        tar.wait()
+        shutil.rmtree(rootfs, ignore_errors=True)
+    context = tmp_path_factory.mktemp("ca")
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.is_file():
+        shutil.copy(bundle, context / "ca-certificates.crt")
+    else:
+        (context / "ca-certificates.crt").write_text("")
+    (context / "Dockerfile").write_text(
+        f"FROM {BASE_TAG}\nCOPY ca-certificates.crt /usr/local/share/plant-ca.crt\n"
+        "ENV PIP_CERT=/usr/local/share/plant-ca.crt\n")
+    docker.docker("build", "--network", "host", "-t", f"{BASE_TAG}-ca", ".", cwd=context)
+    return f"{BASE_TAG}-ca"
 
 
 def build(docker: Docker, base: str, context: Path) -> float:
