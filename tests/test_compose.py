@@ -79,14 +79,14 @@ def test_every_command_is_a_real_qc_command():
 def test_every_qc_variable_is_a_real_setting():
     known = {f"QC_{name.upper()}" for name in ServeSettings.model_fields}
     text = COMPOSE.read_text()
-    used = set(re.findall(r"^\s+(QC_[A-Z0-9_]+)\s*:", text, re.M))
+    used = set(re.findall(r"^\s+(QC_[A-Z0-9_]+)\s*:", text, re.MULTILINE))
     assert used, "the compose file sets QC_ variables"
     assert sorted(used - known) == []
     # Compose's own variables, from .env, are PLANT_*: a QC_ name there would look like a setting.
     interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     assert all(name.startswith("PLANT_") for name in interpolated), interpolated
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
-    assert required <= set(re.findall(r"^([A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.M))
+    assert required <= set(re.findall(r"^([A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
 
 
 def test_alerts_and_dashboard_use_metrics_the_service_exports():

@@ -7,6 +7,7 @@ TensorRT against the libraries the pinned onnxruntime-gpu wheel links: tests/tes
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -65,7 +66,7 @@ def test_serving_images_install_pins_before_the_code_and_check_health_on_qc_port
     assert constraints < installs[0] < code, "dependencies are a layer of their own, before the code"
     (health,) = [args for word, args in rows if word == "HEALTHCHECK"]
     assert "os.environ.get('QC_PORT'" in health  # the port the service listens on, not a fixed one
-    assert ["qc", "serve"] == eval(next(args for word, args in rows if word == "CMD"))  # noqa: S307
+    assert json.loads(next(args for word, args in rows if word == "CMD")) == ["qc", "serve"]
 
 
 def test_every_serving_dependency_is_pinned():

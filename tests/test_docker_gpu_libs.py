@@ -23,7 +23,7 @@ GPU_DOCKERFILE = REPO / "docker" / "serve-gpu.Dockerfile"
 def build_args(path: Path) -> dict[str, str]:
     """ARG NAME=default values, ${OTHER} expanded."""
     values: dict[str, str] = {}
-    for name, default in re.findall(r"^ARG\s+(\w+)=(\S+)\s*$", path.read_text(), re.M):
+    for name, default in re.findall(r"^ARG\s+(\w+)=(\S+)\s*$", path.read_text(), re.MULTILINE):
         values.setdefault(name, re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], default))
     return values
 

@@ -39,8 +39,8 @@ def _mirror() -> str:
     """The Debian mirror this machine's apt uses (deb822 or one-line sources)."""
     for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
         text = Path(path).read_text() if Path(path).is_file() else ""
-        found = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or re.search(
-            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+bookworm", text, re.M)
+        found = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.MULTILINE) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+bookworm", text, re.MULTILINE)
         if found:
             return found.group(1)
     return "http://deb.debian.org/debian"
