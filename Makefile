@@ -12,7 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e ".[cpu,serve,train,label,dev]"
+	@# The serving pins (docker/constraints.txt) hold here too: the tests run on what the images ship.
+	$(BIN)/pip install --quiet -c docker/constraints.txt -e ".[cpu,serve,train,label,dev]"
 	@# Ultralytics requires opencv-python, albumentations opencv-python-headless; both write the
 	@# same cv2/ folder, so keep headless alone (no GUI libraries) and reinstall it whole.
 	$(BIN)/pip uninstall --quiet -y opencv-python

@@ -19,11 +19,12 @@ naming the key, its QC_ variable and the file (subclasses such as ServeSettings 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,6 +67,13 @@ class _ConfigFile(YamlConfigSettingsSource):
         return data
 
 
+class Backend(str, Enum):
+    """What runs the network: ONNX Runtime in this process, or a Triton server."""
+
+    ONNXRUNTIME = "onnxruntime"
+    TRITON = "triton"
+
+
 class Settings(BaseSettings):
     """Where state lives and how the detector runs."""
 
@@ -86,6 +94,27 @@ class Settings(BaseSettings):
     )
     threads: int = Field(default=0, ge=0, description="intra-op threads for CPU; 0 lets ORT pick.")
     model_name: str = Field(default="default", description="Registry name of the served model.")
+    backend: Backend = Field(
+        default=Backend.ONNXRUNTIME,
+        description="What runs the network: 'onnxruntime' in this process, or 'triton': a Triton "
+        "(or qc /v2) server at QC_TRITON_URL holding the repository `qc models triton` writes.",
+    )
+    triton_url: str = Field(default="", description="Triton HTTP address, host:8000 or https://host.")
+    triton_key: str = Field(default="", description="Bearer key for a server behind auth (qc's /v2).")
+    triton_pin_version: bool = Field(
+        default=True,
+        description="Ask Triton for the registry's production version (v3 -> Triton version 3); "
+        "false takes the server's own choice (a qc /v2 peer serves only its production).",
+    )
+    triton_timeout_s: float = Field(default=30.0, gt=0, description="Triton connect/answer timeout.")
+    image_store: str = Field(
+        default="",
+        description="Where frames are stored: empty for $QC_HOME/images, a folder (shared by "
+        "replicas), or s3://bucket/prefix (credentials as boto3 reads them: AWS_* variables).",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3-compatible endpoint (SeaweedFS, MinIO, Ceph); empty for AWS."
+    )
 
     def __init__(self, **values: Any) -> None:
         config = os.environ.get("QC_CONFIG")
@@ -124,6 +153,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("triton_url", mode="after")
+    @classmethod
+    def _triton_has_an_address(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("backend") is Backend.TRITON and not value.strip():
+            raise ValueError("QC_BACKEND=triton needs the server's address, e.g. triton:8000")
+        return value.strip()
 
     @property
     def db_url(self) -> str:

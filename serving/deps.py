@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from inspection.models.registry import Registry
 from inspection.roles import Role
-from inspection.store.images import ImageStore
+from inspection.store.images import ImageStorage
 from inspection.store.keys import ApiKey
 from inspection.store.records import RecordStore
 from inspection.store.reviews import ReviewStore
@@ -61,7 +61,7 @@ def _store(state: StateDep) -> RecordStore:
     return state.store
 
 
-def _images(state: StateDep) -> ImageStore:
+def _images(state: StateDep) -> ImageStorage:
     return state.images
 
 
@@ -74,7 +74,7 @@ def _manager(state: StateDep) -> ModelManager:
 
 
 StoreDep = Annotated[RecordStore, Depends(_store)]
-ImagesDep = Annotated[ImageStore, Depends(_images)]
+ImagesDep = Annotated[ImageStorage, Depends(_images)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 

@@ -25,6 +25,7 @@ from inspection.errors import (
     QCError,
     RegistryError,
 )
+from inspection.store.images import ImageStoreUnavailable
 from serving.batcher import DeadlineExceeded, QueueFull, ShuttingDown
 from serving.deps import metrics_of
 
@@ -96,6 +97,14 @@ def install(app: FastAPI) -> None:
         log.error("database unavailable: %s", str(getattr(error, "orig", error)).splitlines()[0][:200])
         metrics_of(request).rejected.labels(reason="database").inc()
         return JSONResponse({"detail": "database unavailable; retry with the same Idempotency-Key"},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(ImageStoreUnavailable)
+    async def _image_store_unavailable(request: Request, error: ImageStoreUnavailable):
+        # The frame's image could not be made durable, so no record was written either.
+        log.error("%s", error)
+        metrics_of(request).rejected.labels(reason="image_store").inc()
+        return JSONResponse({"detail": f"{error}; retry with the same Idempotency-Key"},
                             status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(ShuttingDown)

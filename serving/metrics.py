@@ -38,6 +38,10 @@ class Metrics:
         self.rejected = Counter("qc_rejected_total", "Frames refused, by reason.", ["reason"], registry=r)
         self.model = Gauge("qc_model_info", "The model serving (value 1).",
                            ["name", "version", "providers"], registry=r)
+        self.providers_missing = Gauge(
+            "qc_providers_missing", "GPU execution providers asked for (QC_PROVIDERS) that did "
+            "not load, so the model runs without them (value 1 each; none when all loaded).",
+            ["provider"], registry=r)
         self.model_swaps = Counter("qc_model_swaps_total", "Models switched in.", registry=r)
         self.shadow = Counter("qc_shadow_total", "Shadow inferences by agreement with production.",
                               ["agree"], registry=r)
@@ -53,6 +57,11 @@ class Metrics:
                                       buckets=_DELAY_BUCKETS, registry=r)
         self.backlog = _Backlog()
         r.register(self.backlog)
+
+    def set_missing_providers(self, missing: list[str]) -> None:
+        self.providers_missing.clear()
+        for provider in missing:
+            self.providers_missing.labels(provider=provider).set(1)
 
     def set_model(self, name: str, version: str, providers: list[str]) -> None:
         self.model.clear()

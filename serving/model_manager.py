@@ -21,9 +21,24 @@ from dataclasses import dataclass
 from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
 from inspection.models.registry import ModelVersion, Registry
+from inspection.settings import Backend
 from serving.settings import ServeSettings
 
 log = logging.getLogger("qc.models")
+
+
+def remote_backend(settings: ServeSettings, entry: ModelVersion):
+    """A TritonBackend for this registry version when QC_BACKEND=triton, else None. The class
+    names and sizes come from the registry's copy of the file; Triton runs the network."""
+    if settings.backend is not Backend.TRITON:
+        return None
+    from inspection.detect.onnx_file import read_metadata
+    from inspection.detect.triton import TritonBackend
+
+    version = entry.version.removeprefix("v") if settings.triton_pin_version else ""
+    return TritonBackend.open(settings.triton_url, entry.name, version=version,
+                              key=settings.triton_key, timeout_s=settings.triton_timeout_s,
+                              metadata=read_metadata(entry.model_path))
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class ModelManager:
     def _load(self, entry: ModelVersion) -> LoadedModel:
         detector = Detector(
             entry.model_path,
+            backend=remote_backend(self.settings, entry),  # None: ONNX Runtime in this process
             providers=self.settings.provider_list(),
             # The service asks the detector for everything down to the lowest review threshold
             # any station could use; station rules then decide (inspection/rules.py).

@@ -27,7 +27,7 @@ from inspection.detect import imaging
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
 from inspection.rules import decide
-from inspection.store.images import ImageStore
+from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from serving.batcher import MicroBatcher
 from serving.metrics import Metrics
@@ -136,7 +136,7 @@ def _infer(detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
 
 
 class Inspector:
-    def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStore,
+    def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
                  metrics: Metrics) -> None:
         self.settings, self.store, self.images = settings, store, images

@@ -17,9 +17,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from inspection.errors import ModelError
 from inspection.models.registry import Registry
 from inspection.store.database import Database
-from inspection.store.images import ImageStore
+from inspection.store.image_stores import open_image_store
+from inspection.store.images import ImageStorage
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.auth import Authenticator
@@ -30,6 +32,19 @@ from serving.pipeline import Frame, Inspector, TensorFrame, run_batch
 from serving.settings import ServeSettings
 
 
+def _refuse_missing_providers(settings: ServeSettings, model: LoadedModel | None) -> None:
+    """A GPU provider named in QC_PROVIDERS that did not load stops the start: the operator
+    asked for that engine, and a service quietly ten times slower would stall the line."""
+    named = [p for p in settings.provider_list() if p.lower() != "auto"]
+    missing = model.detector.backend.missing_providers if model else []
+    if named and missing:
+        raise ModelError(
+            f"QC_PROVIDERS={settings.providers}: {', '.join(missing)} did not load (running on "
+            f"{', '.join(model.detector.providers)}); install onnxruntime-gpu with the CUDA, "
+            "cuDNN and TensorRT libraries it links (docker/serve-gpu.Dockerfile), run with the "
+            "GPU visible (docker run --gpus all), or set QC_PROVIDERS=cpu")
+
+
 @dataclass
 class AppState:
     settings: ServeSettings
@@ -38,7 +53,7 @@ class AppState:
     store: RecordStore
     keys: KeyStore
     auth: Authenticator
-    images: ImageStore
+    images: ImageStorage
     registry: Registry
     manager: ModelManager
     batcher: MicroBatcher[Frame | TensorFrame, LoadedModel]
@@ -50,10 +65,12 @@ class AppState:
         production model. Blocking: the lifespan runs it in a thread."""
         db = Database.from_settings(settings)
         store, keys = RecordStore(db), KeyStore(db)
-        images, registry = ImageStore(settings.images_dir), Registry(settings.models_dir)
+        images, registry = open_image_store(settings), Registry(settings.models_dir)
         manager = ModelManager(settings, registry)
-        manager.on_change = lambda m: metrics.set_model(m.name, m.version, m.detector.providers)
+        manager.on_change = lambda m: (metrics.set_model(m.name, m.version, m.detector.providers),
+                                       metrics.set_missing_providers(m.detector.backend.missing_providers))
         manager.load_production()
+        _refuse_missing_providers(settings, manager.current)
         batcher: MicroBatcher[Frame | TensorFrame, LoadedModel] = MicroBatcher(
             run=run_batch, current=lambda: manager.current, max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
@@ -77,5 +94,8 @@ class AppState:
             "database": "ok" if database else "unreachable",
             "queue_depth": self.batcher.depth,
             "last_model_error": self.manager.last_error,
+            # QC_PROVIDERS=auto in a GPU build that ended on the CPU: still ready (a slow line
+            # beats a stopped one), but said here, in qc_providers_missing and by its alert.
+            "missing_providers": model.detector.backend.missing_providers if model else [],
         }
         return bool(model and database), body

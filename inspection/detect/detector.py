@@ -62,10 +62,12 @@ class Detector:
         threads: int = 0,
         cache_dir: Path | None = None,
         warmup: bool = True,
+        backend: InferenceBackend | None = None,
     ) -> None:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.backend: InferenceBackend = OrtBackend.open(
+        # A remote engine (inspection/detect/triton.py) comes made; else ONNX Runtime, here.
+        self.backend: InferenceBackend = backend or OrtBackend.open(
             self.path, providers=providers, threads=threads, cache_dir=cache_dir, expected=_EXPECTED)
         try:
             self.info: ModelInfo = parse_metadata(self.backend.metadata)

@@ -8,18 +8,37 @@ Example::
 
     images = ImageStore(settings.images_dir)
     sha = images.put(jpeg_bytes, "jpeg")
-    images.path(sha).read_bytes() == jpeg_bytes
+    images.read(sha) == images.path(sha).read_bytes() == jpeg_bytes
+
+`ImageStorage` is what the service needs of any store: this folder (the default, or a folder
+shared by replicas) or S3-compatible object storage (`inspection/store/image_store_s3.py`),
+chosen by QC_IMAGE_STORE (`inspection/store/image_stores.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
 from inspection.durable import write_bytes_atomic
 from inspection.errors import NotFound
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "bmp": ".bmp"}
+
+
+class ImageStoreUnavailable(OSError):
+    """The store cannot be reached or refused a write: nothing was recorded, retry later (503)."""
+
+
+class ImageStorage(Protocol):
+    def put(self, data: bytes, image_format: str) -> str:
+        """Store durably (before any record names it); the sha256 that names it."""
+        ...
+
+    def read(self, sha: str, image_format: str | None = None) -> bytes:
+        """The stored bytes; NotFound when not stored."""
+        ...
 
 
 class ImageStore:
@@ -45,3 +64,5 @@ class ImageStore:
                 return candidate
         raise NotFound(f"image {sha} is not stored (PASS frames are kept only at the sample rate)")
 
+    def read(self, sha: str, image_format: str | None = None) -> bytes:
+        return self.path(sha).read_bytes()

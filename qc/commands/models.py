@@ -158,7 +158,7 @@ def _promote(name: str, version: str, *, force: bool, holdout: str | None, split
         if decision is not None:
             typer.echo(decision.table(), err=True)
     pointer = promotion.promote(registry, name, version, force=force, decision=decision)
-    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})", err=err)
+    typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
 
 
 @app.command("promote")
@@ -179,3 +179,30 @@ def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> Non
     """Production back to the version before the current one (no gate: it served before)."""
     pointer = _registry().rollback(name)
     typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
+
+
+@app.command("triton")
+def triton(
+    ref: Annotated[str, typer.Argument(help="name@version, name@latest, or name (production).")],
+    repository: Annotated[Path, typer.Argument(help="The Triton model repository folder (made if missing).")],
+    max_batch: Annotated[int, typer.Option(help="Triton's max_batch_size (frames in one run).")] = 8,
+    instances: Annotated[int, typer.Option(help="Copies of the model Triton runs at once.")] = 1,
+    kind: Annotated[str, typer.Option(help="gpu or cpu: where the copies run.")] = "gpu",
+    queue_delay_us: Annotated[int, typer.Option(help="How long Triton waits to fill a batch.")] = 3000,
+) -> None:
+    """Write a registry version into a Triton model repository: REPOSITORY/NAME/config.pbtxt and
+    REPOSITORY/NAME/N/model.onnx (registry vN is Triton version N). Serve it with
+    `tritonserver --model-repository REPOSITORY` and QC_BACKEND=triton QC_TRITON_URL=host:8000."""
+    from inspection.errors import ConfigError
+    from inspection.models.triton_repo import InstanceKind, write_version
+
+    try:
+        chosen = InstanceKind(kind.strip().lower())
+    except ValueError:
+        raise ConfigError(f"--kind {kind!r}: use gpu or cpu") from None
+    entry = _registry().resolve(ref)
+    written = write_version(entry, repository, max_batch=max_batch, instances=instances,
+                            kind=chosen, queue_delay_us=queue_delay_us)
+    for note in written.notes:
+        typer.echo(f"note: {entry.ref}: {note}", err=True)
+    typer.echo(f"{entry.ref} -> {written.model} (Triton version {written.version}); config {written.config}")

@@ -79,8 +79,7 @@ def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, key: Reade
     record = _readable(store, key, inspection_id)
     if record.image_sha256 is None:
         raise NotFound(f"inspection {inspection_id} has no stored image (PASS frames are sampled)")
-    path = images.path(record.image_sha256)
-    data = path.read_bytes()
+    data = images.read(record.image_sha256, record.image_format)
     media = imaging.CONTENT_TYPES.get(record.image_format or "", "image/jpeg")
     if not boxes:
         return Response(content=data, media_type=media)
