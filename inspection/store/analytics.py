@@ -195,7 +195,7 @@ class AnalyticsStore:
         """SQL: the bucket of inspections.created_at, as epoch seconds (dialect-specific)."""
         if self.db.is_sqlite:
             seconds = cast(func.strftime("%s", inspections.c.created_at), BigInteger)
-            return seconds / 900 * 900  # integer division on SQLite integers
+            return seconds // 900 * 900  # floor division (SQLAlchemy 2: / is true division)
         seconds = func.floor(func.extract("epoch", inspections.c.created_at) / 900)
         return cast(seconds, BigInteger) * 900
 
@@ -390,6 +390,29 @@ class AnalyticsStore:
         return {"flagged": int(total), "backlog": int(open_count),
                 "outcomes": [{"model_verdict": v, "decision": d, "frames": n} for v, d, n in table],
                 "fail_confirmed_share": round(fail_confirmed / fail_reviewed, 4) if fail_reviewed else None}
+
+    def summary(self, since: datetime, until: datetime, *, shifts: ShiftSettings,
+                station: str | None = None) -> dict[str, Any]:
+        """Everything a dashboard, a report or an MES reads for [since, until), as JSON values."""
+        total = self.rates(since, until, by=Grouping.STATION, station=station)
+        whole = RateRow("all", sum(r.inspected for r in total), sum(r.failed for r in total),
+                        sum(r.review for r in total))
+        return {
+            "since": _iso(since), "until": _iso(until), "station": station,
+            "timezone": shifts.timezone, "shifts": [{"name": s.name, "start": s.start.isoformat("minutes")}
+                                                    for s in shifts.shifts],
+            "total": whole.to_json(),
+            "by_station": [r.to_json() for r in total],
+            "by_class": [r.to_json() for r in self.rates(since, until, by=Grouping.CLASS, station=station)],
+            "by_day": [r.to_json() for r in self.rates(since, until, by=Grouping.DAY, shifts=shifts,
+                                                          station=station)],
+            "by_shift": [r.to_json() for r in self.rates(since, until, by=Grouping.SHIFT, shifts=shifts,
+                                                            station=station)],
+            "pareto": self.pareto(since, until, station=station),
+            "review": self.review_summary(since, until, station=station),
+            "versions": [{**e, "at": _iso(e["at"])} for e in self.versions(since, until, station=station)],
+            "alarms": [a.to_json() for a in self.alarms(since=since, until=until, station=station)],
+        }
 
     # -- subgroups and frames for the charts and the alarms ---------------------------------
 
