@@ -124,7 +124,7 @@ class AlarmEvaluator:
         ended = [key for key in self.store.active() if key in evaluated_keys and key not in held]
         self.store.clear(ended)
         for alarm in raised:
-            log.warning("alarm", extra={"station": alarm.station_id, "rule": alarm.rule, "message": alarm.message})
+            log.warning("alarm", extra={"station": alarm.station_id, "rule": alarm.rule, "alarm": alarm.message})
             if self.metrics:
                 self.metrics.alarms_raised.labels(kind=alarm.kind.value).inc()
             self.notify(alarm)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from serving.pages.language import DYNAMIC_MESSAGES, catalogue
-from tests.test_service import FAIL_ALL, REVIEW_ALL, Service, frame, running
+from tests.service_harness import FAIL_ALL, REVIEW_ALL, Service, frame, running
 
 PASSWORD = "line-side-pc-42"
 
