@@ -178,8 +178,12 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     data = analytics.summary(start, end, shifts=settings.plant_shifts, station=station)
     step = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)
     points = analytics.series(start, end, station=station, step=step)
-    times = [p["start"] for p in points]
-    markers = [(e["at"], f"{e['station']}: {e['label']}") for e in analytics.versions(start, end, station=station)]
+    def plant(value: datetime) -> datetime:  # charts are labelled in plant time, as the page says
+        return value.replace(tzinfo=UTC).astimezone(settings.zone).replace(tzinfo=None)
+
+    times = [plant(p["start"]) for p in points]
+    markers = [(plant(e["at"]), f"{e['station']}: {e['label']}")
+               for e in analytics.versions(start, end, station=station)]
     rate_chart = line_chart(times, [Series(t("Defect rate"), [p["defect_rate"] for p in points]),
                                     Series(t("Review"), [p["review"] / p["inspected"] if p["inspected"] else None
                                                          for p in points], dashed=True)],
@@ -187,7 +191,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     pareto = data["pareto"]
     pareto_svg = pareto_chart([p["class"] for p in pareto], [p["failed_parts"] for p in pareto],
                               title=t("Pareto of defect classes")) if pareto else ""
-    control = [_control_chart(analytics, f, t) for f in analytics.limits(station)
+    control = [_control_chart(analytics, f, t, plant) for f in analytics.limits(station)
                if f.class_name == ALL_CLASSES and f.limits.kind.value == "p"]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
                       | ({station} if station else set()))
@@ -205,7 +209,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     return response
 
 
-def _control_chart(analytics: AnalyticsStore, frozen, t) -> str:
+def _control_chart(analytics: AnalyticsStore, frozen, t, plant) -> str:
     """The station's p-chart since its baseline: the last 60 subgroups, the frozen centre and
     the 3-sigma limit, subgroups where a zone rule fired ringed."""
     from inspection.analytics.spc import p_chart
@@ -216,7 +220,7 @@ def _control_chart(analytics: AnalyticsStore, frozen, t) -> str:
     sizes = [groups.size] * len(groups)
     chart = p_chart(frozen.limits, groups.failed, sizes)
     return line_chart(
-        groups.times,
+        [plant(when) for when in groups.times],
         [Series(t("Fraction defective"), list(chart.values)),
          Series(t("Upper control limit"), list(chart.upper), dashed=True, colour="#c62828"),
          Series(t("Centre"), [frozen.limits.centre] * len(groups), dashed=True, colour="#2e7d32")],
