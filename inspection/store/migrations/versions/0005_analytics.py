@@ -23,6 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("inspections") as batch:
         for name in FRAME_COLUMNS:
             batch.add_column(sa.Column(name, sa.Float, nullable=True))
+    op.create_index("ix_inspections_time", "inspections", ["created_at"])
     op.create_table(
         "rollup_counts",
         sa.Column("station_id", sa.String(64), primary_key=True),
@@ -81,6 +82,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("alarms", "spc_limits", "rollup_classes", "rollup_counts"):
         op.drop_table(table)
+    op.drop_index("ix_inspections_time", table_name="inspections")
     with op.batch_alter_table("inspections") as batch:
         for name in reversed(FRAME_COLUMNS):
             batch.drop_column(name)
