@@ -127,7 +127,7 @@ def test_a_moved_confidence_with_steady_images_asks_for_relabeling(line):
 class Receiver(http.server.BaseHTTPRequestHandler):
     received: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(204)
         self.end_headers()
@@ -143,7 +143,7 @@ def free_port() -> int:
 
 
 def test_new_alarms_are_posted_to_the_webhook_and_a_dead_receiver_stops_nothing(line):
-    records, analytics = line
+    _, analytics = line
     server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Receiver.received = []
@@ -237,7 +237,7 @@ def test_through_the_service_a_step_change_is_alarmed_shown_and_acknowledged(unt
         csrf = sign_in(service, "kim")
         page = service.client.get("/dashboard")
         assert page.status_code == 200 and "script-src 'none'" in page.headers["content-security-policy"]
-        assert f'data-open-alarms="4"' in page.text and "<svg" in page.text
+        assert 'data-open-alarms="4"' in page.text and "<svg" in page.text
         first = raised[0]["id"]
         done = service.client.post(f"/dashboard/alarms/{first}/acknowledge",
                                    data={"csrf": csrf, "note": "feeder jam cleared"}, follow_redirects=False)

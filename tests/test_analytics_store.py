@@ -15,7 +15,13 @@ from inspection.analytics.image_stats import ImageStats, QualitySettings
 from inspection.analytics.shifts import ShiftSettings
 from inspection.detections import Detections
 from inspection.rules import StationRules, Verdict, decide
-from inspection.store.analytics import AlarmKind, AnalyticsStore, Grouping, floor_bucket, frame_columns
+from inspection.store.analytics import (
+    AlarmKind,
+    AnalyticsStore,
+    Grouping,
+    floor_bucket,
+    frame_columns,
+)
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore
 

@@ -113,7 +113,7 @@ def measure(url: str, rows: int, seed: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from bench.report import machine, write_section
+    from bench.report import write_section
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)

@@ -30,7 +30,7 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, and_, cast, delete, func, insert, select, update
+from sqlalchemy import BigInteger, cast, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from inspection.analytics.image_stats import ImageStats, stack
