@@ -12,8 +12,11 @@ keeps the version that judged it. Example YAML::
       particle: {fail_conf: 0.6, max_count: 2}             # up to 2 confident particles pass
     roi: [[[0, 0], [2448, 0], [2448, 1900], [0, 1900]]]    # only this region counts
     ignore: [[[100, 100], [300, 100], [300, 200], [100, 200]]]  # a fixture, always visible
+    quality: {min_brightness: 40, max_brightness: 230, min_sharpness: 15}  # optional gate
 
 The order of judgement, and why:
+0. With a `quality` gate, a frame too dark, too bright or blurred is REVIEW (rule "image
+   quality: ..."), its boxes still shown: a bad image proves nothing either way.
 1. Boxes whose centre lies outside every ROI polygon, or inside an ignore polygon, are dropped
    (fixtures and edges are not the part).
 2. Boxes smaller than the class's `min_area` are dropped (dust-sized, below the spec).
@@ -40,6 +43,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inspection.analytics.image_stats import ImageStats, QualitySettings, check_quality
 from inspection.detections import Detections
 from inspection.errors import ConfigError, validation_problems
 
@@ -75,6 +79,9 @@ class StationRules(BaseModel):
     classes: dict[str, ClassRule] = Field(default_factory=dict)
     roi: list[Polygon] = Field(default_factory=list, description="polygons that count; empty: all")
     ignore: list[Polygon] = Field(default_factory=list, description="polygons that never count")
+    quality: QualitySettings | None = Field(
+        default=None, description="per-frame image-quality gate (too dark, too bright, blurred "
+        "gives REVIEW with rule 'image quality'); off when absent")
 
     @model_validator(mode="after")
     def _calibrated(self) -> StationRules:
@@ -135,8 +142,16 @@ def _inside(points: np.ndarray, polygon: Polygon) -> np.ndarray:
     )
 
 
-def decide(detections: Detections, rules: StationRules) -> Decision:
-    """The verdict for one frame's detections under one station's rules."""
+def decide(detections: Detections, rules: StationRules, *, stats: ImageStats | None = None) -> Decision:
+    """The verdict for one frame's detections under one station's rules. With `stats` and
+    the rules' `quality` gate, a frame too dark, too bright or blurred is REVIEW whatever its
+    boxes say: a bad image is no evidence either way (a person looks; the line does not pass
+    a part on a broken image, nor fail a flood of good ones)."""
+    if rules.quality is not None and stats is not None:
+        issue = check_quality(stats, rules.quality)
+        if issue is not None:
+            judged = decide(detections, rules)
+            return Decision(Verdict.REVIEW, str(issue), judged.kept, judged.areas)
     keep = np.ones(len(detections), bool)
     centers = detections.centers
     if rules.roi and len(detections):

@@ -48,7 +48,7 @@ def _options(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, models, predict, serve, synth, train, users
+    from qc.commands import dataset, evaluate, models, predict, report, serve, synth, train, users
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
@@ -56,6 +56,7 @@ def _register() -> None:
     app.command("export")(train.export)
     app.command("eval")(evaluate.evaluate)
     app.command("serve")(serve.serve)
+    app.command("report")(report.report)
     app.add_typer(dataset.app, name="dataset")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.stations_app, name="stations")

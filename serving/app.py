@@ -31,8 +31,12 @@ from fastapi.staticfiles import StaticFiles
 
 from inspection.store.reviews import ReviewStore
 from serving import errors, logs
+from serving.alarms import AlarmEvaluator
+from inspection.store.analytics import AnalyticsStore
 from serving.metrics import Metrics
+from inspection.store.reviews import ReviewStore
 from serving.routers import (
+    analytics,
     health,
     inspect,
     inspections,
@@ -61,11 +65,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         app.state.metrics.backlog.source = ReviewStore(state.db).backlog  # counted at each scrape
         await state.batcher.start()
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
+        app.state.alarms = AlarmEvaluator(AnalyticsStore(state.db), settings, metrics=app.state.metrics)
+        alarm_loop = asyncio.create_task(_evaluate_every(app.state.alarms, settings.alarm_interval_s),
+                                         name="alarm-evaluator")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
         try:
             yield
         finally:
             watcher.cancel()
+            alarm_loop.cancel()
             await state.batcher.close()  # every queued frame is inferred and recorded
             await state.inspector.drain_shadow()
             await asyncio.to_thread(state.db.dispose)
@@ -106,8 +114,21 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, pages):
+    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, pages, analytics):
         app.include_router(module.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")
     return app
+
+
+async def _evaluate_every(evaluator: AlarmEvaluator, interval_s: float) -> None:
+    """Rollups and alarms every `interval_s` (0: never on its own), in a thread: the queries
+    must not hold the event loop. An evaluation that fails is logged and the next one runs."""
+    if interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(evaluator.evaluate)
+        except Exception:
+            log.exception("alarm evaluation failed")

@@ -18,19 +18,23 @@ staff key; never a station key.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from inspection.models.registry import Registry
 from inspection.roles import Role
+from inspection.store.analytics import AnalyticsStore
 from inspection.store.images import ImageStorage
 from inspection.store.keys import ApiKey
 from inspection.store.records import RecordStore
 from inspection.store.reviews import ReviewStore
 from inspection.store.users import UserStore
 from serving.metrics import Metrics
+
+if TYPE_CHECKING:
+    from serving.alarms import AlarmEvaluator
 from serving.model_manager import LoadedModel, ModelManager
 from serving.sessions import CSRF_HEADER, SAFE_METHODS, Actor, actor_of, csrf_matches, session_of
 from serving.settings import ServeSettings
@@ -182,3 +186,15 @@ def current_person(
 
 Person = Annotated[Actor, Depends(current_person)]
 """A person reviewing: signed in on the pages (cookie + CSRF) or holding a staff key."""
+
+
+def _analytics(state: StateDep) -> AnalyticsStore:
+    return AnalyticsStore(state.db)
+
+
+def _alarms(request: Request):
+    return request.app.state.alarms  # serving/alarms.AlarmEvaluator, made in the lifespan
+
+
+AnalyticsDep = Annotated[AnalyticsStore, Depends(_analytics)]
+AlarmsDep = Annotated["AlarmEvaluator", Depends(_alarms)]

@@ -55,6 +55,12 @@ class Metrics:
                                        ["model_verdict", "decision"], registry=r)
         self.review_delay = Histogram("qc_review_delay_seconds", "Time from a verdict to each review decision on it.",
                                       buckets=_DELAY_BUCKETS, registry=r)
+        # Plant analytics, set by each alarm evaluation (serving/alarms.py).
+        self.defect_rate = Gauge("qc_defect_rate", "FAIL share of the last hour's inspections, by station.",
+                                 ["station"], registry=r)
+        self.alarms_open = Gauge("qc_alarms_open", "Alarms not yet acknowledged, by kind (spc, equipment, model).",
+                                 ["kind"], registry=r)
+        self.alarms_raised = Counter("qc_alarms_raised_total", "Alarms raised, by kind.", ["kind"], registry=r)
         self.backlog = _Backlog()
         r.register(self.backlog)
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
 from inspection.rules import decide
+from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from serving.batcher import MicroBatcher
@@ -163,7 +165,7 @@ class Inspector:
         # Boxes, rules and the commit share one worker thread: NMS over a noisy frame is CPU
         # work the event loop, which serves every station, must not wait for.
         saved, created, decision = await asyncio.to_thread(
-            self._judge_and_commit, result, station=station, header=header, data=data,
+            self._judge_and_commit, result, station=station, header=header, data=data, image=frame.image,
             timings={"decode_ms": (decoded - started) * 1000}, started=started,
             part_id=part_id, idempotency_key=idempotency_key, request_id=request_id)
         saved.timings["total_ms"] = (time.monotonic() - started) * 1000
@@ -175,6 +177,7 @@ class Inspector:
         return saved, created
 
     def _judge_and_commit(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes,
+                          image: np.ndarray,
                           timings: dict, started: float, part_id: str | None,
                           idempotency_key: str | None, request_id: str | None):
         output, info = result.output
@@ -182,7 +185,8 @@ class Inspector:
         post_start = time.monotonic()
         rules = station.rules
         detections = model.detector.decode(output, info, conf=rules.lowest_conf)
-        decision = decide(detections, rules)
+        stats = image_stats(image)  # ~1 ms (BENCHMARKS.md, plant analytics): quality gate, drift
+        decision = decide(detections, rules, stats=stats)
         post_end = time.monotonic()
 
         verdict = decision.verdict.value
@@ -204,7 +208,7 @@ class Inspector:
             model_version=model.version, rules_version=station.rules_version,
             width=header.width, height=header.height, detections=records, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
-            request_id=request_id,
+            request_id=request_id, **frame_columns(stats, detections),
         )
         # The image file is durable before the record that names it is committed.
         if verdict != "PASS" or random.random() < self.settings.pass_sample_rate:

@@ -60,6 +60,57 @@ class ServeSettings(Settings):
         default=120, gt=0, description="A page session ends after this long without a request.")
     session_hours: float = Field(default=12, gt=0, description="A page session ends this long after sign-in.")
 
+    # -- plant analytics (docs/analytics.md) ------------------------------------------------
+    shifts: str = Field(
+        default="early=06:00,late=14:00,night=22:00", description="The plant's shifts as "
+        "name=HH:MM local start times in QC_TIMEZONE; each runs until the next starts.")
+    alarm_interval_s: float = Field(
+        default=30.0, ge=0, description="How often rollups are refreshed and alarms evaluated "
+        "(0: only when asked, POST /v1/analytics/evaluate).")
+    spc_rules: str = Field(
+        default="EWMA,CUSUM", description="Chart rules that raise SPC alarms: any of EWMA, CUSUM, "
+        "WE1, WE2, WE3, WE4, TREND. EWMA and CUSUM alone meet < 1 false alarm per 10,000 parts at "
+        "2% (BENCHMARKS.md); the Western Electric rules at n=50 raise about 6.")
+    spc_window: int = Field(default=40, ge=5, description="Subgroups charted by the evaluator.")
+    ewma_lambda: float = Field(default=0.2, gt=0, le=1)
+    ewma_width: float = Field(default=2.9, gt=0)
+    cusum_shift: float = Field(default=2.0, gt=1, description="CUSUM tuned for the rate times this.")
+    cusum_h: float = Field(default=5.0, gt=0)
+    drift_window: int = Field(default=50, ge=10, description="Recent frames compared with the reference.")
+    drift_confirmations: int = Field(
+        default=2, ge=1, description="Consecutive evaluations that must name the same drift.")
+    alarm_webhook: str = Field(default="", description="URL that gets each new alarm as a JSON POST.")
+    alarm_mqtt: str = Field(
+        default="", description="mqtt://host:port/topic: each new alarm is published to "
+        "<topic>/<station> (QoS 1).")
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts_parse(cls, value: str) -> str:
+        cls.parse_shifts(value, "UTC")
+        return value
+
+    @staticmethod
+    def parse_shifts(text: str, timezone: str):
+        from datetime import time
+
+        from inspection.analytics.shifts import Shift, ShiftSettings
+
+        try:
+            shifts = []
+            for part in text.split(","):
+                name, _, start = part.strip().partition("=")
+                shifts.append(Shift(name=name.strip(), start=time.fromisoformat(start.strip())))
+            return ShiftSettings(timezone=timezone, shifts=tuple(shifts))
+        except ValueError as error:
+            raise ValueError(f"shifts {text!r}: write name=HH:MM,name=HH:MM (e.g. "
+                             f"early=06:00,late=14:00,night=22:00): {error}") from None
+
+    @property
+    def plant_shifts(self):
+        """The shifts as `ShiftSettings` in the plant's time zone."""
+        return self.parse_shifts(self.shifts, self.timezone)
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

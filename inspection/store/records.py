@@ -65,6 +65,14 @@ class InspectionRecord:
     image_sha256: str | None = None
     image_format: str | None = None
     request_id: str | None = None
+    # Image statistics and the highest box confidence (schema.FRAME_COLUMNS), for drift alarms.
+    brightness: float | None = None
+    contrast: float | None = None
+    sharpness: float | None = None
+    blue: float | None = None
+    green: float | None = None
+    red: float | None = None
+    max_confidence: float | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 

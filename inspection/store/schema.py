@@ -20,6 +20,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# The per-frame figures stored with each inspection, in the column order of
+# `inspection.analytics.image_stats.Statistic`, then the model's confidence.
+FRAME_COLUMNS = ("brightness", "contrast", "sharpness", "blue", "green", "red", "max_confidence")
+
 stations = Table(
     "stations",
     metadata,
@@ -61,10 +65,15 @@ inspections = Table(
     Column("detections", JSON, nullable=False),
     Column("timings", JSON, nullable=False),
     Column("request_id", String(64), nullable=True),
+    # Per-frame image statistics and the model's highest box confidence (migration
+    # 0005_analytics; inspection/analytics/image_stats.py): what drift alarms compare.
+    *(Column(name, Float, nullable=True) for name in FRAME_COLUMNS),
     UniqueConstraint("station_id", "idempotency_key", name="uq_inspections_idempotency"),
     Index("ix_inspections_station_time", "station_id", "created_at"),
     Index("ix_inspections_verdict_time", "verdict", "created_at"),
     Index("ix_inspections_part", "part_id"),
+    # The rollups' refresh reads the newest minutes of every station (migration 0005_analytics).
+    Index("ix_inspections_time", "created_at"),
 )
 
 # One row per counted box: filters by class and defect rates per class need them as rows.
@@ -148,4 +157,77 @@ reviews = Table(
     UniqueConstraint("reviewer", "client_id", name="uq_reviews_client"),
     Index("ix_reviews_inspection", "inspection_id", "id"),
     Index("ix_reviews_time", "created_at"),
+)
+
+# -- plant analytics (migration 0005_analytics) ----------------------------------------------
+
+# Inspections counted per station, 15-minute UTC bucket and model/rules version: the dashboard
+# reads these instead of scanning every inspection (bench/analytics/store.py measures both).
+# 15 minutes because every plant zone's offset is a multiple of it, so shifts starting on a
+# quarter hour local time are whole buckets. Rebuilt bucket by bucket (AnalyticsStore.refresh).
+rollup_counts = Table(
+    "rollup_counts",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("bucket", DateTime, primary_key=True),  # naive UTC start of the 15 minutes
+    Column("model_version", String(96), primary_key=True),  # "name@version"
+    Column("rules_version", Integer, primary_key=True),
+    Column("inspected", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("review", Integer, nullable=False),
+    Index("ix_rollup_counts_bucket", "bucket"),
+)
+
+# Failed parts per class in the same buckets: a part failed "with" every class it had a box of.
+rollup_classes = Table(
+    "rollup_classes",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("bucket", DateTime, primary_key=True),
+    Column("class_name", String(64), primary_key=True),
+    Column("failed", Integer, nullable=False),
+    Column("defects", Integer, nullable=False),  # counted boxes on those parts (u-chart)
+    Index("ix_rollup_classes_bucket", "bucket"),
+)
+
+# Frozen SPC limits and the drift reference window, per station and class ("" = all classes).
+# A new freeze is a new row; the newest row of a (station, class) is in force.
+spc_limits = Table(
+    "spc_limits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), ForeignKey("stations.id"), nullable=False),
+    Column("class_name", String(64), nullable=False),
+    Column("kind", String(4), nullable=False),  # ChartKind: p or u
+    Column("limits", JSON, nullable=False),  # Limits.to_dict()
+    Column("subgroup_size", Integer, nullable=False),
+    Column("baseline_from", DateTime, nullable=False),
+    Column("baseline_to", DateTime, nullable=False),
+    Column("frozen_by", String(64), nullable=False),
+    Column("frozen_at", DateTime, nullable=False),
+    Index("ix_spc_limits_station", "station_id", "class_name", "kind", "id"),
+)
+
+# SPC and equipment alarms. `active_key` ("station|class|rule") is set while the condition
+# holds and cleared (NULL) when it ends: its unique constraint is what keeps a condition from
+# being stored twice, even by two service processes at once.
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("class_name", String(64), nullable=False),  # "" for the station as a whole
+    Column("kind", String(16), nullable=False),  # AlarmKind: spc, equipment, model
+    Column("rule", String(32), nullable=False),  # WE1..TREND, EWMA, CUSUM, or drift:<statistic>
+    Column("side", String(8), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("raised_at", DateTime, nullable=False),
+    Column("since", DateTime, nullable=True),  # when the change began, as far as it is known
+    Column("cleared_at", DateTime, nullable=True),
+    Column("active_key", String(200), nullable=True),
+    Column("acknowledged_by", String(64), nullable=True),
+    Column("acknowledged_at", DateTime, nullable=True),
+    Column("note", Text, nullable=False, default=""),
+    UniqueConstraint("active_key", name="uq_alarms_active"),
+    Index("ix_alarms_time", "raised_at"),
 )

@@ -30,12 +30,15 @@ CATALOGUES = Path(__file__).with_name("i18n")
 @cache
 def catalogue(lang: str) -> dict[str, str]:
     """msgid -> translation for `lang` (empty for English and for untranslated entries)."""
-    path = CATALOGUES / lang / "LC_MESSAGES" / "messages.po"
-    if lang == DEFAULT or not path.is_file():
+    if lang == DEFAULT:
         return {}
-    with path.open("rb") as handle:
-        parsed = read_po(handle, locale=lang)
-    return {m.id: m.string for m in parsed if m.id and isinstance(m.id, str) and m.string and not m.fuzzy}
+    found: dict[str, str] = {}
+    # messages.po (the review pages) and any other catalogue beside it (analytics.po, the dashboard).
+    for path in sorted((CATALOGUES / lang / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as handle:
+            parsed = read_po(handle, locale=lang)
+        found.update({m.id: m.string for m in parsed if m.id and isinstance(m.id, str) and m.string and not m.fuzzy})
+    return found
 
 
 def translator(lang: str) -> Callable[[str], str]:

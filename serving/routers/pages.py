@@ -77,7 +77,7 @@ def _render(request: Request, template: str, *, status: int = 200, **context) ->
 
 def _safe_next(target: str | None) -> str:
     """Only a path of this site's review page: never an open redirect to another site."""
-    if target and target.startswith("/review") and "//" not in target and "\\" not in target:
+    if target and target.startswith(("/review", "/dashboard")) and "//" not in target and "\\" not in target:
         return target
     return "/review"
 

@@ -1,0 +1,141 @@
+"""The plant dashboard in a real browser (Debian's chromium driven by Playwright), as a
+specification of what a shift lead sees: frames posted through the real service (uvicorn on a
+free port) under rules that fail a chosen share, a baseline frozen by an engineer, a step
+from ~8% to ~50% FAIL, the evaluator's alarm on the dashboard, acknowledged with a note by a
+reviewer; no request leaves 127.0.0.1. Screenshots for docs/analytics.md are written here.
+
+Never `playwright install`: the browser is /usr/bin/chromium; without it these tests skip."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.test_alarms import STEP_RULES, part
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+PASSWORD = "line-side-pc-42"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def live(untrained_model, tmp_path_factory):
+    pytest.importorskip("playwright")
+    import uvicorn
+
+    from inspection.models.registry import Registry
+    from inspection.store.database import Database
+    from inspection.store.keys import KeyStore
+    from inspection.store.users import UserStore
+    from serving.app import create_app
+    from serving.launch import free_port
+    from serving.settings import ServeSettings
+
+    port = free_port()
+    settings = ServeSettings(home=tmp_path_factory.mktemp("dashboard"), providers="cpu", log_json=False,
+                             model_poll_s=3600.0, port=port, pass_sample_rate=0.0, timezone="Asia/Seoul",
+                             alarm_interval_s=0, spc_rules="EWMA,CUSUM")
+    settings.ensure_dirs()
+    registry = Registry(settings.models_dir)
+    registry.add("default", untrained_model, card={"evaluations": {}})
+    registry.set_production("default", "v1")
+    db = Database.from_settings(settings)
+    UserStore(db).add("kim", password=PASSWORD, role="reviewer", display_name="Kim Jiwoo")
+    keys = KeyStore(db)
+    admin = {"Authorization": f"Bearer {keys.create(role='admin', name='browser test')}"}
+    db.dispose()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the service did not become ready")
+    try:
+        yield url, admin
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def post_parts(url: str, admin: dict, station: str, n: int, share: float, rng, first: int) -> None:
+    with httpx.Client(base_url=url, headers={**admin, "Content-Type": "image/png"}, timeout=30) as client:
+        for i in range(n):
+            response = client.post(f"/v1/stations/{station}/inspect", content=part(bool(rng.random() < share), first + i))
+            assert response.status_code == 200, response.text
+
+
+def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(live):
+    from playwright.sync_api import sync_playwright
+
+    url, admin = live
+    station = "line-3"
+    assert httpx.post(f"{url}/v1/stations", json={"id": station, "rules": STEP_RULES}, headers=admin).status_code == 201
+    rng = np.random.default_rng(20261201)
+    post_parts(url, admin, station, 150, 0.08, rng, 0)  # the baseline: about 8% FAIL
+    frozen = httpx.post(f"{url}/v1/analytics/limits", headers=admin, json={
+        "station": station, "since": "2020-01-01T00:00:00Z", "until": datetime.now(UTC).isoformat(), "subgroup_size": 10})
+    assert frozen.status_code == 201, frozen.text
+    post_parts(url, admin, station, 60, 0.5, rng, 1000)  # the step
+    raised = httpx.post(f"{url}/v1/analytics/evaluate", headers=admin).json()["raised"]
+    assert any(a["rule"] == "EWMA" and a["class"] == "" for a in raised)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+        page = context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.set_default_timeout(15000)
+        page.goto(f"{url}/dashboard")
+        assert "/login" in page.url
+        page.fill("input[name=name]", "kim")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard**")
+        alarms = page.locator("li.alarm")
+        assert alarms.count() == len(raised)
+        ewma = page.locator("li.alarm", has_text="EWMA").filter(has_not_text="· 0 ·").first
+        assert "defect rate up" in ewma.inner_text()
+        assert page.locator("svg.chart").count() >= 2  # the rate over time and the station's p-chart
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMAGES / "dashboard-alarm.png"), full_page=True)
+
+        ewma.locator("input[name=note]").fill("nozzle 2 clogged; cleaned at 14:20")
+        ewma.locator("button[type=submit]").click()
+        page.wait_for_load_state()
+        assert page.locator("li.alarm").count() == len(raised) - 1
+        page.locator("details summary").click()
+        done = page.locator("[data-acknowledged]").first.inner_text()
+        assert "Kim" in done or "kim" in done
+        assert "nozzle 2 clogged" in done
+        page.screenshot(path=str(DOCS_IMAGES / "dashboard-acknowledged.png"), full_page=True)
+
+        page.goto(f"{url}/dashboard?lang=ko")
+        assert "미확인 경보" in page.content()
+        context.close()
+        browser.close()
+    assert requested and all(u.startswith(url) for u in requested), [u for u in requested if not u.startswith(url)]
+    listed = httpx.get(f"{url}/v1/analytics/alarms", headers=admin).json()["alarms"]
+    assert sum(a["acknowledged_by"] == "kim" for a in listed) == 1
