@@ -37,7 +37,14 @@ from agent.client import Outcome, ServiceClient
 from agent.config import AgentConfig, PartIdFrom, SourceKind, TriggerMode
 from agent.line import LineBoard
 from agent.outputs import open_outputs
-from agent.sources import Captured, Source, SourceError, SourceExhausted, UnreadableFile, open_source
+from agent.sources import (
+    Captured,
+    Source,
+    SourceError,
+    SourceExhausted,
+    UnreadableFile,
+    open_source,
+)
 from agent.spool import Spool, SpooledFrame
 from agent.triggers import FrameGate, Listener, TriggerEvent, start_listener
 

@@ -30,8 +30,13 @@ import cv2
 import numpy as np
 
 from agent.config import SourceConfig, SourceKind
+from inspection.detect import imaging
+from inspection.errors import ImageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+# A folder file that stays undecodable this long after it stopped changing is reported as
+# unreadable; before that it may be a writer that paused (a camera flushing in bursts).
+GIVE_UP_S = 5.0
 
 
 class SourceError(Exception):
@@ -181,12 +186,17 @@ class FileSource(Source):
                 mtime_ns = path.stat().st_mtime_ns
             except OSError:
                 continue  # moved away meanwhile
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
+            try:  # the core's decoder: a cut-off JPEG or PNG is refused, not judged half grey
+                image = imaging.decode(data)
+            except ImageError as error:
+                seen = self._seen.get(str(path))
+                unchanged_s = time.monotonic() - seen[2] if seen else 0.0
+                if self.kind is SourceKind.FOLDER and unchanged_s < max(GIVE_UP_S, 10 * self.config.settle_s):
+                    continue  # perhaps still being written: look again at the next poll
                 self._unreadable[str(path)] = (len(data), mtime_ns)
                 self._seen.pop(str(path), None)
-                raise UnreadableFile(f"{path} in {self.description} is not a readable image; it is skipped "
-                                  "until it changes")
+                raise UnreadableFile(f"{path} in {self.description} is not a readable image ({error}); "
+                                     "it is skipped until it changes") from error
             return Captured(image=image, capture_ns=mtime_ns, name=path.stem, path=path)
         return None
 

@@ -106,7 +106,7 @@ class HttpListener(Listener):
 
     def __init__(self, events: queue.Queue, host: str, port: int) -> None:
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
+            def do_POST(self):
                 url = urlparse(self.path)
                 if url.path != "/trigger":
                     self.send_error(404, "POST /trigger?part_id=...")
