@@ -144,7 +144,7 @@ class Agent:
         min_gap = 1.0 / source_cfg.fps if source_cfg.fps else 0.0
         next_at = time.monotonic()
         opened = False
-        waiting: TriggerEvent | None = None
+        held: Captured | None = None  # external trigger, files: the next file, waiting for its trigger
         while not self._stop.is_set():
             if not opened:
                 try:
@@ -157,11 +157,14 @@ class Agent:
                 except SourceError as error:
                     self._source_failed(str(error), backoff)
                     continue
-            if external and not live and waiting is None:  # files: wait for the trigger, then the next file
+            if held is not None:
                 try:
-                    waiting = self.events.get(timeout=0.2)
+                    event = self.events.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                self._take(held, event)
+                held = None
+                continue
             if min_gap and not external:
                 delay = next_at - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
@@ -182,16 +185,19 @@ class Agent:
             if captured is None:
                 self._stop.wait(min(source_cfg.poll_s, 0.05))
                 continue
-            if external and live:  # a camera runs on: take the first frame after a trigger
+            event: TriggerEvent | None = None
+            if external and not live:
+                held = captured
+                continue
+            if external:  # a camera runs on: take the first frame read after a trigger
                 try:
-                    waiting = self.events.get_nowait()
+                    event = self.events.get_nowait()
                 except queue.Empty:
                     continue
             elif not gate.wants(captured.image):
                 continue
             next_at = max(next_at + min_gap, time.monotonic()) if min_gap else next_at
-            self._take(captured, waiting)
-            waiting = None
+            self._take(captured, event)
 
     def _source_failed(self, reason: str, backoff: Backoff) -> None:
         wait = backoff.next()
