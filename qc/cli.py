@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, models, predict, serve, station, synth, train
+    from qc.commands import dataset, evaluate, models, predict, serve, simulate, station, synth, train
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
@@ -32,6 +32,7 @@ def _register() -> None:
     app.command("export")(train.export)
     app.command("eval")(evaluate.evaluate)
     app.command("serve")(serve.serve)
+    app.command("simulate")(simulate.simulate)
     app.add_typer(dataset.app, name="dataset")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.stations_app, name="stations")
