@@ -76,6 +76,10 @@ def test_verdicts_in_time_reach_the_line_as_json_lines_and_a_command(server, tmp
     assert sorted(told.read_text().split("\n")[:-1]) == sorted(
         f"NG {s['part_id']} {s['inspection_id']}" for s in signals)
     assert report["misses_this_run"] == 0 and report["latency"]["n"] == 4
+    import httpx
+
+    listed = {s["id"]: s for s in httpx.get(f"{server.url}/v1/stations", headers=server.home.headers).json()}
+    assert listed["failing"]["health"]["agent_version"] == "0.1.0"  # the agent's first heartbeat
 
 
 @pytest.mark.parametrize("safe_default", ["NG", "REVIEW"])

@@ -43,7 +43,13 @@ def simulate(
     from agent.client import ServiceClient
     from agent.config import AgentConfig
     from agent.runner import Agent
-    from agent.simulate import OutageClient, SimulatedSource, SyntheticFrames, folder_frames, parse_scenarios
+    from agent.simulate import (
+        OutageClient,
+        SimulatedSource,
+        SyntheticFrames,
+        folder_frames,
+        parse_scenarios,
+    )
     from qc.commands.station import run_agent, start_logging
 
     start_logging(verbose)
