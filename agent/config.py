@@ -218,6 +218,8 @@ class AgentConfig(_Strict):
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     jpeg_quality: int = Field(default=90, ge=1, le=100)
     part_id: PartIdFrom = PartIdFrom.NONE
+    code_formats: str | None = Field(default=None, description="part_id code: e.g. 'DataMatrix' or "
+                                     "'QRCode,Code128' (fewer read faster: bench/agent/codes.py)")
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     line: LineConfig = Field(default_factory=LineConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)

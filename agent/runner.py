@@ -216,7 +216,7 @@ class Agent:
             if self._code_reader is None:
                 from agent.codes import CodeReader
 
-                self._code_reader = CodeReader()
+                self._code_reader = CodeReader(self.config.code_formats)
             return self._code_reader.read(captured.image)
         return None
 
