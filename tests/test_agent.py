@@ -282,3 +282,17 @@ def test_the_service_client_sorts_answers_without_raising(tmp_path):
     answer = client.inspect(frame(1))
     assert answer.kind.value == "retry" and "cannot reach" in answer.reason
     client.close()
+
+
+def test_a_part_id_is_read_from_a_datamatrix_in_the_frame_and_none_when_there_is_none():
+    import zxingcpp
+
+    from agent.codes import CodeReader
+
+    code = np.array(zxingcpp.create_barcode("SN-000042", zxingcpp.BarcodeFormat.DataMatrix).to_image(scale=4))
+    frame = np.full((480, 640, 3), 140, np.uint8)
+    frame[200:200 + code.shape[0], 300:300 + code.shape[1]] = cv2.cvtColor(code, cv2.COLOR_GRAY2BGR)
+    assert CodeReader().read(frame) == "SN-000042"
+    assert CodeReader("DataMatrix").read(frame) == "SN-000042"
+    assert CodeReader("QRCode").read(frame) is None
+    assert CodeReader().read(np.full((480, 640, 3), 140, np.uint8)) is None
