@@ -48,7 +48,19 @@ def _options(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, models, predict, report, serve, synth, train, users
+    from qc.commands import (
+        dataset,
+        evaluate,
+        models,
+        predict,
+        report,
+        serve,
+        simulate,
+        station,
+        synth,
+        train,
+        users,
+    )
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
@@ -57,12 +69,14 @@ def _register() -> None:
     app.command("eval")(evaluate.evaluate)
     app.command("serve")(serve.serve)
     app.command("report")(report.report)
+    app.command("simulate")(simulate.simulate)
     app.add_typer(dataset.app, name="dataset")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.stations_app, name="stations")
     app.add_typer(serve.keys_app, name="keys")
     app.add_typer(serve.db_app, name="db")
     app.add_typer(users.app, name="users")
+    app.add_typer(station.app, name="station")
 
 
 _register()

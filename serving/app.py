@@ -38,6 +38,7 @@ from inspection.store.reviews import ReviewStore
 from serving.routers import (
     analytics,
     health,
+    heartbeats,
     inspect,
     inspections,
     keys,
@@ -114,7 +115,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, pages, analytics):
+    for module in (health, inspect, inspections, reviews, stations, heartbeats, models, keys, oip, pages,
+                   analytics):
         app.include_router(module.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")

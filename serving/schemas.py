@@ -9,6 +9,7 @@ from inspection.rules import StationRules, Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import STATION_ID, InspectionRecord, Station
 from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
+from inspection.store.stations_health import StationHealth
 
 
 class Detection(BaseModel):
@@ -67,17 +68,64 @@ class StationIn(BaseModel):
     rules: StationRules = Field(default_factory=StationRules)
 
 
+class HeartbeatIn(BaseModel):
+    """What a station agent reports every interval (agent/runner.py `Agent.health`)."""
+
+    agent_version: str = Field(max_length=32)
+    interval_s: float = Field(gt=0, le=86400, description="seconds between beats")
+    shift: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$",
+                              description="HH:MM-HH:MM UTC when silence is flagged; null: always")
+    last_capture_at: str | None = None
+    last_verdict_at: str | None = None
+    spool_depth: int = Field(default=0, ge=0)
+    dropped: int = Field(default=0, ge=0)
+    deadline_misses: int = Field(default=0, ge=0)
+    rejected: int = Field(default=0, ge=0)
+    captured: int = Field(default=0, ge=0)
+    source_problem: str | None = Field(default=None, max_length=1000)
+    service_problem: str | None = Field(default=None, max_length=1000)
+
+    model_config = {"extra": "ignore"}  # a newer agent may report more
+
+
+class StationHealthOut(BaseModel):
+    last_seen_at: str
+    silent: bool = Field(description="no heartbeat for 3 intervals during the station's shift")
+    agent_version: str
+    interval_s: float
+    shift: str | None
+    last_capture_at: str | None = None
+    last_verdict_at: str | None = None
+    spool_depth: int = 0
+    dropped: int = 0
+    deadline_misses: int = 0
+    rejected: int = 0
+    source_problem: str | None = None
+    service_problem: str | None = None
+
+    @classmethod
+    def of(cls, health: StationHealth | None) -> StationHealthOut | None:
+        if health is None:
+            return None
+        known = {k: v for k, v in health.counters.items() if k in cls.model_fields}
+        return cls(**known, last_seen_at=health.last_seen_at.isoformat(timespec="milliseconds") + "Z",
+                   silent=health.silent(), agent_version=health.agent_version, interval_s=health.interval_s,
+                   shift=health.shift)
+
+
 class StationOut(BaseModel):
     id: str
     description: str
     rules_version: int
     rules: StationRules
     created_at: str
+    health: StationHealthOut | None = Field(default=None, description="the agent's last heartbeat; null: none yet")
 
     @classmethod
-    def of(cls, station: Station) -> StationOut:
+    def of(cls, station: Station, health: StationHealth | None = None) -> StationOut:
         return cls(id=station.id, description=station.description, rules_version=station.rules_version,
-                   rules=station.rules, created_at=station.created_at.isoformat() + "Z")
+                   rules=station.rules, created_at=station.created_at.isoformat() + "Z",
+                   health=StationHealthOut.of(health))
 
 
 class KeyIn(BaseModel):

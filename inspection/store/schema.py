@@ -231,3 +231,16 @@ alarms = Table(
     UniqueConstraint("active_key", name="uq_alarms_active"),
     Index("ix_alarms_time", "raised_at"),
 )
+
+# The last heartbeat of each station's agent (inspection/store/stations_health.py): one row per
+# station, replaced on every beat; history lives in the agent's log and the metrics.
+station_health = Table(
+    "station_health",
+    metadata,
+    Column("station_id", String(64), ForeignKey("stations.id"), primary_key=True),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("agent_version", String(32), nullable=False),
+    Column("interval_s", Float, nullable=False),
+    Column("shift", String(16), nullable=True),
+    Column("body", JSON, nullable=False),
+)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from inspection.rules import StationRules
-from serving.deps import Engineer, ManagerDep, Reader, StoreDep, check_station, may_use_station
+from inspection.store.stations_health import StationHealthStore
+from serving.deps import Engineer, ManagerDep, Reader, StateDep, StoreDep, check_station, may_use_station
 from serving.model_manager import ModelManager
 from serving.schemas import StationIn, StationOut
 
@@ -13,8 +14,10 @@ router = APIRouter(prefix="/v1/stations", tags=["stations"])
 
 
 @router.get("", response_model=list[StationOut])
-def list_stations(store: StoreDep, key: Reader) -> list[StationOut]:
-    return [StationOut.of(s) for s in store.stations() if may_use_station(key, s.id)]
+def list_stations(store: StoreDep, state: StateDep, key: Reader) -> list[StationOut]:
+    """Every station the key may see, with its agent's health (`silent` when it stopped beating)."""
+    health = StationHealthStore(state.db).all()
+    return [StationOut.of(s, health.get(s.id)) for s in store.stations() if may_use_station(key, s.id)]
 
 
 def _check_classes(manager: ModelManager, rules: StationRules) -> None:

@@ -2,15 +2,14 @@
 15-minute rollups of counts per station and per class, frozen SPC limits, and alarms.
 
 Revision ID: 0005_analytics
-Revises: 0002_reviews (chained after the review pages' migration on this branch; on main the
-integrator puts it after whichever migration lands before it)
+Revises: 0003_station_health
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_analytics"
-down_revision = "0002_reviews"
+down_revision = "0003_station_health"
 branch_labels = None
 depends_on = None
 
