@@ -46,14 +46,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         settings.ensure_dirs()
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
-        await state.batcher.start()
+        await state.inspector.start()  # the micro-batcher and the group committer
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
         try:
             yield
         finally:
             watcher.cancel()
-            await state.batcher.close()  # every queued frame is inferred and recorded
+            await state.inspector.close()  # every queued frame is inferred and recorded
             await state.inspector.drain_shadow()
             await asyncio.to_thread(state.db.dispose)
             log.info("stopped")
