@@ -248,6 +248,7 @@ def main() -> None:
         server = subprocess.Popen(serve, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     shares: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
     try:
         try:
             wait_ready(url, server, timeout=90, log_path=log)
@@ -272,6 +273,7 @@ def main() -> None:
         rate = 0.7 * best.frames_per_s
         open_lat, open_err = asyncio.run(open_loop(url, key, frames, rate=rate, seconds=args.seconds))
         p50, p99 = percentile(open_lat, 50), percentile(open_lat, 99)
+        load_after = os.getloadavg()[0]
         tree = process_tree(server.pid)
         peak = sum(rss_mb(pid) for pid in tree)
         torch_loaded = any("libtorch" in Path(f"/proc/{pid}/maps").read_text() for pid in tree)
@@ -292,7 +294,9 @@ def main() -> None:
          f"{f' --workers {processes}' if processes > 1 else ''}` with max_batch {args.max_batch}, "
          f"{workers} inference worker(s) of {threads or 'the default'} ORT thread(s) per process, "
          f"max_wait {args.max_wait_ms} ms, PASS images sampled at 5%, SQLite WAL (synchronous=FULL). "
-         f"Closed loop, {args.seconds:.0f} s per level; client and service share the machine."),
+         f"Closed loop, {args.seconds:.0f} s per level; client and service share the machine, "
+         f"whose 1-minute load average was {load_before:.1f} at the start and {load_after:.1f} at the end "
+         f"(other work included: above {os.cpu_count()} the figures are squeezed)."),
         "",
         table(["stations", "frames/s", "p50 ms", "p95 ms", "p99 ms", "errors", "service CPU-ms per frame"],
               [[level.stations, f"{level.frames_per_s:.1f}", f"{percentile(level.tally.latencies, 50):.1f}",

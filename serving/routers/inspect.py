@@ -65,10 +65,9 @@ async def inspect(
     found, existing = await asyncio.to_thread(
         lambda: (state.store.station(station),
                  state.store.find_by_key(station, idempotency_key) if idempotency_key else None))
-    if idempotency_key:
-        if existing is not None:
-            response.headers["Idempotent-Replayed"] = "true"
-            return Inspection.of(existing)
+    if existing is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        return Inspection.of(existing)
     if not found.rules.enabled:
         raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
     if state.manager.current is None:
