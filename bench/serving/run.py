@@ -12,8 +12,8 @@ the service is busy but not saturated. The bare `session.run` throughput for the
 and input size is measured in this process with the service idle. The service's peak memory
 is read from /proc (VmHWM), and its memory maps are checked for libtorch.
 The CPU the service's processes spent (utime + stime from /proc, children included) is
-divided by the frames answered at each level; the bare run's own CPU per frame is taken from it
-to give the CPU-ms per frame outside inference. The answers' own `timings` give each stage's
+divided by the frames answered at each level, thread by thread; all but the inference thread
+and ONNX Runtime's own threads is the CPU-ms per frame outside inference. The answers' own `timings` give each stage's
 wall time, and with `--profile-seconds` py-spy samples the service at the saturating level and
 sorts its CPU into stages (bench/serving/stages.py).
 Writes the `serving-<imgsz>-p<processes>-w<workers>-t<threads>[-<tag>]` section of BENCHMARKS.md.
@@ -40,7 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import DEEPPCB, model_file, use_repo_home
 from bench.report import table, write_section
-from bench.serving.stages import read_raw, stage_shares, start_profile
+from bench.serving.stages import (
+    INFERENCE,
+    read_raw,
+    stage_shares,
+    start_profile,
+    thread_kind,
+    thread_names,
+)
 from serving.launch import ServerDidNotStart, free_port, wait_ready
 
 
@@ -68,6 +75,20 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         todo += children.get(current, [])
     return tree
+
+
+def thread_cpu(pids: list[int]) -> dict[tuple[int, int], float]:
+    """(pid, native thread id) -> user + system CPU seconds of each thread of the processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seen = {}
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            seen[(pid, int(stat.parent.name))] = (int(fields[11]) + int(fields[12])) / tick
+    return seen
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -146,6 +167,7 @@ class Level:
     frames_per_s: float
     client_cpu: float  # share of all cores the load generator took
     service_cpu_ms: float  # CPU-ms of the service's processes per answered frame
+    thread_cpu_ms: dict[tuple[int, int], float] = field(default_factory=dict)  # per (pid, tid), per frame
 
 
 async def closed_loop(url: str, key: str, frames: list[bytes], *, concurrency: int, seconds: float,
@@ -163,13 +185,15 @@ async def closed_loop(url: str, key: str, frames: list[bytes], *, concurrency: i
                 await tally.post(client, key, frames[n % len(frames)], f"c{concurrency}-{n}")
 
         pids = process_tree(server_pid) if server_pid else []
-        began, cpu, served = time.perf_counter(), time.process_time(), cpu_seconds(pids)
+        began, cpu, served, threads = time.perf_counter(), time.process_time(), cpu_seconds(pids), thread_cpu(pids)
         await asyncio.gather(*(station(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - began
         served = cpu_seconds(pids) - served
+        threads_after = thread_cpu(pids)
         client_cpu = (time.process_time() - cpu) / elapsed / (os.cpu_count() or 1)
-    answered = len(tally.latencies)
-    return Level(concurrency, tally, answered / elapsed, client_cpu, served * 1000 / max(answered, 1))
+    answered = max(len(tally.latencies), 1)
+    per_thread = {t: (after - threads.get(t, 0.0)) * 1000 / answered for t, after in threads_after.items()}
+    return Level(concurrency, tally, answered / elapsed, client_cpu, served * 1000 / answered, per_thread)
 
 
 async def open_loop(url: str, key: str, frames: list[bytes], *, rate: float, seconds: float):
@@ -275,6 +299,7 @@ def main() -> None:
         p50, p99 = percentile(open_lat, 50), percentile(open_lat, 99)
         load_after = os.getloadavg()[0]
         tree = process_tree(server.pid)
+        names = {(pid, tid): name for pid in tree for tid, name in thread_names(pid).items()}
         peak = sum(rss_mb(pid) for pid in tree)
         torch_loaded = any("libtorch" in Path(f"/proc/{pid}/maps").read_text() for pid in tree)
     finally:
@@ -285,7 +310,13 @@ def main() -> None:
     bare_default = bare_throughput(model, frames, seconds=10, threads=0, concurrent=1)
     bare_plan = bare_throughput(model, frames, seconds=10, threads=threads, concurrent=workers * processes)
     bare = max(bare_default, bare_plan, key=lambda b: b.frames_per_s)
-    outside = best.service_cpu_ms - bare.cpu_ms
+    by_kind: dict[str, float] = {}
+    for thread, ms in best.thread_cpu_ms.items():
+        kind = thread_kind(names.get(thread))
+        by_kind[kind] = by_kind.get(kind, 0.0) + ms
+    inference_ms = sum(ms for kind, ms in by_kind.items() if kind in INFERENCE)
+    outside = sum(by_kind.values()) - inference_ms
+    subtracted = best.service_cpu_ms - bare.cpu_ms
     size = "x".join(map(str, input_hw))
     body = [
         f"## Service at {size}: {processes} process(es), {workers} inference worker(s) each (bench/serving/run.py)",
@@ -309,6 +340,15 @@ def main() -> None:
         table(["timing", *(f"{level.stations} station(s)" for level in levels)], stage_rows(levels)),
         "",
     ]
+    body += [
+        (f"CPU by thread at {best.stations} stations, the saturating level (utime + stime of each thread "
+        "over the level, per answered frame; threads named by py-spy dump):"),
+        "",
+        table(["thread", "CPU-ms per frame"],
+              [[kind, f"{ms:.2f}"] for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])]
+              + [["**outside inference** (all but the inference thread and ONNX Runtime's)", f"**{outside:.2f}**"]]),
+        "",
+    ]
     if shares:
         body += [
             (f"CPU by stage at {best.stations} stations (py-spy, {args.profile_seconds:.0f} s, threads on the CPU "
@@ -328,8 +368,9 @@ def main() -> None:
             ["saturated service / the faster bare figure",
              (f"{best.frames_per_s / bare.frames_per_s:.2f} ({best.frames_per_s:.1f} frames/s at {best.stations} "
              "stations)"), ">= 0.9"],
-            [("service CPU-ms per frame outside inference (service CPU per frame at saturation minus "
-             "the faster bare run's)"), f"{outside:.1f}", "<= 3"],
+            ["service CPU-ms per frame outside inference (by thread, above)", f"{outside:.1f}", "<= 3"],
+            ["the same by subtraction: service CPU per frame at saturation minus the faster bare run's",
+             f"{subtracted:.1f}", ""],
             ["CPU taken by the load generator at that level (share of all cores)", f"{best.client_cpu:.0%}", ""],
             [f"open loop at 70% of saturation ({rate:.1f} frames/s): p50 / p99",
              f"{p50:.1f} / {p99:.1f} ms (p99/p50 {p99 / p50:.2f}, errors {open_err})", "p99 <= 2x p50"],

@@ -1,20 +1,29 @@
-"""Where a served frame's CPU goes: py-spy's sampled stacks of `qc serve`, sorted into stages.
+"""Where a served frame's CPU goes: per-thread CPU time of `qc serve`, and py-spy's sampled
+stacks sorted into stages.
 
-    samples = profile(pids=[server.pid], seconds=15, out=Path("/tmp/serve.txt"))   # py-spy record
-    shares = stage_shares(samples)          # {"decode": 0.21, "inference (session.run)": 0.55, ...}
+Per-thread CPU (utime + stime of /proc/PID/task/TID, named with `py-spy dump`) is exact even
+on a crowded machine. Sampled stacks say what a thread does, but a thread that is runnable and
+waiting for a core counts as busy, so on a machine with more runnable threads than cores the
+waiting (executor queues, the event loop's wake-ups) is overstated.
 
-py-spy samples every thread that is on the CPU (idle ones, waiting on a lock, a socket or the
-queue, are left out), so a stage's share of the samples is its share of the process's CPU
-time. Multiplied by the CPU-ms the process spent per answered frame (read from /proc), that
-gives CPU-ms per frame per stage.
+    thread_kind(thread_names(pid).get(tid))   # "commit thread: boxes, rules, image and record writes ..."
+    spy = start_profile(pid, 15, Path("/tmp/serve.txt"), subprocesses=False)   # py-spy record
+    spy.wait()
+    shares = stage_shares(read_raw(Path("/tmp/serve.txt")))   # {"decode": 0.21, ...}
+
+py-spy samples the Python threads that are not idle (waiting on a lock, a socket or a queue),
+so a stage's share of the samples is roughly its share of the Python threads' CPU time;
+multiplied by the CPU-ms the process spent per answered frame, that gives CPU-ms per frame per
+stage. ONNX Runtime's own threads are not Python threads and are not sampled.
 
 A stack belongs to the first stage whose pattern matches, looking from the innermost frame
-outwards: `decode (inspection/detect/detector.py)` under `_judge_and_commit` is post-processing,
+outwards: `decode (inspection/detect/detector.py)` under `_judge` is post-processing,
 `imdecode` under `Frame.decode` is decoding.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +59,38 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop (uvloop: sockets, HTTP parsing, scheduling)", ("asyncio/", "uvicorn/", "selectors.py")),
 ]
 OTHER = "other"
+
+
+# Threads of `qc serve` by the name Python gave them (py-spy dump reads the names), in the order
+# the names are tried. Threads without a Python name are ONNX Runtime's intra-op pool.
+THREADS: list[tuple[str, str]] = [
+    ("MainThread", "event loop: HTTP, routing, auth, validation, responses, logs"),
+    ("inference", "inference thread: session.run (and a single chunk's tensor)"),
+    ("to-tensor", "tensor conversion ahead of session.run"),
+    ("asyncio", "asyncio.to_thread: decode, letterbox, station and idempotency reads"),
+    ("uvloop", "asyncio.to_thread: decode, letterbox, station and idempotency reads"),  # uvloop names them so
+    ("commit", "commit thread: boxes, rules, image and record writes with their fsyncs"),
+    ("AnyIO", "FastAPI's threads for plain-def dependencies and routes"),
+]
+ORT_POOL = "ONNX Runtime's own threads (session.run)"
+INFERENCE = ("inference thread: session.run (and a single chunk's tensor)", ORT_POOL)
+
+
+def thread_kind(name: str | None) -> str:
+    if name is None:
+        return ORT_POOL
+    for prefix, kind in THREADS:
+        if name.startswith(prefix):
+            return kind
+    return f"other ({name})"
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from `py-spy dump` (threads Python does not
+    know, such as ONNX Runtime's pool, are absent)."""
+    dumped = subprocess.run([py_spy(), "dump", "--pid", str(pid), "--nonblocking"], check=False, capture_output=True,
+                            text=True, timeout=60).stdout
+    return {int(tid): name for tid, name in re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dumped, re.MULTILINE)}
 
 
 def stage_of(stack: str) -> str:
