@@ -35,7 +35,7 @@ def serve(
         raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
                           "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
 
-    overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "model_name": model}.items() if v is not None}
     settings = ServeSettings(**overrides)
     _preflight(settings)
     if workers == 1:
