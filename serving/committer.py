@@ -86,6 +86,9 @@ class GroupCommitter:
         The write happens even if the caller stops waiting (a client that went away can retry
         with its Idempotency-Key and get the record)."""
         future = asyncio.get_running_loop().create_future()
+        # Read the outcome even when nobody awaits it any more, so that a failure of a frame
+        # whose caller went away is not logged as "never retrieved".
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.put_nowait(_Item(job, future))
         return await asyncio.shield(future)
 
