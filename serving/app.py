@@ -64,7 +64,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
         app.state.metrics.backlog.source = ReviewStore(state.db).backlog  # counted at each scrape
-        await state.batcher.start()
+        await state.inspector.start()  # the micro-batcher and the group committer
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
         app.state.alarms = AlarmEvaluator(AnalyticsStore(state.db), settings, metrics=app.state.metrics)
         alarm_loop = asyncio.create_task(_evaluate_every(app.state.alarms, settings.alarm_interval_s),
@@ -75,7 +75,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         finally:
             watcher.cancel()
             alarm_loop.cancel()
-            await state.batcher.close()  # every queued frame is inferred and recorded
+            await state.inspector.close()  # every queued frame is inferred and recorded
             await state.inspector.drain_shadow()
             await asyncio.to_thread(state.db.dispose)
             log.info("stopped")

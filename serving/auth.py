@@ -26,6 +26,11 @@ class Authenticator:
         self.keys = keys
         self._cache: dict[str, tuple[ApiKey, float]] = {}
 
+    def cached(self, token: str) -> ApiKey | None:
+        """The key, if it was verified within CACHE_SECONDS (no database read)."""
+        hit = self._cache.get(hashlib.sha256(token.encode()).hexdigest())
+        return hit[0] if hit and hit[1] > time.monotonic() else None
+
     def verify(self, token: str) -> ApiKey | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
         hit = self._cache.get(digest)

@@ -14,10 +14,16 @@ comes from, and nothing reads `request.app.state` by hand. The key guards (`Stat
 /docs' Authorize button and generated clients send the key. `Person` is the guard of the
 review API: a signed-in person (the page's cookie, with its CSRF token on every change) or a
 staff key; never a station key.
+
+The dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread,
+and three thread hand-offs per frame (state, key, role check) cost more CPU than the work
+they carry (bench/serving, BENCHMARKS.md). None of them blocks; a key the cache does not
+hold is verified in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -41,14 +47,14 @@ from serving.settings import ServeSettings
 from serving.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.qc
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _settings(request: Request) -> ServeSettings:
+async def _settings(request: Request) -> ServeSettings:
     return request.app.state.settings  # set before start-up: the error handlers need it too
 
 
@@ -61,19 +67,19 @@ SettingsDep = Annotated[ServeSettings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(metrics_of)]
 
 
-def _store(state: StateDep) -> RecordStore:
+async def _store(state: StateDep) -> RecordStore:
     return state.store
 
 
-def _images(state: StateDep) -> ImageStorage:
+async def _images(state: StateDep) -> ImageStorage:
     return state.images
 
 
-def _registry(state: StateDep) -> Registry:
+async def _registry(state: StateDep) -> Registry:
     return state.registry
 
 
-def _manager(state: StateDep) -> ModelManager:
+async def _manager(state: StateDep) -> ModelManager:
     return state.manager
 
 
@@ -83,7 +89,7 @@ RegistryDep = Annotated[Registry, Depends(_registry)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
 
 
-def _current_model(state: StateDep) -> LoadedModel:
+async def _current_model(state: StateDep) -> LoadedModel:
     model = state.manager.current
     if model is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote",
@@ -102,14 +108,16 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_key(
+async def current_key(
     request: Request,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
     if credentials is None or not credentials.credentials.strip():
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' (create one with qc keys create)")
-    key = state.auth.verify(credentials.credentials.strip())
+    token = credentials.credentials.strip()
+    # A key verified lately is in the cache; otherwise the database is read off the loop.
+    key = state.auth.cached(token) or await asyncio.to_thread(state.auth.verify, token)
     if key is None:
         raise _unauthorized("invalid or revoked API key")
     request.state.key_id = key.id
@@ -124,7 +132,7 @@ def require(*roles: Role):
     """A dependency: a key whose role covers one of `roles` (see `Role.covers`), else 403."""
     needed = " or ".join(sorted({r.value for r in Role for want in roles if r.covers(want)}))
 
-    def check(key: KeyDep) -> ApiKey:
+    async def check(key: KeyDep) -> ApiKey:
         if not any(key.role.covers(role) for role in roles):
             raise HTTPException(status_code=403, detail=f"a {key.role} key cannot do this; it needs {needed}")
         return key
@@ -150,11 +158,11 @@ def check_station(key: ApiKey, station: str) -> None:
         raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")
 
 
-def _users(state: StateDep) -> UserStore:
+async def _users(state: StateDep) -> UserStore:
     return UserStore(state.db)
 
 
-def _reviews(state: StateDep) -> ReviewStore:
+async def _reviews(state: StateDep) -> ReviewStore:
     return ReviewStore(state.db)
 
 
@@ -188,7 +196,7 @@ Person = Annotated[Actor, Depends(current_person)]
 """A person reviewing: signed in on the pages (cookie + CSRF) or holding a staff key."""
 
 
-def _analytics(state: StateDep) -> AnalyticsStore:
+async def _analytics(state: StateDep) -> AnalyticsStore:
     return AnalyticsStore(state.db)
 
 

@@ -26,6 +26,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which process of `qc serve --workers N` wrote it
         }
         rid = request_id.get()
         if rid:

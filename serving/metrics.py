@@ -31,6 +31,8 @@ class Metrics:
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self.inference = Histogram("qc_inference_seconds", "Time of one session.run (a batch).",
                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.commit_group = Histogram("qc_commit_group_size", "Frames written in one transaction (group commit).",
+                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self.queue_depth = Gauge("qc_queue_depth", "Frames waiting for inference.", registry=r)
         self.verdicts = Counter("qc_verdicts_total", "Verdicts by station.", ["station", "verdict"], registry=r)
         self.defects = Counter("qc_defects_total", "Counted defects by station and class.",

@@ -3,7 +3,8 @@
     decode + letterbox   (thread pool: off the event loop)
     micro-batch          (serving/batcher.py: one session.run for many frames)
     boxes + rules        (inspection/detect/postprocess.py, inspection/rules.py)
-    store image, commit  (content-addressed file first, then the record; both durable)
+    store image, commit  (serving/committer.py: with the frames judged at the same time, one
+                          transaction and one fsync per folder; the image file before the record)
     respond              (only now: an acknowledged verdict is on disk)
 
 Example::
@@ -32,6 +33,7 @@ from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from serving.batcher import MicroBatcher
+from serving.committer import GroupCommitter, Write
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
 from serving.settings import ServeSettings
@@ -140,10 +142,27 @@ def _infer(detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, committer: GroupCommitter | None = None) -> None:
         self.settings, self.store, self.images = settings, store, images
         self.manager, self.batcher, self.metrics = manager, batcher, metrics
+        self.committer = committer or GroupCommitter(
+            store=store, images=images, max_group=settings.commit_max_group,
+            max_wait_ms=settings.commit_wait_ms, on_group=lambda n, _ms: metrics.commit_group.observe(n))
         self._shadow_tasks: set[asyncio.Task] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        await self.committer.start()
+
+    async def close(self) -> None:
+        """Finish every frame taken: the queued ones are inferred, then each frame still on its
+        way to the committer is written, before the writer stops."""
+        await self.batcher.close()
+        await self._idle.wait()
+        await self.committer.close()
 
     def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
         return Frame.decode(self.manager.current.detector, data, settings=self.settings, header=header)
@@ -159,15 +178,26 @@ class Inspector:
         request_id: str | None = None,
     ) -> tuple[InspectionRecord, bool]:
         started = time.monotonic()
-        frame = await asyncio.to_thread(self._decode, data, header)
-        decoded = time.monotonic()
-        result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
-        # Boxes, rules and the commit share one worker thread: NMS over a noisy frame is CPU
-        # work the event loop, which serves every station, must not wait for.
-        saved, created, decision = await asyncio.to_thread(
-            self._judge_and_commit, result, station=station, header=header, data=data, image=frame.image,
-            timings={"decode_ms": (decoded - started) * 1000}, started=started,
-            part_id=part_id, idempotency_key=idempotency_key, request_id=request_id)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            frame = await asyncio.to_thread(self._decode, data, header)
+            decoded = time.monotonic()
+            result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
+            # Boxes and rules run in the committer's writer thread, just before the group is
+            # written: NMS over a noisy frame is CPU work the event loop, which serves every
+            # station, must not wait for, and one hand-over serves both.
+            written, decision = await self.committer.submit(lambda: self._judge(
+                result, station=station, header=header, data=data, image=frame.image,
+                timings={"decode_ms": (decoded - started) * 1000}, started=started,
+                part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        saved, created = written.record, written.created
+        saved.timings["store_ms"] = written.store_ms
+        saved.timings["group_size"] = written.group_size
         saved.timings["total_ms"] = (time.monotonic() - started) * 1000
         if created:
             self.metrics.verdicts.labels(station=station.id, verdict=saved.verdict).inc()
@@ -176,10 +206,11 @@ class Inspector:
             self._maybe_shadow(saved, frame, station)
         return saved, created
 
-    def _judge_and_commit(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes,
-                          image: np.ndarray,
-                          timings: dict, started: float, part_id: str | None,
-                          idempotency_key: str | None, request_id: str | None):
+    def _judge(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes, image: np.ndarray,
+               timings: dict, started: float, part_id: str | None,
+               idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
+        """A frame's boxes, verdict and record (in the committer's thread); its image bytes, as
+        received, go with the record when they are kept: no re-encoding on the answer's path."""
         output, info = result.output
         model: LoadedModel = result.model
         post_start = time.monotonic()
@@ -199,8 +230,8 @@ class Inspector:
             "inference_ms": result.inference_ms,
             "postprocess_ms": (post_end - post_start) * 1000,
             "batch_size": result.batch_size,
-            # Stored with the record: the time until it was committed. The answer adds the
-            # commit itself (store_ms) and the total including it.
+            # Stored with the record: the time until it was judged. The answer adds the
+            # group's writes (store_ms), the group's size and the total including them.
             "total_ms": (post_end - started) * 1000,
         }
         record = InspectionRecord(
@@ -210,13 +241,8 @@ class Inspector:
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
             request_id=request_id, **frame_columns(stats, detections),
         )
-        # The image file is durable before the record that names it is committed.
-        if verdict != "PASS" or random.random() < self.settings.pass_sample_rate:
-            record.image_sha256 = self.images.put(data, record.image_format or "jpeg")
-        commit_start = time.monotonic()
-        saved, created = self.store.save_inspection(record)
-        saved.timings["store_ms"] = (time.monotonic() - commit_start) * 1000
-        return saved, created, decision
+        keep = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
+        return Write(record, data if keep else None, record.image_format or "jpeg"), decision
 
     # -- shadow mode -----------------------------------------------------------------------
 

@@ -29,6 +29,14 @@ class ServeSettings(Settings):
         description="Batches run at once. 1 gives the lowest latency; on a CPU box serving many "
         "stations, one per core with QC_THREADS=1 gives the most frames/s (BENCHMARKS.md).",
     )
+    commit_max_group: int = Field(
+        default=64, ge=1, description="Most frames written in one transaction (group commit)."
+    )
+    commit_wait_ms: float = Field(
+        default=0.0, ge=0, le=1000,
+        description="How long a group's first frame waits for others before it is written. 0: "
+        "groups are the frames judged together and those that arrive while a group is written.",
+    )
     deadline_ms: float = Field(
         default=10000, gt=0, description="A frame not inferred by then gets 504 (the station retries)."
     )

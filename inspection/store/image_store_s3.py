@@ -100,6 +100,17 @@ class S3ImageStore:
             raise self._unavailable("store an image", error) from error
         return sha
 
+    def put_many(self, items: list[tuple[bytes, str]]) -> list[str | OSError]:
+        """Each image stored (a PUT is durable when it returns); an `ImageStoreUnavailable` in
+        place of one that failed, so a group commit fails that frame alone."""
+        stored: list[str | OSError] = []
+        for data, image_format in items:
+            try:
+                stored.append(self.put(data, image_format))
+            except ImageStoreUnavailable as error:
+                stored.append(error)
+        return stored
+
     def read(self, sha: str, image_format: str | None = None) -> bytes:
         formats = [image_format] if image_format else list(EXTENSIONS)
         for fmt in formats:

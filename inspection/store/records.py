@@ -5,6 +5,7 @@ Example::
     store = RecordStore(db)
     store.add_station("line1-cam2", rules=StationRules())
     saved, created = store.save_inspection(record)     # idempotent by (station, key)
+    results = store.save_many([a, b, c])                # one transaction; a failure fails alone
     page = store.list_inspections(InspectionFilter(station="line1-cam2", verdict="FAIL"))
 """
 
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from inspection.errors import ConfigError, Conflict, NotFound
 from inspection.rules import StationRules, Verdict
@@ -171,19 +172,12 @@ class RecordStore:
     def save_inspection(self, record: InspectionRecord) -> tuple[InspectionRecord, bool]:
         """Commit a record; returns (record, True), or (the original, False) when the station
         already has a record with this idempotency key (a retried post)."""
-        values = asdict(record)
-        values["verdict"] = Verdict(record.verdict).value  # the plain string, whatever the driver
-        # A blank key is no key: stored as "" it would make every later blank-keyed frame of
-        # the station a "retry" of the first one.
-        values["idempotency_key"] = (record.idempotency_key or "").strip() or None
+        values = _values(record)
         try:
             with self.db.engine.begin() as conn:
                 conn.execute(inspections.insert().values(**values))
                 if record.detections:
-                    conn.execute(defects.insert(), [
-                        {"inspection_id": record.id, "class_name": d["class"], "confidence": d["confidence"]}
-                        for d in record.detections
-                    ])
+                    conn.execute(defects.insert(), _defect_rows(record))
         except IntegrityError:
             # The unique (station, key) constraint is the check: a retry that raced past the
             # route's lookup gets the record the first post committed.
@@ -194,6 +188,30 @@ class RecordStore:
                 raise
             return existing, False
         return record, True
+
+    def save_many(self, records: list[InspectionRecord]) -> list[tuple[InspectionRecord, bool] | Exception]:
+        """Commit several records in one transaction: one commit, so one fsync of SQLite's WAL
+        or PostgreSQL's, for the lot (group commit, serving/committer.py). Each gets what
+        `save_inspection` would have given it, or the exception that refused it alone: when
+        the group's transaction fails (a retried key, a value the database refuses), nothing
+        of it was committed and each record is committed on its own, so the others still are."""
+        if len(records) == 1:
+            return [self._save_alone(records[0])]
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(inspections.insert(), [_values(r) for r in records])
+                rows = [row for r in records for row in _defect_rows(r)]
+                if rows:
+                    conn.execute(defects.insert(), rows)
+        except SQLAlchemyError:
+            return [self._save_alone(r) for r in records]
+        return [(r, True) for r in records]
+
+    def _save_alone(self, record: InspectionRecord) -> tuple[InspectionRecord, bool] | Exception:
+        try:
+            return self.save_inspection(record)
+        except Exception as error:  # noqa: BLE001 - handed to this record's caller alone
+            return error
 
     def find_by_key(self, station_id: str, key: str) -> InspectionRecord | None:
         query = select(inspections).where(
@@ -278,6 +296,20 @@ class RecordStore:
             stats["agreement"] = round(stats["both"] / total, 4) if total else 1.0
         return {"frames": frames, "verdict_agreement": round(agree / frames, 4) if frames else None,
                 "per_class": per_class}
+
+
+def _values(record: InspectionRecord) -> dict[str, Any]:
+    values = asdict(record)
+    values["verdict"] = Verdict(record.verdict).value  # the plain string, whatever the driver
+    # A blank key is no key: stored as "" it would make every later blank-keyed frame of the
+    # station a "retry" of the first one.
+    values["idempotency_key"] = (record.idempotency_key or "").strip() or None
+    return values
+
+
+def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
+    return [{"inspection_id": record.id, "class_name": d["class"], "confidence": d["confidence"]}
+            for d in record.detections]
 
 
 def _station(row) -> Station:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (QC_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (QC_PORT).")] = None,
     model: Annotated[str | None, typer.Option(help="Registry model name to serve (QC_MODEL_NAME).")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Service processes on this port, sharing the database and image store; each has "
+        "its own model and micro-batcher. For hosts with many cores (docs/serving.md).")] = 1,
 ) -> None:
     """Run the inspection service (uvicorn). Settings come from QC_* variables, .env or QC_CONFIG."""
     from inspection.errors import ConfigError
@@ -35,8 +39,20 @@ def serve(
     overrides = {k: v for k, v in given.items() if v is not None}
     settings = ServeSettings(**overrides)
     _preflight(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=30)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    timeout_graceful_shutdown=30)
+        return
+    # Several processes: uvicorn binds the port once and starts `workers` processes that accept
+    # on it, each building its app from the environment (serving.app:create_app as a factory);
+    # the options given here reach them as the QC_* variables they override. They share the
+    # database (idempotency is its unique constraint) and the image store (content-addressed,
+    # written atomically); each follows the registry's production pointer (QC_MODEL_POLL_S),
+    # so a promotion made through any of them reaches all. SIGTERM to this process stops them
+    # all gracefully.
+    os.environ.update({f"QC_{k.upper()}": str(v) for k, v in overrides.items()})
+    uvicorn.run("serving.app:create_app", factory=True, workers=workers, host=settings.host,
+                port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
 
 
 def _preflight(settings) -> None:
