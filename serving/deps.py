@@ -170,7 +170,7 @@ UsersDep = Annotated[UserStore, Depends(_users)]
 ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
 
 
-def current_person(
+async def current_person(
     request: Request,
     state: StateDep,
     users: UsersDep,
@@ -179,11 +179,11 @@ def current_person(
     """A staff key (Authorization: Bearer), else the review page's session cookie; changes
     through the cookie need the session's CSRF token in X-CSRF-Token."""
     if credentials is not None and credentials.credentials.strip():
-        key = current_key(request, state, credentials)
+        key = await current_key(request, state, credentials)
         if not key.role.is_staff:
             raise HTTPException(403, "a station key cannot review; use a reviewer key or sign in at /login")
         return Actor(name=f"key:{key.id}", display_name=key.name or f"key {key.id}", role=key.role, via="key")
-    session = session_of(request, users, state.settings)
+    session = await asyncio.to_thread(session_of, request, users, state.settings)  # a database read
     if session is None:
         raise _unauthorized("sign in at /login, or send 'Authorization: Bearer <key>' with a staff key")
     if request.method not in SAFE_METHODS and not csrf_matches(request.headers.get(CSRF_HEADER), session.csrf):

@@ -10,7 +10,7 @@ import pytest
 
 from inspection.store.records import utcnow
 from inspection.store.stations_health import Heartbeat, StationHealth, StationHealthStore
-from tests.test_service import running
+from tests.service_harness import running
 
 BEAT = {"agent_version": "0.1.0", "interval_s": 30, "shift": None, "spool_depth": 4, "dropped": 1,
         "deadline_misses": 2, "last_capture_at": "2026-11-30T10:00:00.000Z", "captured": 10}

@@ -266,7 +266,7 @@ def test_a_caller_that_stops_waiting_still_has_its_frame_written(store, tmp_path
 
 
 def test_concurrent_frames_of_one_batch_are_committed_together_and_all_recorded(untrained_model, tmp_path):
-    from tests.test_service import FAIL_ALL, frame, running
+    from tests.service_harness import FAIL_ALL, frame, running
 
     with running(tmp_path / "home", untrained_model, max_wait_ms=250, max_batch=8) as service:
         station = service.add_station(FAIL_ALL)

@@ -25,7 +25,7 @@ from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.launch import ServerDidNotStart, free_port, wait_ready
 from tests.test_durability import FAIL_ALL, frame
-from tests.test_service import EVALUATED, HOLDOUT
+from tests.service_harness import EVALUATED, HOLDOUT
 
 pytestmark = pytest.mark.slow
 
