@@ -26,6 +26,13 @@ class Metrics:
         self.defects = Counter("qc_defects_total", "Counted defects by station and class.",
                                ["station", "class_name"], registry=r)
         self.rejected = Counter("qc_rejected_total", "Frames refused, by reason.", ["reason"], registry=r)
+        self.damaged = Counter("qc_damaged_images_total",
+                               "Frames with corrupt or incomplete pixel data, by station and what the "
+                               "station's rules did with them (refuse: 400, review: a REVIEW verdict).",
+                               ["station", "outcome"], registry=r)
+        self.client_aborts = Counter("qc_client_aborts_total",
+                                     "Requests whose client disconnected before the answer (not errors "
+                                     "of the service), by route.", ["route"], registry=r)
         self.model = Gauge("qc_model_info", "The model serving (value 1).",
                            ["name", "version", "providers"], registry=r)
         self.model_swaps = Counter("qc_model_swaps_total", "Models switched in.", registry=r)

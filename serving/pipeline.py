@@ -26,7 +26,8 @@ import numpy as np
 from inspection.detect import imaging
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
-from inspection.rules import decide
+from inspection.errors import DamagedImage
+from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.images import ImageStore
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from serving.batcher import MicroBatcher
@@ -62,6 +63,16 @@ class Frame:
         image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
                                           header=header)
         return cls.prepare(detector, image, size)
+
+
+def decoded_pixels(detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
+    """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
+    1/16): what a request reserves from the decode budget before decoding."""
+    if settings.decode == "auto":
+        factor = imaging.reduction_for(header, input_hw=detector.input_hw)
+    else:
+        factor = int(settings.decode)
+    return header.decoded_pixels(factor)
 
 
 @dataclass
@@ -157,7 +168,20 @@ class Inspector:
         request_id: str | None = None,
     ) -> tuple[InspectionRecord, bool]:
         started = time.monotonic()
-        frame = await asyncio.to_thread(self._decode, data, header)
+        try:
+            frame = await asyncio.to_thread(self._decode, data, header)
+        except DamagedImage as error:
+            # Counted whatever the station chose; never judged as if the frame were whole.
+            choice = station.rules.damaged_image
+            self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
+            if choice is not DamagedFrames.REVIEW:
+                raise
+            saved, created = await asyncio.to_thread(
+                self._record_damaged, error, station=station, header=header, data=data,
+                started=started, part_id=part_id, idempotency_key=idempotency_key, request_id=request_id)
+            if created:
+                self.metrics.verdicts.labels(station=station.id, verdict=saved.verdict).inc()
+            return saved, created
         decoded = time.monotonic()
         result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
         # Boxes, rules and the commit share one worker thread: NMS over a noisy frame is CPU
@@ -213,6 +237,24 @@ class Inspector:
         saved, created = self.store.save_inspection(record)
         saved.timings["store_ms"] = (time.monotonic() - commit_start) * 1000
         return saved, created, decision
+
+    def _record_damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
+                        data: bytes, started: float, part_id: str | None, idempotency_key: str | None,
+                        request_id: str | None) -> tuple[InspectionRecord, bool]:
+        """A damaged frame at a station whose rules say `damaged_image: review`: a REVIEW verdict
+        without detections (the model never saw it), the frame stored for the person who
+        reviews it, recorded like any other."""
+        model = self.manager.current
+        elapsed = (time.monotonic() - started) * 1000
+        record = InspectionRecord(
+            station_id=station.id, verdict=Verdict.REVIEW.value, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
+            model_name=model.name if model else "", model_version=model.version if model else "",
+            rules_version=station.rules_version, width=header.width, height=header.height,
+            detections=[], timings={"decode_ms": elapsed, "total_ms": elapsed}, part_id=part_id,
+            idempotency_key=idempotency_key, image_format=header.format, request_id=request_id,
+        )
+        record.image_sha256 = self.images.put(data, header.format)  # durable before the record
+        return self.store.save_inspection(record)
 
     # -- shadow mode -----------------------------------------------------------------------
 

@@ -22,8 +22,10 @@ from inspection.store.database import Database
 from inspection.store.images import ImageStore
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
+from serving.admission import FairAdmission
 from serving.auth import Authenticator
 from serving.batcher import MicroBatcher
+from serving.decode_budget import DecodeBudget
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
 from serving.pipeline import Frame, Inspector, TensorFrame, run_batch
@@ -43,6 +45,8 @@ class AppState:
     manager: ModelManager
     batcher: MicroBatcher[Frame | TensorFrame, LoadedModel]
     inspector: Inspector
+    admission: FairAdmission
+    decode_budget: DecodeBudget
 
     @classmethod
     def start(cls, settings: ServeSettings, *, metrics: Metrics) -> AppState:
@@ -63,9 +67,13 @@ class AppState:
         )
         inspector = Inspector(settings=settings, store=store, images=images, manager=manager,
                               batcher=batcher, metrics=metrics)
+        admission = FairAdmission(
+            capacity=settings.queue_size, window_s=settings.fair_window_s,
+            on_refused=lambda who: metrics.rejected.labels(reason="fair_share").inc())
+        budget = DecodeBudget(in_flight=settings.max_pixels_in_flight, per_request=settings.max_request_pixels)
         return cls(settings=settings, metrics=metrics, db=db, store=store, keys=keys,
                    auth=Authenticator(keys), images=images, registry=registry, manager=manager,
-                   batcher=batcher, inspector=inspector)
+                   batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready only with a model loaded and the database reachable; the body says which."""
