@@ -35,6 +35,11 @@ class Metrics:
                                      "of the service), by route.", ["route"], registry=r)
         self.model = Gauge("qc_model_info", "The model serving (value 1).",
                            ["name", "version", "providers"], registry=r)
+        self.pointer_followed = Gauge(
+            "qc_model_pointer_followed",
+            "1 while the served model is the registry's production version; 0 while the pointer "
+            "names a version this service could not load (see /readyz).", registry=r)
+        self.pointer_followed.set(1)
         self.model_swaps = Counter("qc_model_swaps_total", "Models switched in.", registry=r)
         self.shadow = Counter("qc_shadow_total", "Shadow inferences by agreement with production.",
                               ["agree"], registry=r)

@@ -14,6 +14,7 @@ it from here. Tests and tools build an `AppState` the same way the lifespan does
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ class AppState:
         images, registry = ImageStore(settings.images_dir), Registry(settings.models_dir)
         manager = ModelManager(settings, registry)
         manager.on_change = lambda m: metrics.set_model(m.name, m.version, m.detector.providers)
+        manager.on_pointer = lambda followed: metrics.pointer_followed.set(1 if followed else 0)
         manager.load_production()
         batcher: MicroBatcher[Frame | TensorFrame, LoadedModel] = MicroBatcher(
             run=run_batch, current=lambda: manager.current, max_batch=settings.max_batch,
@@ -76,14 +78,37 @@ class AppState:
                    batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready only with a model loaded and the database reachable; the body says which."""
+        """Ready only with a model loaded and the database reachable; the body says which.
+
+        A service whose production pointer names a version it could not load stays ready (it
+        serves the version it has: taking the only instance out of rotation would stop the
+        line) but says so: `production` is what the pointer names, `pointer_problem` why it
+        is not served. The body needs no key (probes), so errors are shown without file paths:
+        the log has them whole."""
         model = self.manager.current
         database = await asyncio.to_thread(self.db.ping)
+        try:
+            production = await asyncio.to_thread(self.registry.production_version, self.settings.model_name)
+        except Exception:  # a corrupt pointer file: pointer_problem or last_model_error says so
+            production = None
         body = {
             "model": f"{model.name}@{model.version}" if model else None,
+            "production": f"{self.settings.model_name}@{production}" if production else None,
             "providers": model.detector.providers if model else [],
             "database": "ok" if database else "unreachable",
             "queue_depth": self.batcher.depth,
-            "last_model_error": self.manager.last_error,
+            "last_model_error": without_paths(self.manager.last_error),
+            "pointer_problem": without_paths(self.manager.pointer_problem),
         }
         return bool(model and database), body
+
+
+_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/?")
+
+
+def without_paths(text: str | None) -> str | None:
+    """`text` with absolute file paths cut to their last component ("…/model.onnx"): an
+    unauthenticated probe learns what failed, not where the files live."""
+    if text is None:
+        return None
+    return _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)

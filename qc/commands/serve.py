@@ -53,7 +53,10 @@ def _preflight(settings) -> None:
     if not registry.versions(name):
         raise NotFound(f"no model named {name} in {settings.models_dir}; register one with "
                        f"qc models add model.onnx --name {name} --promote (or serve another with --model)")
-    registry.production(name)
+    if registry.production_version(name) is None:
+        registry.production(name)  # NotFound: says how to promote one
+    # A production version that does not load is the service's to handle: it starts on the
+    # newest earlier one that does, loudly (serving/model_manager.py), rather than not at all.
 
 
 def _db():
