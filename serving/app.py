@@ -16,6 +16,13 @@ Start-up: migrate the database, load and warm the registry's production model, s
 micro-batcher and the watcher that follows the production pointer. Shutdown (SIGTERM):
 uvicorn stops accepting connections, the batcher finishes every queued frame, and each of
 those is recorded before the process exits.
+
+A client that disconnects before its answer (a camera rebooting mid-upload) is not a server
+error: it is logged as a client abort, without a traceback, and counted in
+qc_client_aborts_total and as status 499 in the latency histogram, never as a 500.
+
+/docs is Swagger UI with its JavaScript and CSS served from this process (the
+swagger-ui-bundle package), since plants are often offline; QC_DOCS=false turns it off.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ import secrets
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from serving import errors, logs
 from serving.metrics import Metrics
@@ -35,6 +46,7 @@ from serving.settings import ServeSettings
 from serving.state import AppState
 
 log = logging.getLogger("qc.app")
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the service's errors
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -64,7 +76,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         description="Station frames in, recorded verdicts out. Every route but /healthz, /readyz and "
         "/v2/health/* needs `Authorization: Bearer <key>` (qc keys create).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own /docs and /redoc load their JavaScript from a CDN
+        redoc_url=None,
     )
+    if settings.docs:
+        _offline_docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
@@ -77,7 +93,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         started = time.monotonic()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except ClientDisconnect:
+                # The client left mid-request: nothing to answer, nothing the service did wrong.
+                status = CLIENT_CLOSED
+                route = getattr(request.scope.get("route"), "path", "unmatched")
+                app.state.metrics.client_aborts.labels(route=route).inc()
+                log.info("client closed the connection before the answer",
+                         extra={"method": request.method, "route": route})
+                return Response(status_code=CLIENT_CLOSED)
             status = response.status_code
             response.headers["X-Request-Id"] = rid
             return response
@@ -95,3 +120,18 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     for module in (health, inspect, inspections, stations, models, keys, oip):
         app.include_router(module.router)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its assets at /docs/assets from the swagger-ui-bundle package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-ui-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png")

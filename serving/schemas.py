@@ -1,13 +1,32 @@
-"""Request and response bodies, as they appear in the OpenAPI schema (/docs)."""
+"""Request and response bodies, as they appear in the OpenAPI schema (/docs).
+
+Every field a client sends is bounded (a 1 MB description, a key scoped to 10,000 stations
+were accepted before, issue 9): over a bound is a 422 naming the field and the limit.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field
 
 from inspection.roles import Role
 from inspection.rules import StationRules, Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import STATION_ID, InspectionRecord, Station
+
+
+def _iso_8601(value: object) -> object:
+    """Pydantic's lax mode reads "0.5" as a Unix time (1970); a time filter wants a date."""
+    if isinstance(value, (str, bytes)) and not re.match(r"^\s*\d{4}-\d{2}-\d{2}", str(value)):
+        raise ValueError("not an ISO 8601 time; send e.g. 2026-11-30T08:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A date-time given as ISO 8601 text (a bare number is refused, not read as seconds since 1970)."""
 
 
 class Detection(BaseModel):
@@ -60,9 +79,14 @@ class InspectionPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
+MAX_DESCRIPTION = 1000
+MAX_KEY_STATIONS = 256
+StationId = Annotated[str, Field(pattern=f"^{STATION_ID.pattern}$")]
+
+
 class StationIn(BaseModel):
-    id: str = Field(pattern=f"^{STATION_ID.pattern}$")
-    description: str = ""
+    id: StationId
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
     rules: StationRules = Field(default_factory=StationRules)
 
 
@@ -81,7 +105,8 @@ class StationOut(BaseModel):
 
 class KeyIn(BaseModel):
     role: Role
-    stations: list[str] = Field(default_factory=list)
+    stations: list[StationId] = Field(default_factory=list, max_length=MAX_KEY_STATIONS,
+                                      description="the stations a station key may post for")
     name: str = Field(default="", max_length=128)
 
 

@@ -27,6 +27,7 @@ def serve(
 
         from serving.app import create_app
         from serving.settings import ServeSettings
+        from serving.slow_clients import uvicorn_options
     except ImportError as error:
         raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
                           "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
@@ -34,8 +35,9 @@ def serve(
     overrides = {k: v for k, v in dict(host=host, port=port, model_name=model).items() if v is not None}
     settings = ServeSettings(**overrides)
     _preflight(settings)
+    # Slow and idle clients are bounded (QC_HEADER_TIMEOUT_S, QC_KEEP_ALIVE_S; serving/slow_clients.py).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, **uvicorn_options(settings))
 
 
 def _preflight(settings) -> None:

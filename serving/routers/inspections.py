@@ -17,7 +17,7 @@ from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
 from serving.deps import ImagesDep, Reader, StateDep, StoreDep, check_station, may_use_station
-from serving.schemas import Inspection, InspectionPage
+from serving.schemas import Inspection, InspectionPage, IsoTime
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
 # Stored frames are drawn on for people at most this wide or high: a JPEG is decoded at 1/2,
@@ -42,8 +42,8 @@ def list_inspections(
     verdict: Verdict | None = None,
     class_name: str | None = Query(default=None, alias="class", max_length=64),
     part_id: str | None = Query(default=None, max_length=128),
-    since: datetime | None = Query(default=None, description="ISO 8601, inclusive"),
-    until: datetime | None = Query(default=None, description="ISO 8601, exclusive"),
+    since: IsoTime | None = Query(default=None, description="ISO 8601, inclusive"),
+    until: IsoTime | None = Query(default=None, description="ISO 8601, exclusive"),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=32),
 ):
