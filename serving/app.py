@@ -41,6 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from serving import errors, logs
 from serving.metrics import Metrics
+from serving.schemas import REFUSALS, OIPProblem, problems
 from serving.routers import health, inspect, inspections, keys, models, oip, stations
 from serving.settings import ServeSettings
 from serving.state import AppState
@@ -117,8 +118,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, stations, models, keys, oip):
-        app.include_router(module.router)
+    for module in (health, inspect, inspections, stations, models, keys):
+        app.include_router(module.router, responses=problems(*REFUSALS))
+    app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
     return app
 
 

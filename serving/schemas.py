@@ -131,3 +131,32 @@ class PromoteIn(BaseModel):
 class ShadowIn(BaseModel):
     ref: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9]+)?$",
                             description="registry ref name@version; null switches shadow off")
+
+
+class Problem(BaseModel):
+    """Every refusal of a /v1 route: a reason in words, or FastAPI's list of field problems
+    for a request that does not fit the schema (422)."""
+
+    detail: str | list[dict]
+
+
+class OIPProblem(BaseModel):
+    """Every refusal of a /v2 route, in the Open Inference Protocol's shape."""
+
+    error: str
+
+
+def problems(*statuses: int, model: type[BaseModel] = Problem) -> dict[int | str, dict]:
+    """OpenAPI `responses` for refusals, so that every status the service answers is declared."""
+    words = {400: "bad request (the reason says what)", 401: "missing or invalid API key",
+             403: "the key's role or stations do not allow this", 404: "not found",
+             405: "method not allowed", 408: "the body did not arrive in time (QC_BODY_TIMEOUT_S)",
+             409: "conflicts with the current state", 413: "over a size or pixel limit",
+             415: "unsupported content type or encoding",
+             422: "invalid value (the reason names the field)",
+             429: "over its fair share of the queue; Retry-After", 500: "internal error",
+             503: "busy or not ready; Retry-After", 504: "deadline passed while queued; Retry-After"}
+    return {status: {"model": model, "description": words[status]} for status in statuses}
+
+
+REFUSALS = (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)

@@ -9,7 +9,7 @@ business)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inspection.roles import Role
@@ -31,7 +31,8 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}},
+                                          "description": "Prometheus text format"}})
 def metrics(state: StateDep, key: KeyDep) -> Response:
     """Prometheus text format."""
     state.metrics.queue_depth.set(state.batcher.depth)
