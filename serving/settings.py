@@ -44,6 +44,10 @@ class ServeSettings(Settings):
         default=2 * DEFAULT_MAX_PIXELS, ge=1,
         description="Most decoded pixels held by all requests at once (3 bytes each: 600 MB by "
         "default); a request that does not fit now gets 503 with Retry-After.")
+    fair_capacity: int = Field(
+        default=0, ge=0,
+        description="Requests in flight above which each active station is held to its share "
+        "(serving/admission.py); 0: two full batches per inference worker.")
     fair_window_s: float = Field(
         default=5.0, gt=0,
         description="A station (or /v2 key) that sent a request this recently counts as active "

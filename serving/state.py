@@ -70,7 +70,8 @@ class AppState:
         inspector = Inspector(settings=settings, store=store, images=images, manager=manager,
                               batcher=batcher, metrics=metrics)
         admission = FairAdmission(
-            capacity=settings.queue_size, window_s=settings.fair_window_s,
+            capacity=settings.fair_capacity or 2 * settings.max_batch * settings.inference_workers,
+            window_s=settings.fair_window_s,
             on_refused=lambda who: metrics.rejected.labels(reason="fair_share").inc())
         budget = DecodeBudget(in_flight=settings.max_pixels_in_flight, per_request=settings.max_request_pixels)
         return cls(settings=settings, metrics=metrics, db=db, store=store, keys=keys,

@@ -7,7 +7,8 @@ Starts `qc serve` (its own QC_HOME in a temporary folder, default settings but P
 sampled at 5%) with two stations, s1 and s2, a key each. First s2 alone posts one frame every
 `--period` seconds (open loop) for `--seconds`: its baseline. Then s1 floods from
 `--connections` connections (closed loop: each posts again as soon as it is answered,
-ignoring Retry-After, as a misbehaving camera or script would) while s2 keeps its pace.
+ignoring Retry-After, as a misbehaving camera or script would) while s2 keeps its pace, from
+a process of its own (so its latencies are not those of the flooding client's event loop).
 Reported: s2's success rate and p50/p99 latency of its answered frames, alone and under the
 flood, and what s1 got (200/429/503). Frames are DeepPCB val JPEGs (640x640) when DeepPCB is
 beside the repository, else synthetic 640x640 JPEGs.
@@ -103,18 +104,36 @@ async def flood(client, key: str, images: list[bytes], *, connections: int, unti
     return codes
 
 
-async def scenario(url: str, keys: dict[str, str], images: list[bytes], args) -> dict:
+def quiet_process(url: str, key: str, period: float, seconds: float):
+    """s2 in a process of its own: its latencies are the service's, not those of a client
+    event loop busy with 200 flooding connections."""
     import httpx
 
-    limits = httpx.Limits(max_connections=args.connections + 16, max_keepalive_connections=args.connections + 16)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        await quiet_station(client, keys["s2"], images, period=0.2, seconds=2)  # warm-up
-        alone = await quiet_station(client, keys["s2"], images, period=args.period, seconds=args.seconds)
-        until = time.perf_counter() + args.seconds + 2
-        flooding = asyncio.create_task(flood(client, keys["s1"], images, connections=args.connections, until=until))
-        await asyncio.sleep(2)  # the flood has filled the queue before s2's first frame under it
-        under_flood = await quiet_station(client, keys["s2"], images, period=args.period, seconds=args.seconds)
-        flooder = await flooding
+    async def run():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await quiet_station(client, key, frames(), period=period, seconds=seconds)
+
+    return asyncio.run(run())
+
+
+async def flood_for(url: str, key: str, images: list[bytes], *, connections: int, seconds: float) -> Counter:
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        return await flood(client, key, images, connections=connections, until=time.perf_counter() + seconds)
+
+
+def scenario(url: str, keys: dict[str, str], images: list[bytes], args) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as quiet:
+        quiet.submit(quiet_process, url, keys["s2"], 0.2, 2).result()  # warm-up
+        alone = quiet.submit(quiet_process, url, keys["s2"], args.period, args.seconds).result()
+        under = quiet.submit(quiet_process, url, keys["s2"], args.period, args.seconds + 2)
+        flooder = asyncio.run(flood_for(url, keys["s1"], images, connections=args.connections,
+                                        seconds=args.seconds + 2))
+        under_flood = under.result()
     return {"alone": alone, "under_flood": under_flood, "flooder": flooder}
 
 
@@ -151,7 +170,7 @@ def main() -> None:
             wait_ready(url, server, timeout=120, log_path=log)
         except ServerDidNotStart as error:
             sys.exit(f"error: {error}")
-        result = asyncio.run(scenario(url, keys, images, args))
+        result = scenario(url, keys, images, args)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -169,7 +188,7 @@ def main() -> None:
         "## Fairness: one station floods, another keeps posting (bench/fairness/run.py)",
         "",
         (f"Server: {label}, default settings (QC_QUEUE_SIZE 64, max_batch 8, 1 inference worker), "
-         f"model `{model.name}` ({model.parent.name}), SQLite. s2 posts one frame every {args.period:g} s "
+         f"model `{model}`, SQLite; s2 in a process of its own. s2 posts one frame every {args.period:g} s "
          f"for {args.seconds:.0f} s, alone and then while s1 floods from {args.connections} connections "
          "(closed loop, ignoring Retry-After). Client and service share the machine."),
         "",
