@@ -41,8 +41,8 @@ from starlette.requests import ClientDisconnect
 
 from serving import errors, logs
 from serving.metrics import Metrics
-from serving.schemas import REFUSALS, OIPProblem, problems
 from serving.routers import health, inspect, inspections, keys, models, oip, stations
+from serving.schemas import REFUSALS, OIPProblem, problems
 from serving.settings import ServeSettings
 from serving.state import AppState
 

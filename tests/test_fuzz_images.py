@@ -39,7 +39,7 @@ SLACK_MB = 250
 def test_the_image_path_survives_crafted_frames(untrained_model, tmp_path):
     result = subprocess.run(
         [sys.executable, __file__, str(untrained_model), str(tmp_path / "home"), str(EXAMPLES)],
-        capture_output=True, text=True, timeout=1800, cwd=REPO,
+        capture_output=True, text=True, timeout=1800, cwd=REPO, check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -140,9 +140,8 @@ def test_a_service_with_no_loadable_production_version_refuses_to_start(tmp_path
     registry = Registry(home / "models")
     registry.add("default", broken_model, card=EVALUATED)
     registry.set_production("default", "v1")
-    with pytest.raises(ModelError, match="no production version of default loads"):
-        with running(home, None):
-            pass
+    with pytest.raises(ModelError, match="no production version of default loads"), running(home, None):
+        pass
 
 
 def test_readyz_reports_a_pointer_the_service_could_not_follow_and_api_rollback_skips_it(

@@ -184,7 +184,7 @@ def test_postgres_the_image_is_synced_and_the_commit_acknowledged_before_the_ans
         tmp_path, untrained_model, postgres_server_syncs):
     traced = serve_traced(tmp_path, untrained_model, database_url=postgres_server_syncs)
     try:
-        body, calls, request, answer = post_and_trace(traced)
+        _, calls, request, answer = post_and_trace(traced)
     finally:
         stop(traced)
     image_synced = assert_image_durable_before(calls, request, answer)

@@ -116,7 +116,7 @@ def test_no_request_gives_a_server_error_and_answers_match_the_schema(case, serv
 
 def test_the_run_never_revokes_its_own_key(service):
     """After every case above (pytest runs this file in order), the run's own key still works."""
-    app, headers, own_key, _ = service
+    app, headers, _, _ = service
     from fastapi.testclient import TestClient
 
     with TestClient(app) as client:

@@ -228,7 +228,9 @@ def _decode_jpeg(data: bytes, header: ImageHeader, reduce: int) -> np.ndarray:
         reason = str(error).strip() or "libjpeg refused the data"
         if "Unsupported color conversion" in reason:  # CMYK/YCCK: TurboJPEG cannot make BGR
             return _decode_jpeg_cmyk(data, reduce)
-        kind = "truncated" if "premature end" in reason.lower() else "damaged"
+        if b"\xff\xd9" not in data:
+            reason = f"no end-of-image marker ({reason})"
+        kind = "truncated" if "premature end" in reason.lower() or "end-of-image" in reason else "damaged"
         raise DamagedImage(f"{kind} JPEG: {reason}; the frame is corrupt or incomplete, "
                            "send it again from the camera") from error
     if image.shape[:2] != (height, width):  # the header walk and libjpeg disagree on the size

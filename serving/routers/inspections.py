@@ -119,5 +119,5 @@ def _drawn(image, record: InspectionRecord) -> Response:
              for d in record.detections]
     names = {d["class_id"]: d["class"] for d in record.detections}
     detections = Detections.from_records(shown, names=names, image_wh=(width, height))
-    ok, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return Response(content=encoded.tobytes(), media_type="image/jpeg")
