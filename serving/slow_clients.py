@@ -9,6 +9,10 @@ body has its own bound, QC_BODY_TIMEOUT_S (serving/bodies.py, 408), and an idle 
 connection is closed after QC_KEEP_ALIVE_S (uvicorn's timeout_keep_alive). Header size is
 bounded by h11 (`h11_max_incomplete_event_size`, 16 KB here).
 
+The price of h11 (pure Python) over httptools, uvicorn's default parser: 0.72 vs 0.61 ms per
+100 KB POST on a local echo app (best of 3 x 500, 2-core EPYC, 2026-12-01), against ~50 ms
+per frame of inference.
+
 These bound what one connection can hold, not how many connections a client opens: a plant
 exposing the service beyond its own network puts a proxy in front that limits connections
 per client (docs/serving.md, "Security and limits").
