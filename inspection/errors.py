@@ -32,6 +32,11 @@ class ImageTooLarge(ImageError):
     """An image has more pixels than the limit; refused before its pixels are decoded."""
 
 
+class DamagedImage(ImageError):
+    """An image's header is readable but its pixel data is corrupt or incomplete (a frame cut
+    short, flipped bytes in a JPEG scan): never judged as if it were whole."""
+
+
 class DatasetError(QCError):
     """A dataset cannot be read or written."""
 

@@ -13,6 +13,7 @@ keeps the version that judged it. Example YAML::
     roi: [[[0, 0], [2448, 0], [2448, 1900], [0, 1900]]]    # only this region counts
     ignore: [[[100, 100], [300, 100], [300, 200], [100, 200]]]  # a fixture, always visible
     quality: {min_brightness: 40, max_brightness: 230, min_sharpness: 15}  # optional gate
+    damaged_image: refuse   # or review: a damaged frame is judged REVIEW ("damaged image")
 
 The order of judgement, and why:
 0. With a `quality` gate, a frame too dark, too bright or blurred is REVIEW (rule "image
@@ -37,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import yaml
@@ -47,13 +48,29 @@ from inspection.analytics.image_stats import ImageStats, QualitySettings, check_
 from inspection.detections import Detections
 from inspection.errors import ConfigError, validation_problems
 
-Polygon = list[tuple[float, float]]
+# Bounds on what a station's rules may hold: rules are judged on every frame (each polygon
+# costs a point-in-polygon test per box), stored with every version and sent to every page
+# that shows them. Far above any real fixture mask (a few dozen points), far below what would
+# make a request slow or a row huge.
+MAX_POLYGON_POINTS = 1000
+MAX_POLYGONS = 64
+MAX_CLASSES = 1000
+
+Polygon = Annotated[list[tuple[float, float]], Field(max_length=MAX_POLYGON_POINTS)]
+DAMAGED_IMAGE_RULE = "damaged image"
 
 
 class Verdict(StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     REVIEW = "REVIEW"
+
+
+class DamagedFrames(StrEnum):
+    """What a station's service does with a frame whose pixel data is corrupt or incomplete."""
+
+    REFUSE = "refuse"  # HTTP 400 with libjpeg's reason; the station sends the frame again
+    REVIEW = "review"  # a REVIEW verdict, rule "damaged image", the frame stored for a person
 
 
 class ClassRule(BaseModel):
@@ -76,9 +93,15 @@ class StationRules(BaseModel):
     area_unit: Literal["px2", "mm2"] = "px2"
     px_per_mm: float | None = Field(default=None, gt=0)
     default: ClassRule = Field(default_factory=ClassRule)
-    classes: dict[str, ClassRule] = Field(default_factory=dict)
-    roi: list[Polygon] = Field(default_factory=list, description="polygons that count; empty: all")
-    ignore: list[Polygon] = Field(default_factory=list, description="polygons that never count")
+    classes: dict[str, ClassRule] = Field(default_factory=dict, max_length=MAX_CLASSES)
+    roi: list[Polygon] = Field(default_factory=list, max_length=MAX_POLYGONS,
+                               description="polygons that count; empty: all")
+    ignore: list[Polygon] = Field(default_factory=list, max_length=MAX_POLYGONS,
+                                  description="polygons that never count")
+    damaged_image: DamagedFrames = Field(
+        default=DamagedFrames.REFUSE,
+        description="a frame with corrupt or incomplete pixel data: refuse (400, the default) or "
+        "review (a REVIEW verdict with rule 'damaged image'); never PASS")
     quality: QualitySettings | None = Field(
         default=None, description="per-frame image-quality gate (too dark, too bright, blurred "
         "gives REVIEW with rule 'image quality'); off when absent")

@@ -14,12 +14,17 @@ the model registry, dataset versions and training runs. A test or a second insta
 keys without the prefix (`home: /srv/qc`); the environment wins over it. A QC_CONFIG that
 names no file, a file that is not YAML, or a value of the wrong kind is a `ConfigError`
 naming the key, its QC_ variable and the file (subclasses such as ServeSettings included).
+
+Any setting can also be read from a file named by `QC_<NAME>_FILE`, as Docker and Kubernetes
+mount secrets (`QC_DATABASE_URL_FILE=/run/secrets/qc-db`): the file's text, without its
+trailing newline, is the value. Setting both QC_<NAME> and QC_<NAME>_FILE is a ConfigError
+(which one wins would be a guess), and so is a file that cannot be read.
 """
 
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +72,36 @@ class _ConfigFile(YamlConfigSettingsSource):
         return data
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     """What runs the network: ONNX Runtime in this process, or a Triton server."""
 
     ONNXRUNTIME = "onnxruntime"
     TRITON = "triton"
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """QC_<NAME>_FILE: a setting's value read from a file (mounted secrets)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads them all at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            variable = f"QC_{name.upper()}_FILE"
+            path = os.environ.get(variable)
+            if not path:
+                continue
+            if os.environ.get(f"QC_{name.upper()}"):
+                raise ConfigError(f"both QC_{name.upper()} and {variable} are set; unset one of them")
+            try:
+                text = Path(path).expanduser().read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                raise ConfigError(f"{variable}={path}: cannot read it ({reason}); fix the path "
+                                  f"or unset {variable}") from None
+            values[name] = text.rstrip("\r\n")
+        return values
 
 
 class Settings(BaseSettings):
@@ -138,7 +168,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
+                                                      _SecretFiles(settings_cls), dotenv_settings]
         config_file = os.environ.get("QC_CONFIG")
         if config_file:
             path = Path(config_file).expanduser()

@@ -16,6 +16,13 @@ Start-up: migrate the database, load and warm the registry's production model, s
 micro-batcher and the watcher that follows the production pointer. Shutdown (SIGTERM):
 uvicorn stops accepting connections, the batcher finishes every queued frame, and each of
 those is recorded before the process exits.
+
+A client that disconnects before its answer (a camera rebooting mid-upload) is not a server
+error: it is logged as a client abort, without a traceback, and counted in
+qc_client_aborts_total and as status 499 in the latency histogram, never as a 500.
+
+/docs is Swagger UI with its JavaScript and CSS served from this process (the
+swagger-ui-bundle package), since plants are often offline; QC_DOCS=false turns it off.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ import secrets
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
 from inspection.store.reviews import ReviewStore
 from serving import errors, logs
@@ -48,10 +58,12 @@ from serving.routers import (
     reviews,
     stations,
 )
+from serving.schemas import REFUSALS, OIPProblem, problems
 from serving.settings import ServeSettings
 from serving.state import AppState
 
 log = logging.getLogger("qc.app")
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the service's errors
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -87,7 +99,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         "/v2/health/* needs `Authorization: Bearer <key>` (qc keys create); the review routes also "
         "take the review page's sign-in cookie with its X-CSRF-Token (qc users add).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own /docs and /redoc load their JavaScript from a CDN
+        redoc_url=None,
     )
+    if settings.docs:
+        _offline_docs(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
@@ -100,7 +116,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         started = time.monotonic()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except ClientDisconnect:
+                # The client left mid-request: nothing to answer, nothing the service did wrong.
+                status = CLIENT_CLOSED
+                route = getattr(request.scope.get("route"), "path", "unmatched")
+                app.state.metrics.client_aborts.labels(route=route).inc()
+                log.info("client closed the connection before the answer",
+                         extra={"method": request.method, "route": route})
+                return Response(status_code=CLIENT_CLOSED)
             status = response.status_code
             response.headers["X-Request-Id"] = rid
             return response
@@ -115,9 +140,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, heartbeats, models, keys, oip, pages,
-                   analytics):
-        app.include_router(module.router)
+    for module in (health, inspect, inspections, reviews, stations, heartbeats, models, keys, analytics):
+        app.include_router(module.router, responses=problems(*REFUSALS))
+    app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
+    app.include_router(pages.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")
     return app
@@ -134,3 +160,18 @@ async def _evaluate_every(evaluator: AlarmEvaluator, interval_s: float) -> None:
             await asyncio.to_thread(evaluator.evaluate)
         except Exception:
             log.exception("alarm evaluation failed")
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its assets at /docs/assets from the swagger-ui-bundle package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-ui-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png")

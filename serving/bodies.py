@@ -8,26 +8,40 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import HTTPException, Request
 
 ACCEPTED = ("image/jpeg", "image/png", "image/bmp", "multipart/form-data")
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (before it is all read)."""
+async def read_limited(request: Request, limit: int, *, timeout_s: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (before it is all read),
+    and with 408 when it has not all arrived within `timeout_s` (QC_BODY_TIMEOUT_S): a client
+    that trickles its body a byte at a time must not hold a connection and its buffer forever."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is over the limit of {limit:,} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"body is over the limit of {limit:,} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except TimeoutError as error:
+        raise HTTPException(408, f"the body did not arrive within {timeout_s:g} s ({size:,} bytes came); "
+                                 "send it at once (QC_BODY_TIMEOUT_S)",
+                            headers={"Connection": "close"}) from error
     return b"".join(chunks)
 
 
-async def frame_bytes(request: Request, limit: int) -> bytes:
+async def frame_bytes(request: Request, limit: int, *, timeout_s: float | None = None) -> bytes:
     """An encoded frame from an image/* body or a multipart body's 'file' part (415 for other
     content types, 400 for a malformed form)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -35,7 +49,7 @@ async def frame_bytes(request: Request, limit: int) -> bytes:
         raise HTTPException(
             415, f"content type {content_type or 'missing'!r}: send image/jpeg, image/png, image/bmp "
                  "or multipart/form-data with a 'file' part")
-    body = await read_limited(request, limit)
+    body = await read_limited(request, limit, timeout_s=timeout_s)
     if content_type != "multipart/form-data":
         return body
     request._body = body  # Starlette parses the form from the cached body

@@ -38,12 +38,24 @@ class Metrics:
         self.defects = Counter("qc_defects_total", "Counted defects by station and class.",
                                ["station", "class_name"], registry=r)
         self.rejected = Counter("qc_rejected_total", "Frames refused, by reason.", ["reason"], registry=r)
+        self.damaged = Counter("qc_damaged_images_total",
+                               "Frames with corrupt or incomplete pixel data, by station and what the "
+                               "station's rules did with them (refuse: 400, review: a REVIEW verdict).",
+                               ["station", "outcome"], registry=r)
+        self.client_aborts = Counter("qc_client_aborts_total",
+                                     "Requests whose client disconnected before the answer (not errors "
+                                     "of the service), by route.", ["route"], registry=r)
         self.model = Gauge("qc_model_info", "The model serving (value 1).",
                            ["name", "version", "providers"], registry=r)
         self.providers_missing = Gauge(
             "qc_providers_missing", "GPU execution providers asked for (QC_PROVIDERS) that did "
             "not load, so the model runs without them (value 1 each; none when all loaded).",
             ["provider"], registry=r)
+        self.pointer_followed = Gauge(
+            "qc_model_pointer_followed",
+            "1 while the served model is the registry's production version; 0 while the pointer "
+            "names a version this service could not load (see /readyz).", registry=r)
+        self.pointer_followed.set(1)
         self.model_swaps = Counter("qc_model_swaps_total", "Models switched in.", registry=r)
         self.shadow = Counter("qc_shadow_total", "Shadow inferences by agreement with production.",
                               ["agree"], registry=r)

@@ -3,7 +3,14 @@
 A new production version (from `qc models promote`, `rollback`, or the API) is loaded and
 warmed up in a worker thread while the old one keeps serving; then one assignment switches
 `current`. Batches already running finish on the model they started with. A model that fails
-to load or warm up is refused, and the old one keeps serving; `last_error` says why.
+to load or warm up is refused, and the old one keeps serving; `last_error` says why, and
+`pointer_problem` says that the production pointer names a version this service does not
+follow (/readyz shows it; qc_model_pointer_followed is 0).
+
+At start, a production version that cannot load (moved there by hand, or its file damaged
+since) does not keep the service down: it starts on the newest earlier production version
+that loads, logs an error saying so, and reports it in `pointer_problem`. Only when no
+version in the pointer's history loads does it refuse to start (QC_REQUIRE_MODEL).
 
 Example::
 
@@ -54,8 +61,10 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
         self.last_error: str | None = None
+        self.pointer_problem: str | None = None  # the pointer names a version not served
         self.swap_lock = asyncio.Lock()
         self.on_change = lambda model: None  # metrics hook
+        self.on_pointer = lambda followed: None  # metrics hook: False while pointer_problem is set
 
     def _load(self, entry: ModelVersion) -> LoadedModel:
         detector = Detector(
@@ -71,13 +80,30 @@ class ModelManager:
         )  # warms up: a model that cannot run fails here, before it is switched in
         return LoadedModel(entry.name, entry.version, detector)
 
+    def load_check(self, entry: ModelVersion) -> None:
+        """Raises unless `entry` loads and warms up as this service would run it."""
+        self._load(entry)
+
+    def following(self) -> None:
+        """The production pointer names the served version again."""
+        self._set_pointer_problem(None)
+
+    def _set_pointer_problem(self, problem: str | None) -> None:
+        self.pointer_problem = problem
+        self.on_pointer(problem is None)
+
     def load_production(self) -> LoadedModel | None:
         name = self.settings.model_name
         try:
-            entry = self.registry.production(name)
-            self.current = self._load(entry)
+            pointed = self.registry.production_version(name)
+            try:
+                self.current = self._load(self.registry.production(name))
+            except Exception as error:
+                if pointed is None:  # no production version at all: nothing to fall back from
+                    raise
+                self.current = self._fallback(name, pointed, error)
             self.on_change(self.current)
-            log.info("serving model %s", entry.ref, extra={"providers": self.current.detector.providers})
+            log.info("serving model %s", self.current.version, extra={"providers": self.current.detector.providers})
         except QCError as error:
             self.last_error = str(error)
             if self.settings.require_model:
@@ -92,6 +118,29 @@ class ModelManager:
                 self.last_error = f"shadow {self.settings.shadow_model} refused: {error}"
                 log.error(self.last_error)
         return self.current
+
+    def _fallback(self, name: str, broken: str, error: Exception) -> LoadedModel:
+        """The newest earlier production version that loads, loudly; `ModelError` naming every
+        version tried when none does."""
+        pointer = self.registry.pointer(name) or {}
+        tried = [f"{broken}: {error}"]
+        for version in dict.fromkeys(reversed(pointer.get("history", []))):
+            if version == broken:
+                continue
+            try:
+                loaded = self._load(self.registry.get(name, version))
+            except Exception as fallback_error:
+                tried.append(f"{version}: {fallback_error}")
+                continue
+            problem = (f"production pointer names {name}@{broken}, which cannot load ({error}); serving "
+                       f"{loaded.version}, the newest earlier production version that loads. Promote a "
+                       f"working version (qc models promote) or roll back (qc models rollback {name})")
+            self.last_error = problem
+            self._set_pointer_problem(problem)
+            log.error(problem)
+            return loaded
+        raise ModelError(f"no production version of {name} loads ({'; '.join(tried)}); "
+                         "add a working model and promote it (qc models add ... --promote)")
 
     async def prepare(self, version: str) -> LoadedModel:
         """Load and warm up `version` of the served model without switching to it."""
@@ -114,6 +163,7 @@ class ModelManager:
         """Switch to a prepared model: one assignment, so no frame sees half a swap."""
         previous, self.current = self.current, loaded
         self.last_error = None
+        self._set_pointer_problem(None)
         self.on_change(loaded)
         log.info("swapped model %s -> %s", previous.version if previous else None, loaded.version)
 
@@ -144,10 +194,17 @@ class ModelManager:
             except QCError as error:
                 self.last_error = str(error)
                 continue
+            if self.current and version == self.current.version and self.pointer_problem:
+                self._set_pointer_problem(None)  # the pointer came back to what is served
             if not version or (self.current and version == self.current.version) or version == refused:
                 continue
             try:
                 await self.swap_to(version)
                 refused = None
-            except Exception:
+            except Exception as error:
                 refused = version  # do not retry a broken version every poll
+                serving = self.current.version if self.current else "nothing"
+                self._set_pointer_problem(
+                    f"production pointer names {name}@{version}, which this service could not load "
+                    f"({error}); still serving {serving}. Roll back (qc models rollback {name}) or "
+                    "promote a working version")

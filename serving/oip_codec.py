@@ -274,8 +274,8 @@ def fraction_param(parameters: dict, key: str, default: float) -> float:
     return float(value)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    body = await read_limited(request, limit)
+async def read_body(request: Request, limit: int, *, timeout_s: float | None = None) -> bytes:
+    body = await read_limited(request, limit, timeout_s=timeout_s)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "identity":
         return body

@@ -28,7 +28,8 @@ from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
-from inspection.rules import decide
+from inspection.errors import DamagedImage
+from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
@@ -66,6 +67,16 @@ class Frame:
         image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
                                           header=header)
         return cls.prepare(detector, image, size)
+
+
+def decoded_pixels(detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
+    """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
+    1/16): what a request reserves from the decode budget before decoding."""
+    if settings.decode == "auto":
+        factor = imaging.reduction_for(header, input_hw=detector.input_hw)
+    else:
+        factor = int(settings.decode)
+    return header.decoded_pixels(factor)
 
 
 @dataclass
@@ -181,7 +192,20 @@ class Inspector:
         self._in_flight += 1
         self._idle.clear()
         try:
-            frame = await asyncio.to_thread(self._decode, data, header)
+            try:
+                frame = await asyncio.to_thread(self._decode, data, header)
+            except DamagedImage as error:
+                # Counted whatever the station chose; never judged as if the frame were whole.
+                choice = station.rules.damaged_image
+                self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
+                if choice is not DamagedFrames.REVIEW:
+                    raise
+                written, _ = await self.committer.submit(lambda: self._damaged(
+                    error, station=station, header=header, data=data, started=started,
+                    part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
+                if written.created:
+                    self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
+                return written.record, written.created
             decoded = time.monotonic()
             result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
             # Boxes and rules run in the committer's writer thread, just before the group is
@@ -243,6 +267,23 @@ class Inspector:
         )
         keep = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
+
+    def _damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
+                 data: bytes, started: float, part_id: str | None, idempotency_key: str | None,
+                 request_id: str | None) -> tuple[Write, None]:
+        """A damaged frame at a station whose rules say `damaged_image: review`: a REVIEW verdict
+        without detections (the model never saw it), the frame kept for the person who reviews
+        it, and written in the committer's group like any other (image first, then the record)."""
+        model = self.manager.current
+        elapsed = (time.monotonic() - started) * 1000
+        record = InspectionRecord(
+            station_id=station.id, verdict=Verdict.REVIEW, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
+            model_name=model.name if model else "", model_version=model.version if model else "",
+            rules_version=station.rules_version, width=header.width, height=header.height,
+            detections=[], timings={"decode_ms": elapsed, "total_ms": elapsed}, part_id=part_id,
+            idempotency_key=idempotency_key, image_format=header.format, request_id=request_id,
+        )
+        return Write(record, data, header.format), None
 
     # -- shadow mode -----------------------------------------------------------------------
 

@@ -1,8 +1,16 @@
-"""Request and response bodies, as they appear in the OpenAPI schema (/docs)."""
+"""Request and response bodies, as they appear in the OpenAPI schema (/docs).
+
+Every field a client sends is bounded (a 1 MB description, a key scoped to 10,000 stations
+were accepted before, issue 9): over a bound is a 422 naming the field and the limit.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field
 
 from inspection.roles import Role
 from inspection.rules import StationRules, Verdict
@@ -10,6 +18,17 @@ from inspection.store.keys import ApiKey
 from inspection.store.records import STATION_ID, InspectionRecord, Station
 from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
 from inspection.store.stations_health import StationHealth
+
+
+def _iso_8601(value: object) -> object:
+    """Pydantic's lax mode reads "0.5" as a Unix time (1970); a time filter wants a date."""
+    if isinstance(value, (str, bytes)) and not re.match(r"^\s*\d{4}-\d{2}-\d{2}", str(value)):
+        raise ValueError("not an ISO 8601 time; send e.g. 2026-11-30T08:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A date-time given as ISO 8601 text (a bare number is refused, not read as seconds since 1970)."""
 
 
 class Detection(BaseModel):
@@ -62,9 +81,14 @@ class InspectionPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
+MAX_DESCRIPTION = 1000
+MAX_KEY_STATIONS = 256
+StationId = Annotated[str, Field(pattern=f"^{STATION_ID.pattern}$")]
+
+
 class StationIn(BaseModel):
-    id: str = Field(pattern=f"^{STATION_ID.pattern}$")
-    description: str = ""
+    id: StationId
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
     rules: StationRules = Field(default_factory=StationRules)
 
 
@@ -130,7 +154,8 @@ class StationOut(BaseModel):
 
 class KeyIn(BaseModel):
     role: Role
-    stations: list[str] = Field(default_factory=list)
+    stations: list[StationId] = Field(default_factory=list, max_length=MAX_KEY_STATIONS,
+                                      description="the stations a station key may post for")
     name: str = Field(default="", max_length=128)
 
 
@@ -155,6 +180,35 @@ class PromoteIn(BaseModel):
 class ShadowIn(BaseModel):
     ref: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9]+)?$",
                             description="registry ref name@version; null switches shadow off")
+
+
+class Problem(BaseModel):
+    """Every refusal of a /v1 route: a reason in words, or FastAPI's list of field problems
+    for a request that does not fit the schema (422)."""
+
+    detail: str | list[dict]
+
+
+class OIPProblem(BaseModel):
+    """Every refusal of a /v2 route, in the Open Inference Protocol's shape."""
+
+    error: str
+
+
+def problems(*statuses: int, model: type[BaseModel] = Problem) -> dict[int | str, dict]:
+    """OpenAPI `responses` for refusals, so that every status the service answers is declared."""
+    words = {400: "bad request (the reason says what)", 401: "missing or invalid API key",
+             403: "the key's role or stations do not allow this", 404: "not found",
+             405: "method not allowed", 408: "the body did not arrive in time (QC_BODY_TIMEOUT_S)",
+             409: "conflicts with the current state", 413: "over a size or pixel limit",
+             415: "unsupported content type or encoding",
+             422: "invalid value (the reason names the field)",
+             429: "over its fair share of the queue; Retry-After", 500: "internal error",
+             503: "busy or not ready; Retry-After", 504: "deadline passed while queued; Retry-After"}
+    return {status: {"model": model, "description": words[status]} for status in statuses}
+
+
+REFUSALS = (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)
 
 
 # -- reviews -------------------------------------------------------------------------------

@@ -44,7 +44,30 @@ class ServeSettings(Settings):
         default=0.05, ge=0, le=1, description="Share of PASS images stored (FAIL and REVIEW always)."
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="Most pixels in one image.")
+    max_request_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1,
+        description="Most decoded pixels in one request (a /v2 request carries several images); "
+        "over it: 413 before decoding.")
+    max_pixels_in_flight: int = Field(
+        default=2 * DEFAULT_MAX_PIXELS, ge=1,
+        description="Most decoded pixels held by all requests at once (3 bytes each: 600 MB by "
+        "default); a request that does not fit now gets 503 with Retry-After.")
+    fair_capacity: int = Field(
+        default=0, ge=0,
+        description="Requests in flight above which each active station is held to its share "
+        "(serving/admission.py); 0: two full batches per inference worker.")
+    fair_window_s: float = Field(
+        default=5.0, gt=0,
+        description="A station (or /v2 key) that sent a request this recently counts as active "
+        "when the queue is shared fairly (serving/admission.py).")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A client must send its request line and headers within this.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="A client must send its whole body within this (408 after).")
+    keep_alive_s: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
+    docs: bool = Field(
+        default=True, description="Serve /docs (Swagger UI, its assets from this server) and /redoc.")
     decode: Literal["auto", "1", "2", "4", "8"] = Field(
         default="auto", description="JPEG decode reduction: auto, 1, 2, 4 or 8."
     )

@@ -14,6 +14,7 @@ it from here. Tests and tools build an `AppState` the same way the lifespan does
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,10 @@ from inspection.store.image_stores import open_image_store
 from inspection.store.images import ImageStorage
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
+from serving.admission import FairAdmission
 from serving.auth import Authenticator
 from serving.batcher import MicroBatcher
+from serving.decode_budget import DecodeBudget
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
 from serving.pipeline import Frame, Inspector, TensorFrame, run_batch
@@ -58,6 +61,8 @@ class AppState:
     manager: ModelManager
     batcher: MicroBatcher[Frame | TensorFrame, LoadedModel]
     inspector: Inspector
+    admission: FairAdmission
+    decode_budget: DecodeBudget
 
     @classmethod
     def start(cls, settings: ServeSettings, *, metrics: Metrics) -> AppState:
@@ -69,6 +74,7 @@ class AppState:
         manager = ModelManager(settings, registry)
         manager.on_change = lambda m: (metrics.set_model(m.name, m.version, m.detector.providers),
                                        metrics.set_missing_providers(m.detector.backend.missing_providers))
+        manager.on_pointer = lambda followed: metrics.pointer_followed.set(1 if followed else 0)
         manager.load_production()
         _refuse_missing_providers(settings, manager.current)
         batcher: MicroBatcher[Frame | TensorFrame, LoadedModel] = MicroBatcher(
@@ -80,16 +86,32 @@ class AppState:
         )
         inspector = Inspector(settings=settings, store=store, images=images, manager=manager,
                               batcher=batcher, metrics=metrics)
+        admission = FairAdmission(
+            capacity=settings.fair_capacity or 2 * settings.max_batch * settings.inference_workers,
+            window_s=settings.fair_window_s,
+            on_refused=lambda who: metrics.rejected.labels(reason="fair_share").inc())
+        budget = DecodeBudget(in_flight=settings.max_pixels_in_flight, per_request=settings.max_request_pixels)
         return cls(settings=settings, metrics=metrics, db=db, store=store, keys=keys,
                    auth=Authenticator(keys), images=images, registry=registry, manager=manager,
-                   batcher=batcher, inspector=inspector)
+                   batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready only with a model loaded and the database reachable; the body says which."""
+        """Ready only with a model loaded and the database reachable; the body says which.
+
+        A service whose production pointer names a version it could not load stays ready (it
+        serves the version it has: taking the only instance out of rotation would stop the
+        line) but says so: `production` is what the pointer names, `pointer_problem` why it
+        is not served. The body needs no key (probes), so errors are shown without file paths:
+        the log has them whole."""
         model = self.manager.current
         database = await asyncio.to_thread(self.db.ping)
+        try:
+            production = await asyncio.to_thread(self.registry.production_version, self.settings.model_name)
+        except Exception:  # a corrupt pointer file: pointer_problem or last_model_error says so
+            production = None
         body = {
             "model": f"{model.name}@{model.version}" if model else None,
+            "production": f"{self.settings.model_name}@{production}" if production else None,
             "providers": model.detector.providers if model else [],
             "database": "ok" if database else "unreachable",
             "queue_depth": self.batcher.depth,
@@ -97,5 +119,17 @@ class AppState:
             # QC_PROVIDERS=auto in a GPU build that ended on the CPU: still ready (a slow line
             # beats a stopped one), but said here, in qc_providers_missing and by its alert.
             "missing_providers": model.detector.backend.missing_providers if model else [],
+            "pointer_problem": without_paths(self.manager.pointer_problem),
         }
         return bool(model and database), body
+
+
+_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/?")
+
+
+def without_paths(text: str | None) -> str | None:
+    """`text` with absolute file paths cut to their last component ("…/model.onnx"): an
+    unauthenticated probe learns what failed, not where the files live."""
+    if text is None:
+        return None
+    return _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)

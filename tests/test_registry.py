@@ -24,6 +24,15 @@ def registry(tmp_path) -> Registry:
     return Registry(tmp_path / "models")
 
 
+@pytest.fixture(autouse=True)
+def _fake_models_load(monkeypatch):
+    """These tests specify the registry and the gate on fake model bytes; that a version must
+    load before a pointer moves is specified on real models in tests/test_hardening_models.py."""
+    from inspection.models import promotion
+
+    monkeypatch.setattr(promotion, "load_check", lambda entry, **kwargs: None)
+
+
 @pytest.fixture
 def model_file(tmp_path):
     def make(content: bytes = b"onnx bytes"):

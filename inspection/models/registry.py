@@ -34,6 +34,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,9 +216,14 @@ class Registry:
         return ModelVersion(entry.name, entry.version, entry.folder, card)
 
     def set_production(self, name: str, version: str, *, reason: str = "promote") -> dict[str, Any]:
-        """Point production at `version` (which must load), atomically."""
+        """Point production at `version`, atomically. The registry checks the version is whole
+        (file and card match); that it *loads* is checked by the caller before this is called
+        (inspection/models/promotion.py). Promoting the production version again changes
+        nothing: no second history entry for one version."""
         self.get(name, version)  # refuses missing, incomplete or corrupt versions
         old = self.pointer(name) or {}
+        if old.get("version") == version:
+            return old
         return self._write_pointer(name, version, old, [*old.get("history", []), version], reason)
 
     def _write_pointer(
@@ -233,25 +239,39 @@ class Registry:
         write_json_atomic(self.root / name / "production.json", pointer)
         return pointer
 
-    def rollback_target(self, name: str) -> str:
-        """The version a rollback would return to: the production version before the current."""
+    def rollback_target(self, name: str, *, loadable: Callable[[ModelVersion], None] | None = None) -> str:
+        """The version a rollback would return to: the newest earlier production version that
+        is whole and, given `loadable` (which raises for a version that cannot load), loads.
+        Versions skipped are named in the error when none is left."""
         pointer = self.pointer(name)
         if not pointer:
             raise NotFound(f"model {name} has no production version to roll back")
-        earlier = [v for v in pointer.get("history", [])[:-1] if v != pointer["version"]]
+        earlier = list(dict.fromkeys(reversed([v for v in pointer.get("history", []) if v != pointer["version"]])))
+        skipped = []
+        for version in earlier:
+            try:
+                entry = self.get(name, version)
+                if loadable is not None:
+                    loadable(entry)
+                return version
+            except Exception as error:  # noqa: BLE001 - whatever makes a version unusable
+                skipped.append(f"{version}: {error}")
         if not earlier:
             raise Conflict(f"model {name}: no earlier production version to roll back to")
-        return earlier[-1]
+        raise Conflict(f"model {name}: no earlier production version loads ({'; '.join(skipped)}); "
+                       f"add a working model and promote it")
 
-    def rollback(self, name: str) -> dict[str, Any]:
-        """Production back to the version before the current one."""
-        target = self.rollback_target(name)
+    def rollback(self, name: str, *, loadable: Callable[[ModelVersion], None] | None = None,
+                 target: str | None = None) -> dict[str, Any]:
+        """Production back to the newest earlier production version that loads (see
+        `rollback_target`), or to `target` when the caller found it already; the history
+        loses the entries after it."""
+        target = target or self.rollback_target(name, loadable=loadable)
         self.get(name, target)
         old = self.pointer(name) or {}
-        history = old.get("history", [])
-        if history and history[-1] == old.get("version"):
-            history = history[:-1]
-        return self._write_pointer(name, target, old, history, "rollback")
+        history = list(old.get("history", []))
+        cut = len(history) - 1 - history[::-1].index(target) if target in history else len(history)
+        return self._write_pointer(name, target, old, [*history[:cut], target], "rollback")
 
     def holdout(self, name: str) -> str | None:
         path = self.root / name / "holdout.json"

@@ -5,6 +5,12 @@ service writes; `synchronous=FULL` fsyncs the WAL on every commit, so an acknowl
 verdict survives a power cut, not only a crashed process; `busy_timeout` makes a second
 writer wait instead of failing.
 
+Files: a SQLite database and its -wal and -shm files are created 0600 (readable by the
+service's user only, like the stored images); SQLite gives -wal and -shm the database file's
+mode, so creating qc.db 0600 before the first connection covers all three, and an existing
+qc.db that others may read is narrowed to 0600 when opened. Errors never show the URL's
+password.
+
 Example::
 
     db = Database("sqlite:////var/lib/qc/qc.db")
@@ -15,6 +21,9 @@ Example::
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, text
@@ -33,14 +42,42 @@ def normalise_url(url: str) -> str:
     return url
 
 
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def without_password(text: str, url: str = "") -> str:
+    """`text` with the password of any URL in it (and of `url`, wherever it appears) masked."""
+    masked = _PASSWORD.sub(r"\1***@", text)
+    found = _PASSWORD.search(url)
+    if found:
+        secret = found.group(0)[len(found.group(1)):-1]
+        if secret:
+            masked = masked.replace(secret, "***")
+    return masked
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """qc.db created 0600 (its -wal and -shm inherit the mode), or narrowed to 0600."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            info = candidate.stat()
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and info.st_uid == os.getuid():
+                candidate.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            path = self.url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            path = self.url.split("///", 1)[-1].split("?", 1)[0]
+            if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
         try:
             self.engine: Engine = create_engine(
                 self.url,
@@ -50,9 +87,10 @@ class Database:
             )
         except Exception as error:  # bad URL or missing driver
             raise ConfigError(
-                f"database URL {url!r} cannot be used ({error}); use sqlite:///path/qc.db or "
+                f"database URL {without_password(url)!r} cannot be used "
+                f"({without_password(str(error), url)}); use sqlite:///path/qc.db or "
                 "postgresql://user:password@host:5432/db"
-            ) from error
+            ) from None  # the chained error's traceback would print the URL again
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -78,7 +116,7 @@ class Database:
         try:
             command.upgrade(self._alembic_config(), revision)
         except OperationalError as error:  # the first connection: server down, wrong password
-            reason = str(error.orig or error).strip().splitlines()[0][:200]
+            reason = without_password(str(error.orig or error).strip().splitlines()[0][:200], self.url)
             raise ConfigError(
                 f"database {self.engine.url.render_as_string(hide_password=True)}: cannot connect "
                 f"({reason}); check QC_DATABASE_URL and that the server is up"

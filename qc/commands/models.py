@@ -176,8 +176,11 @@ def promote(
 
 @app.command("rollback")
 def rollback(name: Annotated[str, typer.Argument(help="Registry name.")]) -> None:
-    """Production back to the version before the current one (no gate: it served before)."""
-    pointer = _registry().rollback(name)
+    """Production back to the newest earlier production version that loads (no gate: it
+    served before; versions that no longer load are skipped)."""
+    from inspection.models import promotion
+
+    pointer = promotion.rollback(_registry(), name)
     typer.echo(f"{name}: production is now {pointer['version']} (was {pointer['previous']})")
 
 

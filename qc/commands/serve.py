@@ -31,6 +31,7 @@ def serve(
 
         from serving.app import create_app
         from serving.settings import ServeSettings
+        from serving.slow_clients import uvicorn_options
     except ImportError as error:
         raise ConfigError(f"qc serve needs the serve extra ({error.name} is missing): "
                           "pip install 'qc[serve,cpu]' (or 'qc[serve,gpu]')") from error
@@ -40,8 +41,9 @@ def serve(
     settings = ServeSettings(**overrides)
     _preflight(settings)
     if workers == 1:
+        # Slow and idle clients are bounded (QC_HEADER_TIMEOUT_S, QC_KEEP_ALIVE_S; serving/slow_clients.py).
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                    timeout_graceful_shutdown=30)
+                    timeout_graceful_shutdown=30, **uvicorn_options(settings))
         return
     # Several processes: uvicorn binds the port once and starts `workers` processes that accept
     # on it, each building its app from the environment (serving.app:create_app as a factory);
@@ -52,7 +54,8 @@ def serve(
     # all gracefully.
     os.environ.update({f"QC_{k.upper()}": str(v) for k, v in overrides.items()})
     uvicorn.run("serving.app:create_app", factory=True, workers=workers, host=settings.host,
-                port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+                port=settings.port, log_level="warning", timeout_graceful_shutdown=30,
+                **uvicorn_options(settings))
 
 
 def _preflight(settings) -> None:
@@ -70,7 +73,10 @@ def _preflight(settings) -> None:
     if not registry.versions(name):
         raise NotFound(f"no model named {name} in {settings.models_dir}; register one with "
                        f"qc models add model.onnx --name {name} --promote (or serve another with --model)")
-    registry.production(name)
+    if registry.production_version(name) is None:
+        registry.production(name)  # NotFound: says how to promote one
+    # A production version that does not load is the service's to handle: it starts on the
+    # newest earlier one that does, loudly (serving/model_manager.py), rather than not at all.
 
 
 def _db():

@@ -11,15 +11,18 @@ from fastapi.responses import Response
 from inspection.detect import imaging
 from inspection.detect.drawing import draw
 from inspection.detections import Detections
-from inspection.errors import ImageError, NotFound
+from inspection.errors import ImageError, ImageTooLarge, NotFound
 from inspection.roles import Role
 from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
-from serving.deps import ImagesDep, Reader, ReviewsDep, StoreDep, check_station, may_use_station
-from serving.schemas import Inspection, InspectionDetail, InspectionPage, ReviewOut
+from serving.deps import ImagesDep, Reader, ReviewsDep, StateDep, StoreDep, check_station, may_use_station
+from serving.schemas import Inspection, InspectionDetail, InspectionPage, IsoTime, ReviewOut
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
+# Stored frames are drawn on for people at most this wide or high: a JPEG is decoded at 1/2,
+# 1/4 or 1/8 to get there, so four viewers of one 100 MP frame no longer cost 2.4 GB (issue 9).
+DISPLAY_MAX_SIDE = 2048
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -39,8 +42,8 @@ def list_inspections(
     verdict: Verdict | None = None,
     class_name: str | None = Query(default=None, alias="class", max_length=64),
     part_id: str | None = Query(default=None, max_length=128),
-    since: datetime | None = Query(default=None, description="ISO 8601, inclusive"),
-    until: datetime | None = Query(default=None, description="ISO 8601, exclusive"),
+    since: IsoTime | None = Query(default=None, description="ISO 8601, inclusive"),
+    until: IsoTime | None = Query(default=None, description="ISO 8601, exclusive"),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=32),
 ):
@@ -73,9 +76,10 @@ def get_inspection(inspection_id: str, store: StoreDep, reviews: ReviewsDep, key
 
 @router.get("/{inspection_id}/image",
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}}}})
-def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, key: Reader,
+def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, state: StateDep, key: Reader,
               boxes: bool = False) -> Response:
-    """The stored frame; `?boxes=true` draws the counted detections on it (as JPEG)."""
+    """The stored frame; `?boxes=true` draws the counted detections on it (as JPEG, at most
+    2048 pixels on its longer side)."""
     record = _readable(store, key, inspection_id)
     if record.image_sha256 is None:
         raise NotFound(f"inspection {inspection_id} has no stored image (PASS frames are sampled)")
@@ -84,12 +88,39 @@ def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, key: Reade
     if not boxes:
         return Response(content=data, media_type=media)
     try:
-        image = imaging.decode(data)
+        header = imaging.probe(data)
+        reduce = _display_reduction(header)
+        with state.decode_budget.reserve(header.decoded_pixels(reduce)):  # 503 when others hold it
+            image = imaging.decode(data, reduce=reduce, header=header, max_pixels=state.settings.max_pixels)
+            return _drawn(image, record)
+    except ImageTooLarge:  # over the decode budget: 413, as for a frame posted now
+        raise
     except ImageError as error:  # the file was damaged after it was stored
         # Not the client's fault: a 500 that says what is damaged, rather than a crash in draw().
         raise HTTPException(500, f"stored image {record.image_sha256} of inspection {inspection_id} is "
                                  f"damaged ({error}); fetch it without ?boxes=true to see the bytes") from error
+
+
+def _display_reduction(header: imaging.ImageHeader) -> int:
+    """The JPEG decode reduction that brings the longer side nearest DISPLAY_MAX_SIDE from above."""
+    factor = 1
+    for candidate in (2, 4, 8):
+        if max(header.width, header.height) / candidate >= DISPLAY_MAX_SIDE:
+            factor = candidate
+    return factor if header.format == "jpeg" else 1
+
+
+def _drawn(image, record: InspectionRecord) -> Response:
+    """The record's detections drawn on `image`, which may be smaller than the frame was."""
+    height, width = image.shape[:2]
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(width, height))
+    if scale < 1.0:
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    sx, sy = width / max(1, record.width), height / max(1, record.height)
+    shown = [{**d, "box": [d["box"][0] * sx, d["box"][1] * sy, d["box"][2] * sx, d["box"][3] * sy]}
+             for d in record.detections]
     names = {d["class_id"]: d["class"] for d in record.detections}
-    detections = Detections.from_records(record.detections, names=names, image_wh=(record.width, record.height))
-    ok, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    detections = Detections.from_records(shown, names=names, image_wh=(width, height))
+    _, encoded = cv2.imencode(".jpg", draw(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return Response(content=encoded.tobytes(), media_type="image/jpeg")

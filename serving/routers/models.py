@@ -35,15 +35,19 @@ def show_model(name: Name, version: Version, registry: RegistryDep, key: Reviewe
     return {"name": name, "version": version, "card": entry.card}
 
 
-async def _switch(manager: ModelManager, name: str, version: str, move_pointer: Callable[[], dict]) -> dict:
-    """Warm the new model first; move the pointer only if it loads; then switch."""
+async def _switch(manager: ModelManager, name: str, version: str,
+                  move_pointer: Callable[[bool], dict]) -> dict:
+    """Warm the new model first; move the pointer only if it loads; then switch. A model this
+    service does not serve is load-checked by the registry side (promotion.load_check)."""
     served = name == manager.settings.model_name
     async with manager.swap_lock:  # never interleaved with the watcher's own swap
         already = manager.current is not None and manager.current.version == version
         loaded = await manager.prepare(version) if served and not already else None  # 422 if it cannot run
-        pointer = await asyncio.to_thread(move_pointer)
+        pointer = await asyncio.to_thread(move_pointer, not served)  # load-check unless loaded here
         if loaded is not None:
             manager.activate(loaded)
+        elif served and already:
+            manager.following()  # the pointer is back on the version served
     return pointer
 
 
@@ -55,13 +59,18 @@ async def promote(name: Name, body: PromoteIn, registry: RegistryDep, manager: M
     decision = await asyncio.to_thread(promotion.check, registry, name, body.version)
     promotion.passed(decision, name=name, version=body.version)
     return await _switch(manager, name, body.version,
-                         lambda: promotion.promote(registry, name, body.version, decision=decision))
+                         lambda load: promotion.promote(registry, name, body.version, decision=decision,
+                                                        load=load))
 
 
 @router.post("/models/{name}/rollback")
 async def rollback(name: Name, registry: RegistryDep, manager: ManagerDep, key: Engineer) -> dict:
-    target = await asyncio.to_thread(registry.rollback_target, name)
-    return await _switch(manager, name, target, lambda: registry.rollback(name))
+    """Back to the newest earlier production version that loads (versions that no longer
+    load are skipped and named if none is left)."""
+    served = name == manager.settings.model_name
+    check = manager.load_check if served else promotion.load_check
+    target = await asyncio.to_thread(registry.rollback_target, name, loadable=check)
+    return await _switch(manager, name, target, lambda _: registry.rollback(name, target=target))
 
 
 @router.put("/shadow")
