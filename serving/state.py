@@ -115,7 +115,7 @@ class AppState:
             "providers": model.detector.providers if model else [],
             "database": "ok" if database else "unreachable",
             "queue_depth": self.batcher.depth,
-            "last_model_error": self.manager.last_error,
+            "last_model_error": without_paths(self.manager.last_error),
             # QC_PROVIDERS=auto in a GPU build that ended on the CPU: still ready (a slow line
             # beats a stopped one), but said here, in qc_providers_missing and by its alert.
             "missing_providers": model.detector.backend.missing_providers if model else [],

@@ -132,7 +132,7 @@ def frames_strategy():
 def fuzz(model: Path, home: Path, examples: int) -> dict:
     from hypothesis import HealthCheck, given, settings
 
-    from tests.test_service import FAIL_ALL, running
+    from tests.service_harness import FAIL_ALL, running
 
     statuses: dict[str, int] = {}
     cases = 0

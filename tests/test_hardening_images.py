@@ -19,10 +19,8 @@ import pytest
 
 from inspection.detect import imaging
 from inspection.errors import DamagedImage, ImageError
-from tests import test_service
-from tests.test_service import FAIL_ALL, concurrently, frame
+from tests.service_harness import FAIL_ALL, concurrently, frame
 
-service, start = test_service.service, test_service.start  # the service fixtures, shared
 
 # -- frames damaged the ways the probe damaged them ----------------------------------
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from inspection.errors import Conflict, ModelError
 from inspection.models import promotion
 from inspection.models.registry import Registry
-from tests.test_service import EVALUATED, HOLDOUT, running
+from tests.service_harness import EVALUATED, HOLDOUT, running
 
 
 @pytest.fixture

@@ -21,10 +21,8 @@ from inspection.settings import Settings
 from inspection.store.database import Database
 from serving.settings import ServeSettings
 from serving.slow_clients import uvicorn_options
-from tests import test_service
-from tests.test_service import frame
+from tests.service_harness import frame
 
-service, start = test_service.service, test_service.start  # the service fixtures, shared
 
 # -- 5. one station cannot starve the rest ---------------------------------------------------
 

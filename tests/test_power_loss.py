@@ -39,7 +39,7 @@ from inspection.store.database import Database
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.launch import free_port, wait_ready
-from tests.test_service import FAIL_ALL, frame
+from tests.service_harness import FAIL_ALL, frame
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")]
