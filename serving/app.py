@@ -39,12 +39,11 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
+from inspection.store.analytics import AnalyticsStore
 from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
-from inspection.store.analytics import AnalyticsStore
 from serving.metrics import Metrics
-from inspection.store.reviews import ReviewStore
 from serving.routers import (
     analytics,
     health,

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -200,8 +201,10 @@ class Inspector:
                 self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
                 if choice is not DamagedFrames.REVIEW:
                     raise
-                written, _ = await self.committer.submit(lambda: self._damaged(
-                    error, station=station, header=header, data=data, started=started,
+                # partial binds the error now: a closure would read the except target, a name
+                # Python unbinds when the block ends.
+                written, _ = await self.committer.submit(functools.partial(
+                    self._damaged, error, station=station, header=header, data=data, started=started,
                     part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
                 if written.created:
                     self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()

@@ -21,7 +21,6 @@ from inspection.detect import imaging
 from inspection.errors import DamagedImage, ImageError
 from tests.service_harness import FAIL_ALL, concurrently, frame
 
-
 # -- frames damaged the ways the probe damaged them ----------------------------------
 
 

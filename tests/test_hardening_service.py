@@ -23,7 +23,6 @@ from serving.settings import ServeSettings
 from serving.slow_clients import uvicorn_options
 from tests.service_harness import frame
 
-
 # -- 5. one station cannot starve the rest ---------------------------------------------------
 
 

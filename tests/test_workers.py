@@ -24,8 +24,8 @@ from inspection.store.database import Database
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.launch import ServerDidNotStart, free_port, wait_ready
-from tests.test_durability import FAIL_ALL, frame
 from tests.service_harness import EVALUATED, HOLDOUT
+from tests.test_durability import FAIL_ALL, frame
 
 pytestmark = pytest.mark.slow
 
