@@ -300,4 +300,5 @@ class Agent:
         return {**self.health(), "sent": self.sent, "late_verdicts": self.board.late,
                 "answered_in_time": self.board.answered, "misses_this_run": self.board.misses,
                 "line_output_failures": self.outputs.failures, "latency": self.board.latency_summary(),
-                "capture_ms_p50": round(sorted(self.capture_ms)[len(self.capture_ms) // 2], 2) if self.capture_ms else 0.0}
+                "capture_ms_p50": (round(sorted(self.capture_ms)[len(self.capture_ms) // 2], 2)
+                                   if self.capture_ms else 0.0)}

@@ -191,7 +191,7 @@ class MicroBatcher(Generic[FrameT, ModelT]):
                 inference_ms = (time.monotonic() - started) * 1000
                 if self._on_batch:
                     self._on_batch(len(live), inference_ms)
-                for item, output in zip(live, outputs):
+                for item, output in zip(live, outputs, strict=True):
                     if item.future.done():
                         continue
                     if isinstance(output, Exception):

@@ -127,7 +127,7 @@ class GroupCommitter:
                     results = await loop.run_in_executor(self._executor, self._write, [i.job for i in group])
                 except Exception as error:  # noqa: BLE001 - a bug in the writer itself: every frame learns it
                     results = [error] * len(group)
-                for item, result in zip(group, results):
+                for item, result in zip(group, results, strict=True):
                     if item.future.done():
                         continue
                     if isinstance(result, BaseException):
@@ -150,7 +150,7 @@ class GroupCommitter:
         started = time.monotonic()
         kept = [i for i, (write, _) in writes.items() if write.image is not None]
         stored = self.images.put_many([(writes[i][0].image, writes[i][0].image_format) for i in kept])
-        for i, sha in zip(kept, stored):
+        for i, sha in zip(kept, stored, strict=True):
             if isinstance(sha, Exception):
                 results[i] = sha  # its record is not committed: it would name a missing image
                 del writes[i]
@@ -161,7 +161,7 @@ class GroupCommitter:
         store_ms = (time.monotonic() - started) * 1000
         if self._on_group:
             self._on_group(len(order), store_ms)
-        for i, outcome in zip(order, saved):
+        for i, outcome in zip(order, saved, strict=True):
             if isinstance(outcome, Exception):
                 results[i] = outcome
             else:

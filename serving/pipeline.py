@@ -249,7 +249,7 @@ class Inspector:
 
         verdict = decision.verdict.value
         records = decision.kept.to_records()
-        for record, area in zip(records, decision.areas):
+        for record, area in zip(records, decision.areas, strict=True):
             record["area"] = round(float(area), 3)
         timings = {
             **timings,

@@ -248,4 +248,5 @@ def test_through_the_service_a_step_change_is_alarmed_shown_and_acknowledged(unt
         assert (acknowledged["acknowledged_by"], acknowledged["note"]) == ("kim", "feeder jam cleared")
         summary = service.client.get("/v1/analytics/summary", headers=service.key("reviewer")).json()
         assert summary["total"]["inspected"] == 160 and summary["by_station"][0]["key"] == station
-        assert service.client.get("/v1/analytics/summary", headers=service.key("station", (station,))).status_code == 403
+        station_key = service.key("station", (station,))
+        assert service.client.get("/v1/analytics/summary", headers=station_key).status_code == 403

@@ -87,7 +87,8 @@ def test_rates_group_by_class_plant_day_and_shift_in_the_plant_zone(stores):
     by_class = analytics.rates(*window, by=Grouping.CLASS)
     assert [(r.key, r.failed, r.inspected) for r in by_class] == [("scratch", 2, 3), ("pit", 1, 3)]
     pareto = analytics.pareto(*window)
-    assert [(p["class"], p["failed_parts"], p["cumulative"]) for p in pareto] == [("scratch", 2, 0.6667), ("pit", 1, 1.0)]
+    assert [(p["class"], p["failed_parts"], p["cumulative"]) for p in pareto] == [
+        ("scratch", 2, 0.6667), ("pit", 1, 1.0)]
 
 
 def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):
@@ -96,7 +97,8 @@ def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):
     records.save_inspection(record("line1", START + timedelta(minutes=40), model="v2"))
     analytics.refresh(now=START + timedelta(hours=1))
     models = [e for e in analytics.versions(START, START + timedelta(hours=1)) if e["what"] == "model"]
-    assert [(e["label"], e["at"]) for e in models] == [("m@v1", START), ("m@v2", floor_bucket(START + timedelta(minutes=40)))]
+    assert [(e["label"], e["at"]) for e in models] == [
+        ("m@v1", START), ("m@v2", floor_bucket(START + timedelta(minutes=40)))]
 
 
 def test_frozen_limits_come_from_the_baselines_complete_subgroups(stores):

@@ -64,7 +64,8 @@ def test_a_bare_shift_name_is_the_latest_that_has_started():
     settings = ServeSettings(timezone="Asia/Seoul")
     now = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 12:00 in Seoul: the early shift runs, night has not begun
     since, until, title = window_of(shift="night", day=None, start=None, end=None, settings=settings, now=now)
-    assert title == "Shift night of 2026-03-01" and (since, until) == (datetime(2026, 3, 1, 13), datetime(2026, 3, 1, 21))
+    assert title == "Shift night of 2026-03-01"
+    assert (since, until) == (datetime(2026, 3, 1, 13), datetime(2026, 3, 1, 21))
 
 
 def test_choosing_two_windows_or_none_is_refused_with_the_fix(plant):

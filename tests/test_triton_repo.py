@@ -109,7 +109,8 @@ def test_each_registry_version_becomes_the_triton_version_of_its_number(registry
     assert not list(folder.rglob(".*incoming*"))  # nothing half-written left for Triton to see
 
 
-def test_a_version_with_other_tensors_is_refused_under_the_same_name(registry, trained_model, untrained_model, tmp_path):
+def test_a_version_with_other_tensors_is_refused_under_the_same_name(
+        registry, trained_model, untrained_model, tmp_path):
     write_version(registry.add("pcb", trained_model.dynamic), tmp_path / "repo")
     other = registry.add("pcb", untrained_model)
     with pytest.raises(ModelError, match="differ from version 1"):

@@ -100,7 +100,7 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
         colour = line.colour or PALETTE[number % len(PALETTE)]
         dash = ' stroke-dasharray="6 4"' if line.dashed else ""
         path, pen = [], "M"
-        for when, value in zip(x, line.values):
+        for when, value in zip(x, line.values, strict=True):
             if value is None or not math.isfinite(value):
                 pen = "M"
                 continue
@@ -110,18 +110,20 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
             out.append(f'<path class="series" d="{" ".join(path)}" fill="none" stroke="{colour}" '
                        f'stroke-width="2"{dash}><title>{escape(line.name)}</title></path>')
         if number == 0 and len(x) <= 120:
-            for when, value in zip(x, line.values):
+            for when, value in zip(x, line.values, strict=True):
                 if value is not None and math.isfinite(value):
                     out.append(f'<circle cx="{px(when):.1f}" cy="{py(min(value, high)):.1f}" r="2.5" fill="{colour}"/>')
     for index in highlight:
         if 0 <= index < len(x) and series and series[0].values[index] is not None:
-            out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{py(min(series[0].values[index], high)):.1f}" '
+            cy = py(min(series[0].values[index], high))
+            out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{cy:.1f}" '
                        f'r="6" fill="none" stroke="#c62828" stroke-width="2"/>')
     legend_x = left
     for number, line in enumerate(series):
         colour = line.colour or PALETTE[number % len(PALETTE)]
         out.append(f'<rect x="{legend_x}" y="{height - 8}" width="10" height="3" fill="{colour}"/>'
-                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">{escape(line.name)}</text>')
+                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">'
+                   f'{escape(line.name)}</text>')
         legend_x += 24 + 6 * len(line.name)
     out.append("</svg>")
     return "".join(out)
@@ -143,11 +145,12 @@ def pareto_chart(labels: Sequence[str], counts: Sequence[int], *, title: str = "
     for tick in ticks:
         y = top + plot_h * (1 - tick / high)
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7eb"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#5b6570">{tick:g}</text>')
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#5b6570">'
+                   f'{tick:g}</text>')
     n = max(len(counts), 1)
     slot = plot_w / n
     running, points = 0, []
-    for i, (label, count) in enumerate(zip(labels, counts)):
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
         x = left + i * slot
         h = plot_h * count / high
         out.append(f'<rect class="bar" x="{x + slot * 0.15:.1f}" y="{top + plot_h - h:.1f}" width="{slot * 0.7:.1f}" '

@@ -62,7 +62,7 @@ def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, float]
     statistics and the highest confidence among the boxes the detector reported (0: none)."""
     best = float(detections.confidence.max()) if len(detections) else 0.0
     values = [stats.brightness, stats.contrast, stats.sharpness, stats.blue, stats.green, stats.red, best]
-    return {name: round(float(v), 4) for name, v in zip(FRAME_COLUMNS, values)}
+    return {name: round(float(v), 4) for name, v in zip(FRAME_COLUMNS, values, strict=True)}
 
 
 class Grouping(str, Enum):
@@ -292,8 +292,8 @@ class AnalyticsStore:
         by = Grouping(by)
         if by is Grouping.CLASS:
             inspected = sum(n for _, n, _, _ in self._counts(since, until, station, by_station=True))
-            return sorted((RateRow(name, inspected, failed) for name, failed, _ in self._classes(since, until, station)),
-                          key=lambda row: (-row.failed, row.key))
+            rows = (RateRow(name, inspected, failed) for name, failed, _ in self._classes(since, until, station))
+            return sorted(rows, key=lambda row: (-row.failed, row.key))
         rows = self._counts(since, until, station, by_station=by is Grouping.STATION)
         key = self._grouper(by, shifts, rows)
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])

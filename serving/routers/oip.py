@@ -333,8 +333,9 @@ def _probe_images(state: AppState, tensor: Tensor, model: LoadedModel) -> list[i
 async def _frames(state: AppState, tensor: Tensor, headers: list[imaging.ImageHeader]
                   ) -> list[Frame | TensorFrame]:
     if tensor.name == IMAGE_INPUT:
+        pairs = enumerate(zip(tensor.value, headers, strict=True))
         return list(await asyncio.gather(*(asyncio.to_thread(_decode_image, state, index, data, header)
-                                           for index, (data, header) in enumerate(zip(tensor.value, headers)))))
+                                           for index, (data, header) in pairs)))
     return await asyncio.to_thread(_tensor_frames, tensor)
 
 
