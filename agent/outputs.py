@@ -15,6 +15,7 @@ milliseconds from capture to the answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -174,10 +175,9 @@ class OpcUaOutput(Output):
 
     def _disconnect(self) -> None:
         if self._connected:
-            try:
+            # A broken connection may refuse to close too; it is dropped either way.
+            with contextlib.suppress(Exception):
                 self.client.disconnect()
-            except Exception:
-                pass
             self._connected = False
 
     def close(self) -> None:
@@ -195,7 +195,7 @@ class Outputs:
         for output in self.outputs:
             try:
                 output.send(signal)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a failing output never stops the others
                 self.failures += 1
                 log.error("could not tell the line through %s (%s): %s", output.name, signal.answer.value, error)
 
@@ -203,7 +203,7 @@ class Outputs:
         for output in self.outputs:
             try:
                 output.close()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - one that cannot close never keeps the rest open
                 log.warning("closing %s: %s", output.name, error)
 
 

@@ -183,7 +183,7 @@ class MicroBatcher(Generic[FrameT, ModelT]):
                     outputs = await loop.run_in_executor(
                         self._executor, self._run, model, [item.frame for item in live]
                     )
-                except Exception as error:  # the model failed: every frame of the batch learns why
+                except Exception as error:  # noqa: BLE001 - the model failed: every frame of the batch learns why
                     for item in live:
                         if not item.future.done():
                             item.future.set_exception(error)

@@ -114,7 +114,7 @@ class ModelManager:
             # serving production.
             try:
                 self.shadow = self._load(self.registry.resolve(self.settings.shadow_model))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - shadow never disturbs production
                 self.last_error = f"shadow {self.settings.shadow_model} refused: {error}"
                 log.error(self.last_error)
         return self.current
@@ -129,7 +129,7 @@ class ModelManager:
                 continue
             try:
                 loaded = self._load(self.registry.get(name, version))
-            except Exception as fallback_error:
+            except Exception as fallback_error:  # noqa: BLE001 - this one cannot load either: try the next
                 tried.append(f"{version}: {fallback_error}")
                 continue
             problem = (f"production pointer names {name}@{broken}, which cannot load ({error}); serving "
@@ -201,7 +201,7 @@ class ModelManager:
             try:
                 await self.swap_to(version)
                 refused = None
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a broken version is reported; polling goes on
                 refused = version  # do not retry a broken version every poll
                 serving = self.current.version if self.current else "nothing"
                 self._set_pointer_problem(

@@ -107,7 +107,7 @@ class AppState:
         database = await asyncio.to_thread(self.db.ping)
         try:
             production = await asyncio.to_thread(self.registry.production_version, self.settings.model_name)
-        except Exception:  # a corrupt pointer file: pointer_problem or last_model_error says so
+        except Exception:  # noqa: BLE001 - a corrupt pointer file: pointer_problem or last_model_error says so
             production = None
         body = {
             "model": f"{model.name}@{model.version}" if model else None,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import stat
 import threading
@@ -175,10 +176,8 @@ def test_a_body_trickled_past_its_deadline_is_408(guarded_server):
             except (BrokenPipeError, ConnectionResetError):
                 break
             sock.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 answer += sock.recv(4096)
-            except BlockingIOError:
-                pass
             sock.setblocking(True)
             if answer:
                 break

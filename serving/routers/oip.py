@@ -132,7 +132,7 @@ class _V2Route(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - every error answers in the protocol's shape
                 return await error_response(request, error)
 
         return route
