@@ -86,7 +86,7 @@ class CommandOutput(Output):
                   "station": signal.station}
         argv = [arg.format(**values) for arg in self.argv]
         done = subprocess.run(argv, input=json.dumps(signal.as_json()).encode(), capture_output=True,
-                              timeout=self.timeout_s)
+                              timeout=self.timeout_s, check=False)  # its exit code is read below
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} exited with {done.returncode}: "
                                f"{done.stderr.decode(errors='replace')[-300:].strip()}")

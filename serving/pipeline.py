@@ -109,8 +109,8 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
                 "(it was swapped while this request waited); read the model metadata again"))
             continue
         if isinstance(frame, Frame) and frame.letterboxed.shape[:2] != expected[1:]:
-            frames[i] = frame = Frame.prepare(detector, frame.image, frame.size)
-        runnable.append(frame)
+            frames[i] = Frame.prepare(detector, frame.image, frame.size)
+        runnable.append(frames[i])
         results.append(None)  # filled below
     outputs = iter(_infer(detector, runnable) if runnable else [])
     for i, frame in enumerate(frames):

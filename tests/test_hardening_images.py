@@ -63,7 +63,7 @@ DAMAGED = {
 
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_imaging_refuses_damaged_jpegs_with_libjpegs_reason(case):
-    with pytest.raises(DamagedImage, match="JPEG: .*(Corrupt JPEG data|Premature end)"):
+    with pytest.raises(DamagedImage, match=r"JPEG: .*(Corrupt JPEG data|Premature end)"):
         imaging.decode(DAMAGED[case]())
 
 

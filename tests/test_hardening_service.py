@@ -233,7 +233,7 @@ def test_settings_are_read_from_qc_name_file(qc_home, tmp_path, monkeypatch):
         Settings()
     monkeypatch.delenv("QC_DATABASE_URL")
     monkeypatch.setenv("QC_DATABASE_URL_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="QC_DATABASE_URL_FILE=.*cannot read it"):
+    with pytest.raises(ConfigError, match=r"QC_DATABASE_URL_FILE=.*cannot read it"):
         Settings()
 
 

@@ -56,7 +56,7 @@ def test_onnx_metadata_is_read_without_an_engine(untrained_model, trained_model)
 def test_a_file_that_is_not_onnx_is_a_model_error(tmp_path):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"\xff" * 64)
-    with pytest.raises(ModelError, match="bogus.onnx: not an ONNX file"):
+    with pytest.raises(ModelError, match=r"bogus\.onnx: not an ONNX file"):
         read_metadata(bogus)
     with pytest.raises(ModelError, match="no such model file"):
         read_metadata(tmp_path / "missing.onnx")

@@ -141,8 +141,8 @@ def main() -> None:
             with admin.engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
-    lines = ["| database | insert (s) | raw GROUP BY station, day over 30 days (ms) | rollup rebuild, once (ms) "
-             "| dashboard summary, 30 days (ms) | summary, 1 day (ms) | refresh after new rows (ms) |",
+    lines = [("| database | insert (s) | raw GROUP BY station, day over 30 days (ms) | rollup rebuild, once (ms) "
+              "| dashboard summary, 30 days (ms) | summary, 1 day (ms) | refresh after new rows (ms) |"),
              "|---|---|---|---|---|---|---|"]
     for name, f in results.items():
         lines.append(f"| {name} | {f['fill_s']:.0f} | {f['raw_ms']:.0f} | {f['rebuild_ms']:.0f} | "

@@ -102,8 +102,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frames = [rng.bytes(100_000) for _ in range(args.frames)]  # a 640x640 JPEG is ~100 KB
     rows = []
-    with tempfile.TemporaryDirectory(dir=os.environ.get("QC_HOME") or None) as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("QC_HOME") or None) as scratch_dir:
+        scratch = Path(scratch_dir)
         synced = statistics.median(time_images(scratch / f"a{i}", frames, synced=True) for i in range(3))
         loose = statistics.median(time_images(scratch / f"b{i}", frames, synced=False) for i in range(3))
         rows.append(["image file (100 KB): temp, fsync, rename, fsync folder", f"{synced:.2f}", f"{loose:.2f}",

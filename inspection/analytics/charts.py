@@ -76,8 +76,8 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     def py(value: float) -> float:
         return top + plot_h * (1 - value / high)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">')]
     if title:
         out.append(f'<text x="{left}" y="15" font-size="13" font-weight="600" fill="#1b1f24">{escape(title)}</text>')
     for tick in ticks:
@@ -138,8 +138,8 @@ def pareto_chart(labels: Sequence[str], counts: Sequence[int], *, title: str = "
     high = max(counts, default=0) or 1
     ticks = _ticks(high * 1.05)
     high = max(high, ticks[-1])
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">')]
     if title:
         out.append(f'<text x="{left}" y="15" font-size="13" font-weight="600" fill="#1b1f24">{escape(title)}</text>')
     for tick in ticks:
