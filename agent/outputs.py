@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -137,7 +137,7 @@ class OpcUaOutput(Output):
     Boolean node works: for a number node OK is 1, NG 2, REVIEW 3; for a Boolean, OK is True."""
 
     name = "opcua"
-    CODES = {LineAnswer.OK: 1, LineAnswer.NG: 2, LineAnswer.REVIEW: 3}
+    CODES: ClassVar[dict[LineAnswer, int]] = {LineAnswer.OK: 1, LineAnswer.NG: 2, LineAnswer.REVIEW: 3}
 
     def __init__(self, endpoint: str, nodes: dict[str, str], timeout_s: float) -> None:
         from asyncua.sync import Client

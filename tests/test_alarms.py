@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -125,7 +126,7 @@ def test_a_moved_confidence_with_steady_images_asks_for_relabeling(line):
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []  # shared by the handler instances: one per request
 
     def do_POST(self):
         self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))

@@ -54,10 +54,10 @@ def test_a_shift_report_writes_csv_and_printable_html(plant, tmp_path):
 def test_the_other_shift_of_the_day_is_empty_and_a_day_report_holds_all(plant, tmp_path):
     late = CliRunner().invoke(app, ["report", "--shift", "2026-03-02 late", "--out", str(tmp_path / "late")])
     assert late.exit_code == 0
-    assert list(csv.DictReader((tmp_path / "late" / "report.csv").open()))[0]["inspected"] == "0"
+    assert next(csv.DictReader((tmp_path / "late" / "report.csv").open()))["inspected"] == "0"
     day = CliRunner().invoke(app, ["report", "--day", "2026-03-02", "--out", str(tmp_path / "day")])
     assert day.exit_code == 0
-    assert list(csv.DictReader((tmp_path / "day" / "report.csv").open()))[0]["inspected"] == "40"
+    assert next(csv.DictReader((tmp_path / "day" / "report.csv").open()))["inspected"] == "40"
 
 
 def test_a_bare_shift_name_is_the_latest_that_has_started():

@@ -56,9 +56,8 @@ def fill(db, rows: int, seed: int) -> datetime:
                           "brightness": 120.0, "contrast": 40.0, "sharpness": 300.0, "blue": 110.0,
                           "green": 120.0, "red": 130.0, "max_confidence": 0.5})
             if failed[i]:
-                for _ in range(int(rng.integers(1, 3))):
-                    boxes.append({"inspection_id": ident, "class_name": CLASSES[int(rng.integers(0, 6))],
-                                  "confidence": 0.8})
+                boxes.extend({"inspection_id": ident, "class_name": CLASSES[int(rng.integers(0, 6))],
+                              "confidence": 0.8} for _ in range(int(rng.integers(1, 3))))
         with db.engine.begin() as conn:
             conn.execute(inspections.insert(), batch)
             if boxes:

@@ -153,8 +153,10 @@ def main() -> None:
     env = {**os.environ, "QC_HOME": str(home), "QC_PASS_SAMPLE_RATE": "0.05", "QC_LOG_JSON": "true",
            "PYTHONPATH": str(args.code.resolve())}
     qc = [sys.executable, "-m", "qc"]
-    run = lambda *a: subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True,
-                                    cwd=args.code).stdout
+
+    def run(*a: str) -> str:
+        return subprocess.run([*qc, *a], env=env, check=True, capture_output=True, text=True, cwd=args.code).stdout
+
     run("models", "add", str(model.resolve()), "--name", "default", "--promote")
     keys = {}
     for station in ("s1", "s2"):

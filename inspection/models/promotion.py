@@ -86,7 +86,7 @@ def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy |
 
 def rollback(registry: Registry, name: str) -> dict[str, Any]:
     """Production back to the newest earlier production version that loads."""
-    return registry.rollback(name, loadable=lambda entry: load_check(entry))
+    return registry.rollback(name, loadable=load_check)
 
 
 def passed(decision: GateDecision | None, *, name: str, version: str) -> None:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, float]
     return {name: round(float(v), 4) for name, v in zip(FRAME_COLUMNS, values, strict=True)}
 
 
-class Grouping(str, Enum):
+class Grouping(StrEnum):
     """What a rate table is grouped by."""
 
     STATION = "station"
@@ -75,7 +75,7 @@ class Grouping(str, Enum):
     HOUR = "hour"  # UTC hour (charts)
 
 
-class AlarmKind(str, Enum):
+class AlarmKind(StrEnum):
     SPC = "spc"  # the defect rate moved (a control chart rule)
     EQUIPMENT = "equipment"  # the images moved: light, lens, camera
     MODEL = "model"  # the confidences moved, the images did not: relabel and retrain
@@ -362,13 +362,10 @@ class AnalyticsStore:
             rules = rules.where(station_rules.c.station_id == station)
         events = []
         with self.db.engine.connect() as conn:
-            for r in conn.execute(query):
-                if since <= r.first < until:
-                    events.append({"at": r.first, "station": r.station_id, "what": "model",
-                                   "label": r.model_version})
-            for r in conn.execute(rules):
-                events.append({"at": r.created_at, "station": r.station_id, "what": "rules",
-                               "label": f"rules v{r.version}"})
+            events.extend({"at": r.first, "station": r.station_id, "what": "model", "label": r.model_version}
+                          for r in conn.execute(query) if since <= r.first < until)
+            events.extend({"at": r.created_at, "station": r.station_id, "what": "rules",
+                           "label": f"rules v{r.version}"} for r in conn.execute(rules))
         return sorted(events, key=lambda e: e["at"])
 
     def review_summary(self, since: datetime, until: datetime, *, station: str | None = None) -> dict[str, Any]:

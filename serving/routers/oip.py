@@ -297,7 +297,7 @@ def _response(header: dict[str, Any], used: LoadedModel, results: list, *, wante
                                    wanted[raw_name]))
     if DETECTIONS_OUTPUT in wanted:
         records = _detections(used, results, conf, iou)
-        shape = [len(records)] + batch_shape  # as the images came: [B] or [B, 1]
+        shape = [len(records), *batch_shape]  # as the images came: [B] or [B, 1]
         parts.append(output_tensor(DETECTIONS_OUTPUT, "BYTES", shape, records, wanted[DETECTIONS_OUTPUT]))
     return encode_response(header, parts)
 
