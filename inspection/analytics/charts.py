@@ -114,8 +114,9 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
                 if value is not None and math.isfinite(value):
                     out.append(f'<circle cx="{px(when):.1f}" cy="{py(min(value, high)):.1f}" r="2.5" fill="{colour}"/>')
     for index in highlight:
-        if 0 <= index < len(x) and series and series[0].values[index] is not None:
-            cy = py(min(series[0].values[index], high))
+        ringed = series[0].values[index] if series and 0 <= index < len(x) else None
+        if ringed is not None:
+            cy = py(min(ringed, high))
             out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{cy:.1f}" '
                        f'r="6" fill="none" stroke="#c62828" stroke-width="2"/>')
     legend_x = left
@@ -135,7 +136,7 @@ def pareto_chart(labels: Sequence[str], counts: Sequence[int], *, title: str = "
     left, right, top, bottom = 48, 44, 24 if title else 10, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     total = sum(counts) or 1
-    high = max(counts, default=0) or 1
+    high: float = max(counts, default=0) or 1
     ticks = _ticks(high * 1.05)
     high = max(high, ticks[-1])
     out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '

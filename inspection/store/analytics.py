@@ -197,8 +197,8 @@ class AnalyticsStore:
         if self.db.is_sqlite:
             seconds = cast(func.strftime("%s", inspections.c.created_at), BigInteger)
             return seconds // 900 * 900  # floor division (SQLAlchemy 2: / is true division)
-        seconds = func.floor(func.extract("epoch", inspections.c.created_at) / 900)
-        return cast(seconds, BigInteger) * 900
+        buckets = func.floor(func.extract("epoch", inspections.c.created_at) / 900)
+        return cast(buckets, BigInteger) * 900
 
     def refresh(self, now: datetime | None = None) -> int:
         """Recompute the rollups from the newest stored bucket on (all of them the first time;
@@ -360,7 +360,7 @@ class AnalyticsStore:
         if station:
             query = query.where(rollup_counts.c.station_id == station)
             rules = rules.where(station_rules.c.station_id == station)
-        events = []
+        events: list[dict[str, Any]] = []
         with self.db.engine.connect() as conn:
             events.extend({"at": r.first, "station": r.station_id, "what": "model", "label": r.model_version}
                           for r in conn.execute(query) if since <= r.first < until)
@@ -437,11 +437,11 @@ class AnalyticsStore:
             fail_ids = [r.id for r in rows if r.verdict == Verdict.FAIL.value]
             boxes: dict[str, int] = defaultdict(int)
             for chunk in range(0, len(fail_ids), 500):
-                query = select(defects.c.inspection_id, func.count()).where(
+                counting = select(defects.c.inspection_id, func.count()).where(
                     defects.c.inspection_id.in_(fail_ids[chunk:chunk + 500]))
                 if class_name:
-                    query = query.where(defects.c.class_name == class_name)
-                for inspection_id, n in conn.execute(query.group_by(defects.c.inspection_id)):
+                    counting = counting.where(defects.c.class_name == class_name)
+                for inspection_id, n in conn.execute(counting.group_by(defects.c.inspection_id)):
                     boxes[inspection_id] = int(n)
         failed = np.zeros(complete - first, np.int64)
         found = np.zeros(complete - first, np.int64)
@@ -543,7 +543,7 @@ class AnalyticsStore:
                 new_id = conn.execute(alarms.insert().values(
                     station_id=station, class_name=class_name, kind=AlarmKind(kind).value, rule=rule, side=side,
                     message=message, raised_at=utcnow(), since=since, active_key=key, note="",
-                )).inserted_primary_key[0]
+                )).inserted_primary_key[0]  # type: ignore[index]  # never None after an insert
         except IntegrityError:
             return None  # the unique active_key: this condition is already stored
         return self.alarm(int(new_id))
