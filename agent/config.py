@@ -254,7 +254,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             continue
         value = given
         if isinstance(given, dict):
-            value = _merge(merged.get(key) if isinstance(merged.get(key), dict) else {}, given)
+            current = merged.get(key)
+            value = _merge(current if isinstance(current, dict) else {}, given)
             if not value and key not in merged:
                 continue
         merged[key] = value

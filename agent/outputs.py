@@ -164,7 +164,7 @@ class OpcUaOutput(Output):
             # The answer last: a PLC that reacts to the answer node finds the part id already there.
             for name in sorted(self._nodes, key=lambda n: n == "answer"):
                 kind = self._types[name]
-                value = values.get(name, "")
+                value: object = values.get(name, "")
                 if isinstance(value, LineAnswer):
                     value = (self.CODES[value] if kind not in (ua.VariantType.String, ua.VariantType.Boolean)
                              else value is LineAnswer.OK if kind is ua.VariantType.Boolean else value.value)

@@ -72,10 +72,10 @@ class FrameGate:
         return False
 
 
-def _part(text: str | bytes | None) -> str | None:
+def _part(text: str | bytes | bytearray | None) -> str | None:
     if text is None:
         return None
-    if isinstance(text, bytes):
+    if isinstance(text, bytes | bytearray):  # an MQTT payload may be either
         text = text.decode("utf-8", errors="replace")
     text = text.strip()
     if text.startswith("{"):
