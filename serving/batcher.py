@@ -177,9 +177,9 @@ class MicroBatcher(Generic[FrameT, ModelT]):
                     live.append(item)
                 if not live:
                     continue
-                model = self._current()
                 started = time.monotonic()
                 try:
+                    model = self._current()
                     outputs = await loop.run_in_executor(
                         self._executor, self._run, model, [item.frame for item in live]
                     )

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inspection.store.images import ImageStore
+from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore
 
 
@@ -66,7 +66,7 @@ class _Item:
 
 
 class GroupCommitter:
-    def __init__(self, *, store: RecordStore, images: ImageStore, max_group: int = 64,
+    def __init__(self, *, store: RecordStore, images: ImageStorage, max_group: int = 64,
                  max_wait_ms: float = 0.0, on_group: Callable[[int, float], None] | None = None) -> None:
         self.store, self.images = store, images
         self.max_group, self.max_wait = max_group, max_wait_ms / 1000
@@ -148,9 +148,9 @@ class GroupCommitter:
             except Exception as error:  # noqa: BLE001 - this frame's own failure
                 results[i] = error
         started = time.monotonic()
-        kept = [i for i, (write, _) in writes.items() if write.image is not None]
-        stored = self.images.put_many([(writes[i][0].image, writes[i][0].image_format) for i in kept])
-        for i, sha in zip(kept, stored, strict=True):
+        kept = [(i, write.image, write.image_format) for i, (write, _) in writes.items() if write.image is not None]
+        stored = self.images.put_many([(image, image_format) for _, image, image_format in kept])
+        for (i, _, _), sha in zip(kept, stored, strict=True):
             if isinstance(sha, Exception):
                 results[i] = sha  # its record is not committed: it would name a missing image
                 del writes[i]

@@ -66,6 +66,14 @@ class ModelManager:
         self.on_change = lambda model: None  # metrics hook
         self.on_pointer = lambda followed: None  # metrics hook: False while pointer_problem is set
 
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model served, for code behind ModelDep (which answered 503 while there was none):
+        once loaded, a model is only ever replaced by another."""
+        if self.current is None:
+            raise ModelError("no model loaded; promote one with qc models promote")
+        return self.current
+
     def _load(self, entry: ModelVersion) -> LoadedModel:
         detector = Detector(
             entry.model_path,

@@ -22,6 +22,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,8 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     letterboxed again from its pixels."""
     detector = model.detector
     expected = (3, *detector.input_hw)
-    runnable, results = [], []
+    runnable: list[Frame | TensorFrame] = []
+    results: list[Any] = []  # (output, info), an output, or InputSizeChanged, per frame
     for i, frame in enumerate(frames):
         if isinstance(frame, TensorFrame) and frame.tensor.shape != expected:
             results.append(InputSizeChanged(
@@ -177,7 +179,7 @@ class Inspector:
         await self.committer.close()
 
     def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
-        return Frame.decode(self.manager.current.detector, data, settings=self.settings, header=header)
+        return Frame.decode(self.manager.loaded.detector, data, settings=self.settings, header=header)
 
     async def inspect(
         self,
@@ -247,10 +249,9 @@ class Inspector:
         decision = decide(detections, rules, stats=stats)
         post_end = time.monotonic()
 
-        verdict = decision.verdict.value
-        records = decision.kept.to_records()
-        for record, area in zip(records, decision.areas, strict=True):
-            record["area"] = round(float(area), 3)
+        boxes = decision.kept.to_records()
+        for box, area in zip(boxes, decision.areas, strict=True):
+            box["area"] = round(float(area), 3)
         timings = {
             **timings,
             "queue_ms": result.queue_ms,
@@ -262,13 +263,13 @@ class Inspector:
             "total_ms": (post_end - started) * 1000,
         }
         record = InspectionRecord(
-            station_id=station.id, verdict=verdict, rule=decision.rule, model_name=model.name,
+            station_id=station.id, verdict=decision.verdict, rule=decision.rule, model_name=model.name,
             model_version=model.version, rules_version=station.rules_version,
-            width=header.width, height=header.height, detections=records, timings=timings,
+            width=header.width, height=header.height, detections=boxes, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
             request_id=request_id, **frame_columns(stats, detections),
         )
-        keep = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
+        keep = decision.verdict is not Verdict.PASS or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
 
     def _damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
@@ -307,7 +308,7 @@ class Inspector:
             decision = decide(detections, station.rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,
-                verdict=decision.verdict.value, detections=decision.kept.to_records())
+                verdict=decision.verdict, detections=decision.kept.to_records())
             self.metrics.shadow.labels(agree=str(decision.verdict.value == record.verdict).lower()).inc()
         except Exception:  # shadow mode must never disturb production
             log.exception("shadow inference failed")

@@ -24,6 +24,7 @@ from inspection.store.analytics import (
 )
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore
+from inspection.store.schema import FRAME_COLUMNS
 
 START = datetime(2026, 3, 2, 5, 0)  # naive UTC; 06:00 in Europe/Berlin (UTC+1 in March)
 PLANT = ShiftSettings.equal("Europe/Berlin", first_start="06:00", names=("early", "late", "night"))
@@ -151,6 +152,7 @@ def test_frame_columns_hold_the_image_statistics_and_the_best_confidence():
     boxes = Detections(xyxy=np.array([[0, 0, 5, 5], [1, 1, 4, 4]], np.float32),
                        confidence=np.array([0.3, 0.8], np.float32), class_id=np.array([0, 0]), names={0: "pit"})
     assert frame_columns(stats, boxes)["max_confidence"] == pytest.approx(0.8)
+    assert tuple(empty) == FRAME_COLUMNS  # one figure for each column of the table, in its order
 
 
 def test_the_quality_gate_sends_a_dark_or_blurred_frame_to_review_and_is_off_by_default():

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from sqlalchemy import BigInteger, cast, delete, func, insert, select, update
@@ -57,12 +57,29 @@ BUCKET = timedelta(minutes=15)
 ALL_CLASSES = ""  # class_name of a chart, limit or alarm about the station as a whole
 
 
-def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, float]:
+class FrameColumns(TypedDict):
+    """schema.FRAME_COLUMNS, named: InspectionRecord takes them as keywords."""
+
+    brightness: float
+    contrast: float
+    sharpness: float
+    blue: float
+    green: float
+    red: float
+    max_confidence: float
+
+
+def frame_columns(stats: ImageStats, detections: Detections) -> FrameColumns:
     """The per-frame figures stored with an inspection (schema.FRAME_COLUMNS): its image
     statistics and the highest confidence among the boxes the detector reported (0: none)."""
     best = float(detections.confidence.max()) if len(detections) else 0.0
-    values = [stats.brightness, stats.contrast, stats.sharpness, stats.blue, stats.green, stats.red, best]
-    return {name: round(float(v), 4) for name, v in zip(FRAME_COLUMNS, values, strict=True)}
+
+    def kept(value: float) -> float:
+        return round(float(value), 4)
+
+    return FrameColumns(brightness=kept(stats.brightness), contrast=kept(stats.contrast),
+                        sharpness=kept(stats.sharpness), blue=kept(stats.blue), green=kept(stats.green),
+                        red=kept(stats.red), max_confidence=kept(best))
 
 
 class Grouping(StrEnum):
