@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
@@ -31,10 +32,13 @@ from inspection.models.registry import ModelVersion, Registry
 from inspection.settings import Backend
 from serving.settings import ServeSettings
 
+if TYPE_CHECKING:  # tritonclient is an extra: imported when QC_BACKEND=triton
+    from inspection.detect.triton import TritonBackend
+
 log = logging.getLogger("qc.models")
 
 
-def remote_backend(settings: ServeSettings, entry: ModelVersion):
+def remote_backend(settings: ServeSettings, entry: ModelVersion) -> TritonBackend | None:
     """A TritonBackend for this registry version when QC_BACKEND=triton, else None. The class
     names and sizes come from the registry's copy of the file; Triton runs the network."""
     if settings.backend is not Backend.TRITON:

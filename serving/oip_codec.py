@@ -16,13 +16,16 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
 from serving.bodies import read_limited
+
+if TYPE_CHECKING:
+    from serving.settings import ServeSettings
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 IMAGE_INPUT, DETECTIONS_OUTPUT = "image", "detections"
@@ -300,7 +303,7 @@ def _inflate(body: bytes, *, encoding: str, limit: int) -> bytes:
     return plain
 
 
-def body_limit(settings, accepted: Accepted) -> int:
+def body_limit(settings: ServeSettings, accepted: Accepted) -> int:
     # A full batch of FP32 tensors at 640 is 39 MB, over the 32 MB default for one frame.
     full_batch = accepted.max_batch * 3 * accepted.height * accepted.width * 4
     return max(settings.max_body_bytes, full_batch + (1 << 20))

@@ -28,6 +28,7 @@ import numpy as np
 
 from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
+from inspection.detect.detector import Detector
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
 from inspection.errors import DamagedImage
@@ -35,7 +36,7 @@ from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
-from serving.batcher import MicroBatcher
+from serving.batcher import BatchResult, MicroBatcher
 from serving.committer import GroupCommitter, Write
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
@@ -58,12 +59,12 @@ class Frame:
     info: LetterboxInfo
 
     @classmethod
-    def prepare(cls, detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
+    def prepare(cls, detector: Detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
         letterboxed, info = detector.prepare(image, original_size=size)
         return cls(image=image, size=size, letterboxed=letterboxed, info=info)
 
     @classmethod
-    def decode(cls, detector, data: bytes, *, settings: ServeSettings,
+    def decode(cls, detector: Detector, data: bytes, *, settings: ServeSettings,
                header: imaging.ImageHeader | None = None) -> Frame:
         """An encoded image decoded (reduced as `settings.decode` says) and letterboxed."""
         image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
@@ -71,7 +72,7 @@ class Frame:
         return cls.prepare(detector, image, size)
 
 
-def decoded_pixels(detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
+def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
     """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
     1/16): what a request reserves from the decode budget before decoding."""
     if settings.decode == "auto":
@@ -129,7 +130,7 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
 _converter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="to-tensor")
 
 
-def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
     """One NCHW tensor for the frames, filled in place (no stack of per-frame copies)."""
     tensor = np.empty((len(frames), *shape), np.float32)
     for i, frame in enumerate(frames):
@@ -140,7 +141,7 @@ def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: np
     return tensor.astype(dtype, copy=False)
 
 
-def _infer(detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
+def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     """Raw outputs for the frames. A dynamic-batch model takes them in one run; a static-batch
     model runs chunk by chunk (`Detector.chunks`: each is one engine call, so `run_tensor` does
     not split it again), each chunk converted ahead on `_converter` while the one before it
@@ -235,7 +236,8 @@ class Inspector:
             self._maybe_shadow(saved, frame, station)
         return saved, created
 
-    def _judge(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes, image: np.ndarray,
+    def _judge(self, result: BatchResult[LoadedModel], *, station: Station, header: imaging.ImageHeader,
+               data: bytes, image: np.ndarray,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
         """A frame's boxes, verdict and record (in the committer's thread); its image bytes, as

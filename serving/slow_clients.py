@@ -25,9 +25,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from serving.settings import ServeSettings
 
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -78,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(settings) -> dict[str, Any]:
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """uvicorn.run's keyword arguments for the service's limits on slow and idle clients."""
     protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
     return {
