@@ -33,10 +33,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Style and bugs (ruff), types (mypy: inspection and training), the layout's import rules
+# Style and bugs (ruff), types (mypy: inspection, serving, training, agent), the layout's import rules
 # (lint-imports, contracts in pyproject.toml). A few seconds with mypy's cache warm.
 lint: install
-	$(BIN)/ruff check inspection serving training qc tests bench
+	$(BIN)/ruff check inspection serving training qc tests bench agent
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

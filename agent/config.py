@@ -249,11 +249,13 @@ class AgentConfig(_Strict):
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """`extra` over `base`; None in `extra` means "not given" and changes nothing."""
     merged = dict(base)
-    for key, value in extra.items():
-        if value is None:
+    for key, given in extra.items():
+        if given is None:
             continue
-        if isinstance(value, dict):
-            value = _merge(merged.get(key) if isinstance(merged.get(key), dict) else {}, value)
+        value = given
+        if isinstance(given, dict):
+            current = merged.get(key)
+            value = _merge(current if isinstance(current, dict) else {}, given)
             if not value and key not in merged:
                 continue
         merged[key] = value

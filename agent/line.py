@@ -44,7 +44,7 @@ class _Pending:
 
 class LineBoard:
     def __init__(self, outputs: Outputs, *, station: str, deadline_s: float, safe_default: LineAnswer,
-                 review_as: LineAnswer = LineAnswer.REVIEW, on_miss: Callable[[], None] | None = None,
+                 review_as: LineAnswer = LineAnswer.REVIEW, on_miss: Callable[[], object] | None = None,
                  samples: int = 10000) -> None:
         self.outputs, self.station = outputs, station
         self.deadline_s, self.safe_default, self.review_as = deadline_s, safe_default, review_as

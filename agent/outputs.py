@@ -15,13 +15,14 @@ milliseconds from capture to the answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -85,7 +86,7 @@ class CommandOutput(Output):
                   "station": signal.station}
         argv = [arg.format(**values) for arg in self.argv]
         done = subprocess.run(argv, input=json.dumps(signal.as_json()).encode(), capture_output=True,
-                              timeout=self.timeout_s)
+                              timeout=self.timeout_s, check=False)  # its exit code is read below
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} exited with {done.returncode}: "
                                f"{done.stderr.decode(errors='replace')[-300:].strip()}")
@@ -136,7 +137,7 @@ class OpcUaOutput(Output):
     Boolean node works: for a number node OK is 1, NG 2, REVIEW 3; for a Boolean, OK is True."""
 
     name = "opcua"
-    CODES = {LineAnswer.OK: 1, LineAnswer.NG: 2, LineAnswer.REVIEW: 3}
+    CODES: ClassVar[dict[LineAnswer, int]] = {LineAnswer.OK: 1, LineAnswer.NG: 2, LineAnswer.REVIEW: 3}
 
     def __init__(self, endpoint: str, nodes: dict[str, str], timeout_s: float) -> None:
         from asyncua.sync import Client
@@ -163,7 +164,7 @@ class OpcUaOutput(Output):
             # The answer last: a PLC that reacts to the answer node finds the part id already there.
             for name in sorted(self._nodes, key=lambda n: n == "answer"):
                 kind = self._types[name]
-                value = values.get(name, "")
+                value: object = values.get(name, "")
                 if isinstance(value, LineAnswer):
                     value = (self.CODES[value] if kind not in (ua.VariantType.String, ua.VariantType.Boolean)
                              else value is LineAnswer.OK if kind is ua.VariantType.Boolean else value.value)
@@ -174,10 +175,9 @@ class OpcUaOutput(Output):
 
     def _disconnect(self) -> None:
         if self._connected:
-            try:
+            # A broken connection may refuse to close too; it is dropped either way.
+            with contextlib.suppress(Exception):
                 self.client.disconnect()
-            except Exception:
-                pass
             self._connected = False
 
     def close(self) -> None:
@@ -195,7 +195,7 @@ class Outputs:
         for output in self.outputs:
             try:
                 output.send(signal)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a failing output never stops the others
                 self.failures += 1
                 log.error("could not tell the line through %s (%s): %s", output.name, signal.answer.value, error)
 
@@ -203,7 +203,7 @@ class Outputs:
         for output in self.outputs:
             try:
                 output.close()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - one that cannot close never keeps the rest open
                 log.warning("closing %s: %s", output.name, error)
 
 

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
@@ -47,6 +48,9 @@ from agent.sources import (
 )
 from agent.spool import Spool, SpooledFrame
 from agent.triggers import FrameGate, Listener, TriggerEvent, start_listener
+
+if TYPE_CHECKING:
+    from agent.codes import CodeReader
 
 log = logging.getLogger("qc.agent")
 
@@ -82,7 +86,7 @@ class Agent:
         self.source_problem: str | None = None
         self.service_problem: str | None = None
         self.capture_ms: deque[float] = deque(maxlen=10000)  # encode + spool write, per frame
-        self._code_reader = None
+        self._code_reader: CodeReader | None = None  # made when the first code is read
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -159,10 +163,10 @@ class Agent:
                     continue
             if held is not None:
                 try:
-                    event = self.events.get(timeout=0.2)
+                    trigger = self.events.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                self._take(held, event)
+                self._take(held, trigger)
                 held = None
                 continue
             if min_gap and not external:
@@ -300,4 +304,5 @@ class Agent:
         return {**self.health(), "sent": self.sent, "late_verdicts": self.board.late,
                 "answered_in_time": self.board.answered, "misses_this_run": self.board.misses,
                 "line_output_failures": self.outputs.failures, "latency": self.board.latency_summary(),
-                "capture_ms_p50": round(sorted(self.capture_ms)[len(self.capture_ms) // 2], 2) if self.capture_ms else 0.0}
+                "capture_ms_p50": (round(sorted(self.capture_ms)[len(self.capture_ms) // 2], 2)
+                                   if self.capture_ms else 0.0)}

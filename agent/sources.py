@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.config import SourceConfig, SourceKind
+from agent.config import SourceConfig, SourceKind, infer_source_kind
 from inspection.detect import imaging
 from inspection.errors import ImageError
 
@@ -78,9 +78,10 @@ class VideoSource(Source):
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
-        self.kind = config.kind
+        # SourceConfig fills the kind from the uri; a config built without validation gets it here.
+        self.kind: SourceKind = config.kind or infer_source_kind(config.uri)
         self.description = {SourceKind.CAMERA: f"camera {config.uri}", SourceKind.STREAM: f"stream {config.uri}",
-                            SourceKind.VIDEO: f"video file {config.uri}"}[config.kind]
+                            SourceKind.VIDEO: f"video file {config.uri}"}[self.kind]
         self._capture: cv2.VideoCapture | None = None
 
     def open(self) -> None:
@@ -125,7 +126,8 @@ class FileSource(Source):
 
     def __init__(self, config: SourceConfig, *, ledger: Path | None = None) -> None:
         self.config = config
-        self.kind = config.kind
+        # SourceConfig fills the kind from the uri; a config built without validation gets it here.
+        self.kind: SourceKind = config.kind or infer_source_kind(config.uri)
         self.description = f"{'folder' if self.kind is SourceKind.FOLDER else 'glob'} {config.uri}"
         self.ledger = ledger
         self.done: set[str] = set()

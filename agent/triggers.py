@@ -17,6 +17,7 @@ node read when the trigger node changed). The agent takes the next frame after t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -71,17 +72,15 @@ class FrameGate:
         return False
 
 
-def _part(text: str | bytes | None) -> str | None:
+def _part(text: str | bytes | bytearray | None) -> str | None:
     if text is None:
         return None
-    if isinstance(text, bytes):
+    if isinstance(text, bytes | bytearray):  # an MQTT payload may be either
         text = text.decode("utf-8", errors="replace")
     text = text.strip()
     if text.startswith("{"):
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             text = str(json.loads(text).get("part_id") or "")
-        except (ValueError, AttributeError):
-            pass
     return text[:128] or None
 
 
@@ -184,7 +183,7 @@ class OpcUaListener(Listener):
             if self._part is not None:
                 try:
                     part_id = _part(str(self._part.read_value()))
-                except Exception as error:  # the PLC went away: a trigger without a part id
+                except Exception as error:  # noqa: BLE001 - the PLC went away: a trigger without a part id
                     log.error("cannot read the part-id node: %s", error)
             self._events.put(TriggerEvent(part_id, at_ns))
 

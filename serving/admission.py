@@ -33,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import HTTPException
 
 
 class FairAdmission:
-    def __init__(self, *, capacity: int, window_s: float, on_refused=lambda who: None) -> None:
+    def __init__(self, *, capacity: int, window_s: float,
+                 on_refused: Callable[[str], object] = lambda who: None) -> None:
         self.capacity, self.window_s = capacity, window_s
         self.on_refused = on_refused
         self._in_flight: dict[str, int] = {}

@@ -32,7 +32,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 import numpy as np
@@ -83,7 +83,7 @@ class Condition:
     rule: str
     message: str
     side: str | None = None
-    since: object = None
+    since: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -159,9 +159,9 @@ class AlarmEvaluator:
                 found.append(condition(Rule.EWMA, f"EWMA {chart.statistic[-1]:.2%} above its limit "
                                        f"{chart.upper[-1]:.2%}", last))
         if Rule.CUSUM in self.rules:
-            chart = cusum(limits, counts, sizes, CusumSettings(s.cusum_shift, s.cusum_h))
-            if chart.above[-1]:
-                found.append(condition(Rule.CUSUM, f"CUSUM {chart.upper_sum[-1]:.1f} defective parts more than "
+            sums = cusum(limits, counts, sizes, CusumSettings(s.cusum_shift, s.cusum_h))
+            if sums.above[-1]:
+                found.append(condition(Rule.CUSUM, f"CUSUM {sums.upper_sum[-1]:.1f} defective parts more than "
                                        f"the baseline allows (h {s.cusum_h:g})", last))
         zone = [r for r in self.rules if r in ZONE_RULES]
         if zone:

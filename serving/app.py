@@ -39,12 +39,11 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
+from inspection.store.analytics import AnalyticsStore
 from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
-from inspection.store.analytics import AnalyticsStore
 from serving.metrics import Metrics
-from inspection.store.reviews import ReviewStore
 from serving.routers import (
     analytics,
     health,
@@ -171,7 +170,7 @@ def _offline_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} - API",
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url="/docs/assets/favicon-32x32.png")

@@ -177,13 +177,13 @@ class MicroBatcher(Generic[FrameT, ModelT]):
                     live.append(item)
                 if not live:
                     continue
-                model = self._current()
                 started = time.monotonic()
                 try:
+                    model = self._current()
                     outputs = await loop.run_in_executor(
                         self._executor, self._run, model, [item.frame for item in live]
                     )
-                except Exception as error:  # the model failed: every frame of the batch learns why
+                except Exception as error:  # noqa: BLE001 - the model failed: every frame of the batch learns why
                     for item in live:
                         if not item.future.done():
                             item.future.set_exception(error)
@@ -191,7 +191,7 @@ class MicroBatcher(Generic[FrameT, ModelT]):
                 inference_ms = (time.monotonic() - started) * 1000
                 if self._on_batch:
                     self._on_batch(len(live), inference_ms)
-                for item, output in zip(live, outputs):
+                for item, output in zip(live, outputs, strict=True):
                     if item.future.done():
                         continue
                     if isinstance(output, Exception):

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inspection.store.images import ImageStore
+from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore
 
 
@@ -66,7 +66,7 @@ class _Item:
 
 
 class GroupCommitter:
-    def __init__(self, *, store: RecordStore, images: ImageStore, max_group: int = 64,
+    def __init__(self, *, store: RecordStore, images: ImageStorage, max_group: int = 64,
                  max_wait_ms: float = 0.0, on_group: Callable[[int, float], None] | None = None) -> None:
         self.store, self.images = store, images
         self.max_group, self.max_wait = max_group, max_wait_ms / 1000
@@ -127,7 +127,7 @@ class GroupCommitter:
                     results = await loop.run_in_executor(self._executor, self._write, [i.job for i in group])
                 except Exception as error:  # noqa: BLE001 - a bug in the writer itself: every frame learns it
                     results = [error] * len(group)
-                for item, result in zip(group, results):
+                for item, result in zip(group, results, strict=True):
                     if item.future.done():
                         continue
                     if isinstance(result, BaseException):
@@ -148,9 +148,9 @@ class GroupCommitter:
             except Exception as error:  # noqa: BLE001 - this frame's own failure
                 results[i] = error
         started = time.monotonic()
-        kept = [i for i, (write, _) in writes.items() if write.image is not None]
-        stored = self.images.put_many([(writes[i][0].image, writes[i][0].image_format) for i in kept])
-        for i, sha in zip(kept, stored):
+        kept = [(i, write.image, write.image_format) for i, (write, _) in writes.items() if write.image is not None]
+        stored = self.images.put_many([(image, image_format) for _, image, image_format in kept])
+        for (i, _, _), sha in zip(kept, stored, strict=True):
             if isinstance(sha, Exception):
                 results[i] = sha  # its record is not committed: it would name a missing image
                 del writes[i]
@@ -161,7 +161,7 @@ class GroupCommitter:
         store_ms = (time.monotonic() - started) * 1000
         if self._on_group:
             self._on_group(len(order), store_ms)
-        for i, outcome in zip(order, saved):
+        for i, outcome in zip(order, saved, strict=True):
             if isinstance(outcome, Exception):
                 results[i] = outcome
             else:

@@ -24,6 +24,7 @@ hold is verified in a thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -128,7 +129,7 @@ KeyDep = Annotated[ApiKey, Depends(current_key)]
 """Any valid key, whatever its role."""
 
 
-def require(*roles: Role):
+def require(*roles: Role) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     """A dependency: a key whose role covers one of `roles` (see `Role.covers`), else 403."""
     needed = " or ".join(sorted({r.value for r in Role for want in roles if r.covers(want)}))
 
@@ -200,7 +201,7 @@ async def _analytics(state: StateDep) -> AnalyticsStore:
     return AnalyticsStore(state.db)
 
 
-def _alarms(request: Request):
+def _alarms(request: Request) -> AlarmEvaluator:
     return request.app.state.alarms  # serving/alarms.AlarmEvaluator, made in the lifespan
 
 

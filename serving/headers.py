@@ -42,7 +42,7 @@ def part_id(raw: str | None, *, header: str = "X-Part-Id") -> str | None:
             text = unquote_to_bytes(value[len(_RFC8187):]).decode("utf-8")
         else:
             text = value.encode("latin-1").decode("utf-8")
-    except UnicodeError as error:
+    except (UnicodeDecodeError, UnicodeEncodeError) as error:  # undecodable, or not latin-1
         raise HTTPException(
             400, f"{header} is not UTF-8 text ({error.reason}); send UTF-8 bytes, or RFC 8187 "
                  f"notation: {header}: UTF-8''Lot-%C3%847") from error

@@ -12,7 +12,7 @@ sum(rate(qc_review_outcomes_total{model_verdict="FAIL",decision!="retracted"}[1d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -95,7 +95,7 @@ class _Backlog:
     def __init__(self) -> None:
         self.source: Callable[[], dict[str, int]] | None = None
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("qc_review_backlog", "Flagged frames not yet reviewed, by station.",
                                    labels=["station"])
         if self.source is not None:
@@ -103,5 +103,5 @@ class _Backlog:
                 family.add_metric([station], count)
         yield family
 
-    def describe(self):
+    def describe(self) -> list[GaugeMetricFamily]:
         return []

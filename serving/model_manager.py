@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
@@ -31,10 +32,13 @@ from inspection.models.registry import ModelVersion, Registry
 from inspection.settings import Backend
 from serving.settings import ServeSettings
 
+if TYPE_CHECKING:  # tritonclient is an extra: imported when QC_BACKEND=triton
+    from inspection.detect.triton import TritonBackend
+
 log = logging.getLogger("qc.models")
 
 
-def remote_backend(settings: ServeSettings, entry: ModelVersion):
+def remote_backend(settings: ServeSettings, entry: ModelVersion) -> TritonBackend | None:
     """A TritonBackend for this registry version when QC_BACKEND=triton, else None. The class
     names and sizes come from the registry's copy of the file; Triton runs the network."""
     if settings.backend is not Backend.TRITON:
@@ -65,6 +69,14 @@ class ModelManager:
         self.swap_lock = asyncio.Lock()
         self.on_change = lambda model: None  # metrics hook
         self.on_pointer = lambda followed: None  # metrics hook: False while pointer_problem is set
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model served, for code behind ModelDep (which answered 503 while there was none):
+        once loaded, a model is only ever replaced by another."""
+        if self.current is None:
+            raise ModelError("no model loaded; promote one with qc models promote")
+        return self.current
 
     def _load(self, entry: ModelVersion) -> LoadedModel:
         detector = Detector(
@@ -114,7 +126,7 @@ class ModelManager:
             # serving production.
             try:
                 self.shadow = self._load(self.registry.resolve(self.settings.shadow_model))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - shadow never disturbs production
                 self.last_error = f"shadow {self.settings.shadow_model} refused: {error}"
                 log.error(self.last_error)
         return self.current
@@ -129,7 +141,7 @@ class ModelManager:
                 continue
             try:
                 loaded = self._load(self.registry.get(name, version))
-            except Exception as fallback_error:
+            except Exception as fallback_error:  # noqa: BLE001 - this one cannot load either: try the next
                 tried.append(f"{version}: {fallback_error}")
                 continue
             problem = (f"production pointer names {name}@{broken}, which cannot load ({error}); serving "
@@ -201,7 +213,7 @@ class ModelManager:
             try:
                 await self.swap_to(version)
                 refused = None
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a broken version is reported; polling goes on
                 refused = version  # do not retry a broken version every poll
                 serving = self.current.version if self.current else "nothing"
                 self._set_pointer_problem(

@@ -16,7 +16,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 from fastapi import Request
@@ -24,9 +24,12 @@ from fastapi.responses import Response
 
 from serving.bodies import read_limited
 
+if TYPE_CHECKING:
+    from serving.settings import ServeSettings
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 IMAGE_INPUT, DETECTIONS_OUTPUT = "image", "detections"
-TENSOR_DATATYPES = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "UINT8": np.dtype("u1")}
+TENSOR_DATATYPES: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2"), "UINT8": np.dtype("u1")}
 
 
 class OIPError(Exception):
@@ -104,7 +107,7 @@ def _header_length(value: str | None, body: bytes) -> int:
     return length
 
 
-def _int_list(value: Any) -> bool:
+def _int_list(value: Any) -> TypeGuard[list[int]]:
     return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
 
 
@@ -123,7 +126,8 @@ def parse_request(body: bytes, header_length: str | None, accepted: Accepted) ->
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request(f"'id' must be a string, not {type(request_id).__name__}")
-    binary, offset, tensors = body[split:], 0, []
+    binary, offset = body[split:], 0
+    tensors: list[Tensor] = []
     for index, spec in enumerate(inputs):
         if not isinstance(spec, dict):
             raise bad_request(f"inputs[{index}] must be an object with name, shape, datatype and data")
@@ -215,7 +219,8 @@ def _from_binary(name: str, datatype: str, shape: list[int], raw: bytes) -> Any:
 
 def _split_bytes(name: str, raw: bytes, count: int) -> list[bytes]:
     """BYTES elements on the wire: each a little-endian uint32 length, then that many bytes."""
-    items, offset = [], 0
+    items: list[bytes] = []
+    offset = 0
     while offset < len(raw):
         if offset + 4 > len(raw):
             raise bad_request(f"input {name!r}: BYTES data cut short inside an element's 4-byte length")
@@ -298,7 +303,7 @@ def _inflate(body: bytes, *, encoding: str, limit: int) -> bytes:
     return plain
 
 
-def body_limit(settings, accepted: Accepted) -> int:
+def body_limit(settings: ServeSettings, accepted: Accepted) -> int:
     # A full batch of FP32 tensors at 640 is 39 MB, over the 32 MB default for one frame.
     full_batch = accepted.max_batch * 3 * accepted.height * accepted.width * 4
     return max(settings.max_body_bytes, full_batch + (1 << 20))

@@ -16,16 +16,19 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
+from inspection.detect.detector import Detector
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
 from inspection.errors import DamagedImage
@@ -33,7 +36,7 @@ from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
-from serving.batcher import MicroBatcher
+from serving.batcher import BatchResult, MicroBatcher
 from serving.committer import GroupCommitter, Write
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
@@ -56,12 +59,12 @@ class Frame:
     info: LetterboxInfo
 
     @classmethod
-    def prepare(cls, detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
+    def prepare(cls, detector: Detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
         letterboxed, info = detector.prepare(image, original_size=size)
         return cls(image=image, size=size, letterboxed=letterboxed, info=info)
 
     @classmethod
-    def decode(cls, detector, data: bytes, *, settings: ServeSettings,
+    def decode(cls, detector: Detector, data: bytes, *, settings: ServeSettings,
                header: imaging.ImageHeader | None = None) -> Frame:
         """An encoded image decoded (reduced as `settings.decode` says) and letterboxed."""
         image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
@@ -69,7 +72,7 @@ class Frame:
         return cls.prepare(detector, image, size)
 
 
-def decoded_pixels(detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
+def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
     """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
     1/16): what a request reserves from the decode budget before decoding."""
     if settings.decode == "auto":
@@ -100,7 +103,8 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     letterboxed again from its pixels."""
     detector = model.detector
     expected = (3, *detector.input_hw)
-    runnable, results = [], []
+    runnable: list[Frame | TensorFrame] = []
+    results: list[Any] = []  # (output, info), an output, or InputSizeChanged, per frame
     for i, frame in enumerate(frames):
         if isinstance(frame, TensorFrame) and frame.tensor.shape != expected:
             results.append(InputSizeChanged(
@@ -108,8 +112,8 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
                 "(it was swapped while this request waited); read the model metadata again"))
             continue
         if isinstance(frame, Frame) and frame.letterboxed.shape[:2] != expected[1:]:
-            frames[i] = frame = Frame.prepare(detector, frame.image, frame.size)
-        runnable.append(frame)
+            frames[i] = Frame.prepare(detector, frame.image, frame.size)
+        runnable.append(frames[i])
         results.append(None)  # filled below
     outputs = iter(_infer(detector, runnable) if runnable else [])
     for i, frame in enumerate(frames):
@@ -126,7 +130,7 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
 _converter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="to-tensor")
 
 
-def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
     """One NCHW tensor for the frames, filled in place (no stack of per-frame copies)."""
     tensor = np.empty((len(frames), *shape), np.float32)
     for i, frame in enumerate(frames):
@@ -137,7 +141,7 @@ def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: np
     return tensor.astype(dtype, copy=False)
 
 
-def _infer(detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
+def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     """Raw outputs for the frames. A dynamic-batch model takes them in one run; a static-batch
     model runs chunk by chunk (`Detector.chunks`: each is one engine call, so `run_tensor` does
     not split it again), each chunk converted ahead on `_converter` while the one before it
@@ -176,7 +180,7 @@ class Inspector:
         await self.committer.close()
 
     def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
-        return Frame.decode(self.manager.current.detector, data, settings=self.settings, header=header)
+        return Frame.decode(self.manager.loaded.detector, data, settings=self.settings, header=header)
 
     async def inspect(
         self,
@@ -200,8 +204,10 @@ class Inspector:
                 self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
                 if choice is not DamagedFrames.REVIEW:
                     raise
-                written, _ = await self.committer.submit(lambda: self._damaged(
-                    error, station=station, header=header, data=data, started=started,
+                # partial binds the error now: a closure would read the except target, a name
+                # Python unbinds when the block ends.
+                written, _ = await self.committer.submit(functools.partial(
+                    self._damaged, error, station=station, header=header, data=data, started=started,
                     part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
                 if written.created:
                     self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
@@ -230,7 +236,8 @@ class Inspector:
             self._maybe_shadow(saved, frame, station)
         return saved, created
 
-    def _judge(self, result, *, station: Station, header: imaging.ImageHeader, data: bytes, image: np.ndarray,
+    def _judge(self, result: BatchResult[LoadedModel], *, station: Station, header: imaging.ImageHeader,
+               data: bytes, image: np.ndarray,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
         """A frame's boxes, verdict and record (in the committer's thread); its image bytes, as
@@ -244,10 +251,9 @@ class Inspector:
         decision = decide(detections, rules, stats=stats)
         post_end = time.monotonic()
 
-        verdict = decision.verdict.value
-        records = decision.kept.to_records()
-        for record, area in zip(records, decision.areas):
-            record["area"] = round(float(area), 3)
+        boxes = decision.kept.to_records()
+        for box, area in zip(boxes, decision.areas, strict=True):
+            box["area"] = round(float(area), 3)
         timings = {
             **timings,
             "queue_ms": result.queue_ms,
@@ -259,13 +265,13 @@ class Inspector:
             "total_ms": (post_end - started) * 1000,
         }
         record = InspectionRecord(
-            station_id=station.id, verdict=verdict, rule=decision.rule, model_name=model.name,
+            station_id=station.id, verdict=decision.verdict, rule=decision.rule, model_name=model.name,
             model_version=model.version, rules_version=station.rules_version,
-            width=header.width, height=header.height, detections=records, timings=timings,
+            width=header.width, height=header.height, detections=boxes, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
             request_id=request_id, **frame_columns(stats, detections),
         )
-        keep = verdict != "PASS" or random.random() < self.settings.pass_sample_rate
+        keep = decision.verdict is not Verdict.PASS or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
 
     def _damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
@@ -304,7 +310,7 @@ class Inspector:
             decision = decide(detections, station.rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,
-                verdict=decision.verdict.value, detections=decision.kept.to_records())
+                verdict=decision.verdict, detections=decision.kept.to_records())
             self.metrics.shadow.labels(agree=str(decision.verdict.value == record.verdict).lower()).inc()
         except Exception:  # shadow mode must never disturb production
             log.exception("shadow inference failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, overload
 
 from pydantic import BaseModel, BeforeValidator, Field
 
@@ -127,6 +127,14 @@ class StationHealthOut(BaseModel):
     source_problem: str | None = None
     service_problem: str | None = None
 
+    @overload
+    @classmethod
+    def of(cls, health: StationHealth) -> StationHealthOut: ...
+
+    @overload
+    @classmethod
+    def of(cls, health: None) -> None: ...
+
     @classmethod
     def of(cls, health: StationHealth | None) -> StationHealthOut | None:
         if health is None:
@@ -228,8 +236,12 @@ class BoxIn(BaseModel):
     model_config = {"populate_by_name": True}
 
     def correction(self) -> BoxCorrection:
+        xyxy = (0.0, 0.0, 0.0, 0.0)
+        if self.xyxy:
+            x1, y1, x2, y2 = self.xyxy  # four: the field's length bounds
+            xyxy = (x1, y1, x2, y2)
         return BoxCorrection(decision=self.decision, class_name=self.class_name, detection=self.detection,
-                             xyxy=tuple(self.xyxy) if self.xyxy else (0.0, 0.0, 0.0, 0.0))
+                             xyxy=xyxy)
 
 
 class ReviewIn(BaseModel):

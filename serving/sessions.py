@@ -74,7 +74,9 @@ def clear_session_cookie(response: Response, *, request: Request, settings: Serv
 
 
 def csrf_matches(sent: str | None, expected: str | None) -> bool:
-    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
+    if not sent or not expected:
+        return False
+    return hmac.compare_digest(sent.encode(), expected.encode())
 
 
 def actor_of(session: Session) -> Actor:

@@ -7,13 +7,16 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
 from inspection.detect.imaging import DEFAULT_MAX_PIXELS
 from inspection.settings import Settings
+
+if TYPE_CHECKING:
+    from inspection.analytics.shifts import ShiftSettings
 
 
 class ServeSettings(Settings):
@@ -122,7 +125,7 @@ class ServeSettings(Settings):
         return value
 
     @staticmethod
-    def parse_shifts(text: str, timezone: str):
+    def parse_shifts(text: str, timezone: str) -> ShiftSettings:
         from datetime import time
 
         from inspection.analytics.shifts import Shift, ShiftSettings
@@ -138,7 +141,7 @@ class ServeSettings(Settings):
                              f"early=06:00,late=14:00,night=22:00): {error}") from None
 
     @property
-    def plant_shifts(self):
+    def plant_shifts(self) -> ShiftSettings:
         """The shifts as `ShiftSettings` in the plant's time zone."""
         return self.parse_shifts(self.shifts, self.timezone)
 

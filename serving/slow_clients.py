@@ -25,9 +25,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from serving.settings import ServeSettings
 
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -51,16 +54,22 @@ class GuardedH11Protocol(H11Protocol):
             self._header_deadline.cancel()
             self._header_deadline = None
 
+    def _handling(self) -> bool:
+        """A request's headers are parsed and its response is not complete."""
+        # uvicorn annotates `cycle` as always set, but it is None until the first request.
+        cycle: RequestResponseCycle | None = self.cycle
+        return cycle is not None and not cycle.response_complete
+
     def data_received(self, data: bytes) -> None:
-        if self.cycle is None or self.cycle.response_complete:
+        if not self._handling():
             self._arm()  # the first bytes of a new request: its headers are due in time
         super().data_received(data)
-        if self.cycle is not None and not self.cycle.response_complete:
+        if self._handling():
             self._disarm()  # h11 parsed the headers: the request is the app's now
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
-        if self.cycle is not None and not self.cycle.response_complete:
+        if self._handling():
             return  # a request is being handled
         if not self.transport.is_closing():
             self.logger.info("closing a connection whose request headers took over %.0f s",
@@ -72,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(settings) -> dict[str, Any]:
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """uvicorn.run's keyword arguments for the service's limits on slow and idle clients."""
     protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
     return {

@@ -38,8 +38,10 @@ from serving.settings import ServeSettings
 def _refuse_missing_providers(settings: ServeSettings, model: LoadedModel | None) -> None:
     """A GPU provider named in QC_PROVIDERS that did not load stops the start: the operator
     asked for that engine, and a service quietly ten times slower would stall the line."""
+    if model is None:
+        return
     named = [p for p in settings.provider_list() if p.lower() != "auto"]
-    missing = model.detector.backend.missing_providers if model else []
+    missing = model.detector.backend.missing_providers
     if named and missing:
         raise ModelError(
             f"QC_PROVIDERS={settings.providers}: {', '.join(missing)} did not load (running on "
@@ -72,17 +74,25 @@ class AppState:
         store, keys = RecordStore(db), KeyStore(db)
         images, registry = open_image_store(settings), Registry(settings.models_dir)
         manager = ModelManager(settings, registry)
-        manager.on_change = lambda m: (metrics.set_model(m.name, m.version, m.detector.providers),
-                                       metrics.set_missing_providers(m.detector.backend.missing_providers))
+
+        def on_change(m: LoadedModel) -> None:
+            metrics.set_model(m.name, m.version, m.detector.providers)
+            metrics.set_missing_providers(m.detector.backend.missing_providers)
+
+        def on_batch(n: int, ms: float) -> None:
+            metrics.batch_size.observe(n)
+            metrics.inference.observe(ms / 1000)
+
+        manager.on_change = on_change
         manager.on_pointer = lambda followed: metrics.pointer_followed.set(1 if followed else 0)
         manager.load_production()
         _refuse_missing_providers(settings, manager.current)
         batcher: MicroBatcher[Frame | TensorFrame, LoadedModel] = MicroBatcher(
-            run=run_batch, current=lambda: manager.current, max_batch=settings.max_batch,
+            run=run_batch, current=lambda: manager.loaded, max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
             workers=settings.inference_workers,
             can_batch=lambda: manager.current is not None and manager.current.detector.batch != 1,
-            on_batch=lambda n, ms: (metrics.batch_size.observe(n), metrics.inference.observe(ms / 1000)),
+            on_batch=on_batch,
         )
         inspector = Inspector(settings=settings, store=store, images=images, manager=manager,
                               batcher=batcher, metrics=metrics)
@@ -107,7 +117,7 @@ class AppState:
         database = await asyncio.to_thread(self.db.ping)
         try:
             production = await asyncio.to_thread(self.registry.production_version, self.settings.model_name)
-        except Exception:  # a corrupt pointer file: pointer_problem or last_model_error says so
+        except Exception:  # noqa: BLE001 - a corrupt pointer file: pointer_problem or last_model_error says so
             production = None
         body = {
             "model": f"{model.name}@{model.version}" if model else None,

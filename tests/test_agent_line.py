@@ -164,7 +164,8 @@ def test_an_opcua_plc_triggers_with_a_part_id_and_reads_answer_part_and_inspecti
                      line={"deadline_ms": 30000, "outputs": [
                          {"kind": "stdout"},
                          {"kind": "opcua", "endpoint": endpoint, "nodes": {
-                             "answer": ids["Answer"], "part_id": ids["PartId"], "inspection_id": ids["InspectionId"]}}]})
+                             "answer": ids["Answer"], "part_id": ids["PartId"],
+                             "inspection_id": ids["InspectionId"]}}]})
         stdout = io.StringIO()
         agent = Agent(cfg, stdout=stdout)
         thread = threading.Thread(target=run, args=(agent,))

@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -125,7 +126,7 @@ def test_a_moved_confidence_with_steady_images_asks_for_relabeling(line):
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []  # shared by the handler instances: one per request
 
     def do_POST(self):
         self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
@@ -248,4 +249,5 @@ def test_through_the_service_a_step_change_is_alarmed_shown_and_acknowledged(unt
         assert (acknowledged["acknowledged_by"], acknowledged["note"]) == ("kim", "feeder jam cleared")
         summary = service.client.get("/v1/analytics/summary", headers=service.key("reviewer")).json()
         assert summary["total"]["inspected"] == 160 and summary["by_station"][0]["key"] == station
-        assert service.client.get("/v1/analytics/summary", headers=service.key("station", (station,))).status_code == 403
+        station_key = service.key("station", (station,))
+        assert service.client.get("/v1/analytics/summary", headers=station_key).status_code == 403

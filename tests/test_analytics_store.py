@@ -24,6 +24,7 @@ from inspection.store.analytics import (
 )
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore
+from inspection.store.schema import FRAME_COLUMNS
 
 START = datetime(2026, 3, 2, 5, 0)  # naive UTC; 06:00 in Europe/Berlin (UTC+1 in March)
 PLANT = ShiftSettings.equal("Europe/Berlin", first_start="06:00", names=("early", "late", "night"))
@@ -87,7 +88,8 @@ def test_rates_group_by_class_plant_day_and_shift_in_the_plant_zone(stores):
     by_class = analytics.rates(*window, by=Grouping.CLASS)
     assert [(r.key, r.failed, r.inspected) for r in by_class] == [("scratch", 2, 3), ("pit", 1, 3)]
     pareto = analytics.pareto(*window)
-    assert [(p["class"], p["failed_parts"], p["cumulative"]) for p in pareto] == [("scratch", 2, 0.6667), ("pit", 1, 1.0)]
+    assert [(p["class"], p["failed_parts"], p["cumulative"]) for p in pareto] == [
+        ("scratch", 2, 0.6667), ("pit", 1, 1.0)]
 
 
 def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):
@@ -96,7 +98,8 @@ def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):
     records.save_inspection(record("line1", START + timedelta(minutes=40), model="v2"))
     analytics.refresh(now=START + timedelta(hours=1))
     models = [e for e in analytics.versions(START, START + timedelta(hours=1)) if e["what"] == "model"]
-    assert [(e["label"], e["at"]) for e in models] == [("m@v1", START), ("m@v2", floor_bucket(START + timedelta(minutes=40)))]
+    assert [(e["label"], e["at"]) for e in models] == [
+        ("m@v1", START), ("m@v2", floor_bucket(START + timedelta(minutes=40)))]
 
 
 def test_frozen_limits_come_from_the_baselines_complete_subgroups(stores):
@@ -149,6 +152,7 @@ def test_frame_columns_hold_the_image_statistics_and_the_best_confidence():
     boxes = Detections(xyxy=np.array([[0, 0, 5, 5], [1, 1, 4, 4]], np.float32),
                        confidence=np.array([0.3, 0.8], np.float32), class_id=np.array([0, 0]), names={0: "pit"})
     assert frame_columns(stats, boxes)["max_confidence"] == pytest.approx(0.8)
+    assert tuple(empty) == FRAME_COLUMNS  # one figure for each column of the table, in its order
 
 
 def test_the_quality_gate_sends_a_dark_or_blurred_frame_to_review_and_is_off_by_default():

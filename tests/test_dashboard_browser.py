@@ -80,7 +80,8 @@ def live(untrained_model, tmp_path_factory):
 def post_parts(url: str, admin: dict, station: str, n: int, share: float, rng, first: int) -> None:
     with httpx.Client(base_url=url, headers={**admin, "Content-Type": "image/png"}, timeout=30) as client:
         for i in range(n):
-            response = client.post(f"/v1/stations/{station}/inspect", content=part(bool(rng.random() < share), first + i))
+            image = part(bool(rng.random() < share), first + i)
+            response = client.post(f"/v1/stations/{station}/inspect", content=image)
             assert response.status_code == 200, response.text
 
 
@@ -93,7 +94,8 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
     rng = np.random.default_rng(20261201)
     post_parts(url, admin, station, 150, 0.08, rng, 0)  # the baseline: about 8% FAIL
     frozen = httpx.post(f"{url}/v1/analytics/limits", headers=admin, json={
-        "station": station, "since": "2020-01-01T00:00:00Z", "until": datetime.now(UTC).isoformat(), "subgroup_size": 10})
+        "station": station, "since": "2020-01-01T00:00:00Z", "until": datetime.now(UTC).isoformat(),
+        "subgroup_size": 10})
     assert frozen.status_code == 201, frozen.text
     post_parts(url, admin, station, 60, 0.5, rng, 1000)  # the step
     raised = httpx.post(f"{url}/v1/analytics/evaluate", headers=admin).json()["raised"]

@@ -37,7 +37,7 @@ IMAGE = "qc-serve:test"
 
 def _mirror() -> str:
     """The Debian mirror this machine's apt uses (deb822 or one-line sources)."""
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
+    for path in [*sorted(glob.glob("/etc/apt/sources.list.d/*.sources")), "/etc/apt/sources.list"]:
         text = Path(path).read_text() if Path(path).is_file() else ""
         found = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.MULTILINE) or re.search(
             r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+bookworm", text, re.MULTILINE)

@@ -25,10 +25,7 @@ from serving.committer import GroupCommitter, Write
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qc.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     database = Database(url)
     database.upgrade()
     yield database
@@ -106,7 +103,7 @@ def test_a_group_of_images_is_stored_with_each_folder_fsynced_once(tmp_path, mon
     items = [(data, "jpeg") for data in frames] * 2  # every frame twice in the group
     shas = images.put_many(items)
     assert shas == [hashlib.sha256(d).hexdigest() for d in frames] * 2
-    for sha, data in zip(shas, frames):
+    for sha, data in zip(shas[: len(frames)], frames, strict=True):
         assert images.path(sha).read_bytes() == data
     assert len(folders) == len(set(folders)), "a folder was fsynced twice in one group"
     assert str(tmp_path / "images") in folders  # the root gained the new <ab> folders
@@ -149,7 +146,7 @@ def test_frames_handed_over_together_are_one_group_one_transaction(store, commit
     assert [extra for _, extra in results] == list(range(8))  # each caller gets its own job's value
     assert {(w.group_size, w.created) for w, _ in results} == {(8, True)}
     assert len(commits) == 1
-    for (written, _), r in zip(results, group):
+    for (written, _), r in zip(results, group, strict=True):
         assert store.inspection(r.id).image_sha256 == written.record.image_sha256 is not None
 
 

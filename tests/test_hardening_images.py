@@ -21,7 +21,6 @@ from inspection.detect import imaging
 from inspection.errors import DamagedImage, ImageError
 from tests.service_harness import FAIL_ALL, concurrently, frame
 
-
 # -- frames damaged the ways the probe damaged them ----------------------------------
 
 
@@ -64,7 +63,7 @@ DAMAGED = {
 
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_imaging_refuses_damaged_jpegs_with_libjpegs_reason(case):
-    with pytest.raises(DamagedImage, match="JPEG: .*(Corrupt JPEG data|Premature end)"):
+    with pytest.raises(DamagedImage, match=r"JPEG: .*(Corrupt JPEG data|Premature end)"):
         imaging.decode(DAMAGED[case]())
 
 

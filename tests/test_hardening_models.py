@@ -44,7 +44,7 @@ def registry(tmp_path, untrained_model, broken_model) -> Registry:
 
 def test_a_forced_promotion_of_a_version_that_does_not_load_moves_no_pointer(registry):
     before = registry.pointer("default")
-    with pytest.raises(ModelError, match="default@v2 does not load .*no pointer was moved"):
+    with pytest.raises(ModelError, match=r"default@v2 does not load .*no pointer was moved"):
         promotion.promote(registry, "default", "v2", force=True)
     assert registry.pointer("default") == before
 
@@ -87,7 +87,7 @@ def test_rollback_with_no_loadable_earlier_version_names_what_it_skipped(registr
     registry.set_production("default", "v2")
     registry.set_production("default", "v3")
     registry._write_pointer("default", "v3", registry.pointer("default"), ["v2", "v3"], "test")
-    with pytest.raises(Conflict, match="no earlier production version loads .*v2: "):
+    with pytest.raises(Conflict, match=r"no earlier production version loads .*v2: "):
         promotion.rollback(registry, "default")
     assert registry.production_version("default") == "v3"
 

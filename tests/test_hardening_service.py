@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import stat
 import threading
@@ -22,7 +23,6 @@ from inspection.store.database import Database
 from serving.settings import ServeSettings
 from serving.slow_clients import uvicorn_options
 from tests.service_harness import frame
-
 
 # -- 5. one station cannot starve the rest ---------------------------------------------------
 
@@ -176,10 +176,8 @@ def test_a_body_trickled_past_its_deadline_is_408(guarded_server):
             except (BrokenPipeError, ConnectionResetError):
                 break
             sock.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 answer += sock.recv(4096)
-            except BlockingIOError:
-                pass
             sock.setblocking(True)
             if answer:
                 break
@@ -235,7 +233,7 @@ def test_settings_are_read_from_qc_name_file(qc_home, tmp_path, monkeypatch):
         Settings()
     monkeypatch.delenv("QC_DATABASE_URL")
     monkeypatch.setenv("QC_DATABASE_URL_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="QC_DATABASE_URL_FILE=.*cannot read it"):
+    with pytest.raises(ConfigError, match=r"QC_DATABASE_URL_FILE=.*cannot read it"):
         Settings()
 
 

@@ -56,7 +56,8 @@ class Nginx:
         site = (REPO / "docker" / "nginx" / "qc.conf").read_text()
         site = site.replace("qc-1:8000", f"127.0.0.1:{upstreams[0]}").replace("qc-2:8000", f"127.0.0.1:{upstreams[1]}")
         site = site.replace("grafana:3000", f"127.0.0.1:{free_port()}").replace("/etc/nginx/tls", str(folder))
-        site = site.replace("listen 443 ", f"listen 127.0.0.1:{self.port} ").replace("listen 80;", f"listen 127.0.0.1:{plain};")
+        site = site.replace("listen 443 ", f"listen 127.0.0.1:{self.port} ")
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{plain};")
         (folder / "site.conf").write_text(site)
         (folder / "nginx.conf").write_text(
             # Workers as this user: nginx's default (nobody) cannot enter pytest's private folders.

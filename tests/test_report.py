@@ -54,17 +54,18 @@ def test_a_shift_report_writes_csv_and_printable_html(plant, tmp_path):
 def test_the_other_shift_of_the_day_is_empty_and_a_day_report_holds_all(plant, tmp_path):
     late = CliRunner().invoke(app, ["report", "--shift", "2026-03-02 late", "--out", str(tmp_path / "late")])
     assert late.exit_code == 0
-    assert list(csv.DictReader((tmp_path / "late" / "report.csv").open()))[0]["inspected"] == "0"
+    assert next(csv.DictReader((tmp_path / "late" / "report.csv").open()))["inspected"] == "0"
     day = CliRunner().invoke(app, ["report", "--day", "2026-03-02", "--out", str(tmp_path / "day")])
     assert day.exit_code == 0
-    assert list(csv.DictReader((tmp_path / "day" / "report.csv").open()))[0]["inspected"] == "40"
+    assert next(csv.DictReader((tmp_path / "day" / "report.csv").open()))["inspected"] == "40"
 
 
 def test_a_bare_shift_name_is_the_latest_that_has_started():
     settings = ServeSettings(timezone="Asia/Seoul")
     now = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 12:00 in Seoul: the early shift runs, night has not begun
     since, until, title = window_of(shift="night", day=None, start=None, end=None, settings=settings, now=now)
-    assert title == "Shift night of 2026-03-01" and (since, until) == (datetime(2026, 3, 1, 13), datetime(2026, 3, 1, 21))
+    assert title == "Shift night of 2026-03-01"
+    assert (since, until) == (datetime(2026, 3, 1, 13), datetime(2026, 3, 1, 21))
 
 
 def test_choosing_two_windows_or_none_is_refused_with_the_fix(plant):

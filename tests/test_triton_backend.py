@@ -108,7 +108,7 @@ def test_a_service_on_the_triton_backend_judges_frames_as_the_in_process_one(pee
 
 
 def test_a_version_the_server_does_not_hold_is_refused_by_name(peer, model_a):
-    with pytest.raises(ModelError, match="version 7.*qc models triton"):
+    with pytest.raises(ModelError, match=r"version 7.*qc models triton"):
         remote(peer, model_a, version="7")
 
 

@@ -56,7 +56,7 @@ def test_onnx_metadata_is_read_without_an_engine(untrained_model, trained_model)
 def test_a_file_that_is_not_onnx_is_a_model_error(tmp_path):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"\xff" * 64)
-    with pytest.raises(ModelError, match="bogus.onnx: not an ONNX file"):
+    with pytest.raises(ModelError, match=r"bogus\.onnx: not an ONNX file"):
         read_metadata(bogus)
     with pytest.raises(ModelError, match="no such model file"):
         read_metadata(tmp_path / "missing.onnx")
@@ -109,7 +109,8 @@ def test_each_registry_version_becomes_the_triton_version_of_its_number(registry
     assert not list(folder.rglob(".*incoming*"))  # nothing half-written left for Triton to see
 
 
-def test_a_version_with_other_tensors_is_refused_under_the_same_name(registry, trained_model, untrained_model, tmp_path):
+def test_a_version_with_other_tensors_is_refused_under_the_same_name(
+        registry, trained_model, untrained_model, tmp_path):
     write_version(registry.add("pcb", trained_model.dynamic), tmp_path / "repo")
     other = registry.add("pcb", untrained_model)
     with pytest.raises(ModelError, match="differ from version 1"):

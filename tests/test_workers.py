@@ -24,8 +24,8 @@ from inspection.store.database import Database
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
 from serving.launch import ServerDidNotStart, free_port, wait_ready
-from tests.test_durability import FAIL_ALL, frame
 from tests.service_harness import EVALUATED, HOLDOUT
+from tests.test_durability import FAIL_ALL, frame
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_every_process_answers_frames_and_they_share_the_database_and_image_stor
     answers = [post(url, headers, frame(i), f"frame-{i}") for i in range(30)]
     assert {r.status_code for r in answers} == {200}
     assert len(pids_that_answered(log, "/v1/stations/{station}/inspect")) == PROCESSES
-    for answer, i in zip(answers, range(30)):  # any process finds any record and its image
+    for i, answer in enumerate(answers):  # any process finds any record and its image
         image = httpx.get(f"{url}/v1/inspections/{answer.json()['id']}/image", headers=headers, timeout=30)
         assert image.status_code == 200 and image.content == frame(i)
     store = RecordStore(Database(f"sqlite:///{home / 'qc.db'}"))

@@ -56,9 +56,8 @@ def fill(db, rows: int, seed: int) -> datetime:
                           "brightness": 120.0, "contrast": 40.0, "sharpness": 300.0, "blue": 110.0,
                           "green": 120.0, "red": 130.0, "max_confidence": 0.5})
             if failed[i]:
-                for _ in range(int(rng.integers(1, 3))):
-                    boxes.append({"inspection_id": ident, "class_name": CLASSES[int(rng.integers(0, 6))],
-                                  "confidence": 0.8})
+                boxes.extend({"inspection_id": ident, "class_name": CLASSES[int(rng.integers(0, 6))],
+                              "confidence": 0.8} for _ in range(int(rng.integers(1, 3))))
         with db.engine.begin() as conn:
             conn.execute(inspections.insert(), batch)
             if boxes:
@@ -141,8 +140,8 @@ def main() -> None:
             with admin.engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
-    lines = ["| database | insert (s) | raw GROUP BY station, day over 30 days (ms) | rollup rebuild, once (ms) "
-             "| dashboard summary, 30 days (ms) | summary, 1 day (ms) | refresh after new rows (ms) |",
+    lines = [("| database | insert (s) | raw GROUP BY station, day over 30 days (ms) | rollup rebuild, once (ms) "
+              "| dashboard summary, 30 days (ms) | summary, 1 day (ms) | refresh after new rows (ms) |"),
              "|---|---|---|---|---|---|---|"]
     for name, f in results.items():
         lines.append(f"| {name} | {f['fill_s']:.0f} | {f['raw_ms']:.0f} | {f['rebuild_ms']:.0f} | "

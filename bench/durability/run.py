@@ -16,6 +16,7 @@ Writes the `durability` section of BENCHMARKS.md (unless --dry-run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -59,6 +60,7 @@ class _nothing:
 def time_commits(url: str, n: int, *, synced: bool) -> float:
     from sqlalchemy import event
 
+    from inspection.errors import Conflict
     from inspection.rules import StationRules
     from inspection.store.database import Database
     from inspection.store.records import RecordStore
@@ -77,10 +79,8 @@ def time_commits(url: str, n: int, *, synced: bool) -> float:
         event.listen(db.engine, "connect", relax)
     db.upgrade()
     store = RecordStore(db)
-    try:
+    with contextlib.suppress(Conflict):  # the station of an earlier round
         store.add_station("bench", rules=StationRules())
-    except Exception:
-        pass
     store.save_inspection(_record(-1))  # warm: connection opened
     started = time.perf_counter()
     for i in range(n):
@@ -102,8 +102,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frames = [rng.bytes(100_000) for _ in range(args.frames)]  # a 640x640 JPEG is ~100 KB
     rows = []
-    with tempfile.TemporaryDirectory(dir=os.environ.get("QC_HOME") or None) as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("QC_HOME") or None) as scratch_dir:
+        scratch = Path(scratch_dir)
         synced = statistics.median(time_images(scratch / f"a{i}", frames, synced=True) for i in range(3))
         loose = statistics.median(time_images(scratch / f"b{i}", frames, synced=False) for i in range(3))
         rows.append(["image file (100 KB): temp, fsync, rename, fsync folder", f"{synced:.2f}", f"{loose:.2f}",

@@ -50,7 +50,8 @@ def measure(store: RecordStore, images: ImageStore | None, *, records: int, grou
     for start in range(0, records, group):
         part = batch[start : start + group]
         if images:
-            for r, sha in zip(part, images.put_many([(p, "jpeg") for p in payloads[start : start + group]])):
+            shas = images.put_many([(p, "jpeg") for p in payloads[start : start + group]])
+            for r, sha in zip(part, shas, strict=True):
                 r.image_sha256 = sha
         if group == 1:
             store.save_inspection(part[0])
@@ -105,13 +106,15 @@ def main() -> None:
                     admin.dispose()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    postgres = ("as configured by its package (synchronous_commit on, commit_delay 0)" if args.postgres
+                else "not measured (no --postgres)")
     body = "\n".join([
         "## Group commit: writing records and images (bench/serving/commit.py)",
         "",
         (f"{args.records} records shaped like the service's (two detections each), written one transaction "
          "per group; with images, each record's distinct 60 kB JPEG-sized file first (`ImageStore.put_many`: "
          "files fsynced, renamed, each folder fsynced once per group). SQLite WAL with synchronous=FULL; "
-         f"PostgreSQL {'as configured by its package (synchronous_commit on, commit_delay 0)' if args.postgres else 'not measured (no --postgres)'}; "
+         f"PostgreSQL {postgres}; "
          f"medians of {args.rounds} rounds. Cells: wall ms / CPU ms of this process per record "
          f"(the database server's own CPU not counted). Load average {os.getloadavg()[0]:.1f} at the end."),
         "",

@@ -76,8 +76,8 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     def py(value: float) -> float:
         return top + plot_h * (1 - value / high)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">')]
     if title:
         out.append(f'<text x="{left}" y="15" font-size="13" font-weight="600" fill="#1b1f24">{escape(title)}</text>')
     for tick in ticks:
@@ -100,7 +100,7 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
         colour = line.colour or PALETTE[number % len(PALETTE)]
         dash = ' stroke-dasharray="6 4"' if line.dashed else ""
         path, pen = [], "M"
-        for when, value in zip(x, line.values):
+        for when, value in zip(x, line.values, strict=True):
             if value is None or not math.isfinite(value):
                 pen = "M"
                 continue
@@ -110,18 +110,21 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
             out.append(f'<path class="series" d="{" ".join(path)}" fill="none" stroke="{colour}" '
                        f'stroke-width="2"{dash}><title>{escape(line.name)}</title></path>')
         if number == 0 and len(x) <= 120:
-            for when, value in zip(x, line.values):
+            for when, value in zip(x, line.values, strict=True):
                 if value is not None and math.isfinite(value):
                     out.append(f'<circle cx="{px(when):.1f}" cy="{py(min(value, high)):.1f}" r="2.5" fill="{colour}"/>')
     for index in highlight:
-        if 0 <= index < len(x) and series and series[0].values[index] is not None:
-            out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{py(min(series[0].values[index], high)):.1f}" '
+        ringed = series[0].values[index] if series and 0 <= index < len(x) else None
+        if ringed is not None:
+            cy = py(min(ringed, high))
+            out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{cy:.1f}" '
                        f'r="6" fill="none" stroke="#c62828" stroke-width="2"/>')
     legend_x = left
     for number, line in enumerate(series):
         colour = line.colour or PALETTE[number % len(PALETTE)]
         out.append(f'<rect x="{legend_x}" y="{height - 8}" width="10" height="3" fill="{colour}"/>'
-                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">{escape(line.name)}</text>')
+                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">'
+                   f'{escape(line.name)}</text>')
         legend_x += 24 + 6 * len(line.name)
     out.append("</svg>")
     return "".join(out)
@@ -133,21 +136,22 @@ def pareto_chart(labels: Sequence[str], counts: Sequence[int], *, title: str = "
     left, right, top, bottom = 48, 44, 24 if title else 10, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     total = sum(counts) or 1
-    high = max(counts, default=0) or 1
+    high: float = max(counts, default=0) or 1
     ticks = _ticks(high * 1.05)
     high = max(high, ticks[-1])
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">')]
     if title:
         out.append(f'<text x="{left}" y="15" font-size="13" font-weight="600" fill="#1b1f24">{escape(title)}</text>')
     for tick in ticks:
         y = top + plot_h * (1 - tick / high)
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7eb"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#5b6570">{tick:g}</text>')
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#5b6570">'
+                   f'{tick:g}</text>')
     n = max(len(counts), 1)
     slot = plot_w / n
     running, points = 0, []
-    for i, (label, count) in enumerate(zip(labels, counts)):
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
         x = left + i * slot
         h = plot_h * count / high
         out.append(f'<rect class="bar" x="{x + slot * 0.15:.1f}" y="{top + plot_h - h:.1f}" width="{slot * 0.7:.1f}" '

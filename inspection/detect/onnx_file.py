@@ -17,15 +17,18 @@ and needs neither onnx nor onnxruntime.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from inspection.errors import ModelError
 
 _METADATA_PROPS = 14
+_Bytes = bytes | mmap.mmap  # the file, read whole or mapped
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 
 
-def _varint(data, offset: int) -> tuple[int, int]:
+def _varint(data: _Bytes, offset: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if offset >= len(data):
@@ -40,7 +43,7 @@ def _varint(data, offset: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
-def _fields(data, start: int, end: int):
+def _fields(data: _Bytes, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value or (start, end) of a length-delimited field)."""
     offset = start
     while offset < end:
@@ -63,7 +66,7 @@ def _fields(data, start: int, end: int):
             raise ValueError(f"wire type {wire} of field {number}")
 
 
-def _entry(data, start: int, end: int) -> tuple[str, str]:
+def _entry(data: _Bytes, start: int, end: int) -> tuple[str, str]:
     key = value = ""
     for number, wire, span in _fields(data, start, end):
         if wire == _LEN and number in (1, 2):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ _ONNX_TYPE = {"FP32": "float", "FP16": "float16", "FP64": "double", "UINT8": "ui
 _WIRE_TYPE = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16"}
 
 
-def _import_http():
+def _import_http() -> tuple[Any, type[Exception]]:  # tritonclient is untyped
     try:
         from tritonclient import http
         from tritonclient.utils import InferenceServerException
@@ -90,7 +91,7 @@ class TritonBackend:
         self.metadata: dict[str, str] = dict(metadata) if metadata is not None else self._config_metadata()
 
     @classmethod
-    def open(cls, url: str, model: str, **options) -> TritonBackend:
+    def open(cls, url: str, model: str, **options: Any) -> TritonBackend:
         """Connect and read the model's tensors; a server that is down or lacks the model is
         a ModelError that names it."""
         return cls(url, model, **options)
@@ -104,7 +105,7 @@ class TritonBackend:
         # What runs the model is the server's business; name it so /readyz and metrics show it.
         return [f"triton:{self.url}/{self.model}" + (f"/{self.version}" if self.version else "")]
 
-    def _client(self):
+    def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._http.InferenceServerClient(
@@ -113,7 +114,7 @@ class TritonBackend:
             self._local.client = client
         return client
 
-    def _call(self, method: str, *args, **kwargs):
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self._client(), method)(*args, headers=self._headers, **kwargs)
         except self._error as error:

@@ -66,7 +66,7 @@ def load_check(entry: ModelVersion, *, providers: Sequence[str] | None = None) -
 
 
 def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy | None = None,
-            force: bool = False, decision: GateDecision | None | Literal["check"] = "check",
+            force: bool = False, decision: GateDecision | Literal["check"] | None = "check",
             load: bool = True) -> dict[str, Any]:
     """Gate, load-check, then move the production pointer. `force` skips the gate (recorded
     as such), never the load check. `decision` is what `check` returned, for a caller that ran
@@ -86,7 +86,7 @@ def promote(registry: Registry, name: str, version: str, *, policy: GatePolicy |
 
 def rollback(registry: Registry, name: str) -> dict[str, Any]:
     """Production back to the newest earlier production version that loads."""
-    return registry.rollback(name, loadable=lambda entry: load_check(entry))
+    return registry.rollback(name, loadable=load_check)
 
 
 def passed(decision: GateDecision | None, *, name: str, version: str) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from inspection.detect.backend import OrtBackend, TensorSpec
@@ -40,7 +40,7 @@ _TYPES = {"float": "TYPE_FP32", "float16": "TYPE_FP16", "double": "TYPE_FP64", "
           "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 
 
-class InstanceKind(str, Enum):
+class InstanceKind(StrEnum):
     """Where Triton runs the copies of a model (its instance_group kind)."""
 
     GPU = "gpu"
@@ -115,9 +115,8 @@ def config_text(name: str, input_spec: TensorSpec, output_spec: TensorSpec,
                      f"  max_queue_delay_microseconds: {queue_delay_us}\n}}\n")
     parts.append(f"instance_group [\n  {{\n    count: {instances}\n"
                  f"    kind: KIND_{kind.value.upper()}\n  }}\n]\n")
-    for key in sorted(metadata):
-        parts.append(f"parameters {{\n  key: {_text(key)}\n"
-                     f"  value: {{ string_value: {_text(metadata[key])} }}\n}}\n")
+    parts.extend(f"parameters {{\n  key: {_text(key)}\n"
+                 f"  value: {{ string_value: {_text(metadata[key])} }}\n}}\n" for key in sorted(metadata))
     return "".join(parts), notes
 
 

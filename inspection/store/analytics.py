@@ -26,8 +26,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypedDict
 
 import numpy as np
 from sqlalchemy import BigInteger, cast, delete, func, insert, select, update
@@ -57,15 +57,32 @@ BUCKET = timedelta(minutes=15)
 ALL_CLASSES = ""  # class_name of a chart, limit or alarm about the station as a whole
 
 
-def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, float]:
+class FrameColumns(TypedDict):
+    """schema.FRAME_COLUMNS, named: InspectionRecord takes them as keywords."""
+
+    brightness: float
+    contrast: float
+    sharpness: float
+    blue: float
+    green: float
+    red: float
+    max_confidence: float
+
+
+def frame_columns(stats: ImageStats, detections: Detections) -> FrameColumns:
     """The per-frame figures stored with an inspection (schema.FRAME_COLUMNS): its image
     statistics and the highest confidence among the boxes the detector reported (0: none)."""
     best = float(detections.confidence.max()) if len(detections) else 0.0
-    values = [stats.brightness, stats.contrast, stats.sharpness, stats.blue, stats.green, stats.red, best]
-    return {name: round(float(v), 4) for name, v in zip(FRAME_COLUMNS, values)}
+
+    def kept(value: float) -> float:
+        return round(float(value), 4)
+
+    return FrameColumns(brightness=kept(stats.brightness), contrast=kept(stats.contrast),
+                        sharpness=kept(stats.sharpness), blue=kept(stats.blue), green=kept(stats.green),
+                        red=kept(stats.red), max_confidence=kept(best))
 
 
-class Grouping(str, Enum):
+class Grouping(StrEnum):
     """What a rate table is grouped by."""
 
     STATION = "station"
@@ -75,7 +92,7 @@ class Grouping(str, Enum):
     HOUR = "hour"  # UTC hour (charts)
 
 
-class AlarmKind(str, Enum):
+class AlarmKind(StrEnum):
     SPC = "spc"  # the defect rate moved (a control chart rule)
     EQUIPMENT = "equipment"  # the images moved: light, lens, camera
     MODEL = "model"  # the confidences moved, the images did not: relabel and retrain
@@ -197,8 +214,8 @@ class AnalyticsStore:
         if self.db.is_sqlite:
             seconds = cast(func.strftime("%s", inspections.c.created_at), BigInteger)
             return seconds // 900 * 900  # floor division (SQLAlchemy 2: / is true division)
-        seconds = func.floor(func.extract("epoch", inspections.c.created_at) / 900)
-        return cast(seconds, BigInteger) * 900
+        buckets = func.floor(func.extract("epoch", inspections.c.created_at) / 900)
+        return cast(buckets, BigInteger) * 900
 
     def refresh(self, now: datetime | None = None) -> int:
         """Recompute the rollups from the newest stored bucket on (all of them the first time;
@@ -292,8 +309,8 @@ class AnalyticsStore:
         by = Grouping(by)
         if by is Grouping.CLASS:
             inspected = sum(n for _, n, _, _ in self._counts(since, until, station, by_station=True))
-            return sorted((RateRow(name, inspected, failed) for name, failed, _ in self._classes(since, until, station)),
-                          key=lambda row: (-row.failed, row.key))
+            rows = (RateRow(name, inspected, failed) for name, failed, _ in self._classes(since, until, station))
+            return sorted(rows, key=lambda row: (-row.failed, row.key))
         rows = self._counts(since, until, station, by_station=by is Grouping.STATION)
         key = self._grouper(by, shifts, rows)
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -360,15 +377,12 @@ class AnalyticsStore:
         if station:
             query = query.where(rollup_counts.c.station_id == station)
             rules = rules.where(station_rules.c.station_id == station)
-        events = []
+        events: list[dict[str, Any]] = []
         with self.db.engine.connect() as conn:
-            for r in conn.execute(query):
-                if since <= r.first < until:
-                    events.append({"at": r.first, "station": r.station_id, "what": "model",
-                                   "label": r.model_version})
-            for r in conn.execute(rules):
-                events.append({"at": r.created_at, "station": r.station_id, "what": "rules",
-                               "label": f"rules v{r.version}"})
+            events.extend({"at": r.first, "station": r.station_id, "what": "model", "label": r.model_version}
+                          for r in conn.execute(query) if since <= r.first < until)
+            events.extend({"at": r.created_at, "station": r.station_id, "what": "rules",
+                           "label": f"rules v{r.version}"} for r in conn.execute(rules))
         return sorted(events, key=lambda e: e["at"])
 
     def review_summary(self, since: datetime, until: datetime, *, station: str | None = None) -> dict[str, Any]:
@@ -440,11 +454,11 @@ class AnalyticsStore:
             fail_ids = [r.id for r in rows if r.verdict == Verdict.FAIL.value]
             boxes: dict[str, int] = defaultdict(int)
             for chunk in range(0, len(fail_ids), 500):
-                query = select(defects.c.inspection_id, func.count()).where(
+                counting = select(defects.c.inspection_id, func.count()).where(
                     defects.c.inspection_id.in_(fail_ids[chunk:chunk + 500]))
                 if class_name:
-                    query = query.where(defects.c.class_name == class_name)
-                for inspection_id, n in conn.execute(query.group_by(defects.c.inspection_id)):
+                    counting = counting.where(defects.c.class_name == class_name)
+                for inspection_id, n in conn.execute(counting.group_by(defects.c.inspection_id)):
                     boxes[inspection_id] = int(n)
         failed = np.zeros(complete - first, np.int64)
         found = np.zeros(complete - first, np.int64)
@@ -546,7 +560,7 @@ class AnalyticsStore:
                 new_id = conn.execute(alarms.insert().values(
                     station_id=station, class_name=class_name, kind=AlarmKind(kind).value, rule=rule, side=side,
                     message=message, raised_at=utcnow(), since=since, active_key=key, note="",
-                )).inserted_primary_key[0]
+                )).inserted_primary_key[0]  # type: ignore[index]  # never None after an insert
         except IntegrityError:
             return None  # the unique active_key: this condition is already stored
         return self.alarm(int(new_id))

@@ -85,7 +85,7 @@ class Database:
                 pool_pre_ping=not self.is_sqlite,
                 connect_args={"timeout": 30} if self.is_sqlite else {},
             )
-        except Exception as error:  # bad URL or missing driver
+        except Exception as error:  # noqa: BLE001 - bad URL or missing driver: a ConfigError naming the fix
             raise ConfigError(
                 f"database URL {without_password(url)!r} cannot be used "
                 f"({without_password(str(error), url)}); use sqlite:///path/qc.db or "

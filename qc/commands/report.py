@@ -40,13 +40,17 @@ svg { max-width: 100%; height: auto; } @media print { h2 { break-after: avoid; }
 {% for title, rows in tables %}<h2>{{ title }}</h2>
 <table><tr><th></th><th>inspected</th><th>FAIL</th><th>REVIEW</th><th>defect rate</th><th>first-pass yield</th></tr>
 {% for r in rows %}<tr><th>{{ r.key }}</th><td>{{ r.inspected }}</td><td>{{ r.failed }}</td><td>{{ r.review }}</td>
-<td>{{ "%.2f"|format(r.defect_rate * 100) }}%</td><td>{{ "%.2f"|format(r.first_pass_yield * 100) }}%</td></tr>{% endfor %}
+<td>{{ "%.2f"|format(r.defect_rate * 100) }}%</td>
+<td>{{ "%.2f"|format(r.first_pass_yield * 100) }}%</td></tr>{% endfor %}
 </table>{% endfor %}
 <h2>Alarms</h2>{% if not data.alarms %}<p>None.</p>{% endif %}
-<table>{% for a in data.alarms %}<tr><th>{{ a.raised_at }}</th><td style="text-align:left">{{ a.station }} {{ a.rule }}: {{ a.message }}</td>
-<td style="text-align:left">{% if a.acknowledged_by %}acknowledged by {{ a.acknowledged_by }}{% if a.note %}: {{ a.note }}{% endif %}{% else %}open{% endif %}</td></tr>{% endfor %}</table>
+<table>{% for a in data.alarms %}<tr><th>{{ a.raised_at }}</th>
+<td style="text-align:left">{{ a.station }} {{ a.rule }}: {{ a.message }}</td>
+<td style="text-align:left">{% if a.acknowledged_by %}acknowledged by {{ a.acknowledged_by }}
+{%- if a.note %}: {{ a.note }}{% endif %}{% else %}open{% endif %}</td></tr>{% endfor %}</table>
 <h2>Model and rules changes</h2>{% if not data.versions %}<p>None.</p>{% endif %}
-<table>{% for e in data.versions %}<tr><th>{{ e.at }}</th><td style="text-align:left">{{ e.station }}: {{ e.label }}</td></tr>{% endfor %}</table>
+<table>{% for e in data.versions %}<tr><th>{{ e.at }}</th>
+<td style="text-align:left">{{ e.station }}: {{ e.label }}</td></tr>{% endfor %}</table>
 </body></html>
 """
 
@@ -119,7 +123,7 @@ def write_report(db, settings, since, until, title: str, out: Path, *, station: 
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         writer.writerow(["total", *(data["total"][c] for c in CSV_COLUMNS[1:])])
-        for group, rows in zip(("station", "class", "day", "shift"), (t[1] for t in tables)):
+        for group, rows in zip(("station", "class", "day", "shift"), (t[1] for t in tables), strict=True):
             for row in rows:
                 writer.writerow([group, *(row[c] for c in CSV_COLUMNS[1:])])
     step = timedelta(hours=1) if until - since <= timedelta(days=2) else timedelta(days=1)

@@ -37,7 +37,9 @@ def catalogue(lang: str) -> dict[str, str]:
     for path in sorted((CATALOGUES / lang / "LC_MESSAGES").glob("*.po")):
         with path.open("rb") as handle:
             parsed = read_po(handle, locale=lang)
-        found.update({m.id: m.string for m in parsed if m.id and isinstance(m.id, str) and m.string and not m.fuzzy})
+        # A plural entry's id and string are tuples; the pages use none.
+        found.update({m.id: m.string for m in parsed
+                      if m.id and isinstance(m.id, str) and m.string and isinstance(m.string, str) and not m.fuzzy})
     return found
 
 

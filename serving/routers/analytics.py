@@ -199,7 +199,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
         _=t, lang=lang, languages=LANGUAGES, path=request.url.path, user=session.user, csrf=session.csrf,
         data=data, range=range if range in RANGES else "24h", ranges=list(RANGES), station=station or "",
         stations=stations, rate_chart=rate_chart, pareto_chart=pareto_svg, control_charts=control,
-        open_alarms=[a for a in analytics.alarms(unacknowledged=True, limit=50)],
+        open_alarms=list(analytics.alarms(unacknowledged=True, limit=50)),
         recent_alarms=[a for a in analytics.alarms(limit=20) if a.acknowledged_at is not None],
         local=lambda v: _local(v, settings), timezone=settings.timezone,
         engineer=session.user.role.covers(Role.ENGINEER), limits=analytics.limits(station))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from inspection.roles import Role
 from serving.deps import KeyDep, StateDep
@@ -36,7 +36,7 @@ async def readyz(state: StateDep) -> JSONResponse:
 def metrics(state: StateDep, key: KeyDep) -> Response:
     """Prometheus text format."""
     state.metrics.queue_depth.set(state.batcher.depth)
-    registry = state.metrics.registry
+    registry: CollectorRegistry | _StationScoped = state.metrics.registry
     if key.role is Role.STATION:
         registry = _StationScoped(registry, set(key.stations))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -92,8 +92,7 @@ async def inspect(
         try:
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
-            model = state.manager.current
-            pixels = decoded_pixels(model.detector, header, state.settings) if model else header.pixels
+            pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings)
             with state.decode_budget.reserve(pixels):  # held until the record is committed
                 record, created = await state.inspector.inspect(
                     station=found, data=data, header=header, part_id=x_part_id,

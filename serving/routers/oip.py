@@ -132,7 +132,7 @@ class _V2Route(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - every error answers in the protocol's shape
                 return await error_response(request, error)
 
         return route
@@ -297,7 +297,7 @@ def _response(header: dict[str, Any], used: LoadedModel, results: list, *, wante
                                    wanted[raw_name]))
     if DETECTIONS_OUTPUT in wanted:
         records = _detections(used, results, conf, iou)
-        shape = [len(records)] + batch_shape  # as the images came: [B] or [B, 1]
+        shape = [len(records), *batch_shape]  # as the images came: [B] or [B, 1]
         parts.append(output_tensor(DETECTIONS_OUTPUT, "BYTES", shape, records, wanted[DETECTIONS_OUTPUT]))
     return encode_response(header, parts)
 
@@ -333,12 +333,13 @@ def _probe_images(state: AppState, tensor: Tensor, model: LoadedModel) -> list[i
 async def _frames(state: AppState, tensor: Tensor, headers: list[imaging.ImageHeader]
                   ) -> list[Frame | TensorFrame]:
     if tensor.name == IMAGE_INPUT:
+        pairs = enumerate(zip(tensor.value, headers, strict=True))
         return list(await asyncio.gather(*(asyncio.to_thread(_decode_image, state, index, data, header)
-                                           for index, (data, header) in enumerate(zip(tensor.value, headers)))))
+                                           for index, (data, header) in pairs)))
     return await asyncio.to_thread(_tensor_frames, tensor)
 
 
-def _tensor_frames(tensor: Tensor) -> list[TensorFrame]:
+def _tensor_frames(tensor: Tensor) -> list[Frame | TensorFrame]:
     pixels = tensor.value
     if tensor.datatype == "UINT8":  # RGB in 0..255: a quarter of the bytes of FP32
         pixels = pixels.astype(np.float32) / np.float32(255)
@@ -349,7 +350,7 @@ def _decode_image(state: AppState, index: int, data: bytes, header: imaging.Imag
     """One encoded image to a letterboxed frame, as the inspect endpoint decodes stations'.
     A damaged one is refused (400): the protocol has no station rules to judge it REVIEW."""
     try:
-        return Frame.decode(state.manager.current.detector, data, settings=state.settings, header=header)
+        return Frame.decode(state.manager.loaded.detector, data, settings=state.settings, header=header)
     except ImageError as error:
         state.metrics.rejected.labels(reason="damaged_image" if isinstance(error, DamagedImage)
                                       else "bad_image").inc()
@@ -369,7 +370,7 @@ def _detections(model: LoadedModel, results: list, conf: float, iou: float) -> l
                   include_in_schema=False)
 def unknown_route(rest: str, request: Request) -> Response:
     """Anything else under /v2 (repository, config, statistics): refused in the v2 shape."""
-    allowed = sorted({method for route in router.routes if route.path != "/v2/{rest:path}"
+    allowed = sorted({method for route in router.routes if getattr(route, "path", None) != "/v2/{rest:path}"
                       and route.matches(request.scope)[0] is Match.PARTIAL
                       for method in getattr(route, "methods", ())})
     if allowed:

@@ -168,7 +168,7 @@ def review_image(inspection_id: str, request: Request, users: UsersDep, settings
     record = store.inspection(inspection_id)
     if record.image_sha256 is None:
         raise NotFound(f"inspection {inspection_id} has no stored image")
-    data = images.path(record.image_sha256).read_bytes()
+    data = images.read(record.image_sha256, record.image_format)  # any store: folder or S3
     media = imaging.CONTENT_TYPES.get(record.image_format or "", "image/jpeg")
     # Content-addressed: the bytes of an id never change, so the browser may keep them.
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
