@@ -38,7 +38,18 @@ MAX_HEADER_BYTES = 16 * 1024
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request's headers."""
 
-    header_timeout_s = 10.0
+    # Read from the settings once per process: `qc serve --workers N` starts processes that import
+    # this class by name (a class made at run time cannot be sent to them), each with the same
+    # QC_* environment. `uvicorn_options` sets it directly in a single-process service.
+    header_timeout_s: float | None = None
+
+    @classmethod
+    def _timeout(cls) -> float:
+        if cls.header_timeout_s is None:
+            from serving.settings import ServeSettings
+
+            cls.header_timeout_s = ServeSettings().header_timeout_s
+        return cls.header_timeout_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,7 +58,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _arm(self) -> None:
         if self._header_deadline is None:
-            self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+            self._header_deadline = self.loop.call_later(self._timeout(), self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_deadline is not None:
@@ -73,7 +84,7 @@ class GuardedH11Protocol(H11Protocol):
             return  # a request is being handled
         if not self.transport.is_closing():
             self.logger.info("closing a connection whose request headers took over %.0f s",
-                             self.header_timeout_s)
+                             self._timeout())
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -83,9 +94,9 @@ class GuardedH11Protocol(H11Protocol):
 
 def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """uvicorn.run's keyword arguments for the service's limits on slow and idle clients."""
-    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
+    GuardedH11Protocol.header_timeout_s = settings.header_timeout_s
     return {
-        "http": protocol,
+        "http": GuardedH11Protocol,
         "timeout_keep_alive": settings.keep_alive_s,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }
