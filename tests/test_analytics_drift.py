@@ -78,6 +78,11 @@ class TestImageStats:
         for statistic in Statistic:
             assert row[statistic.column] == stats[statistic]
 
+    def test_measures_any_frame_the_service_accepts_even_one_pixel(self):
+        # Found by tests/test_fuzz_images.py: a valid 1x1 JPEG reached image_stats and gave a 500.
+        stats = image_stats(np.full((1, 1, 3), 200, np.uint8))
+        assert stats.brightness == pytest.approx(200, abs=1) and stats.sharpness == 0
+
     def test_refuses_what_is_not_a_frame(self):
         with pytest.raises(ValueError, match="uint8"):
             image_stats(np.zeros((10, 10, 3), np.float32))

@@ -69,14 +69,14 @@ def test_a_service_stores_frames_in_s3_before_their_records(s3, untrained_model,
         # The store goes away: the frame is refused with 503 and nothing names a missing image.
         dead = S3ImageStore.from_url(f"s3://{bucket}/frames", endpoint_url=f"http://127.0.0.1:{free_port()}",
                                      timeout_s=1)
-        service.state.inspector.images = dead
+        service.state.inspector.committer.images = dead  # the group committer writes the images
         refused = service.inspect(station, frame("jpeg", seed=8), headers={"Idempotency-Key": "k-8"})
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == "1"
         assert "image store" in refused.json()["detail"] and "Idempotency-Key" in refused.json()["detail"]
         assert len(service.records(station)) == 1
 
-        service.state.inspector.images = service.state.images  # back: the retry is recorded once
+        service.state.inspector.committer.images = service.state.images  # back: the retry is recorded once
         retried = service.inspect(station, frame("jpeg", seed=8), headers={"Idempotency-Key": "k-8"})
         assert retried.status_code == 200
         assert len(service.records(station)) == 2

@@ -91,7 +91,9 @@ def image_stats(image: np.ndarray) -> ImageStats:
     """Statistics of one frame: (H, W, 3) uint8 BGR, or (H, W) uint8 grey."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
-            image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) < 3:
+            image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) < 1:
+        # Any size the service accepts is measured, a 1x1 frame too: it is stretched to the
+        # reduced side like any other (and reads as blurred, which it is).
         raise ValueError(f"expected an (H, W, 3) BGR or (H, W) grey uint8 frame, got "
                          f"{image.dtype.name} {image.shape}")
     small = reduce(image)
