@@ -29,7 +29,7 @@ from inspection.store.schema import api_keys, defects, inspections, metadata
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
-# -- shared fixtures (the service tests share tests/service_harness.py and conftest.py) ----
+# -- shared fixtures (also at the top of tests/test_service.py: candidates for conftest) ----
 
 
 
@@ -116,10 +116,7 @@ def test_upgrading_twice_changes_nothing_and_reports_the_head_revision(db):
     assert db.tables() == before
     from alembic.script import ScriptDirectory
 
-    from inspection.store.database import MIGRATIONS
-
-    # The head, whichever branch's migration is newest (parallel branches are re-chained).
-    assert db.revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert db.revision() == ScriptDirectory.from_config(db._alembic_config()).get_current_head()
 
 
 def test_a_reachable_database_answers_ping(db):

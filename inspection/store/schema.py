@@ -102,6 +102,54 @@ api_keys = Table(
     Column("revoked_at", DateTime, nullable=True),
 )
 
+# -- people and their review decisions (migration 0002_reviews) ----------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),  # what a person types to sign in
+    Column("display_name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),  # a staff Role: reviewer, engineer, admin
+    Column("password_hash", String(256), nullable=False),  # argon2id, salt and parameters inside
+    Column("created_at", DateTime, nullable=False),
+    Column("disabled_at", DateTime, nullable=True),
+    Column("failed_logins", Integer, nullable=False, default=0),  # since the last success
+    Column("locked_until", DateTime, nullable=True),  # login throttling after repeated failures
+)
+
+# A session is stored (not a signed cookie) so that sign-out, disabling a user and expiry take
+# effect at once in every worker; the cookie holds a random token whose sha256 is the id.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_name", String(64), ForeignKey("users.name"), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+# Append-only: a new decision on an inspection is a new row; the newest row is the current
+# judgement and the older rows are the audit trail. Nothing updates or deletes a row.
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("inspection_id", String(32), ForeignKey("inspections.id"), nullable=False),
+    Column("reviewer", String(64), nullable=False),  # a user's name, or "key:<id>" for an API key
+    Column("created_at", DateTime, nullable=False),
+    Column("decision", String(16), nullable=False),  # FrameDecision
+    Column("disposition", String(16), nullable=True),  # Disposition of the part
+    Column("boxes", JSON, nullable=False),  # [BoxCorrection.to_json()], image pixels
+    Column("note", Text, nullable=False, default=""),
+    Column("model_verdict", String(8), nullable=False),  # the verdict reviewed, for agreement
+    Column("client_id", String(64), nullable=True),  # the page's id for a decision: retries are idempotent
+    UniqueConstraint("reviewer", "client_id", name="uq_reviews_client"),
+    Index("ix_reviews_inspection", "inspection_id", "id"),
+    Index("ix_reviews_time", "created_at"),
+)
+
 # -- the labeling loop (migration 0004_labeling) -------------------------------------------
 
 # One row per inspection sent (or to be sent) to a Label Studio project: the durable push

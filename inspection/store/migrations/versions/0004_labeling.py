@@ -1,14 +1,14 @@
 """The labeling loop: label_tasks (push queue and labeling status) and jobs (qc loop turns).
 
 Revision ID: 0004_labeling
-Revises: 0001
+Revises: 0002_reviews (0001 on main; the integrator re-chains)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_labeling"
-down_revision = "0001"
+down_revision = "0002_reviews"
 branch_labels = None
 depends_on = None
 
