@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, models, predict, serve, synth, train
+    from qc.commands import dataset, evaluate, label, loop, models, predict, serve, synth, train
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
@@ -33,6 +33,8 @@ def _register() -> None:
     app.command("eval")(evaluate.evaluate)
     app.command("serve")(serve.serve)
     app.add_typer(dataset.app, name="dataset")
+    app.add_typer(label.app, name="label")
+    app.add_typer(loop.app, name="loop")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.stations_app, name="stations")
     app.add_typer(serve.keys_app, name="keys")

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 
 from serving import errors, logs
 from serving.metrics import Metrics
-from serving.routers import health, inspect, inspections, keys, models, oip, stations
+from serving.routers import health, hooks, inspect, inspections, keys, models, oip, stations
 from serving.settings import ServeSettings
 from serving.state import AppState
 
@@ -92,6 +92,6 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, stations, models, keys, oip):
+    for module in (health, inspect, inspections, stations, models, keys, oip, hooks):
         app.include_router(module.router)
     return app

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inspection.store.database import Database
 from inspection.store.records import utcnow
-from inspection.store.schema import inspections, label_tasks
+from inspection.store.schema import label_tasks
 
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 600.0
@@ -143,6 +143,7 @@ class LabelStore:
         """Record a task's chosen annotation; False when the task is not one of ours or this
         very annotation (same id and time) is recorded already. A newer annotation of a pulled
         task makes it labelled again, for the next version."""
+        annotated_at = _iso(annotated_at)
         with self.db.engine.begin() as conn:
             row = conn.execute(select(label_tasks).where(label_tasks.c.project == project,
                                                          label_tasks.c.task_id == int(task_id))).mappings().first()
@@ -191,12 +192,14 @@ class LabelStore:
                 counts[state] = int(n)
         return counts
 
-    def stations_of(self, inspection_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(inspection_ids)
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(select(inspections.c.id, inspections.c.station_id)
-                                .where(inspections.c.id.in_(ids))).all()
-        return {row[0]: row[1] for row in rows}
+
+def _iso(stamp: str) -> str:
+    """One spelling of a time ("...Z" from a webhook, "+00:00" from the API), so the same
+    annotation is recognised whichever way it arrived."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).isoformat()
+    except ValueError:
+        return stamp
 
 
 def _task(row) -> LabelTask:
