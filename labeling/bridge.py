@@ -92,10 +92,11 @@ class Bridge:
     def model_names(self) -> dict[int, str]:
         """The production model's classes: what the project's labels must match."""
         entry = self.registry.production(self.settings.model_name)
-        names = entry.card.get("names") or {}
-        if not names:
-            raise ConfigError(f"model {entry.ref} has no class names in its card; register it again "
-                              "with qc models add")
+        names = entry.card.get("names")
+        if not names:  # a card written by hand or by an older qc: the model file says
+            from inspection.detect.detector import Detector
+
+            names = Detector(entry.model_path, providers=["cpu"]).names
         return {int(k): v for k, v in names.items()}
 
     # -- setup -----------------------------------------------------------------------------
