@@ -228,7 +228,7 @@ def test_annotations_come_back_by_webhook_and_pull_as_a_version_with_lineage(loo
         deadline = time.monotonic() + 60
         while not hook_server.started and time.monotonic() < deadline:
             time.sleep(0.2)
-        project, done = bridge.setup(webhook_url=f"http://127.0.0.1:{port}/v1/hooks/label-studio")
+        _project, done = bridge.setup(webhook_url=f"http://127.0.0.1:{port}/v1/hooks/label-studio")
         assert any("webhook" in line for line in done)
         result = bridge.push(ids, reasons={ids[0]: [{"reason": "reviewer_disagreement"}]})
         assert len(result.pushed) == 3

@@ -80,7 +80,7 @@ def run_turn(settings: LoopSettings | None = None, *, created_by: str | None = N
     beat.start()
     try:
         return _turn(settings, db, jobs, job, say)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 -- whatever broke, the job row must say so
         say(f"failed: {error}")
         return jobs.finish(job.id, JobState.FAILED, error=f"{type(error).__name__}: {error}",
                            result={"traceback": traceback.format_exc()[-4000:]})

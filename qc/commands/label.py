@@ -29,7 +29,7 @@ def setup(
                                                     "(http://SERVICE/v1/hooks/label-studio).")] = None,
 ) -> None:
     """Create the Label Studio project with the production model's classes, or check it."""
-    project, done = _bridge().setup(update=update, webhook_url=webhook_url)
+    _project, done = _bridge().setup(update=update, webhook_url=webhook_url)
     for line in done:
         typer.echo(line)
 
