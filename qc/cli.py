@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, label, loop, models, predict, serve, synth, train
+    from qc.commands import dataset, evaluate, label, loop, models, predict, serve, synth, train, users
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)
@@ -39,6 +39,7 @@ def _register() -> None:
     app.add_typer(serve.stations_app, name="stations")
     app.add_typer(serve.keys_app, name="keys")
     app.add_typer(serve.db_app, name="db")
+    app.add_typer(users.app, name="users")
 
 
 _register()

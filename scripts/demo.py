@@ -1,5 +1,6 @@
 """`make demo`: synthetic defects -> trained model -> ONNX -> registry -> predictions -> a live
-inspection service answering a few station frames.
+inspection service answering a few station frames -> the review page, left running with a
+reviewer account, so the demo's flagged frames can be reviewed in a browser (Ctrl+C stops it).
 
 Each step is a `qc` command, printed before it runs, so the demo doubles as a tutorial. State
 lives in $QC_HOME (the Makefile sets ./.qc); a second run reuses the trained model
@@ -67,6 +68,25 @@ def serve_and_inspect(frames: Path) -> None:
         qc("keys", "revoke", key.split("_")[1], capture=True)
 
 
+REVIEWER = "demo-reviewer"
+
+
+def reviewer_account() -> str:
+    """A reviewer for the review page (made once; its password is reset on every run)."""
+    import secrets
+
+    password = secrets.token_urlsafe(9)
+    listed = qc("users", "list", capture=True)
+    command = ("users", "passwd", REVIEWER) if f"{REVIEWER}\t" in listed else (
+        "users", "add", REVIEWER, "--role", "reviewer", "--display-name", "Demo Reviewer")
+    os.environ["QC_USER_PASSWORD"] = password
+    try:
+        qc(*command)
+    finally:
+        os.environ.pop("QC_USER_PASSWORD", None)
+    return password
+
+
 def run_server_and_post(frames: Path, key: str) -> None:
     import httpx
 
@@ -90,9 +110,17 @@ def run_server_and_post(frames: Path, key: str) -> None:
             print(f"  {image.name}: {body['verdict']:<6} {body['rule']}  "
                   f"({body['timings']['total_ms']:.0f} ms, record {body['id']})")
         print(f"\nThe records are in {HOME / 'qc.db'}; FAIL and REVIEW frames under {HOME / 'images'}.")
+        password = reviewer_account()
+        print(f"\nReview the flagged frames (the service keeps running; Ctrl+C stops it):\n"
+              f"  {url}/review\n  user: {REVIEWER}\n  password: {password}\n"
+              "  keys: D defect, F false alarm, ? all keys", flush=True)
+        server.wait()
+    except KeyboardInterrupt:
+        print("\nstopping the service")
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def main() -> None:

@@ -27,10 +27,23 @@ import secrets
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 
+from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.metrics import Metrics
-from serving.routers import health, hooks, inspect, inspections, keys, models, oip, stations
+from serving.routers import (
+    health,
+    hooks,
+    inspect,
+    inspections,
+    keys,
+    models,
+    oip,
+    pages,
+    reviews,
+    stations,
+)
 from serving.settings import ServeSettings
 from serving.state import AppState
 
@@ -46,6 +59,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         settings.ensure_dirs()
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
+        app.state.metrics.backlog.source = ReviewStore(state.db).backlog  # counted at each scrape
         await state.batcher.start()
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
@@ -62,7 +76,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         title="qc inspection service",
         version="0.1.0",
         description="Station frames in, recorded verdicts out. Every route but /healthz, /readyz and "
-        "/v2/health/* needs `Authorization: Bearer <key>` (qc keys create).",
+        "/v2/health/* needs `Authorization: Bearer <key>` (qc keys create); the review routes also "
+        "take the review page's sign-in cookie with its X-CSRF-Token (qc users add).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -92,6 +107,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, stations, models, keys, oip, hooks):
+    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, pages):
         app.include_router(module.router)
+    # The review pages' script and style, from the package: nothing is fetched from elsewhere.
+    app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")
     return app

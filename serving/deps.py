@@ -11,7 +11,9 @@ As in FastAPI's full-stack template (`backend/app/api/deps.py`): each alias is
 `Annotated[T, Depends(...)]`, so a signature says both the type a route gets and where it
 comes from, and nothing reads `request.app.state` by hand. The key guards (`StationKey`,
 `Reader`, `Reviewer`, `Engineer`, `Admin`) also declare the bearer scheme in OpenAPI, so
-/docs' Authorize button and generated clients send the key.
+/docs' Authorize button and generated clients send the key. `Person` is the guard of the
+review API: a signed-in person (the page's cookie, with its CSRF token on every change) or a
+staff key; never a station key.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from inspection.roles import Role
 from inspection.store.images import ImageStore
 from inspection.store.keys import ApiKey
 from inspection.store.records import RecordStore
+from inspection.store.reviews import ReviewStore
+from inspection.store.users import UserStore
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
+from serving.sessions import CSRF_HEADER, SAFE_METHODS, Actor, actor_of, csrf_matches, session_of
 from serving.settings import ServeSettings
 from serving.state import AppState
 
@@ -139,3 +144,41 @@ def may_use_station(key: ApiKey, station: str) -> bool:
 def check_station(key: ApiKey, station: str) -> None:
     if not may_use_station(key, station):
         raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")
+
+
+def _users(state: StateDep) -> UserStore:
+    return UserStore(state.db)
+
+
+def _reviews(state: StateDep) -> ReviewStore:
+    return ReviewStore(state.db)
+
+
+UsersDep = Annotated[UserStore, Depends(_users)]
+ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
+
+
+def current_person(
+    request: Request,
+    state: StateDep,
+    users: UsersDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Actor:
+    """A staff key (Authorization: Bearer), else the review page's session cookie; changes
+    through the cookie need the session's CSRF token in X-CSRF-Token."""
+    if credentials is not None and credentials.credentials.strip():
+        key = current_key(request, state, credentials)
+        if not key.role.is_staff:
+            raise HTTPException(403, "a station key cannot review; use a reviewer key or sign in at /login")
+        return Actor(name=f"key:{key.id}", display_name=key.name or f"key {key.id}", role=key.role, via="key")
+    session = session_of(request, users, state.settings)
+    if session is None:
+        raise _unauthorized("sign in at /login, or send 'Authorization: Bearer <key>' with a staff key")
+    if request.method not in SAFE_METHODS and not csrf_matches(request.headers.get(CSRF_HEADER), session.csrf):
+        raise HTTPException(403, f"missing or wrong {CSRF_HEADER}: send the token of the page's "
+                                 "<meta name=csrf-token> (reload the page if it expired)")
+    return actor_of(session)
+
+
+Person = Annotated[Actor, Depends(current_person)]
+"""A person reviewing: signed in on the pages (cookie + CSRF) or holding a staff key."""

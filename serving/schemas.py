@@ -8,6 +8,7 @@ from inspection.roles import Role
 from inspection.rules import StationRules, Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import STATION_ID, InspectionRecord, Station
+from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
 
 
 class Detection(BaseModel):
@@ -106,3 +107,95 @@ class PromoteIn(BaseModel):
 class ShadowIn(BaseModel):
     ref: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9]+)?$",
                             description="registry ref name@version; null switches shadow off")
+
+
+# -- reviews -------------------------------------------------------------------------------
+
+
+class BoxIn(BaseModel):
+    """A reviewer's decision on one box: a model detection (by its index in the inspection's
+    `detections`), or a missed defect drawn on the image."""
+
+    decision: BoxDecision
+    detection: int | None = Field(default=None, ge=0, description="index in detections; null for missed")
+    class_name: str = Field(default="", alias="class", max_length=64,
+                            description="the right class (wrong_class, missed)")
+    xyxy: list[float] | None = Field(default=None, min_length=4, max_length=4,
+                                     description="x1, y1, x2, y2 in image pixels (missed only)")
+
+    model_config = {"populate_by_name": True}
+
+    def correction(self) -> BoxCorrection:
+        return BoxCorrection(decision=self.decision, class_name=self.class_name, detection=self.detection,
+                             xyxy=tuple(self.xyxy) if self.xyxy else (0.0, 0.0, 0.0, 0.0))
+
+
+class ReviewIn(BaseModel):
+    decision: FrameDecision = Field(description="defect, false_alarm, or retracted (undo of the only decision)")
+    boxes: list[BoxIn] = Field(default_factory=list, max_length=500,
+                               description="detections not named follow the frame decision")
+    disposition: Disposition | None = Field(default=None, description="default: ng_confirmed for a defect, "
+                                            "ok_released for a false alarm")
+    note: str = Field(default="", max_length=2000)
+    client_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="the page's id for this decision: a retry with it is stored once")
+
+
+class BoxOut(BaseModel):
+    decision: BoxDecision
+    class_name: str = Field(alias="class")
+    xyxy: list[float] = Field(description="x1, y1, x2, y2 in the original image's pixels")
+    detection: int | None = Field(description="index of the model's detection; null for a missed defect")
+    model_class: str | None
+
+    model_config = {"populate_by_name": True}
+
+
+class ReviewOut(BaseModel):
+    id: int
+    inspection_id: str
+    reviewer: str
+    created_at: str
+    decision: FrameDecision
+    disposition: Disposition | None
+    boxes: list[BoxOut]
+    note: str
+    model_verdict: Verdict
+    client_id: str | None
+
+    @classmethod
+    def of(cls, review: Review) -> ReviewOut:
+        return cls(id=review.id, inspection_id=review.inspection_id, reviewer=review.reviewer,
+                   created_at=review.created_at.isoformat(timespec="milliseconds") + "Z",
+                   decision=review.decision, disposition=review.disposition,
+                   boxes=[BoxOut(**b.to_json()) for b in review.boxes], note=review.note,
+                   model_verdict=review.model_verdict, client_id=review.client_id)
+
+
+class ReviewHistory(BaseModel):
+    inspection: Inspection
+    latest: ReviewOut | None = Field(description="the current judgement (the newest decision)")
+    history: list[ReviewOut] = Field(description="every decision, oldest first")
+
+
+class QueueEntry(BaseModel):
+    inspection: Inspection
+    review: ReviewOut | None
+
+
+class QueuePage(BaseModel):
+    items: list[QueueEntry]
+    remaining: int = Field(description="frames the filter selects in all (unreviewed, by default)")
+    next_cursor: str | None
+
+
+class BulkIn(BaseModel):
+    decision: FrameDecision
+    expected: int = Field(ge=0, description="the count the reviewer saw; a different count now is 409")
+    disposition: Disposition | None = None
+    note: str = Field(default="", max_length=2000)
+
+
+class BulkOut(BaseModel):
+    reviewed: int
+    inspection_ids: list[str]

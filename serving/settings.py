@@ -8,6 +8,7 @@ Example::
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -49,6 +50,28 @@ class ServeSettings(Settings):
         default=True, description="Refuse to start without a production model in the registry."
     )
     log_json: bool = True
+    timezone: str = Field(
+        default="UTC", description="The plant's time zone (IANA name, e.g. Asia/Seoul): dates on "
+        "the review pages, and filter times given without an offset.")
+    secure_cookies: bool = Field(
+        default=False, description="Mark the sign-in cookie Secure: set it when the service is "
+        "reached over TLS (behind a reverse proxy). Requests that arrive as https get it anyway.")
+    session_idle_minutes: float = Field(
+        default=120, gt=0, description="A page session ends after this long without a request.")
+    session_hours: float = Field(default=12, gt=0, description="A page session ends this long after sign-in.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Seoul or UTC") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("decode", mode="before")
     @classmethod

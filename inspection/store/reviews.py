@@ -225,19 +225,6 @@ class ReviewStore:
         with self.db.engine.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
-    def neighbours(self, where: QueueFilter, inspection_id: str) -> tuple[str | None, str | None]:
-        """The ids before and after `inspection_id` in the queue's order (None at either end)."""
-        before_id = inspections.c.id > inspection_id if not where.oldest_first else inspections.c.id < inspection_id
-        after_id = inspections.c.id < inspection_id if not where.oldest_first else inspections.c.id > inspection_id
-        base = self._select(where)
-        previous = base.where(before_id).order_by(None).order_by(
-            inspections.c.id.asc() if not where.oldest_first else inspections.c.id.desc()).limit(1)
-        following = base.where(after_id).limit(1)
-        with self.db.engine.connect() as conn:
-            p = conn.execute(previous).mappings().first()
-            n = conn.execute(following).mappings().first()
-        return (p["id"] if p else None), (n["id"] if n else None)
-
     def backlog(self) -> dict[str, int]:
         """Unreviewed FAIL and REVIEW frames per station."""
         query = (select(inspections.c.station_id, func.count())

@@ -1,0 +1,669 @@
+// The review page: queue, frame view and one-key decisions, in plain JavaScript (no library).
+//
+// Every decision is a full review body (frame decision, per-box corrections, disposition, note)
+// put in an outbox in localStorage *before* it is sent, and sent in order with a client_id, so
+// a reload, a dropped connection or an expired session loses nothing: the outbox is sent again
+// (the server stores a client_id once) and the header shows how many are not yet saved.
+"use strict";
+
+(function () {
+  const cfg = JSON.parse(document.getElementById("config").textContent);
+  const t = (text) => cfg.messages[text] || text;
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  const OUTBOX = `qc-review-outbox:${cfg.user.name}`;
+  const UNDO = `qc-review-undo:${cfg.user.name}`;
+  const when = new Intl.DateTimeFormat(cfg.lang === "ko" ? "ko-KR" : "en-GB", {
+    timeZone: cfg.timezone, year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  let items = [];          // [{inspection, review}] in queue order
+  let cursor = null;       // next page of the queue
+  let remaining = 0;       // what the filter selects, as the server counted, adjusted locally
+  let current = -1;        // index of the open item
+  let work = null;         // the open item's decision being made
+  let selected = -1;       // selected box (index into the model's detections)
+  let showBoxes = true;
+  let zoom = {scale: 1, x: 0, y: 0};
+  let mode = null;         // null, "draw", "picker", "help", "bulk", "note"
+  let pickerDone = null;
+  let retryTimer = null;
+  let flushing = false;
+  const sending = new Set(); // inspection ids with a decision in the outbox
+
+  const load = (key) => { try { return JSON.parse(localStorage.getItem(key)) || []; } catch (e) { return []; } };
+  const store = (key, value) => localStorage.setItem(key, JSON.stringify(value));
+  const newId = () => Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const fmt = (iso) => when.format(new Date(iso));
+
+  // -- talking to the API ----------------------------------------------------------------
+
+  async function api(method, url, body) {
+    const response = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": cfg.csrf, "Accept": "application/json"},
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    return {status: response.status, ok: response.ok, data};
+  }
+
+  function filterQuery() {
+    const form = new FormData($("filters"));
+    const query = new URLSearchParams();
+    for (const [name, value] of form.entries()) if (value) query.set(name, value);
+    return query;
+  }
+
+  // -- the outbox: decisions survive reloads and dropped connections --------------------
+
+  function showUnsaved(extra) {
+    const outbox = load(OUTBOX);
+    sending.clear();
+    outbox.forEach((entry) => sending.add(entry.inspection_id));
+    const badge = $("unsaved");
+    badge.hidden = outbox.length === 0 && !extra;
+    badge.textContent = extra || `${outbox.length} ${t("unsaved")}`;
+    if (outbox.length && !extra) badge.textContent += ` · ${t("retrying")}`;
+    document.querySelectorAll("#queue li").forEach((li) => li.classList.toggle("unsaved", sending.has(li.dataset.id)));
+  }
+
+  function enqueue(inspectionId, body) {
+    const outbox = load(OUTBOX);
+    outbox.push({inspection_id: inspectionId, body});
+    store(OUTBOX, outbox);
+    showUnsaved();
+    flush();
+  }
+
+  async function flush() {
+    if (flushing) return;
+    flushing = true;
+    clearTimeout(retryTimer);
+    try {
+      while (true) {
+        const outbox = load(OUTBOX);
+        if (!outbox.length) break;
+        const entry = outbox[0];
+        let result;
+        try {
+          result = await api("POST", `/v1/inspections/${entry.inspection_id}/reviews`, entry.body);
+        } catch (e) {
+          result = null; // the network is down: keep it and retry
+        }
+        if (result && (result.ok || (result.status >= 400 && result.status < 500 && ![401, 403, 408, 429].includes(result.status)))) {
+          const rest = load(OUTBOX).filter((e) => e.body.client_id !== entry.body.client_id);
+          store(OUTBOX, rest);
+          const item = items.find((i) => i.inspection.id === entry.inspection_id);
+          if (result.ok && item) item.review = result.data;
+          if (!result.ok) setStatus(`${t("Refused")}: ${result.data && result.data.detail}`, true);
+          showUnsaved();
+          renderItemMark(entry.inspection_id);
+          continue;
+        }
+        const signedOut = result && (result.status === 401 || result.status === 403);
+        showUnsaved(signedOut ? `${outbox.length} ${t("unsaved")} · ${t("sign in again")}` : null);
+        retryTimer = setTimeout(flush, signedOut ? 15000 : 2000);
+        break;
+      }
+    } finally {
+      flushing = false;
+    }
+    if (current >= 0 && items[current]) loadHistory(items[current].inspection.id);
+  }
+
+  // -- the queue ---------------------------------------------------------------------------
+
+  async function loadQueue(more) {
+    const query = filterQuery();
+    query.set("limit", "50");
+    if (more && cursor) query.set("cursor", cursor);
+    const result = await api("GET", `/v1/reviews?${query}`);
+    if (!result.ok) { setStatus(result.data ? result.data.detail : t("cannot load the queue"), true); return; }
+    remaining = result.data.remaining;
+    cursor = result.data.next_cursor;
+    items = more ? items.concat(result.data.items) : result.data.items;
+    // Decisions still in the outbox count as made.
+    const pending = new Set(load(OUTBOX).map((e) => e.inspection_id));
+    if (query.get("state") !== "reviewed" && query.get("state") !== "all") {
+      const counted = items.filter((i) => pending.has(i.inspection.id) && !i.review).length;
+      remaining = Math.max(0, remaining - counted);
+    }
+    renderQueue();
+    if (!more) open(items.length ? 0 : -1);
+  }
+
+  function latestBody(item) {
+    const outbox = load(OUTBOX).filter((e) => e.inspection_id === item.inspection.id);
+    if (outbox.length) return outbox[outbox.length - 1].body;
+    return item.review;
+  }
+
+  function decisionOf(item) {
+    const body = latestBody(item);
+    return body && body.decision !== "retracted" ? body.decision : null;
+  }
+
+  function renderQueue() {
+    const list = $("queue");
+    list.textContent = "";
+    items.forEach((item, index) => {
+      const li = document.createElement("li");
+      li.dataset.id = item.inspection.id;
+      li.tabIndex = -1;
+      const i = item.inspection;
+      li.innerHTML = `<span class="verdict ${i.verdict}"></span><span class="when"></span>` +
+        `<span class="station"></span><span class="part"></span><span class="mark"></span>`;
+      li.querySelector(".verdict").textContent = i.verdict;
+      li.querySelector(".when").textContent = fmt(i.created_at);
+      li.querySelector(".station").textContent = i.station;
+      li.querySelector(".part").textContent = i.part_id || "";
+      li.addEventListener("click", () => open(index));
+      list.appendChild(li);
+    });
+    if (cursor) {
+      const li = document.createElement("li");
+      li.className = "more";
+      li.textContent = t("more…");
+      li.addEventListener("click", () => loadQueue(true));
+      list.appendChild(li);
+    }
+    items.forEach((item) => renderItemMark(item.inspection.id));
+    $("remaining").textContent = remaining;
+    $("empty").hidden = items.length > 0;
+    showUnsaved();
+  }
+
+  function renderItemMark(id) {
+    const li = document.querySelector(`#queue li[data-id="${id}"]`);
+    const item = items.find((i) => i.inspection.id === id);
+    if (!li || !item) return;
+    const decision = decisionOf(item);
+    li.classList.toggle("decided", !!decision);
+    li.dataset.decision = decision || "";
+    li.querySelector(".mark").textContent = decision ? t(decision === "defect" ? "Defect" : "False alarm") : "";
+    li.classList.toggle("unsaved", sending.has(id));
+  }
+
+  // -- the frame ---------------------------------------------------------------------------
+
+  function open(index) {
+    current = index;
+    selected = -1;
+    document.querySelectorAll("#queue li").forEach((li, i) => li.classList.toggle("current", i === index));
+    $("frame").hidden = index < 0;
+    if (index < 0) return;
+    const item = items[index];
+    const li = document.querySelectorAll("#queue li")[index];
+    if (li) li.scrollIntoView({block: "nearest"});
+    const body = latestBody(item);
+    work = {
+      decision: body && body.decision !== "retracted" ? body.decision : null,
+      boxes: {}, drawn: [], disposition: body ? body.disposition : null, note: body ? body.note || "" : "",
+    };
+    if (body && body.decision !== "retracted") {
+      for (const box of body.boxes || []) {
+        if (box.decision === "missed") work.drawn.push({class: box.class, xyxy: box.xyxy});
+        else if (box.detection !== null && box.detection !== undefined) work.boxes[box.detection] = {decision: box.decision, class: box.class};
+      }
+    }
+    $("note").value = work.note;
+    const image = $("image");
+    const i = item.inspection;
+    image.src = i.image_stored ? `/review/image/${i.id}` : "";
+    image.alt = `${i.station} ${i.part_id || ""}`;
+    $("boxes").setAttribute("viewBox", `0 0 ${i.width} ${i.height}`);
+    $("boxes").setAttribute("preserveAspectRatio", "none");
+    resetZoom();
+    renderFacts(item);
+    renderBoxes();
+    loadHistory(i.id);
+    setStatus("");
+    history.replaceState(null, "", `${location.pathname}${location.search}#${i.id}`);
+  }
+
+  function renderFacts(item) {
+    const i = item.inspection;
+    const facts = [
+      [t("Verdict"), i.verdict], [t("Rule"), i.rule], [t("Part"), i.part_id || "—"],
+      [t("Station"), i.station], [t("Time"), fmt(i.created_at)],
+      [t("Model"), `${i.model.name}@${i.model.version}`], [t("Rules"), `v${i.rules_version}`],
+      [t("Position"), `${current + 1} / ${items.length}${cursor ? "+" : ""}`],
+    ];
+    const dl = $("facts");
+    dl.textContent = "";
+    for (const [name, value] of facts) {
+      const dt = document.createElement("dt"); dt.textContent = name;
+      const dd = document.createElement("dd"); dd.textContent = value;
+      if (name === t("Verdict")) dd.className = `verdict ${value}`;
+      dl.append(dt, dd);
+    }
+  }
+
+  function boxDecision(index) {
+    const given = work.boxes[index];
+    if (given) return given;
+    if (work.decision === "defect") return {decision: "confirmed"};
+    if (work.decision === "false_alarm") return {decision: "false_alarm"};
+    return null;
+  }
+
+  function renderBoxes() {
+    const svg = $("boxes");
+    svg.textContent = "";
+    svg.style.display = showBoxes ? "" : "none";
+    const item = items[current];
+    const i = item.inspection;
+    const font = Math.max(8, i.width / 45);
+    const list = $("box-list");
+    list.textContent = "";
+    const draw = (xyxy, cls, label, key) => {
+      const [x1, y1, x2, y2] = xyxy;
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", x1); rect.setAttribute("y", y1);
+      rect.setAttribute("width", Math.max(1, x2 - x1)); rect.setAttribute("height", Math.max(1, y2 - y1));
+      rect.setAttribute("class", cls);
+      rect.setAttribute("vector-effect", "non-scaling-stroke");
+      const text = document.createElementNS(SVG, "text");
+      text.setAttribute("x", x1); text.setAttribute("y", Math.max(font, y1 - 2));
+      text.setAttribute("font-size", font);
+      text.setAttribute("class", cls);
+      text.textContent = `${key} ${label}`;
+      svg.append(rect, text);
+    };
+    i.detections.forEach((d, index) => {
+      const state = boxDecision(index);
+      const cls = `box ${state ? state.decision : "open"}${index === selected ? " selected" : ""}`;
+      const name = state && state.decision === "wrong_class" ? `${d.class}→${state.class}` : d.class;
+      draw(d.box, cls, `${name} ${d.confidence.toFixed(2)}`, index + 1);
+      const li = document.createElement("li");
+      li.className = cls;
+      li.textContent = `${index + 1}. ${name} ${d.confidence.toFixed(2)} — ${state ? t(state.decision) : t("open")}`;
+      li.addEventListener("click", () => { selected = index; renderBoxes(); });
+      list.appendChild(li);
+    });
+    work.drawn.forEach((box, n) => {
+      draw(box.xyxy, "box missed", `${box.class} (${t("missed")})`, "+");
+      const li = document.createElement("li");
+      li.className = "box missed";
+      li.textContent = `+${n + 1}. ${box.class} — ${t("missed")}`;
+      list.appendChild(li);
+    });
+  }
+
+  async function loadHistory(id) {
+    const result = await api("GET", `/v1/inspections/${id}/reviews`);
+    if (!result.ok || !items[current] || items[current].inspection.id !== id) return;
+    const list = $("history");
+    list.textContent = "";
+    for (const review of result.data.history.slice().reverse()) {
+      const li = document.createElement("li");
+      const parts = [fmt(review.created_at), review.reviewer, t(review.decision)];
+      if (review.disposition) parts.push(t(review.disposition));
+      if (review.note) parts.push(`“${review.note}”`);
+      li.textContent = parts.join(" · ");
+      list.appendChild(li);
+    }
+  }
+
+  // -- deciding ----------------------------------------------------------------------------
+
+  function bodyOfWork() {
+    const item = items[current];
+    const boxes = [];
+    item.inspection.detections.forEach((d, index) => {
+      const state = boxDecision(index);
+      if (state) boxes.push({decision: state.decision, detection: index, class: state.class || d.class});
+    });
+    for (const box of work.drawn) boxes.push({decision: "missed", class: box.class, xyxy: box.xyxy});
+    return {client_id: newId(), decision: work.decision, boxes, disposition: work.disposition, note: work.note};
+  }
+
+  function save(message) {
+    const item = items[current];
+    const before = latestBody(item);
+    const wasOpen = !decisionOf(item);
+    const body = bodyOfWork();
+    const undo = load(UNDO);
+    undo.push({inspection_id: item.inspection.id, before: before ? strip(before) : null, was_open: wasOpen});
+    store(UNDO, undo.slice(-200));
+    enqueue(item.inspection.id, body);
+    if (wasOpen && stateFilter() === "unreviewed") remaining = Math.max(0, remaining - 1);
+    $("remaining").textContent = remaining;
+    renderItemMark(item.inspection.id);
+    renderBoxes();
+    setStatus(message || t("Saved on this device; sending…"));
+  }
+
+  function strip(body) {
+    return {decision: body.decision, note: body.note || "", disposition: body.disposition || null,
+            boxes: (body.boxes || []).map((b) => b.decision === "missed"
+              ? {decision: "missed", class: b.class, xyxy: b.xyxy}
+              : {decision: b.decision, detection: b.detection, class: b.class})};
+  }
+
+  function stateFilter() { return new FormData($("filters")).get("state") || "unreviewed"; }
+
+  function derivedDecision() {
+    const item = items[current];
+    const anyDefect = work.drawn.length > 0 || item.inspection.detections.some((d, index) => {
+      const state = work.boxes[index];
+      return state ? state.decision !== "false_alarm" : work.decision !== "false_alarm";
+    });
+    return anyDefect ? "defect" : "false_alarm";
+  }
+
+  function decideFrame(decision) {
+    if (decision === "false_alarm" && work.drawn.length) {
+      setStatus(t("A false alarm cannot keep a drawn defect; undo it first."), true);
+      return;
+    }
+    work.decision = decision;
+    // A defect keeps the per-box corrections made so far (the open boxes become confirmed);
+    // a false alarm makes every box one.
+    if (decision === "false_alarm") work.boxes = {};
+    work.disposition = decision === "defect" ? "ng_confirmed" : "ok_released";
+    work.note = $("note").value;
+    save(decision === "defect" ? t("Defect") : t("False alarm"));
+    next();
+  }
+
+  function decideBox(decision, cls) {
+    const item = items[current];
+    if (selected < 0 || selected >= item.inspection.detections.length) {
+      setStatus(t("Select a box first (Tab or 1–9)."), true);
+      return;
+    }
+    work.boxes[selected] = {decision, class: cls || item.inspection.detections[selected].class};
+    work.decision = derivedDecision();
+    work.disposition = work.decision === "defect" ? "ng_confirmed" : "ok_released";
+    work.note = $("note").value;
+    save();
+  }
+
+  function setDisposition(disposition) {
+    work.decision = work.decision || (disposition === "ng_confirmed" ? "defect" : "false_alarm");
+    work.disposition = disposition;
+    work.note = $("note").value;
+    save(t(disposition));
+  }
+
+  function undo() {
+    const stack = load(UNDO);
+    const last = stack.pop();
+    if (!last) { setStatus(t("Nothing to undo."), true); return; }
+    store(UNDO, stack);
+    const body = last.before && last.before.decision !== "retracted"
+      ? {...last.before, client_id: newId()} : {decision: "retracted", client_id: newId(), boxes: [], note: ""};
+    enqueue(last.inspection_id, body);
+    const index = items.findIndex((i) => i.inspection.id === last.inspection_id);
+    if (last.was_open && stateFilter() === "unreviewed") remaining += 1;
+    $("remaining").textContent = remaining;
+    renderItemMark(last.inspection_id);
+    if (index >= 0) open(index);
+    setStatus(t("Undone."));
+  }
+
+  function next() {
+    if (current + 1 < items.length) open(current + 1);
+    else if (cursor) loadQueue(true).then(() => open(Math.min(current + 1, items.length - 1)));
+    else setStatus(t("End of the queue."));
+  }
+
+  function previous() { if (current > 0) open(current - 1); }
+
+  function setStatus(text, error) {
+    const status = $("status");
+    status.textContent = text;
+    status.classList.toggle("error", !!error);
+  }
+
+  // -- class picker, drawing, zoom ---------------------------------------------------------
+
+  function pick(title, done) {
+    const classes = cfg.classes.length ? cfg.classes
+      : Array.from(new Set(items.flatMap((i) => i.inspection.detections.map((d) => d.class)))).sort();
+    $("picker-title").textContent = title;
+    const list = $("picker-list");
+    list.textContent = "";
+    classes.slice(0, 9).forEach((name, n) => {
+      const li = document.createElement("li");
+      li.innerHTML = "<kbd></kbd> <span></span>";
+      li.querySelector("kbd").textContent = n + 1;
+      li.querySelector("span").textContent = name;
+      li.addEventListener("click", () => closePicker(name));
+      list.appendChild(li);
+    });
+    pickerDone = (n) => classes[n];
+    mode = "picker";
+    $("picker").hidden = false;
+    $("picker").dataset.done = "";
+    pick.callback = done;
+  }
+
+  function closePicker(name) {
+    $("picker").hidden = true;
+    mode = null;
+    if (name && pick.callback) pick.callback(name);
+    pick.callback = null;
+  }
+
+  function toImage(event) {
+    const rect = $("boxes").getBoundingClientRect();
+    const i = items[current].inspection;
+    return [(event.clientX - rect.left) / rect.width * i.width, (event.clientY - rect.top) / rect.height * i.height];
+  }
+
+  let dragStart = null;
+  let preview = null;
+  $("stage").addEventListener("pointerdown", (event) => {
+    if (current < 0) return;
+    event.preventDefault();
+    if (mode === "draw") {
+      dragStart = toImage(event);
+      preview = document.createElementNS(SVG, "rect");
+      preview.setAttribute("class", "box missed drawing");
+      preview.setAttribute("vector-effect", "non-scaling-stroke");
+      $("boxes").appendChild(preview);
+    } else {
+      dragStart = {x: event.clientX - zoom.x, y: event.clientY - zoom.y, pan: true};
+    }
+    $("stage").setPointerCapture(event.pointerId);
+  });
+  $("stage").addEventListener("pointermove", (event) => {
+    if (!dragStart) return;
+    if (dragStart.pan) {
+      zoom.x = event.clientX - dragStart.x; zoom.y = event.clientY - dragStart.y; applyZoom();
+      return;
+    }
+    const [x, y] = toImage(event);
+    const [x0, y0] = dragStart;
+    preview.setAttribute("x", Math.min(x, x0)); preview.setAttribute("y", Math.min(y, y0));
+    preview.setAttribute("width", Math.abs(x - x0)); preview.setAttribute("height", Math.abs(y - y0));
+  });
+  $("stage").addEventListener("pointerup", (event) => {
+    if (!dragStart) return;
+    const start = dragStart;
+    dragStart = null;
+    if (start.pan) return;
+    const [x, y] = toImage(event);
+    const i = items[current].inspection;
+    const clamp = (v, hi) => Math.max(0, Math.min(hi, v));
+    const xyxy = [clamp(Math.min(x, start[0]), i.width), clamp(Math.min(y, start[1]), i.height),
+                  clamp(Math.max(x, start[0]), i.width), clamp(Math.max(y, start[1]), i.height)].map((v) => Math.round(v * 10) / 10);
+    mode = null;
+    $("stage").classList.remove("drawing");
+    if (xyxy[2] - xyxy[0] < 2 || xyxy[3] - xyxy[1] < 2) { renderBoxes(); setStatus(t("Too small; press M and drag again."), true); return; }
+    pick(t("Class of the missed defect"), (name) => {
+      work.drawn.push({class: name, xyxy});
+      work.decision = "defect";
+      work.disposition = "ng_confirmed";
+      work.note = $("note").value;
+      save(t("Missed defect"));
+    });
+  });
+
+  function applyZoom() {
+    $("zoom").style.transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+  }
+  function resetZoom() { zoom = {scale: 1, x: 0, y: 0}; applyZoom(); }
+  function zoomBy(factor) {
+    const stage = $("stage").getBoundingClientRect();
+    const cx = stage.width / 2, cy = stage.height / 2;
+    const scale = Math.max(1, Math.min(8, zoom.scale * factor));
+    zoom.x = cx - (cx - zoom.x) * (scale / zoom.scale);
+    zoom.y = cy - (cy - zoom.y) * (scale / zoom.scale);
+    zoom.scale = scale;
+    if (scale === 1) { zoom.x = 0; zoom.y = 0; }
+    applyZoom();
+  }
+  $("stage").addEventListener("wheel", (event) => { event.preventDefault(); zoomBy(event.deltaY < 0 ? 1.25 : 0.8); }, {passive: false});
+
+  // -- bulk --------------------------------------------------------------------------------
+
+  function openBulk() {
+    $("bulk-text").textContent = t("Decide all {n} frames the filter selects now:").replace("{n}", remaining);
+    $("bulk").hidden = false;
+    mode = "bulk";
+  }
+  async function bulk(decision) {
+    $("bulk").hidden = true;
+    mode = null;
+    const result = await api("POST", `/v1/reviews/bulk?${filterQuery()}`, {decision, expected: remaining});
+    if (!result.ok) { setStatus(`${t("Refused")}: ${result.data && result.data.detail}`, true); await loadQueue(false); return; }
+    await loadQueue(false);
+    setStatus(t("{n} frames decided.").replace("{n}", result.data.reviewed));
+  }
+  $("bulk-button").addEventListener("click", openBulk);
+  $("bulk-false").addEventListener("click", () => bulk("false_alarm"));
+  $("bulk-defect").addEventListener("click", () => bulk("defect"));
+  $("bulk-cancel").addEventListener("click", () => { $("bulk").hidden = true; mode = null; });
+
+  // -- keys --------------------------------------------------------------------------------
+
+  function toggleHelp() {
+    const help = $("help");
+    help.hidden = !help.hidden;
+    mode = help.hidden ? null : "help";
+  }
+  $("help-button").addEventListener("click", toggleHelp);
+  document.querySelectorAll(".actions button[data-key]").forEach((button) =>
+    button.addEventListener("click", () => handleKey(button.dataset.key)));
+
+  function handleKey(key, event) {
+    const item = items[current];
+    if (!item && !["?", "a", "A"].includes(key)) return false;
+    switch (key) {
+      case "j": case "ArrowDown": case "ArrowRight": next(); return true;
+      case "k": case "ArrowUp": case "ArrowLeft": previous(); return true;
+      case "d": decideFrame("defect"); return true;
+      case "f": decideFrame("false_alarm"); return true;
+      case "c": decideBox("confirmed"); return true;
+      case "x": decideBox("false_alarm"); return true;
+      case "w":
+        if (selected < 0) { setStatus(t("Select a box first (Tab or 1–9)."), true); return true; }
+        pick(t("The right class"), (name) => decideBox("wrong_class", name));
+        return true;
+      case "m":
+        mode = "draw";
+        $("stage").classList.add("drawing");
+        setStatus(t("Drag a box over the missed defect."));
+        return true;
+      case "g": setDisposition("ng_confirmed"); return true;
+      case "o": setDisposition("ok_released"); return true;
+      case "u": case "z": undo(); return true;
+      case "n": mode = "note"; $("note").focus(); return true;
+      case "b": showBoxes = !showBoxes; renderBoxes(); return true;
+      case "+": case "=": zoomBy(1.25); return true;
+      case "-": zoomBy(0.8); return true;
+      case "0": resetZoom(); return true;
+      case "a": case "A": openBulk(); return true;
+      case "?": toggleHelp(); return true;
+      case "Tab": {
+        const n = item.inspection.detections.length;
+        if (!n) return true;
+        selected = event && event.shiftKey ? (selected - 1 + n) % n : (selected + 1) % n;
+        renderBoxes();
+        return true;
+      }
+      default:
+        if (/^[1-9]$/.test(key) && Number(key) <= item.inspection.detections.length) {
+          selected = Number(key) - 1; renderBoxes(); return true;
+        }
+    }
+    return false;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey && event.key === "z" && mode !== "note") { event.preventDefault(); undo(); return; }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (mode === "note") {
+      if (event.key === "Escape") { mode = null; $("note").blur(); }
+      else if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        mode = null; $("note").blur();
+        work.note = $("note").value;
+        work.decision = work.decision || derivedDecision();
+        save(t("Note saved."));
+      }
+      return;
+    }
+    const target = event.target;
+    if (target && ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName)) {
+      if (event.key === "Escape") target.blur();
+      return;
+    }
+    if (mode === "picker") {
+      event.preventDefault();
+      if (event.key === "Escape") closePicker(null);
+      else if (/^[1-9]$/.test(event.key) && pickerDone(Number(event.key) - 1)) closePicker(pickerDone(Number(event.key) - 1));
+      return;
+    }
+    if (mode === "help") { if (event.key === "Escape" || event.key === "?") { event.preventDefault(); toggleHelp(); } return; }
+    if (mode === "bulk") {
+      event.preventDefault();
+      if (event.key === "Escape") { $("bulk").hidden = true; mode = null; }
+      else if (event.key === "f") bulk("false_alarm");
+      else if (event.key === "d") bulk("defect");
+      return;
+    }
+    if (mode === "draw" && event.key === "Escape") { mode = null; $("stage").classList.remove("drawing"); setStatus(""); return; }
+    if (handleKey(event.key.length === 1 ? event.key.toLowerCase() : event.key, event)) {
+      event.preventDefault();
+    }
+  });
+  $("note").addEventListener("focus", () => { mode = "note"; });
+  $("note").addEventListener("blur", () => { if (mode === "note") mode = null; });
+
+  // -- start -------------------------------------------------------------------------------
+
+  function fillFilters() {
+    const form = $("filters");
+    const stations = form.elements.station;
+    for (const id of cfg.stations) stations.add(new Option(id, id));
+    const classes = form.elements["class"];
+    for (const name of cfg.classes) classes.add(new Option(name, name));
+    const query = new URLSearchParams(location.search);
+    for (const element of form.elements) {
+      if (element.name && query.has(element.name)) element.value = query.get(element.name);
+    }
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const query = filterQuery();
+      history.replaceState(null, "", `${location.pathname}?${query}`);
+      loadQueue(false);
+    });
+  }
+
+  window.addEventListener("online", flush);
+  fillFilters();
+  showUnsaved();
+  loadQueue(false).then(() => {
+    const wanted = location.hash.slice(1);
+    const index = items.findIndex((i) => i.inspection.id === wanted);
+    if (index > 0) open(index);
+    flush();
+  });
+})();
