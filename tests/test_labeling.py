@@ -3,8 +3,9 @@ Label Studio as tasks (image inline, pre-annotations in percent, the reviewer's 
 reviewer corrected the frame), come back as a new dataset version with lineage, never twice,
 and survive Label Studio going down mid-push.
 
-Tests marked `labelstudio` start Label Studio from .ls-venv/ once per module (about 40 s to
-2 min on 2 cores) and skip when it is not installed (`python -m labeling.server install`)."""
+Tests marked `labelstudio` share one Label Studio from .ls-venv/ per session (fixture
+`label_studio` in conftest.py; starting takes 40 s to 2 min on 2 cores) and skip when it is not
+installed (`python -m labeling.server install`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from inspection.store.reviews import BoxCorrection, BoxDecision, FrameDecision, ReviewStore
 from labeling.config import check_label_config, label_config
-from labeling.server import DEFAULT_VENV, LabelStudioServer, free_port
+from labeling.server import free_port
 
 NAMES = {0: "scratch", 1: "dent", 2: "crack", 3: "particle", 4: "missing"}
 FAIL_ALL = {"default": {"fail_conf": 0.01, "review_conf": 0.01}}
@@ -48,9 +49,10 @@ def _record(**values):
     from inspection.rules import Verdict
     from inspection.store.records import InspectionRecord
 
-    base = dict(station_id="s1", verdict=Verdict.FAIL, rule="r", model_name="default", model_version="v1",
-                rules_version=1, width=400, height=200, timings={}, image_format="png", image_sha256="ab" * 32,
-                detections=[{"class": "dent", "class_id": 1, "confidence": 0.42, "box": [40, 20, 80, 60]}])
+    base = {"station_id": "s1", "verdict": Verdict.FAIL, "rule": "r", "model_name": "default", "model_version": "v1",
+            "rules_version": 1, "width": 400, "height": 200, "timings": {}, "image_format": "png",
+            "image_sha256": "ab" * 32,
+            "detections": [{"class": "dent", "class_id": 1, "confidence": 0.42, "box": [40, 20, 80, 60]}]}
     return InspectionRecord(**{**base, **values})
 
 
@@ -85,16 +87,6 @@ def test_where_a_reviewer_corrected_the_frame_the_task_shows_the_reviewers_boxes
 
 
 # -- against a real Label Studio -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    if not (DEFAULT_VENV / "bin" / "label-studio").is_file():
-        pytest.skip(f"Label Studio is not installed in {DEFAULT_VENV} (python -m labeling.server install)")
-    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
