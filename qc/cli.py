@@ -24,7 +24,18 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
-    from qc.commands import dataset, evaluate, label, loop, models, predict, serve, synth, train, users
+    from qc.commands import (
+        dataset,
+        evaluate,
+        label,
+        loop,
+        models,
+        predict,
+        serve,
+        synth,
+        train,
+        users,
+    )
 
     app.command("synth")(synth.synth)
     app.command("predict")(predict.predict)

@@ -38,6 +38,7 @@ from serving.routers import (
     inspect,
     inspections,
     keys,
+    loop,
     models,
     oip,
     pages,
@@ -107,7 +108,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, pages):
+    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, loop, pages):
         app.include_router(module.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")

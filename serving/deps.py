@@ -182,3 +182,14 @@ def current_person(
 
 Person = Annotated[Actor, Depends(current_person)]
 """A person reviewing: signed in on the pages (cookie + CSRF) or holding a staff key."""
+
+
+def current_engineer(person: Person) -> Actor:
+    if not person.role.covers(Role.ENGINEER):
+        raise HTTPException(403, f"a {person.role} cannot do this; it needs an engineer or admin "
+                                 "(a key, or signed in at /login)")
+    return person
+
+
+EngineerPerson = Annotated[Actor, Depends(current_engineer)]
+"""An engineer or admin: signed in on the pages (cookie + CSRF) or holding such a key."""

@@ -200,3 +200,84 @@ def test_reviewed_frames_come_back_as_a_promoted_model_swapped_in_without_a_fail
     for change in result["changed_verdicts"]:
         assert change["inspection"] in inspected and change["before"] != change["after"]
     assert np.isfinite(result["after"]["map50_95"])
+
+
+# -- the engineer's action: POST /v1/loop/run ----------------------------------------------
+
+
+@pytest.fixture
+def slow_label_studio():
+    """A Label Studio that accepts connections and never answers (overloaded, or a proxy in
+    front of a dead one): the turn's pull waits for QC_LABEL_TIMEOUT_S, so the turn runs long
+    enough to be seen running."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not happen within {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_an_engineer_starts_a_turn_on_the_api_it_refuses_a_second_and_survives_a_service_restart(
+        untrained_model, slow_label_studio, tmp_path, monkeypatch):
+    for key, value in {"QC_LABEL_STUDIO_URL": slow_label_studio, "QC_LABEL_STUDIO_TOKEN": "t" * 40,
+                       "QC_LABEL_TIMEOUT_S": "8", "QC_LABEL_DATASET": "line"}.items():
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "home"
+    with running(home, untrained_model, pass_sample_rate=1.0) as first:
+        from inspection.store.labels import LabelStore
+
+        # A frame pushed to Label Studio earlier, whose annotation the turn will ask for.
+        frame_id = first.inspect(first.add_station()).json()["id"]
+        labels = LabelStore(first.state.db)
+        labels.enqueue("qc-defects", [frame_id])
+        labels.claim("qc-defects", limit=1)
+        labels.pushed("qc-defects", {frame_id: 1})
+        engineer, reviewer = first.key("engineer"), first.key("reviewer")
+        assert first.client.post("/v1/loop/run").status_code == 401
+        refused = first.client.post("/v1/loop/run", headers=reviewer)
+        assert refused.status_code == 403 and "engineer" in refused.json()["detail"]
+
+        started = first.client.post("/v1/loop/run", headers=engineer, json={"min_new": 5, "auto_promote": False})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["state"] == "running" and job["params"]["asked"] == {"min_new": 5, "auto_promote": False}
+        again = first.client.post("/v1/loop/run", headers=engineer, json={})
+        assert again.status_code == 409 and job["id"] in again.json()["detail"]
+        # The child adopts the job (its own process) and is pulling from the silent Label Studio.
+        worker = wait_for(lambda: (j := first.client.get(f"/v1/loop/jobs/{job['id']}", headers=engineer).json())
+                          ["step"] == "pull" and j, 60, "the child taking up the job")
+        from inspection.store.jobs import JobStore
+
+        owner = JobStore(first.state.db).get(worker["id"]).owner  # host:pid of the worker
+        pid = int(owner.rsplit(":", 1)[1])
+        assert pid != os.getpid()
+
+    os.kill(pid, 0)  # the service stopped; the turn did not
+    with running(home, None) as second:
+        engineer = second.key("engineer")
+        seen = second.client.get(f"/v1/loop/jobs/{job['id']}", headers=engineer).json()
+        assert seen["state"] == "running" and seen["alive"] and seen["created_by"].startswith("key:")
+        assert second.client.post("/v1/loop/run", headers=engineer).status_code == 409
+        ended = wait_for(lambda: (j := second.client.get(f"/v1/loop/jobs/{job['id']}", headers=engineer).json())
+                         ["state"] != "running" and j, 120, "the turn ending")
+        # Label Studio never answered: the turn pulled what the webhook had (nothing) and found
+        # no labelled frames, so there was nothing to train.
+        assert ended["state"] == "skipped", ended
+        assert list(ended["steps"]) == ["pull", "check"] and ended["params"]["min_new"] == 5
+        assert "did not answer" in ended["steps"]["pull"]["note"] and "no version yet" in ended["result"]["note"]
+        assert [j["id"] for j in second.client.get("/v1/loop/jobs", headers=engineer).json()] == [job["id"]]
+        assert second.client.get("/v1/loop/jobs/nope", headers=engineer).status_code == 404
+        log = (home / "logs" / f"loop-{job['id']}.log").read_text()
+        assert "pulling annotations" in log

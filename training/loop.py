@@ -11,7 +11,8 @@ Steps, each recorded in the job row (inspection/store/jobs.py) with its outputs,
 killed half-way continues from the last finished step when `qc loop` runs again:
 
 1. pull      annotations from Label Studio into the next dataset version (when configured;
-             otherwise the dataset's newest version is used as it is).
+             otherwise the dataset's newest version is used as it is). Label Studio down: what
+             the webhook recorded is pulled, and the turn goes on.
 2. check     how many images the newest version has that the production model never saw
              (by image hash against the version named in its card); fewer than
              `loop_min_new` ends the turn as `skipped`.
@@ -25,6 +26,10 @@ killed half-way continues from the last finished step when `qc loop` runs again:
 6. gate      the promotion gate; promoted when it passes and `loop_auto_promote` is on, else
              left `waiting_approval` for `qc models promote` (or the API); the service's model
              watcher swaps a promoted model in without a failed request.
+
+A turn is started by `qc loop` (the job row is made here) or by the service's
+`POST /v1/loop/run`, which makes the row itself and starts `qc loop --job ID` as a child in
+a session of its own (serving/turns.py): `run_turn(job_id=...)` adopts that row.
 
 The result holds per-class metrics before and after, and the labelled frames of this turn
 whose verdict (under their station's current rules) changed from the production model to
@@ -48,9 +53,9 @@ from inspection.models import promotion
 from inspection.models.registry import Registry
 from inspection.settings import Settings
 from inspection.store.database import Database
-from inspection.store.jobs import Job, JobState, JobStore
+from inspection.store.jobs import Job, JobKind, JobState, JobStore
 
-KIND = "loop"
+KIND = JobKind.LOOP
 HEARTBEAT_S = 20.0
 
 
@@ -64,15 +69,20 @@ class LoopSettings(Settings):
     label_studio_url: str = ""  # as labeling.settings.LabelSettings: pull first when set
 
 
-def run_turn(settings: LoopSettings | None = None, *, created_by: str | None = None,
+def run_turn(settings: LoopSettings | None = None, *, job_id: str | None = None, created_by: str | None = None,
              say: Callable[[str], None] = lambda message: None) -> Job:
+    """Run (or resume) one turn; `job_id`: the running job the service created for it."""
     settings = settings or LoopSettings()
     settings.ensure_dirs()
     db = Database.from_settings(settings)
     jobs = JobStore(db)
-    job = jobs.start(KIND, params={"model": settings.model_name, "min_new": settings.loop_min_new,
-                                   "recipe": settings.loop_recipe, "auto_promote": settings.loop_auto_promote},
-                     created_by=created_by)
+    params = {"model": settings.model_name, "min_new": settings.loop_min_new, "recipe": settings.loop_recipe,
+              "epochs": settings.loop_epochs, "auto_promote": settings.loop_auto_promote}
+    try:
+        job = jobs.adopt(job_id, params=params) if job_id else jobs.start(KIND, params=params, created_by=created_by)
+    except Exception:
+        db.dispose()
+        raise
     if job.progress.get("steps"):
         say(f"resuming job {job.id} after {', '.join(job.progress['steps'])}")
     stop = threading.Event()
@@ -121,9 +131,16 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         if not settings.label_studio_url:
             return {"version": None, "note": "Label Studio not configured; using the dataset as it is"}
         from labeling.bridge import Bridge
+        from labeling.client import LabelStudioUnavailable
         from labeling.settings import LabelSettings
 
-        version = Bridge(LabelSettings(home=settings.home, database_url=settings.database_url), db=db).pull()
+        bridge = Bridge(LabelSettings(home=settings.home, database_url=settings.database_url), db=db)
+        try:
+            version = bridge.pull()
+        except LabelStudioUnavailable as error:  # the webhook may have recorded annotations
+            version = bridge.pull(fetch=False)
+            return {"version": version.ref if version else None,
+                    "note": f"{error}; pulled only what the webhook recorded"}
         return {"version": version.ref if version else None}
 
     step("pull", "pulling annotations from Label Studio", pull)
@@ -131,7 +148,11 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     dataset = _dataset_name(settings, trained_on)
 
     def check() -> dict[str, Any]:
-        latest = versions.open_version(dataset, root=settings.datasets_dir)
+        try:
+            latest = versions.open_version(dataset, root=settings.datasets_dir)
+        except DatasetError:
+            return {"version": None, "new": 0, "inspections": [],
+                    "note": f"dataset {dataset} has no version yet: push frames and pull their labels"}
         seen = set()
         if trained_on:
             try:
@@ -145,7 +166,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     checked = step("check", f"counting new labelled images in {dataset}", check)
     if checked["new"] < settings.loop_min_new:
         return jobs.finish(job.id, JobState.SKIPPED, result={
-            "message": f"{checked['new']} new labelled images in {checked['version']}, "
+            "message": f"{checked['new']} new labelled images in {checked['version'] or dataset}, "
                        f"{settings.loop_min_new} needed (QC_LOOP_MIN_NEW)", **checked})
 
     def train() -> dict[str, Any]:

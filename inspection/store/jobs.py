@@ -3,15 +3,20 @@
 Example::
 
     jobs = JobStore(db)
-    job = jobs.start("loop", params={"model": "pcb"}, created_by="kim")  # Conflict if one runs
+    job = jobs.start(JobKind.LOOP, params={"model": "pcb"}, created_by="kim")  # Conflict if one runs
     jobs.progress(job.id, step="train", message="epoch 3/10", outputs=None)
     jobs.finish(job.id, JobState.PROMOTED, result={...})
-    jobs.latest("loop").state
+    jobs.recent(JobKind.LOOP)[0].state
 
 At most one active job per kind: the unique (kind, active) pair holds `active = "1"` while a
 job runs and NULL once it ended, on SQLite and PostgreSQL alike. A job whose owner stopped
 sending heartbeats for `STALE_S` (the process died, the machine restarted) is taken over by
 the next `start`, which returns it with its finished steps, so the work goes on from there.
+
+A job may be created by one process and worked by another: the service's `POST /v1/loop/run`
+starts the row (so a second request is refused at once) and a `qc loop --job ID` child
+`adopt`s it, taking over the heartbeat; the child runs in a session of its own, so the job
+goes on when the service restarts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from inspection.store.records import new_id, utcnow
 from inspection.store.schema import jobs
 
 STALE_S = 120.0  # heartbeats come at least every 30 s while a job runs (training callbacks)
+
+
+class JobKind(StrEnum):
+    LOOP = "loop"  # one turn of the labeling loop (training/loop.py)
 
 
 class JobState(StrEnum):
@@ -55,6 +64,7 @@ class Job:
     error: str | None
     owner: str | None
     heartbeat_at: datetime | None
+    created_by: str | None
     created_at: datetime
     finished_at: datetime | None
 
@@ -77,7 +87,7 @@ class JobStore:
         now = utcnow()
         active = self.active(kind)
         if active is not None:
-            if active.heartbeat_at and now - active.heartbeat_at < timedelta(seconds=STALE_S):
+            if self.alive(active, now=now):
                 raise Conflict(f"a {kind} job is already running ({active.id}, step {active.step}, owner "
                                f"{active.owner}); follow it with qc loop status")
             with self.db.engine.begin() as conn:
@@ -93,6 +103,26 @@ class JobStore:
         except IntegrityError as error:
             raise Conflict(f"a {kind} job started at the same moment; follow it with qc loop status") from error
         return self.get(job_id)
+
+    def adopt(self, job_id: str, *, params: dict[str, Any] | None = None) -> Job:
+        """Work the running job `job_id` from this process (its owner and heartbeat become
+        ours; `params` are added to what it was started with); Conflict when it has ended,
+        NotFound when there is none."""
+        job = self.get(job_id)
+        if job.state is not JobState.RUNNING:
+            raise Conflict(f"job {job_id} has ended ({job.state.value}); start a new turn")
+        values: dict[str, Any] = {"owner": owner(), "heartbeat_at": utcnow()}
+        if params:
+            values["params"] = {**job.params, **params}
+        with self.db.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+        return self.get(job_id)
+
+    def alive(self, job: Job, *, now: datetime | None = None) -> bool:
+        """A running job whose owner sent a heartbeat within `STALE_S`."""
+        now = now or utcnow()
+        return (job.state is JobState.RUNNING and job.heartbeat_at is not None
+                and now - job.heartbeat_at < timedelta(seconds=STALE_S))
 
     def progress(self, job_id: str, *, step: str, message: str, outputs: dict[str, Any] | None = None) -> Job:
         """Where the job is; `outputs` marks `step` finished with what it made."""
@@ -134,4 +164,4 @@ def _job(row) -> Job:
     return Job(id=row["id"], kind=row["kind"], state=JobState(row["state"]), step=row["step"],
                progress=dict(row["progress"] or {}), params=dict(row["params"] or {}), result=row["result"],
                error=row["error"], owner=row["owner"], heartbeat_at=row["heartbeat_at"],
-               created_at=row["created_at"], finished_at=row["finished_at"])
+               created_by=row["created_by"], created_at=row["created_at"], finished_at=row["finished_at"])
