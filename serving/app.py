@@ -32,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.metrics import Metrics
+from serving.pages.render import STATIC
 from serving.routers import (
     health,
     hooks,
@@ -39,6 +40,7 @@ from serving.routers import (
     inspections,
     keys,
     loop,
+    loop_page,
     models,
     oip,
     pages,
@@ -108,8 +110,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, loop, pages):
+    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, loop, pages, loop_page):
         app.include_router(module.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
-    app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")
+    app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")
     return app

@@ -2,8 +2,8 @@
 
 Example::
 
-    process = start_turn(settings, job.id, min_new=20, epochs=None, auto_promote=True)
-    process.pid, turn_log(settings, job.id)          # $QC_HOME/logs/loop-<job id>.log
+    job = begin_turn(db, settings, asked={"auto_promote": True}, created_by="kim")  # Conflict if one runs
+    turn_log(settings, job.id)                       # $QC_HOME/logs/loop-<job id>.log
 
 Why a child and not a thread: a turn trains with torch for minutes to hours, and the service
 imports neither torch nor `training/` (docs/architecture.md); in a thread it would also hold
@@ -20,7 +20,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+from fastapi import HTTPException
+
+from inspection.store.database import Database
+from inspection.store.jobs import Job, JobKind, JobState, JobStore
 from serving.settings import ServeSettings
 
 NICE = 10  # below the service; the line comes first
@@ -28,6 +33,20 @@ NICE = 10  # below the service; the line comes first
 
 def turn_log(settings: ServeSettings, job_id: str) -> Path:
     return settings.home / "logs" / f"loop-{job_id}.log"
+
+
+def begin_turn(db: Database, settings: ServeSettings, *, asked: dict[str, Any], created_by: str, via: str) -> Job:
+    """The job row (Conflict while a turn runs), then its worker; 503 when qc loop cannot start.
+    Blocking: call it from a thread."""
+    jobs = JobStore(db)
+    job = jobs.start(JobKind.LOOP, params={"asked": asked, "via": via}, created_by=created_by)
+    try:
+        start_turn(settings, job.id, **asked)
+    except OSError as error:
+        jobs.finish(job.id, JobState.FAILED, error=f"qc loop could not start: {error}")
+        raise HTTPException(503, f"qc loop could not be started ({error}); check the service's "
+                                 "Python environment (the train extra)") from error
+    return job
 
 
 def start_turn(settings: ServeSettings, job_id: str, *, min_new: int | None = None, epochs: int | None = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -281,3 +282,96 @@ def test_an_engineer_starts_a_turn_on_the_api_it_refuses_a_second_and_survives_a
         assert second.client.get("/v1/loop/jobs/nope", headers=engineer).status_code == 404
         log = (home / "logs" / f"loop-{job['id']}.log").read_text()
         assert "pulling annotations" in log
+
+
+# -- the Loop page -------------------------------------------------------------------------
+
+PROMOTED = {
+    "candidate": "default@v2", "production_before": "default@v1", "production": "default@v2", "dataset": "line@v2",
+    "new_images": 24, "holdout": "holdout@v1",
+    "before": {"map50": 0.41, "map50_95": 0.2, "per_class": {"dent": {"ap50": 0.5, "precision": 0.6, "recall": 0.4},
+                                                             "crack": {"ap50": 0.3, "precision": 0.5, "recall": 0.5}}},
+    "after": {"map50": 0.52, "map50_95": 0.26, "per_class": {"dent": {"ap50": 0.6, "precision": 0.7, "recall": 0.55},
+                                                            "crack": {"ap50": 0.25, "precision": 0.5, "recall": 0.5}}},
+    "gate": "metric  candidate  production\nmAP50-95  0.2600  0.2000  ok",
+}
+
+
+def sign_in(service, name: str, role: str) -> None:
+    """Create the user and sign in through the form, asking to come back to /loop."""
+    from inspection.store.users import UserStore
+
+    UserStore(service.state.db).add(name, password="a long enough password", role=role, display_name=name.title())
+    form = service.client.get("/login?next=/loop")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    response = service.client.post("/login", data={"name": name, "password": "a long enough password",
+                                                   "csrf": token, "next": "/loop"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/loop"
+
+
+def page_csrf(service) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', service.client.get("/loop").text).group(1)
+
+
+def test_the_loop_page_shows_a_turns_metrics_before_and_after_and_the_frames_whose_verdict_changed(
+        start, monkeypatch):
+    from inspection.store.jobs import JobKind, JobState, JobStore
+
+    service = start(pass_sample_rate=1.0)
+    assert service.client.get("/loop", follow_redirects=False).headers["location"] == "/login?next=/loop"
+    frame_id = service.inspect(service.add_station()).json()["id"]
+    jobs = JobStore(service.state.db)
+    done = jobs.start(JobKind.LOOP, params={}, created_by="lee")
+    jobs.progress(done.id, step="pull", message="pulled", outputs={"version": "line@v2"})
+    jobs.finish(done.id, JobState.PROMOTED, result={**PROMOTED, "changed_verdicts": [
+        {"inspection": frame_id, "station": "st-1", "before": "FAIL", "after": "PASS"}]})
+
+    sign_in(service, "lee", "engineer")
+    csrf = page_csrf(service)
+    page = service.client.get("/loop")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    assert "Refresh" not in page.headers  # nothing running: no reloading
+    text = page.text
+    assert done.id in text and "promoted" in text and "line@v2" in text and "default@v2" in text
+    assert "0.500 → 0.600" in text and "(+0.100)" in text  # dent's AP50 before and after
+    assert 'class="down">(-0.050)' in text  # crack's AP50 fell: shown as a drop
+    assert f'href="/review/image/{frame_id}"' in text and ">FAIL</span> → <span class=\"verdict PASS\">PASS" in text
+    assert service.client.get(f"/review/image/{frame_id}").status_code == 200  # the link opens for this session
+    assert "http://" not in text and "https://" not in text  # nothing from elsewhere
+
+    # A turn running (qc loop from a shell): the page follows it and refuses a second.
+    running = jobs.start(JobKind.LOOP, params={}, created_by="ops")
+    jobs.progress(running.id, step="train", message="epoch 3/10")
+    page = service.client.get("/loop")
+    assert page.headers["Refresh"] == "5" and "epoch 3/10" in page.text and "disabled" in page.text
+    refused = service.client.post("/loop/run", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.status_code == 303 and refused.headers["location"] == f"/loop?busy=1&job={running.id}"
+    assert "already running" in service.client.get(refused.headers["location"]).text
+    assert service.client.post("/loop/run", data={"csrf": "forged"}).status_code == 403
+    assert jobs.active(JobKind.LOOP).id == running.id  # nothing else started
+    assert "이미 실행 중" in service.client.get("/loop?busy=1&lang=ko").text
+
+
+def test_the_loop_page_is_for_engineers(start):
+    service = start()
+    sign_in(service, "kim", "reviewer")
+    assert service.client.get("/review").status_code == 200
+    assert service.client.get("/loop").status_code == 403
+    assert service.client.post("/v1/loop/run", headers={"X-CSRF-Token": "x"}).status_code == 403
+
+
+@pytest.mark.slow
+def test_run_a_turn_from_the_page(start, monkeypatch):
+    monkeypatch.setenv("QC_LABEL_DATASET", "line")
+    service = start()
+    sign_in(service, "lee", "engineer")
+    csrf = page_csrf(service)
+    started = service.client.post("/loop/run", data={"csrf": csrf, "promote": "wait"}, follow_redirects=False)
+    assert started.status_code == 303 and started.headers["location"].startswith("/loop?job=")
+    job_id = started.headers["location"].split("=", 1)[1]
+    ended = wait_for(lambda: "skipped" in (page := service.client.get(f"/loop?job={job_id}").text) and page,
+                     120, "the turn ending")
+    assert "no version yet" in ended
+    engineer = service.key("engineer")
+    job = service.client.get(f"/v1/loop/jobs/{job_id}", headers=engineer).json()
+    assert job["created_by"] == "lee" and job["params"]["via"] == "page" and job["params"]["auto_promote"] is False

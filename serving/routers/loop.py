@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, Query
 
-from inspection.store.jobs import JobKind, JobState, JobStore
+from inspection.store.jobs import JobKind, JobStore
 from serving.deps import EngineerPerson, SettingsDep, StateDep
 from serving.schemas import JobOut, LoopRunIn
-from serving.turns import start_turn
+from serving.turns import begin_turn
 
 router = APIRouter(prefix="/v1/loop", tags=["loop"])
 
@@ -32,17 +32,8 @@ router = APIRouter(prefix="/v1/loop", tags=["loop"])
 async def run(state: StateDep, settings: SettingsDep, person: EngineerPerson,
               body: Annotated[LoopRunIn | None, Body()] = None) -> JobOut:
     """Start one turn (or resume an abandoned one); 409 while a turn runs."""
-    body = body or LoopRunIn()
-    jobs = JobStore(state.db)
-    asked = body.model_dump(exclude_none=True)
-    job = await asyncio.to_thread(jobs.start, JobKind.LOOP, params={"asked": asked, "via": "api"},
-                                  created_by=person.name)
-    try:
-        await asyncio.to_thread(start_turn, settings, job.id, **asked)
-    except OSError as error:
-        await asyncio.to_thread(jobs.finish, job.id, JobState.FAILED, error=f"qc loop could not start: {error}")
-        raise HTTPException(503, f"qc loop could not be started ({error}); check the service's "
-                                 "Python environment (the train extra)") from error
+    asked = (body or LoopRunIn()).model_dump(exclude_none=True)
+    job = await asyncio.to_thread(begin_turn, state.db, settings, asked=asked, created_by=person.name, via="api")
     return JobOut.of(job, alive=True)
 
 
