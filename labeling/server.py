@@ -10,6 +10,7 @@ Example::
     server.stop()                   # SIGTERM, then SIGKILL after a grace period
 
     python -m labeling.server install .ls-venv      # what .ci/run does (~80 s, once)
+    python -m labeling.server start .qc/label-studio --port 8080   # one to try the loop with
 
 Label Studio lives in its own venv (`.ls-venv/`, git-ignored): it pins Django and friends
 that have no business in qc's venv; qc talks to it over HTTP only. Measured here
@@ -34,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from inspection.errors import ConfigError
 
@@ -142,7 +144,7 @@ class LabelStudioServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> LabelStudioServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -161,8 +163,40 @@ def install(venv: str | Path = DEFAULT_VENV) -> Path:
     return executable
 
 
+def serve_forever(data_dir: str | Path, *, port: int) -> None:
+    """Start one in `data_dir` (its user and token are made at the first start and kept in
+    `qc-credentials.json` beside its data, so a second start reuses them), print what qc needs,
+    and run until Ctrl+C."""
+    import json
+
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    credentials = data_dir / "qc-credentials.json"
+    if credentials.is_file():
+        known = json.loads(credentials.read_text())
+    else:
+        known = {"username": "labeller@example.com", "password": secrets.token_urlsafe(12),
+                 "token": secrets.token_hex(20)}
+        credentials.write_text(json.dumps(known))
+        credentials.chmod(0o600)
+    server = LabelStudioServer(data_dir=data_dir, port=port, **known)
+    print(f"starting Label Studio on {server.url} (40 s to 2 min; log in {server.log})", flush=True)
+    server.start()
+    print(f"Label Studio is up: {server.url}  (sign in as {known['username']} / {known['password']})\n"
+          f"export QC_LABEL_STUDIO_URL={server.url} QC_LABEL_STUDIO_TOKEN={known['token']}", flush=True)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        print("stopping Label Studio")
+    finally:
+        server.stop()
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "install":
         print(install(sys.argv[2] if len(sys.argv) > 2 else DEFAULT_VENV))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "start":
+        port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8080
+        serve_forever(sys.argv[2], port=port)
     else:
-        sys.exit("usage: python -m labeling.server install [VENV]")
+        sys.exit("usage: python -m labeling.server install [VENV] | start DATA_DIR [--port 8080]")

@@ -68,7 +68,7 @@ def start_turn(settings: ServeSettings, job_id: str, *, min_new: int | None = No
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True, cwd=settings.home)
+                                   env=env, start_new_session=True)
     # Reap it when it ends (no zombie while the service runs); the job row has its outcome.
     threading.Thread(target=process.wait, name=f"loop-{job_id}", daemon=True).start()
     return process

@@ -18,7 +18,8 @@ killed half-way continues from the last finished step when `qc loop` runs again:
              `loop_min_new` ends the turn as `skipped`.
 3. train     fine-tune from the production model's weights (`name@vN`) with the production
              recipe (`loop_recipe`: the recipe file the production model was trained with;
-             `loop_epochs` may shorten it for a fine-tune), on the new version.
+             `loop_epochs` may shorten it for a fine-tune, and then replaces the recipe's
+             `time_hours` too), on the new version.
 4. export    ONNX at the recipe's export size, registered as the next version with its
              weights, the recipe, the dataset version and the job id in its card.
 5. evaluate  candidate and production on the model's frozen holdout (`qc models holdout`),
@@ -177,7 +178,10 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         recipe = _recipe(settings, production)
         overrides = {"model": production.ref, "data": checked["version"], "name": f"loop-{job.id[-8:]}"}
         if settings.loop_epochs:
+            # Exactly these epochs: a recipe's time budget (time_hours) would otherwise make
+            # Ultralytics stretch the fine-tune to the whole budget of the first training.
             overrides["epochs"] = settings.loop_epochs
+            overrides["time_hours"] = None
         chosen = Recipe.checked({**recipe.model_dump(), **overrides}, source=f"{settings.loop_recipe} for qc loop")
         folder = settings.runs_dir / f"loop-{job.id}"
         if (folder / "dataset.json").is_file() and (folder / "train" / "weights" / "last.pt").is_file():
