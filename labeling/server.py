@@ -163,6 +163,10 @@ def install(venv: str | Path = DEFAULT_VENV) -> Path:
     return executable
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(data_dir: str | Path, *, port: int) -> None:
     """Start one in `data_dir` (its user and token are made at the first start and kept in
     `qc-credentials.json` beside its data, so a second start reuses them), print what qc needs,
@@ -180,6 +184,8 @@ def serve_forever(data_dir: str | Path, *, port: int) -> None:
         credentials.write_text(json.dumps(known))
         credentials.chmod(0o600)
     server = LabelStudioServer(data_dir=data_dir, port=port, **known)
+    # SIGTERM (a script or a service manager stopping this) stops Label Studio too, as Ctrl+C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"starting Label Studio on {server.url} (40 s to 2 min; log in {server.log})", flush=True)
     server.start()
     print(f"Label Studio is up: {server.url}  (sign in as {known['username']} / {known['password']})\n"

@@ -34,7 +34,7 @@ MODEL = "demo"
 DATASET = "demo-parts"  # the synthetic training set as a dataset version: the loop extends it
 # The loop's settings for the demo (training/loop.py): the recipe the model was trained with,
 # one epoch of fine-tuning (~2-3 min on 2 cores), promote when the gate passes.
-LOOP_ENV = {"QC_LOOP_RECIPE": "recipes/synthetic-demo.yaml", "QC_LOOP_EPOCHS": "1",
+LOOP_ENV = {"QC_MODEL_NAME": MODEL, "QC_LOOP_RECIPE": "recipes/synthetic-demo.yaml", "QC_LOOP_EPOCHS": "1",
             "QC_LOOP_AUTO_PROMOTE": "true", "QC_LABEL_DATASET": DATASET, "QC_LABEL_PROJECT": "qc-demo"}
 
 

@@ -89,10 +89,11 @@ def test_where_a_reviewer_corrected_the_frame_the_task_shows_the_reviewers_boxes
 # -- against a real Label Studio -----------------------------------------------------------
 
 
-@pytest.fixture
-def loop_service(label_studio, trained_model, tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def loop_service(request, label_studio, trained_model, tmp_path, monkeypatch):
     """The service with the trained synthetic model, stations failing every frame with a box,
-    and the Label Studio settings of this test (a project of its own)."""
+    and the Label Studio settings of this test (a project of its own), on SQLite and on
+    PostgreSQL."""
     from tests.service_harness import running
 
     monkeypatch.setenv("QC_LABEL_STUDIO_URL", label_studio.url)
@@ -102,7 +103,8 @@ def loop_service(label_studio, trained_model, tmp_path, monkeypatch):
     monkeypatch.setenv("QC_LABEL_PUSH_BATCH", "2")
     home = tmp_path / "home"
     monkeypatch.setenv("QC_HOME", str(home))
-    with running(home, trained_model.raw, pass_sample_rate=1.0) as service:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    with running(home, trained_model.raw, pass_sample_rate=1.0, database_url=url) as service:
         yield service
 
 

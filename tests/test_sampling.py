@@ -5,6 +5,7 @@ random share of PASS frames; one loop turn at a time, an abandoned one taken ove
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -16,9 +17,10 @@ from inspection.store.records import InspectionRecord, RecordStore, utcnow
 RULES = StationRules.model_validate({"default": {"fail_conf": 0.5, "review_conf": 0.25}})
 
 
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'qc.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    database = Database(url)
     database.upgrade()
     yield database
     database.dispose()
@@ -107,8 +109,8 @@ def test_low_margin_and_rare_classes_are_found_with_their_figures(db, tmp_path):
     assert shares == {"dent": 0.95, "crack": 0.05}
 
     class Training:  # a DatasetVersion's two members the sampler reads
-        names = {1: "dent", 2: "crack"}
-        entries = [{"label": "x"}]
+        names: ClassVar = {1: "dent", 2: "crack"}
+        entries: ClassVar = [{"label": "x"}]
 
         @staticmethod
         def label_text(entry):
@@ -140,3 +142,22 @@ def test_one_loop_turn_at_a_time_and_an_abandoned_one_is_taken_over(db):
     finished = jobs.finish(job.id, JobState.WAITING, result={"candidate": "m@v2"})
     assert finished.state is JobState.WAITING and jobs.active("loop") is None
     assert jobs.start("loop", params={}).id != job.id
+
+
+def test_a_job_the_service_made_is_adopted_by_its_worker_and_an_ended_one_is_not(db):
+    from inspection.errors import NotFound
+    from inspection.store.jobs import JobKind, JobState, JobStore
+
+    jobs = JobStore(db)
+    job = jobs.start(JobKind.LOOP, params={"asked": {"min_new": 5}, "via": "api"}, created_by="key:abc")
+    worked = jobs.adopt(job.id, params={"min_new": 5, "recipe": "r.yaml"})
+    assert worked.params == {"asked": {"min_new": 5}, "via": "api", "min_new": 5, "recipe": "r.yaml"}
+    assert worked.created_by == "key:abc" and jobs.alive(worked)
+    with pytest.raises(Conflict, match="already running"):
+        jobs.start(JobKind.LOOP, params={})
+    jobs.finish(job.id, JobState.SKIPPED, result={"message": "nothing new"})
+    assert not jobs.alive(jobs.get(job.id))
+    with pytest.raises(Conflict, match="has ended"):
+        jobs.adopt(job.id)
+    with pytest.raises(NotFound):
+        jobs.adopt("nope")
