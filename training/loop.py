@@ -184,14 +184,19 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
             overrides["time_hours"] = None
         chosen = Recipe.checked({**recipe.model_dump(), **overrides}, source=f"{settings.loop_recipe} for qc loop")
         folder = settings.runs_dir / f"loop-{job.id}"
+
+        def on_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+            shown = f", val mAP50 {metrics['metrics/mAP50(B)']:.3f}" if "metrics/mAP50(B)" in metrics else ""
+            jobs.progress(job.id, step="train", message=f"fine-tuning: epoch {epoch}/{epochs}{shown}")
+
         if (folder / "dataset.json").is_file() and (folder / "train" / "weights" / "last.pt").is_file():
-            run = run_training(chosen, settings=settings, resume=folder, progress=False)
+            run = run_training(chosen, settings=settings, resume=folder, progress=False, on_epoch=on_epoch)
         else:
             if folder.exists():
                 import shutil
 
                 shutil.rmtree(folder)
-            run = run_training(chosen, settings=settings, run_folder=folder, progress=False)
+            run = run_training(chosen, settings=settings, run_folder=folder, progress=False, on_epoch=on_epoch)
         run = Run.open(run.folder)
         return {"run": str(run.folder), "metrics": run.metrics, "recipe": chosen.model_dump(mode="json")}
 
