@@ -46,6 +46,7 @@ from serving.routers import (
     pages,
     reviews,
     stations,
+    trail,
 )
 from serving.settings import ServeSettings
 from serving.state import AppState
@@ -110,7 +111,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, loop, pages, loop_page):
+    for module in (health, inspect, inspections, reviews, stations, models, keys, oip, hooks, loop, trail, pages, loop_page):
         app.include_router(module.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")

@@ -176,6 +176,15 @@ def test_reviewed_frames_come_back_as_a_promoted_model_swapped_in_without_a_fail
         assert failed == [] and answers[-1][1] == "v2", answers[-5:]
         assert {v for _, v in answers} == {"v1", "v2"}
 
+        # The reviewer's correction, followed from the frame to the model that learnt from it.
+        followed = service.client.get(f"/v1/inspections/{bad}/trail", headers=reviewer).json()
+        assert [r["decision"] for r in followed["reviews"]] == ["defect"]
+        [task] = followed["labeling"]
+        assert (task["state"], task["dataset_ref"], task["labelstudio_task_id"]) == ("pulled", "line@v2", pushed[bad])
+        assert [d["ref"] for d in followed["datasets"]] == ["line@v2"] and followed["datasets"][0]["boxes"] == 1
+        assert [(m["ref"], m["production"], m["loop_job"]) for m in followed["models"]] == [
+            ("default@v2", True, job["job"])]
+
     # 5. What the turn made, followed from the review: the dataset version holds the corrected
     # boxes with their lineage, and the promoted model names that version and the job.
     result = job["result"]

@@ -95,7 +95,7 @@ class Seed:
                 "--name", "pcb-random")
         val = sorted((DEEPPCB / "images" / "val").glob("*.jpg"))
         self.qc("dataset", "import", str(yolo_folder(self.work / "val", val)), "--format", "yolo", "--name",
-                "pcb-val", "--test-fraction", "0.95", "--val-fraction", "0")
+                "pcb-val", "--test-fraction", "0.9", "--val-fraction", "0")
         recipe_file = self.work / "recipe.yaml"
         recipe_file.write_text(recipe(epochs=self.args.start_epochs, seed=self.seed))
         out = self.timed("base training", lambda: self.qc("train", "--recipe", str(recipe_file), "--data", "pcb@v1"))
@@ -292,7 +292,7 @@ def main() -> None:
     if not (DEEPPCB / "data.yaml").is_file():
         sys.exit(f"DeepPCB not found at {DEEPPCB}")
     args.start, args.pool, args.picks = 200, (100 if args.quick else 600), (20 if args.quick else 100)
-    args.start_epochs, args.fine_tune_epochs = (2, 1) if args.quick else (12, 6)
+    args.start_epochs, args.fine_tune_epochs = (2, 1) if args.quick else (25, 10)
     seeds = args.seeds or (1 if args.quick else 3)
 
     from labeling.server import DEFAULT_VENV, LabelStudioServer

@@ -169,6 +169,12 @@ class LabelStore:
         with self.db.engine.connect() as conn:
             return [_task(row) for row in conn.execute(query.order_by(label_tasks.c.id)).mappings()]
 
+    def of_inspection(self, inspection_id: str) -> list[LabelTask]:
+        """Its rows in every project (usually one)."""
+        query = select(label_tasks).where(label_tasks.c.inspection_id == inspection_id).order_by(label_tasks.c.id)
+        with self.db.engine.connect() as conn:
+            return [_task(row) for row in conn.execute(query).mappings()]
+
     def task(self, project: str, inspection_id: str) -> LabelTask | None:
         query = select(label_tasks).where(label_tasks.c.project == project,
                                           label_tasks.c.inspection_id == inspection_id)
