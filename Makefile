@@ -31,7 +31,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check inspection serving training qc tests bench
+	$(BIN)/ruff check inspection serving training labeling qc tests bench scripts
 
 clean-demo:
 	rm -rf "$(QC_HOME)/demo" "$(QC_HOME)/models/demo"
