@@ -289,6 +289,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--dry-run", action="store_true", help="print the section, do not write BENCHMARKS.md")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
+    parser.add_argument("--with-results", type=Path, default=None,
+                        help="results.json of an earlier run (other seeds, same sizes) to report together")
     args = parser.parse_args()
     if not (DEEPPCB / "data.yaml").is_file():
         sys.exit(f"DeepPCB not found at {DEEPPCB}")
@@ -302,9 +305,9 @@ def main() -> None:
         sys.exit(f"Label Studio is not installed in {DEFAULT_VENV}: python -m labeling.server install")
     work = args.work or Path(tempfile.mkdtemp(prefix="qc-loop-bench-"))
     print(f"working in {work}", flush=True)
+    results = json.loads(args.with_results.read_text()) if args.with_results else []
     with LabelStudioServer(data_dir=work / "label-studio") as studio:
-        results = []
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             results.append(Seed(work / f"seed{seed}", seed, args, studio).run())
             (work / "results.json").write_text(json.dumps(results, indent=1))
     body = report(results, args)
