@@ -36,7 +36,7 @@ test-fast: install
 # Style and bugs (ruff), types (mypy: inspection, serving, training, agent), the layout's import rules
 # (lint-imports, contracts in pyproject.toml). A few seconds with mypy's cache warm.
 lint: install
-	$(BIN)/ruff check inspection serving training qc tests bench agent
+	$(BIN)/ruff check inspection serving training qc tests bench agent labeling scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

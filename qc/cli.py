@@ -51,6 +51,8 @@ def _register() -> None:
     from qc.commands import (
         dataset,
         evaluate,
+        label,
+        loop,
         models,
         predict,
         report,
@@ -71,6 +73,8 @@ def _register() -> None:
     app.command("report")(report.report)
     app.command("simulate")(simulate.simulate)
     app.add_typer(dataset.app, name="dataset")
+    app.add_typer(label.app, name="label")
+    app.add_typer(loop.app, name="loop")
     app.add_typer(models.app, name="models")
     app.add_typer(serve.stations_app, name="stations")
     app.add_typer(serve.keys_app, name="keys")

@@ -44,18 +44,23 @@ from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
 from serving.metrics import Metrics
+from serving.pages.render import STATIC
 from serving.routers import (
     analytics,
     health,
     heartbeats,
+    hooks,
     inspect,
     inspections,
     keys,
+    loop,
+    loop_page,
     models,
     oip,
     pages,
     reviews,
     stations,
+    trail,
 )
 from serving.schemas import REFUSALS, OIPProblem, problems
 from serving.settings import ServeSettings
@@ -139,12 +144,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, heartbeats, models, keys, analytics):
-        app.include_router(module.router, responses=problems(*REFUSALS))
-    app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
-    app.include_router(pages.router)
+    heartbeats,
+    hooks,
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
-    app.mount("/static/review", StaticFiles(directory=pages.STATIC), name="review-static")
+    app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")
     return app
 
 

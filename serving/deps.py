@@ -207,3 +207,14 @@ def _alarms(request: Request) -> AlarmEvaluator:
 
 AnalyticsDep = Annotated[AnalyticsStore, Depends(_analytics)]
 AlarmsDep = Annotated["AlarmEvaluator", Depends(_alarms)]
+
+
+def current_engineer(person: Person) -> Actor:
+    if not person.role.covers(Role.ENGINEER):
+        raise HTTPException(403, f"a {person.role} cannot do this; it needs an engineer or admin "
+                                 "(a key, or signed in at /login)")
+    return person
+
+
+EngineerPerson = Annotated[Actor, Depends(current_engineer)]
+"""An engineer or admin: signed in on the pages (cookie + CSRF) or holding such a key."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, overload
+from typing import Annotated, Any, overload
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from inspection.roles import Role
 from inspection.rules import StationRules, Verdict
+from inspection.store.jobs import Job, JobState
 from inspection.store.keys import ApiKey
 from inspection.store.records import STATION_ID, InspectionRecord, Station
 from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
@@ -321,3 +322,44 @@ class BulkIn(BaseModel):
 class BulkOut(BaseModel):
     reviewed: int
     inspection_ids: list[str]
+
+
+# -- the labeling loop ---------------------------------------------------------------------
+
+
+class LoopRunIn(BaseModel):
+    """What to change for this turn; the rest comes from the service's QC_LOOP_* settings."""
+
+    min_new: int | None = Field(default=None, ge=1, description="new labelled images needed (QC_LOOP_MIN_NEW)")
+    epochs: int | None = Field(default=None, ge=0, le=1000, description="fine-tune epochs; 0: the recipe's")
+    auto_promote: bool | None = Field(default=None, description="promote when the gate passes, else "
+                                      "leave the candidate waiting for approval (QC_LOOP_AUTO_PROMOTE)")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    step: str = Field(description="the step running now, or the last one")
+    message: str | None = Field(description="what the step is doing, in words")
+    steps: dict[str, Any] = Field(description="finished steps and what each made, in order; a resumed "
+                                  "turn skips them")
+    alive: bool = Field(description="running, with a heartbeat within the last two minutes")
+    params: dict[str, Any]
+    result: dict[str, Any] | None = Field(description="per-class metrics before and after, the gate, "
+                                          "the frames whose verdict changed, the candidate")
+    error: str | None
+    created_by: str | None
+    created_at: str
+    finished_at: str | None
+
+    @classmethod
+    def of(cls, job: Job, *, alive: bool) -> JobOut:
+        result = dict(job.result) if job.result else None
+        if result:
+            result.pop("traceback", None)  # the log has it; an API answer does not
+        return cls(id=job.id, kind=job.kind, state=job.state, step=job.step, message=job.progress.get("message"),
+                   steps=dict(job.progress.get("steps", {})), alive=alive, params=job.params,
+                   result=result, error=job.error, created_by=job.created_by,
+                   created_at=job.created_at.isoformat(timespec="seconds") + "Z",
+                   finished_at=job.finished_at.isoformat(timespec="seconds") + "Z" if job.finished_at else None)

@@ -185,6 +185,20 @@ def deeppcb_model(deeppcb) -> TrainedModel:
                              epochs=3, batch=16)
 
 
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio from .ls-venv/, one per test session (starting takes 40 s to 2 min
+    on 2 cores); tests use projects of their own. Skips when it is not installed."""
+    from labeling.server import DEFAULT_VENV, LabelStudioServer
+
+    if not (DEFAULT_VENV / "bin" / "label-studio").is_file():
+        pytest.skip(f"Label Studio is not installed in {DEFAULT_VENV} (python -m labeling.server install)")
+    server = LabelStudioServer(data_dir=tmp_path_factory.mktemp("label-studio"))
+    server.start()
+    yield server
+    server.stop()
+
+
 # -- the inspection service (tests/service_harness.py) --------------------------------------
 
 

@@ -29,7 +29,7 @@ from inspection.store.schema import api_keys, defects, inspections, metadata
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
-# -- shared fixtures (the service tests share tests/service_harness.py and conftest.py) ----
+# -- shared fixtures (also at the top of tests/test_service.py: candidates for conftest) ----
 
 
 

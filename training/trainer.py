@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,11 @@ def train(
     run_folder: Path | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> Run:
-    """Train `recipe` (or resume the run in `resume`) and return the finished run."""
+    """Train `recipe` (or resume the run in `resume`) and return the finished run.
+    `on_epoch(epoch, epochs, val_metrics)` is called after each epoch's validation (the loop
+    records it as the job's progress)."""
     settings = settings or Settings()
     ultralytics = load_ultralytics(settings)
     if resume is not None:
@@ -123,6 +127,7 @@ def train(
             raise ConfigError(f"{resume}: nothing to resume (no train/weights/last.pt)")
         model = ultralytics.YOLO(str(run.last_weights))
         _attach_progress(model, enabled=progress)
+        _attach_epoch_callback(model, on_epoch)
         started = time.monotonic()
         model.train(resume=True)
         return _finish(run.folder, run.recipe, model, seconds=time.monotonic() - started)
@@ -149,6 +154,7 @@ def train(
 
     model = ultralytics.YOLO(source)
     _attach_progress(model, enabled=progress)
+    _attach_epoch_callback(model, on_epoch)
     started = time.monotonic()
     model.train(**args)
     return _finish(folder, recipe, model, seconds=time.monotonic() - started)
@@ -233,6 +239,18 @@ def _attach_progress(model, *, enabled: bool) -> None:
                             ("on_train_batch_end", on_train_batch_end),
                             ("on_fit_epoch_end", on_fit_epoch_end), ("on_train_end", on_train_end)]:
         model.add_callback(event, callback)
+
+
+def _attach_epoch_callback(model, on_epoch) -> None:
+    if on_epoch is None:
+        return
+
+    def on_fit_epoch_end(trainer):
+        metrics = {name: float(value) for name, value in (trainer.metrics or {}).items()
+                   if isinstance(value, int | float)}
+        on_epoch(trainer.epoch + 1, trainer.epochs, metrics)
+
+    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
 
 
 def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:

@@ -244,3 +244,56 @@ station_health = Table(
     Column("shift", String(16), nullable=True),
     Column("body", JSON, nullable=False),
 )
+
+# -- the labeling loop (migration 0004_labeling) -------------------------------------------
+
+# One row per inspection sent (or to be sent) to a Label Studio project: the durable push
+# queue and the frame's labeling status at once. queued -> sending -> pushed -> labelled ->
+# pulled; a later annotation of a pulled task makes it labelled again. The unique
+# (project, inspection) pair is what makes a repeated push create no second task.
+label_tasks = Table(
+    "label_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project", String(128), nullable=False),  # Label Studio project title
+    Column("inspection_id", String(32), ForeignKey("inspections.id"), nullable=False),
+    Column("state", String(16), nullable=False),  # LabelState
+    Column("reasons", JSON, nullable=False),  # why it was chosen: [{"reason": ..., ...}]
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("task_id", Integer, nullable=True),  # Label Studio's task id, once pushed
+    Column("annotation_id", Integer, nullable=True),
+    Column("annotation", JSON, nullable=True),  # the chosen annotation's result list
+    Column("annotated_at", String(40), nullable=True),  # Label Studio's updated_at of it
+    Column("dataset_ref", String(128), nullable=True),  # the version it was pulled into
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("project", "inspection_id", name="uq_label_tasks_inspection"),
+    Index("ix_label_tasks_state", "state", "next_attempt_at"),
+    Index("ix_label_tasks_task", "project", "task_id"),
+)
+
+# Long work (a `qc loop` turn) as a row: its step, progress and result survive a restart of
+# the process that runs it. `active` holds "1" while a job of the kind runs or waits and NULL
+# once it ended: the unique (kind, active) pair lets only one run at a time, on SQLite and
+# PostgreSQL alike (both allow any number of NULLs in a unique constraint).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # JobState
+    Column("active", String(1), nullable=True),
+    Column("step", String(32), nullable=False),
+    Column("progress", JSON, nullable=False),  # {"message": ..., "steps": {step: outputs}}
+    Column("params", JSON, nullable=False),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("owner", String(128), nullable=True),  # host:pid of the process running it
+    Column("heartbeat_at", DateTime, nullable=True),
+    Column("created_by", String(64), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("finished_at", DateTime, nullable=True),
+    UniqueConstraint("kind", "active", name="uq_jobs_one_active"),
+)

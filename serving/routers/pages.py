@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import json
 import secrets
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from inspection.detect import imaging
 from inspection.errors import NotFound
 from inspection.store.users import LoginRefused
 from serving.deps import ImagesDep, SettingsDep, StateDep, StoreDep, UsersDep
-from serving.pages.language import LANGUAGES, catalogue, choose, translator
+from serving.pages.language import catalogue, translator
+from serving.pages.render import language, render
 from serving.sessions import (
-    LANGUAGE_COOKIE,
     LOGIN_CSRF_COOKIE,
     clear_session_cookie,
     csrf_matches,
@@ -43,41 +41,9 @@ from serving.sessions import (
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
-STATIC = PAGES / "static"
-_templates = Environment(loader=FileSystemLoader(PAGES / "templates"), autoescape=select_autoescape(["html"]))
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
-
-
-def _language(request: Request) -> str:
-    asked = request.query_params.get("lang")
-    if asked in LANGUAGES:
-        return asked
-    return choose(cookie=request.cookies.get(LANGUAGE_COOKIE), accept_language=request.headers.get("accept-language"))
-
-
-def _render(request: Request, template: str, *, status: int = 200, **context) -> HTMLResponse:
-    lang = _language(request)
-    html = _templates.get_template(template).render(_=translator(lang), lang=lang, languages=LANGUAGES,
-                                                    path=request.url.path, **context)
-    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-    if request.query_params.get("lang") in LANGUAGES:
-        response.set_cookie(LANGUAGE_COOKIE, lang, max_age=365 * 86400, path="/", samesite="strict")
-    return response
-
-
 def _safe_next(target: str | None) -> str:
-    """Only a path of this site's review page: never an open redirect to another site."""
-    if target and target.startswith(("/review", "/dashboard")) and "//" not in target and "\\" not in target:
+    """Only a path of this site's pages: never an open redirect to another site."""
+    if target and target.startswith(("/review", "/dashboard", "/loop")) and "//" not in target and "\\" not in target:
         return target
     return "/review"
 
@@ -92,7 +58,7 @@ def login_page(request: Request, users: UsersDep, settings: SettingsDep, next: s
 def _login_form(request: Request, settings, *, next: str | None, error: str = "", status: int = 200,
                 name: str = "", headers: dict | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(32)
-    response = _render(request, "login.html", status=status, csrf=token, next=_safe_next(next), error=error,
+    response = render(request, "login.html", status=status, csrf=token, next=_safe_next(next), error=error,
                        name=name)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True,
                         samesite="strict", secure=is_secure(request, settings))
@@ -104,7 +70,7 @@ def _login_form(request: Request, settings, *, next: str | None, error: str = ""
 def login(request: Request, users: UsersDep, settings: SettingsDep,
           name: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=1024)],
           csrf: Annotated[str, Form(max_length=128)], next: Annotated[str | None, Form(max_length=512)] = None):
-    t = translator(_language(request))
+    t = translator(language(request))
     if not csrf_matches(csrf, request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _login_form(request, settings, next=next, status=403, name=name,
                            error=t("The sign-in form expired; please try again."))
@@ -145,7 +111,7 @@ def review_page(request: Request, users: UsersDep, settings: SettingsDep, state:
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-    lang = _language(request)
+    lang = language(request)
     model = state.manager.current
     config = {
         "csrf": session.csrf, "lang": lang, "timezone": settings.timezone,
@@ -155,7 +121,7 @@ def review_page(request: Request, users: UsersDep, settings: SettingsDep, state:
         "classes": sorted(set(model.detector.names.values())) if model else [],
         "messages": catalogue(lang),
     }
-    return _render(request, "review.html", user=session.user, csrf=session.csrf,
+    return render(request, "review.html", user=session.user, csrf=session.csrf,
                    config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))
 
 

@@ -2,14 +2,14 @@
 15-minute rollups of counts per station and per class, frozen SPC limits, and alarms.
 
 Revision ID: 0005_analytics
-Revises: 0003_station_health
+Revises: 0004_labeling
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_analytics"
-down_revision = "0003_station_health"
+down_revision = "0004_labeling"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,328 @@
+"""The round trip: inspections out to Label Studio as tasks, annotations back as a dataset version.
+
+Example::
+
+    bridge = Bridge(LabelSettings())                 # the database, images and registry of QC_HOME
+    bridge.setup(webhook_url="http://qc:8000/v1/hooks/label-studio")
+    bridge.push(["0190c1...", "0190c2..."])          # queued durably, then sent in batches
+    bridge.pull()                                    # new annotations -> line@v7, or None
+
+push: every inspection is first a `label_tasks` row (unique per project), then claimed and sent
+in batches of `label_push_batch`. Label Studio down: the batch goes back to the queue with a
+backoff (inspection/store/labels.py) and `push` reports it; nothing is lost and nothing is sent
+twice. Rows found `sending` (a push that died mid-request) are first looked up in Label Studio
+by inspection id: found ones are marked pushed, the others queued again.
+
+pull: asks Label Studio for the annotations of every task qc pushed (the webhook records them
+as they are made; pulling catches what it missed), then writes the tasks labelled since the
+last pull as ONE new version of the dataset: the previous version's images, with the new
+frames added (a frame already there takes its new labels). Splits come from image hashes as
+always, so the frozen holdout (an older version) is untouched. Each new image's lineage names
+its inspection id, station, Label Studio project, task and annotation ids, and why it was
+picked. The annotations pulled are also kept as a Label Studio JSON export under
+$QC_HOME/labeling/pulls/, which the version's manifest names as its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from inspection.data import versions
+from inspection.data.formats import LabelledImage, Problem, labelstudio
+from inspection.errors import ConfigError, DatasetError, NotFound
+from inspection.models.registry import Registry
+from inspection.store.database import Database
+from inspection.store.images import ImageStore
+from inspection.store.labels import LabelState, LabelStore
+from inspection.store.records import RecordStore, utcnow
+from inspection.store.reviews import ReviewStore
+from labeling.client import LabelStudioUnavailable, Project, Studio
+from labeling.config import check_label_config, label_config
+from labeling.settings import LabelSettings
+from labeling.tasks import task_for
+
+
+@dataclass
+class PushResult:
+    queued: list[str] = field(default_factory=list)  # newly queued by this call
+    pushed: dict[str, int] = field(default_factory=dict)  # inspection id -> task id
+    recovered: dict[str, int] = field(default_factory=dict)  # found in Label Studio after a crash
+    waiting: int = 0  # still queued (Label Studio down, or not due yet)
+    error: str | None = None
+
+
+def chosen_annotation(annotations: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The latest submitted annotation (not cancelled), as `formats.labelstudio.read` picks it."""
+    submitted = [a for a in annotations if not a.get("was_cancelled") and not a.get("skipped")]
+    if not submitted:
+        return None
+    return max(submitted, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+
+
+class Bridge:
+    def __init__(self, settings: LabelSettings | None = None, *, studio: Studio | None = None,
+                 db: Database | None = None) -> None:
+        self.settings = settings or LabelSettings()
+        self.settings.ensure_dirs()
+        self.db = db or Database.from_settings(self.settings)
+        self.labels = LabelStore(self.db)
+        self.records = RecordStore(self.db)
+        self.reviews = ReviewStore(self.db)
+        self.images = ImageStore(self.settings.images_dir)
+        self.registry = Registry(self.settings.models_dir)
+        self._studio = studio
+
+    @property
+    def studio(self) -> Studio:
+        if self._studio is None:
+            self._studio = Studio.connect(self.settings)
+        return self._studio
+
+    @property
+    def project_title(self) -> str:
+        return self.settings.label_project
+
+    def model_names(self) -> dict[int, str]:
+        """The production model's classes: what the project's labels must match."""
+        entry = self.registry.production(self.settings.model_name)
+        names = entry.card.get("names")
+        if not names:  # a card written by hand or by an older qc: the model file says
+            from inspection.detect.detector import Detector
+
+            names = Detector(entry.model_path, providers=["cpu"]).names
+        return {int(k): v for k, v in names.items()}
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def setup(self, *, update: bool = False, webhook_url: str | None = None) -> tuple[Project, list[str]]:
+        """Create the project with the model's classes, or check an existing one (ConfigError
+        naming each mismatch; `update` replaces its config instead). Returns the project and
+        what was done, in words."""
+        names = self.model_names()
+        wanted = label_config(names)
+        done = []
+        project = self.studio.find_project(self.project_title)
+        if project is None:
+            project = self.studio.create_project(self.project_title, wanted)
+            done.append(f"created project {project.title!r} (id {project.id}) with classes "
+                        f"{', '.join(names[i] for i in sorted(names))}")
+        else:
+            problems = check_label_config(project.label_config, names)
+            if problems and not update:
+                raise ConfigError(
+                    f"Label Studio project {project.title!r} (id {project.id}) does not fit model "
+                    f"{self.settings.model_name}: {'; '.join(problems)}. Pre-annotations would not show; "
+                    "fix its Labeling Interface, or run qc label setup --update to replace its config")
+            if problems:
+                self.studio.set_label_config(project.id, wanted)
+                project = dataclasses.replace(project, label_config=wanted)
+                done.append(f"replaced the label config of project {project.id} ({'; '.join(problems)})")
+            else:
+                done.append(f"project {project.title!r} (id {project.id}) fits the model's classes")
+        if webhook_url:
+            if not self.settings.label_webhook_secret:
+                raise ConfigError("a webhook needs a shared secret: set QC_LABEL_WEBHOOK_SECRET here "
+                                  "and in the service's environment")
+            added = self.studio.ensure_webhook(project.id, webhook_url, self.settings.label_webhook_secret)
+            done.append(f"{'added' if added else 'kept'} the webhook to {webhook_url}")
+        return project, done
+
+    def project(self) -> Project:
+        project = self.studio.find_project(self.project_title)
+        if project is None:
+            raise NotFound(f"Label Studio at {self.studio.url} has no project {self.project_title!r}; "
+                           "create it with qc label setup")
+        return project
+
+    # -- push ------------------------------------------------------------------------------
+
+    def enqueue(self, inspection_ids: Sequence[str],
+                reasons: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[str]:
+        """Queue inspections (each must exist and have its image stored); returns the new ones."""
+        missing = []
+        for inspection_id in inspection_ids:
+            record = self.records.inspection(inspection_id)  # NotFound names it
+            if not record.image_sha256:
+                missing.append(inspection_id)
+        if missing:
+            raise NotFound(f"inspections {', '.join(missing)} have no stored image (a PASS frame "
+                           "outside QC_PASS_SAMPLE_RATE), so they cannot be labelled")
+        return self.labels.enqueue(self.project_title, inspection_ids, reasons=reasons)
+
+    def push(self, inspection_ids: Sequence[str] = (), *,
+             reasons: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+             wait_s: float = 0.0) -> PushResult:
+        """Queue `inspection_ids`, then send what is due. With `wait_s`, keep retrying (after
+        each backoff) until the queue is empty or the time is up."""
+        result = PushResult(queued=self.enqueue(inspection_ids, reasons) if inspection_ids else [])
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._send_due(result)
+                result.error = None
+            except LabelStudioUnavailable as error:
+                result.error = str(error)
+            queued = self.labels.tasks(self.project_title, states=[LabelState.QUEUED])
+            result.waiting = len(queued)
+            if not queued or time.monotonic() >= deadline:
+                return result
+            due = min(t.next_attempt_at for t in queued)
+            pause = max((due - utcnow()).total_seconds(), 0.2)
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+
+    def _send_due(self, result: PushResult) -> None:
+        project = self.project()
+        self._recover(project, result)
+        while True:
+            batch = self.labels.claim(self.project_title, limit=self.settings.label_push_batch)
+            if not batch:
+                return
+            ids = [row.inspection_id for row in batch]
+            try:
+                tasks = self._tasks(batch)
+                task_ids = self.studio.import_tasks(project.id, tasks)
+            except LabelStudioUnavailable as error:
+                self.labels.failed(self.project_title, ids, str(error))
+                raise
+            except Exception as error:
+                self.labels.failed(self.project_title, ids, f"{type(error).__name__}: {error}")
+                raise
+            self.labels.pushed(self.project_title, dict(zip(ids, task_ids)))
+            result.pushed.update(zip(ids, task_ids))
+
+    def _recover(self, project: Project, result: PushResult) -> None:
+        stuck = self.labels.in_flight(self.project_title)
+        if not stuck:
+            return
+        existing = self.studio.task_ids_by_inspection(project.id)
+        found = {row.inspection_id: existing[row.inspection_id] for row in stuck if row.inspection_id in existing}
+        self.labels.pushed(self.project_title, found)
+        self.labels.requeue(self.project_title, [r.inspection_id for r in stuck if r.inspection_id not in found])
+        result.recovered.update(found)
+
+    def _tasks(self, batch) -> list[dict[str, Any]]:
+        ids = [row.inspection_id for row in batch]
+        reviews = self.reviews.latest(ids)
+        tasks = []
+        for row in batch:
+            record = self.records.inspection(row.inspection_id)
+            image = self.images.path(record.image_sha256).read_bytes()
+            tasks.append(task_for(record, image, review=reviews.get(row.inspection_id), reasons=row.reasons))
+        return tasks
+
+    # -- pull ------------------------------------------------------------------------------
+
+    def record_annotation(self, task_id: int, annotation: Mapping[str, Any]) -> bool:
+        """What the webhook and pull share: the chosen annotation of one of our tasks."""
+        return self.labels.annotated(
+            self.project_title, task_id, annotation_id=int(annotation["id"]),
+            result=list(annotation.get("result") or []),
+            annotated_at=str(annotation.get("updated_at") or annotation.get("created_at") or ""))
+
+    def fetch_annotations(self) -> int:
+        """Ask Label Studio for the annotations of every task qc pushed; returns how many
+        were new or changed."""
+        changed = 0
+        for row in self.labels.tasks(self.project_title, states=[LabelState.PUSHED, LabelState.LABELLED,
+                                                                 LabelState.PULLED]):
+            annotation = chosen_annotation(self.studio.annotations(row.task_id))
+            if annotation is not None:
+                changed += self.record_annotation(row.task_id, annotation)
+        return changed
+
+    def dataset_name(self) -> str:
+        if self.settings.label_dataset:
+            return self.settings.label_dataset
+        try:
+            trained_on = self.registry.production(self.settings.model_name).card.get("dataset_version")
+        except NotFound:
+            trained_on = None
+        return versions.parse_ref(trained_on)[0] if trained_on else "line"
+
+    def pull(self, *, fetch: bool = True) -> versions.DatasetVersion | None:
+        """New annotations as the next version of the dataset; None when nothing new."""
+        if fetch:
+            self.fetch_annotations()
+        labelled = self.labels.tasks(self.project_title, states=[LabelState.LABELLED])
+        if not labelled:
+            return None
+        name = self.dataset_name()
+        try:
+            previous = versions.open_version(name, root=self.settings.datasets_dir)
+        except DatasetError:
+            previous = None
+        names = previous.names if previous else self.model_names()
+        export = self._write_export(labelled)
+        fresh: list[LabelledImage] = []
+        problems: list[Problem] = []
+        by_id = {row.inspection_id: row for row in labelled}
+        for item in labelstudio.read(export, images=self.settings.images_dir, names=[names[i] for i in sorted(names)]):
+            if isinstance(item, Problem):
+                problems.append(item)
+                continue
+            row = by_id[item.lineage["inspection_id"]]
+            record = self.records.inspection(row.inspection_id)
+            lineage = {**item.lineage, "station": record.station_id, "labelstudio_project": self.project_title,
+                       "model": f"{record.model_name}@{record.model_version}", "reasons": row.reasons,
+                       "labelstudio_annotated_at": row.annotated_at}
+            fresh.append(dataclasses.replace(item, lineage=lineage))
+        if not fresh:
+            shown = "; ".join(str(p) for p in problems[:3])
+            raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); "
+                               f"see {export}")
+        new_hashes = {self.records.inspection(item.lineage["inspection_id"]).image_sha256 for item in fresh}
+        kept = [image for image in (previous.images() if previous else [])
+                if image.lineage.get("sha256") not in new_hashes]
+        split = (previous.manifest.get("split") if previous else None) or {}
+        version = versions.write_version(
+            [*kept, *fresh, *problems], name=name,
+            source={"format": "labelstudio", "path": str(export), "images": str(self.settings.images_dir),
+                    "base": previous.ref if previous else None, "labelstudio_project": self.project_title,
+                    "new_images": len(fresh)},
+            names=names, root=self.settings.datasets_dir,
+            test_fraction=split.get("test_fraction", versions.DEFAULT_TEST_FRACTION),
+            val_fraction=split.get("val_fraction", versions.DEFAULT_VAL_FRACTION),
+        )
+        self.labels.mark_pulled(self.project_title, [i.lineage["inspection_id"] for i in fresh], version.ref)
+        return version
+
+    def _write_export(self, rows) -> Path:
+        """The labelled tasks as a Label Studio JSON export, images named by their stored path."""
+        folder = self.settings.home / "labeling" / "pulls"
+        folder.mkdir(parents=True, exist_ok=True)
+        tasks = []
+        for row in rows:
+            record = self.records.inspection(row.inspection_id)
+            tasks.append({
+                "id": row.task_id,
+                "data": {"image": str(self.images.path(record.image_sha256)), "inspection_id": row.inspection_id},
+                "annotations": [{"id": row.annotation_id, "result": row.annotation or [],
+                                 "updated_at": row.annotated_at}],
+            })
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        path = folder / f"{self.project_title}-{stamp}.json"
+        path.write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+        return path
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        rows = self.labels.tasks(self.project_title)
+        counts = self.labels.counts(self.project_title)
+        queued = [r for r in rows if r.state is LabelState.QUEUED]
+        errors = [r for r in queued if r.last_error]
+        return {
+            "project": self.project_title,
+            "label_studio": self.settings.label_studio_url or None,
+            **counts,
+            "next_attempt": min((r.next_attempt_at for r in queued), default=None),
+            "last_error": errors[-1].last_error if errors else None,
+            "versions": sorted({r.dataset_ref for r in rows if r.dataset_ref}),
+        }

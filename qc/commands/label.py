@@ -1,0 +1,109 @@
+"""`qc label`: the Label Studio round trip (setup, sample, push, pull, status).
+
+Label Studio is reached with QC_LABEL_STUDIO_URL and QC_LABEL_STUDIO_TOKEN; the project is
+QC_LABEL_PROJECT (labeling/settings.py). The SDK is imported only when a command talks to
+Label Studio.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Send flagged frames to Label Studio and bring the labels back.", no_args_is_help=True)
+
+
+def _bridge():
+    from labeling.bridge import Bridge
+
+    return Bridge()
+
+
+@app.command("setup")
+def setup(
+    update: Annotated[bool, typer.Option(help="Replace a project's label config that does not fit the model.")] = False,
+    webhook_url: Annotated[str | None, typer.Option(help="Register a webhook to this URL "
+                                                    "(http://SERVICE/v1/hooks/label-studio).")] = None,
+) -> None:
+    """Create the Label Studio project with the production model's classes, or check it."""
+    _project, done = _bridge().setup(update=update, webhook_url=webhook_url)
+    for line in done:
+        typer.echo(line)
+
+
+@app.command("push")
+def push(
+    inspection_ids: Annotated[list[str] | None, typer.Argument(help="Inspection ids to send (default: "
+                                                                 "only what is queued).")] = None,
+    sampled: Annotated[bool, typer.Option("--sample", help="Queue what `qc label sample` picks first.")] = False,
+    policy: Annotated[Path | None, typer.Option(help="Sampling policy YAML for --sample.")] = None,
+    wait: Annotated[float, typer.Option(help="Keep retrying (with backoff) for up to this many seconds.")] = 0.0,
+) -> None:
+    """Queue inspections and send what is due; when Label Studio is down they stay queued
+    (durably) and are retried by the next push."""
+    bridge = _bridge()
+    reasons = None
+    ids = list(inspection_ids or [])
+    if sampled:
+        picks = _sample(bridge, policy)
+        ids += [p.inspection_id for p in picks]
+        reasons = {p.inspection_id: p.reasons for p in picks}
+    result = bridge.push(ids, reasons=reasons or {i: [{"reason": "chosen"}] for i in ids}, wait_s=wait)
+    typer.echo(json.dumps({"queued": len(result.queued), "pushed": len(result.pushed),
+                           "recovered": len(result.recovered), "waiting": result.waiting}))
+    if result.error:
+        typer.echo(f"error: {result.error}", err=True)
+        raise typer.Exit(3)
+
+
+@app.command("pull")
+def pull() -> None:
+    """Fetch annotations and write those new since the last pull as the next dataset version."""
+    version = _bridge().pull()
+    if version is None:
+        typer.echo("nothing new to pull: no task was labelled since the last pull", err=True)
+        return
+    typer.echo(json.dumps({"version": version.ref, "images": len(version.entries),
+                           "new": version.manifest["source"].get("new_images")}))
+
+
+@app.command("status")
+def status() -> None:
+    """How many frames are queued, pushed, labelled and pulled, and the last push error."""
+    report = _bridge().status()
+    typer.echo(json.dumps(report, default=str, indent=1))
+
+
+def _sample(bridge, policy_file: Path | None):
+    from inspection.data.sampling import SamplingPolicy, sample
+    from inspection.data.versions import open_version
+    from inspection.errors import DatasetError
+
+    policy = SamplingPolicy.load(policy_file)
+    try:
+        training = open_version(bridge.dataset_name(), root=bridge.settings.datasets_dir)
+    except DatasetError:
+        training = None
+    return sample(bridge.db, policy, training=training, exclude=bridge.labels.known())
+
+
+@app.command("sample")
+def sample_command(
+    policy: Annotated[Path | None, typer.Option(help="Sampling policy YAML (default: the shipped one, printed).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--queue", help="Only show the picks, or queue them.")] = True,
+) -> None:
+    """What the active-learning sampler would send to labeling, and why each frame."""
+    from inspection.data.sampling import policy_path
+
+    bridge = _bridge()
+    picks = _sample(bridge, policy)
+    typer.echo(f"policy: {policy or policy_path()}", err=True)
+    for pick in picks:
+        typer.echo(json.dumps({"inspection": pick.inspection_id, "station": pick.station, "day": pick.day,
+                               "verdict": pick.verdict, "reasons": pick.reasons}))
+    if not dry_run:
+        added = bridge.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
+        typer.echo(f"queued {len(added)} for {bridge.project_title}; send them with qc label push", err=True)
