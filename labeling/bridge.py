@@ -39,9 +39,10 @@ from inspection.data.formats import LabelledImage, Problem, labelstudio
 from inspection.errors import ConfigError, DatasetError, NotFound
 from inspection.models.registry import Registry
 from inspection.store.database import Database
+from inspection.store.image_stores import open_image_store
 from inspection.store.images import ImageStore
 from inspection.store.labels import LabelState, LabelStore
-from inspection.store.records import RecordStore, utcnow
+from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
 from labeling.client import LabelStudioUnavailable, Project, Studio
 from labeling.config import check_label_config, label_config
@@ -75,7 +76,7 @@ class Bridge:
         self.labels = LabelStore(self.db)
         self.records = RecordStore(self.db)
         self.reviews = ReviewStore(self.db)
-        self.images = ImageStore(self.settings.images_dir)
+        self.images = open_image_store(self.settings)  # a folder or S3, as the service stores them
         self.registry = Registry(self.settings.models_dir)
         self._studio = studio
 
@@ -194,8 +195,8 @@ class Bridge:
             except Exception as error:
                 self.labels.failed(self.project_title, ids, f"{type(error).__name__}: {error}")
                 raise
-            self.labels.pushed(self.project_title, dict(zip(ids, task_ids)))
-            result.pushed.update(zip(ids, task_ids))
+            self.labels.pushed(self.project_title, dict(zip(ids, task_ids, strict=True)))
+            result.pushed.update(zip(ids, task_ids, strict=True))
 
     def _recover(self, project: Project, result: PushResult) -> None:
         stuck = self.labels.in_flight(self.project_title)
@@ -213,7 +214,9 @@ class Bridge:
         tasks = []
         for row in batch:
             record = self.records.inspection(row.inspection_id)
-            image = self.images.path(record.image_sha256).read_bytes()
+            if record.image_sha256 is None:
+                raise NotFound(f"inspection {row.inspection_id} has no stored image to label")
+            image = self.images.read(record.image_sha256, record.image_format)
             tasks.append(task_for(record, image, review=reviews.get(row.inspection_id), reasons=row.reasons))
         return tasks
 
@@ -232,6 +235,8 @@ class Bridge:
         changed = 0
         for row in self.labels.tasks(self.project_title, states=[LabelState.PUSHED, LabelState.LABELLED,
                                                                  LabelState.PULLED]):
+            if row.task_id is None:  # pushed rows have their task; a queued one has none yet
+                continue
             annotation = chosen_annotation(self.studio.annotations(row.task_id))
             if annotation is not None:
                 changed += self.record_annotation(row.task_id, annotation)
@@ -302,7 +307,7 @@ class Bridge:
             record = self.records.inspection(row.inspection_id)
             tasks.append({
                 "id": row.task_id,
-                "data": {"image": str(self.images.path(record.image_sha256)), "inspection_id": row.inspection_id},
+                "data": {"image": str(self._image_file(record, folder)), "inspection_id": row.inspection_id},
                 "annotations": [{"id": row.annotation_id, "result": row.annotation or [],
                                  "updated_at": row.annotated_at}],
             })
@@ -310,6 +315,19 @@ class Bridge:
         path = folder / f"{self.project_title}-{stamp}.json"
         path.write_text(json.dumps(tasks, indent=1), encoding="utf-8")
         return path
+
+    def _image_file(self, record: InspectionRecord, folder: Path) -> Path:
+        """A file holding the frame, for the Label Studio JSON importer: the stored file itself in
+        a folder store, or a copy made here from an S3 store."""
+        if record.image_sha256 is None:
+            raise NotFound(f"inspection {record.id} has no stored image")
+        if isinstance(self.images, ImageStore):
+            return self.images.path(record.image_sha256)
+        target = folder / "images" / f"{record.image_sha256}.{record.image_format or 'jpeg'}"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.images.read(record.image_sha256, record.image_format))
+        return target
 
     # -- status ----------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class Studio:
         died mid-request: did Label Studio create its tasks?)."""
         def collect() -> dict[str, int]:
             found: dict[str, int] = {}
+            task: Any
             for task in self.client.tasks.list(project=project_id, fields="task_only"):
                 inspection_id = (task.data or {}).get("inspection_id")
                 if inspection_id and inspection_id not in found:

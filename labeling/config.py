@@ -52,7 +52,7 @@ def check_label_config(xml: str, names: Mapping[int, str]) -> list[str]:
     if tag.get("toName") != TO_NAME:
         problems.append(f'RectangleLabels name="{FROM_NAME}" points toName="{tag.get("toName")}", '
                         f'but the pre-annotations name to_name="{TO_NAME}"')
-    labels = {label.get("value") for label in tag.iter("Label")}
+    labels = {value for label in tag.iter("Label") if (value := label.get("value"))}
     wanted = set(names.values())
     if wanted - labels:
         problems.append(f"classes of the model missing from its labels: {', '.join(sorted(wanted - labels))}")

@@ -75,6 +75,7 @@ def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
     if reviewed is not None:
         results = [region(n, name, xyxy, image_wh=image_wh, score=1.0)
                    for n, (name, xyxy) in enumerate(reviewed, 1)]
+        assert review is not None  # reviewed boxes come from a review
         prediction = {"model_version": f"review:{review.reviewer}", "score": 1.0, "result": results}
     else:
         results = [region(n, d["class"], d["box"], image_wh=image_wh, score=d["confidence"])

@@ -144,8 +144,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    heartbeats,
-    hooks,
+    for module in (health, inspect, inspections, reviews, stations, heartbeats, models, keys, analytics, hooks,
+                   loop, trail):
+        app.include_router(module.router, responses=problems(*REFUSALS))
+    app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
+    app.include_router(pages.router)
+    app.include_router(loop_page.router)
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")
     return app

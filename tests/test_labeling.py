@@ -38,7 +38,8 @@ def test_a_config_with_other_names_or_classes_is_refused_naming_each_mismatch():
     wrong = label_config(NAMES).replace('toName="image"', 'toName="photo"')
     assert 'toName="photo"' in check_label_config(wrong, NAMES)[0]
     fewer = label_config({0: "scratch", 1: "dent"})
-    assert check_label_config(fewer, NAMES) == ["classes of the model missing from its labels: crack, missing, particle"]
+    assert check_label_config(fewer, NAMES) == [
+        "classes of the model missing from its labels: crack, missing, particle"]
     assert "not XML" in check_label_config("<View>", NAMES)[0]
 
 
@@ -144,7 +145,7 @@ def test_setup_creates_the_project_with_the_models_classes_and_refuses_one_that_
     assert "fits" in bridge.setup()[1][0]
     bridge.studio.set_label_config(project.id, label_config(NAMES).replace('toName="image"', 'toName="img"')
                                    .replace('name="image"', 'name="img"'))
-    with pytest.raises(ConfigError, match='no <Image name="image">.*toName="img"'):
+    with pytest.raises(ConfigError, match=r'no <Image name="image">.*toName="img"'):
         bridge.setup()
     assert "replaced" in bridge.setup(update=True)[1][0]
 

@@ -53,7 +53,7 @@ def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path
     partial.write_text("budget_per_station_day: 5\n")
     with pytest.raises(ConfigError, match="window_days: Field required"):
         SamplingPolicy.load(partial)
-    with pytest.raises(ValueError, match="add up to 1.25"):
+    with pytest.raises(ValueError, match=r"add up to 1\.25"):
         policy(shares={"reviewer_disagreement": 0.5, "shadow_disagreement": 0.5, "review": 0.25, "low_margin": 0,
                        "rare_class": 0, "random_pass": 0})
 

@@ -162,7 +162,8 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
                 seen = set()
         new = [e for e in latest.entries if e["sha256"] not in seen]
         return {"version": latest.ref, "new": len(new),
-                "inspections": [e["lineage"]["inspection_id"] for e in new if e.get("lineage", {}).get("inspection_id")]}
+                "inspections": [e["lineage"]["inspection_id"] for e in new
+                                if e.get("lineage", {}).get("inspection_id")]}
 
     checked = step("check", f"counting new labelled images in {dataset}", check)
     if checked["new"] < settings.loop_min_new:
@@ -293,18 +294,20 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
     """Labelled frames of this turn whose verdict differs between the two models."""
     from inspection.detect.detector import Detector
     from inspection.rules import decide
-    from inspection.store.images import ImageStore
+    from inspection.store.image_stores import open_image_store
     from inspection.store.records import RecordStore
 
     if not inspection_ids:
         return []
-    store, images = RecordStore(db), ImageStore(settings.images_dir)
+    store, images = RecordStore(db), open_image_store(settings)
     models = {v: Detector(registry.get(name, v).model_path, providers=["cpu"]) for v in (before, after)}
     changed = []
     for inspection_id in inspection_ids:
         try:
             record = store.inspection(inspection_id)
-            data = images.path(record.image_sha256).read_bytes()
+            if record.image_sha256 is None:
+                continue
+            data = images.read(record.image_sha256, record.image_format)
         except NotFound:
             continue
         rules = store.station(record.station_id).rules

@@ -76,7 +76,8 @@ class Seed:
         done = subprocess.run([*QC, *args], env={**self.env, **(env or {})}, text=True, check=False,
                               stdout=subprocess.PIPE if capture else None, cwd=REPO)
         if done.returncode != 0:
-            raise SystemExit(f"qc {' '.join(args)} failed ({done.returncode}): {done.stdout[-2000:] if capture else ''}")
+            output = done.stdout[-2000:] if capture else ""
+            raise SystemExit(f"qc {' '.join(args)} failed ({done.returncode}): {output}")
         return done.stdout if capture else ""
 
     def timed(self, name: str, work):

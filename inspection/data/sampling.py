@@ -165,7 +165,8 @@ def _reasons(record, rules: StationRules, review, shadows, shares, policy) -> li
     for shadow in shadows:
         theirs = {d["class"] for d in shadow["detections"]}
         if shadow["verdict"] != verdict.value or theirs != production:
-            found.append({"reason": "shadow_disagreement", "shadow": f"{shadow['model_name']}@{shadow['model_version']}",
+            found.append({"reason": "shadow_disagreement",
+                          "shadow": f"{shadow['model_name']}@{shadow['model_version']}",
                           "shadow_verdict": shadow["verdict"], "verdict": verdict.value})
             break
     if verdict is Verdict.REVIEW:

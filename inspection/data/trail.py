@@ -48,11 +48,12 @@ def trail(db: Database, inspection_id: str, *, datasets_root: Path, registry: Re
     models = []
     for name in registry.names():
         production = registry.production_version(name)
-        for version in registry.versions(name):
-            card = registry.get(name, version, verify=False).card
+        for model_version in registry.versions(name):
+            card = registry.get(name, model_version, verify=False).card
             if card.get("dataset_version") in holding:
-                models.append({"ref": f"{name}@{version}", "dataset_version": card["dataset_version"],
-                               "production": version == production, "fine_tuned_from": card.get("fine_tuned_from"),
+                models.append({"ref": f"{name}@{model_version}", "dataset_version": card["dataset_version"],
+                               "production": model_version == production,
+                               "fine_tuned_from": card.get("fine_tuned_from"),
                                "loop_job": card.get("loop_job")})
     return {"inspection": inspection_id, "station": record.station_id,
             "verdict": getattr(record.verdict, "value", record.verdict),

@@ -155,7 +155,8 @@ class JobStore:
         return _job(row) if row else None
 
     def recent(self, kind: str, *, limit: int = 10) -> list[Job]:
-        query = select(jobs).where(jobs.c.kind == kind).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        query = (select(jobs).where(jobs.c.kind == kind)
+                 .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit))
         with self.db.engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).mappings()]
 

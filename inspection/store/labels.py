@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -36,7 +36,7 @@ BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 600.0
 
 
-class LabelState(str, Enum):
+class LabelState(StrEnum):
     QUEUED = "queued"  # waiting to be pushed (again, after a failure: see next_attempt_at)
     SENDING = "sending"  # a push is in flight
     PUSHED = "pushed"  # a task in Label Studio, not yet annotated
@@ -75,9 +75,9 @@ class LabelStore:
         added = []
         now = utcnow()
         for inspection_id in dict.fromkeys(inspection_ids):
-            values = dict(project=project, inspection_id=inspection_id, state=LabelState.QUEUED.value,
-                          reasons=[dict(r) for r in (reasons or {}).get(inspection_id, [])],
-                          attempts=0, next_attempt_at=now, created_at=now, updated_at=now)
+            values = {"project": project, "inspection_id": inspection_id, "state": LabelState.QUEUED.value,
+                      "reasons": [dict(r) for r in (reasons or {}).get(inspection_id, [])],
+                      "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
             try:
                 with self.db.engine.begin() as conn:
                     conn.execute(label_tasks.insert().values(**values))

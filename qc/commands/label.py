@@ -92,7 +92,8 @@ def _sample(bridge, policy_file: Path | None):
 
 @app.command("sample")
 def sample_command(
-    policy: Annotated[Path | None, typer.Option(help="Sampling policy YAML (default: the shipped one, printed).")] = None,
+    policy: Annotated[Path | None,
+                      typer.Option(help="Sampling policy YAML (default: the shipped one, printed).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run/--queue", help="Only show the picks, or queue them.")] = True,
 ) -> None:
     """What the active-learning sampler would send to labeling, and why each frame."""

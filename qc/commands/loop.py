@@ -22,7 +22,8 @@ def loop(
     recipe: Annotated[str | None, typer.Option(help="The production recipe (QC_LOOP_RECIPE).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Fine-tune epochs; 0: the recipe's (QC_LOOP_EPOCHS).")] = None,
     auto_promote: Annotated[bool | None, typer.Option("--auto-promote/--wait-for-approval",
-                                                      help="Promote when the gate passes (QC_LOOP_AUTO_PROMOTE).")] = None,
+                                                      help="Promote when the gate passes "
+                                                           "(QC_LOOP_AUTO_PROMOTE).")] = None,
     job: Annotated[str | None, typer.Option(help="Work the running job the service created (POST /v1/loop/run).",
                                             hidden=True)] = None,
     nice: Annotated[int, typer.Option(help="Lower this process's CPU priority by N (0-19).", min=0, max=19)] = 0,
