@@ -190,6 +190,7 @@ def serve_forever(data_dir: str | Path, *, port: int) -> None:
     server.start()
     print(f"Label Studio is up: {server.url}  (sign in as {known['username']} / {known['password']})\n"
           f"export QC_LABEL_STUDIO_URL={server.url} QC_LABEL_STUDIO_TOKEN={known['token']}", flush=True)
+    assert server.process is not None  # start() returned: it runs
     try:
         server.process.wait()
     except KeyboardInterrupt:
