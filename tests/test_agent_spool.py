@@ -55,6 +55,7 @@ def test_nothing_is_lost_or_doubled_when_the_service_stops_and_the_agent_is_kill
     spool, log = tmp_path / "spool", tmp_path / "agent.log"
 
     first = agent(home, server, frames, spool, log)
+    second: subprocess.Popen | None = None
     try:
         wait_until(lambda: len(server.records("failing")) >= 40, 120, "40 records")
         server.stop()  # the service goes away mid-run; the agent keeps capturing into its spool
@@ -69,14 +70,16 @@ def test_nothing_is_lost_or_doubled_when_the_service_stops_and_the_agent_is_kill
         second = agent(home, server, frames, spool, log)
         assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
-        for process in (first,):
-            if process.poll() is None:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
                 process.kill()
-        server.stop()
-        server.start()
+        server.stop()  # a failing test leaves no server behind
 
-    records = server.records("failing")
-    server.stop()
+    server.start()  # a fresh start reads what was recorded
+    try:
+        records = server.records("failing")
+    finally:
+        server.stop()
     parts = [r["part_id"] for r in records]
     print(f"{len(records)} records; {depth_while_down} spooled while the service was down; "
           f"{taken_before_kill} captured before kill -9")

@@ -21,11 +21,14 @@ Needs strace (Debian package `strace`, installed by .ci/run); skipped without it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,19 +114,25 @@ def serve_traced(tmp_path: Path, model: Path, database_url: str = "") -> Traced:
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["strace", "-f", "-yy", "-s", "48", "-e", f"trace={SYSCALLS}", "-o", str(trace),
-             str(QC), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+             str(QC), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: stop() ends strace and the server alike
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, process, timeout=180, log_path=log)
     return Traced(url, {"Authorization": f"Bearer {admin}"}, trace, home, process)
 
 
 def stop(traced: Traced) -> None:
-    traced.process.terminate()
-    try:
-        traced.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        traced.process.kill()
-        traced.process.wait()
+    """SIGTERM to strace and the server together: strace alone would detach on SIGTERM and leave
+    the server running after the test. The server drains and exits; past 30 s it is killed."""
+    group = traced.process.pid  # start_new_session: strace leads its own process group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)  # ProcessLookupError once every process of the group is gone
+            time.sleep(0.2)
+        os.killpg(group, signal.SIGKILL)
+    traced.process.wait()
 
 
 def post_and_trace(traced: Traced) -> tuple[dict, list[Call], Call, Call]:
