@@ -227,6 +227,9 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     page.wait_for_function(
         "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
     assert page.locator("#boxes rect").count() >= 1, "the detections are drawn over the frame"
+    trail = page.locator("#trail").get_attribute("href")  # from the frame to its datasets and models
+    followed = page.request.get(f"{live.url}{trail}")
+    assert trail.endswith("/trail") and followed.status == 200 and "datasets" in followed.json()
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS_IMAGES / "review-queue.png"))
 

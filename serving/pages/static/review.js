@@ -240,6 +240,15 @@
       if (name === t("Verdict")) dd.className = `verdict ${value}`;
       dl.append(dt, dd);
     }
+    // Where this frame went after review: its Label Studio task, the dataset versions holding
+    // its labels and the models trained on them (GET /v1/inspections/{id}/trail).
+    const dt = document.createElement("dt"); dt.textContent = t("Trail");
+    const dd = document.createElement("dd");
+    const link = document.createElement("a");
+    link.href = `/v1/inspections/${encodeURIComponent(i.id)}/trail`;
+    link.target = "_blank"; link.rel = "noopener"; link.id = "trail"; link.textContent = t("datasets and models");
+    dd.append(link);
+    dl.append(dt, dd);
   }
 
   function boxDecision(index) {
