@@ -23,6 +23,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY inspection ./inspection
 COPY serving ./serving
+# labeling/: the `qc label` commands and the settings of the service's Label Studio webhook;
+# the Label Studio SDK itself is imported only by the bridge (labeling/client.py).
+COPY labeling ./labeling
 COPY training ./training
 COPY qc ./qc
 COPY recipes ./recipes

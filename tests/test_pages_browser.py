@@ -184,7 +184,7 @@ def page(browser, live):
     page = context.new_page()
     page.requested = []
     page.on("request", lambda r: page.requested.append(r.url))
-    page.set_default_timeout(15000)
+    page.set_default_timeout(60000)  # generous: CI runs these beside a loaded 2-core machine
     yield page
     context.close()
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
@@ -79,6 +80,9 @@ def _engineer(person) -> None:
 # -- JSON ------------------------------------------------------------------------------------
 
 
+# An alarm's id is a database integer: one beyond 64 bits is a 422, not an overflow in the driver.
+AlarmId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the alarm's id")]
+
 @router.get("/v1/analytics/summary")
 def summary(person: Person, analytics: AnalyticsDep, settings: SettingsDep, since: str | None = None,
             until: str | None = None, station: str | None = None) -> dict[str, Any]:
@@ -110,7 +114,7 @@ class Acknowledgement(BaseModel):
 
 
 @router.post("/v1/analytics/alarms/{alarm_id}/acknowledge")
-def acknowledge(alarm_id: int, body: Acknowledgement, person: Person, analytics: AnalyticsDep) -> dict[str, Any]:
+def acknowledge(alarm_id: AlarmId, body: Acknowledgement, person: Person, analytics: AnalyticsDep) -> dict[str, Any]:
     return analytics.acknowledge(alarm_id, by=person.name, note=body.note).to_json()
 
 
@@ -238,7 +242,7 @@ def _form_person(request: Request, users, settings: ServeSettings, csrf: str):
 
 
 @router.post("/dashboard/alarms/{alarm_id}/acknowledge", include_in_schema=False)
-def acknowledge_form(alarm_id: int, request: Request, users: UsersDep, settings: SettingsDep,
+def acknowledge_form(alarm_id: AlarmId, request: Request, users: UsersDep, settings: SettingsDep,
                      analytics: AnalyticsDep, csrf: Annotated[str, Form(max_length=128)],
                      note: Annotated[str, Form(max_length=2000)] = ""):
     session = _form_person(request, users, settings, csrf)
