@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 SERVING = [path for path in DOCKERFILES if path.name.startswith("serve")]
-CODE = ("inspection", "serving", "training", "qc")
+CODE = ("inspection", "serving", "labeling", "training", "qc")
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

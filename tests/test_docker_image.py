@@ -150,7 +150,7 @@ def build(docker: Docker, base: str, context: Path) -> tuple[float, str]:
 def image(docker, base, tmp_path_factory) -> dict:
     """The serving image built from a copy of the repository (so a code change can be made)."""
     context = tmp_path_factory.mktemp("context")
-    for name in ("docker", "inspection", "serving", "training", "qc", "pyproject.toml", "README.md"):
+    for name in ("docker", "inspection", "serving", "labeling", "training", "qc", "pyproject.toml", "README.md"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
