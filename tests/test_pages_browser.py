@@ -192,6 +192,9 @@ def page(browser, live):
 def sign_in_by_keyboard(page, live: Live, target: str = "/review?station=line1") -> None:
     page.goto(f"{live.url}{target}")
     assert "/login" in page.url
+    # The name field takes the keys once autofocus has put the caret there (on a loaded machine
+    # that can come after the load event; typed earlier, the keys would go nowhere).
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'name'")
     page.keyboard.type("kim")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
