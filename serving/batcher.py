@@ -70,6 +70,31 @@ class BatchResult(Generic[ModelT]):
     batch_size: int
 
 
+ItemT = TypeVar("ItemT")
+
+
+async def collect(queue: asyncio.Queue[ItemT], *, most: int, wait_s: float) -> list[ItemT]:
+    """The next group from `queue`: waits for a first item, then takes what is waiting, and
+    what arrives within `wait_s` of the first, up to `most` items. The micro-batcher's batches
+    and the group committer's groups are both made this way."""
+    group = [await queue.get()]
+    until = time.monotonic() + wait_s
+    while len(group) < most:
+        try:
+            group.append(queue.get_nowait())
+            continue
+        except asyncio.QueueEmpty:
+            pass
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            group.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return group
+
+
 class MicroBatcher(Generic[FrameT, ModelT]):
     def __init__(
         self,
@@ -143,23 +168,8 @@ class MicroBatcher(Generic[FrameT, ModelT]):
         self._executor.shutdown(wait=True)
 
     async def _collect(self) -> list[_Item[FrameT]]:
-        first = await self._queue.get()
-        batch = [first]
-        until = time.monotonic() + (self.max_wait if self._can_batch() else 0.0)
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
+        return await collect(self._queue, most=self.max_batch,
+                             wait_s=self.max_wait if self._can_batch() else 0.0)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

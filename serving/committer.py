@@ -36,6 +36,7 @@ from typing import Any
 
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore
+from serving.batcher import collect
 
 
 @dataclass
@@ -101,22 +102,7 @@ class GroupCommitter:
         self._executor.shutdown(wait=True)
 
     async def _collect(self) -> list[_Item]:
-        group = [await self._queue.get()]
-        until = time.monotonic() + self.max_wait
-        while len(group) < self.max_group:
-            try:
-                group.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                group.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return group
+        return await collect(self._queue, most=self.max_group, wait_s=self.max_wait)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 from inspection.errors import ConfigError, Conflict, NotFound
 from inspection.rules import StationRules, Verdict
@@ -232,20 +233,9 @@ class RecordStore:
     ) -> tuple[list[InspectionRecord], str | None]:
         """Newest first; pass the returned cursor to get the next page (None: no more)."""
         query = select(inspections)
-        conditions = []
-        if where.station:
-            conditions.append(inspections.c.station_id == where.station)
-        if where.verdict:
-            conditions.append(inspections.c.verdict == Verdict(where.verdict).value)
-        if where.part_id:
-            conditions.append(inspections.c.part_id == where.part_id)
-        if where.since:
-            conditions.append(inspections.c.created_at >= where.since)
-        if where.until:
-            conditions.append(inspections.c.created_at < where.until)
-        if where.class_name:
-            conditions.append(exists().where(defects.c.inspection_id == inspections.c.id,
-                                             defects.c.class_name == where.class_name))
+        conditions = inspection_conditions(
+            station=where.station, verdicts=[Verdict(where.verdict).value] if where.verdict else None,
+            part_id=where.part_id, since=where.since, until=where.until, class_name=where.class_name)
         if cursor:
             conditions.append(inspections.c.id < cursor)
         if conditions:
@@ -315,6 +305,31 @@ def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
 def _station(row) -> Station:
     return Station(id=row["id"], description=row["description"], rules_version=row["rules_version"],
                    rules=StationRules.model_validate(row["body"]), created_at=row["created_at"])
+
+
+def inspection_conditions(*, station: str | None = None, verdicts: list[str] | None = None,
+                          model_version: str | None = None, part_id: str | None = None,
+                          since: datetime | None = None, until: datetime | None = None,
+                          class_name: str | None = None) -> list[ColumnElement[bool]]:
+    """The WHERE conditions on `inspections` that the record listing and the review queue share
+    (each None is no condition; `until` is exclusive; a class means a counted defect of it)."""
+    conditions: list[ColumnElement[bool]] = []
+    if station:
+        conditions.append(inspections.c.station_id == station)
+    if verdicts:
+        conditions.append(inspections.c.verdict.in_(verdicts))
+    if model_version:
+        conditions.append(inspections.c.model_version == model_version)
+    if part_id:
+        conditions.append(inspections.c.part_id == part_id)
+    if since:
+        conditions.append(inspections.c.created_at >= since)
+    if until:
+        conditions.append(inspections.c.created_at < until)
+    if class_name:
+        conditions.append(exists().where(defects.c.inspection_id == inspections.c.id,
+                                         defects.c.class_name == class_name))
+    return conditions
 
 
 def _record(row) -> InspectionRecord:

@@ -25,13 +25,12 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
 
 from inspection.errors import ConfigError, Conflict, NotFound
 from inspection.rules import Verdict
 from inspection.store.database import Database
-from inspection.store.records import InspectionRecord, utcnow
-from inspection.store.schema import defects, inspections, reviews
+from inspection.store.records import InspectionRecord, inspection_conditions, utcnow
+from inspection.store.schema import inspections, reviews
 
 FLAGGED = (Verdict.FAIL.value, Verdict.REVIEW.value)
 BULK_LIMIT = 1000  # frames one bulk decision may cover; a bigger selection is narrowed first
@@ -235,21 +234,10 @@ class ReviewStore:
             return {station: int(n) for station, n in conn.execute(query)}
 
     def _select(self, where: QueueFilter):
-        verdicts = [Verdict(where.verdict).value] if where.verdict else FLAGGED
-        conditions: list[ColumnElement[bool]] = [inspections.c.verdict.in_(verdicts)]
-        if where.station:
-            conditions.append(inspections.c.station_id == where.station)
-        if where.model_version:
-            conditions.append(inspections.c.model_version == where.model_version)
-        if where.part_id:
-            conditions.append(inspections.c.part_id == where.part_id)
-        if where.since:
-            conditions.append(inspections.c.created_at >= where.since)
-        if where.until:
-            conditions.append(inspections.c.created_at < where.until)
-        if where.class_name:
-            conditions.append(exists().where(defects.c.inspection_id == inspections.c.id,
-                                             defects.c.class_name == where.class_name))
+        conditions = inspection_conditions(
+            station=where.station, verdicts=[Verdict(where.verdict).value] if where.verdict else list(FLAGGED),
+            model_version=where.model_version, part_id=where.part_id, since=where.since, until=where.until,
+            class_name=where.class_name)
         if where.state is ReviewState.UNREVIEWED:
             conditions.append(not_(_reviewed()))
         elif where.state is ReviewState.REVIEWED:
