@@ -15,6 +15,8 @@ import contextlib
 import os
 import secrets
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -135,3 +137,31 @@ def concurrently(n: int, job: Callable[[int], object]) -> list:
         return list(pool.map(job, range(n)))
 
 
+@contextlib.contextmanager
+def served_in_thread(settings: ServeSettings) -> Iterator[str]:
+    """The real service (uvicorn, HTTP on 127.0.0.1:settings.port) in a thread, for a browser:
+    yields its URL once /readyz answers, and stops it afterwards."""
+    import httpx
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    else:
+        server.should_exit = True
+        raise AssertionError("the service did not become ready")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

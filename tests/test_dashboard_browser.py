@@ -8,8 +8,6 @@ Never `playwright install`: the browser is /usr/bin/chromium; without it these t
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.service_harness import served_in_thread
 from tests.test_alarms import STEP_RULES, part
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,13 +32,11 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def live(untrained_model, tmp_path_factory):
     pytest.importorskip("playwright")
-    import uvicorn
 
     from inspection.models.registry import Registry
     from inspection.store.database import Database
     from inspection.store.keys import KeyStore
     from inspection.store.users import UserStore
-    from serving.app import create_app
     from serving.launch import free_port
     from serving.settings import ServeSettings
 
@@ -56,25 +53,8 @@ def live(untrained_model, tmp_path_factory):
     keys = KeyStore(db)
     admin = {"Authorization": f"Bearer {keys.create(role='admin', name='browser test')}"}
     db.dispose()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the service did not become ready")
-    try:
+    with served_in_thread(settings) as url:
         yield url, admin
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def post_parts(url: str, admin: dict, station: str, n: int, share: float, rng, first: int) -> None:

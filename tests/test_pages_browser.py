@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import POSTGRES_URL, postgres_schema_url
+from tests.service_harness import served_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
@@ -97,13 +97,11 @@ def _labelled(image: Path) -> bool:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def live(request, trained_model, tmp_path_factory) -> Iterator[Live]:
     pytest.importorskip("playwright")
-    import uvicorn
 
     from inspection.models.registry import Registry
     from inspection.store.database import Database
     from inspection.store.keys import KeyStore
     from inspection.store.users import UserStore
-    from serving.app import create_app
     from serving.launch import free_port
     from serving.settings import ServeSettings
 
@@ -137,25 +135,10 @@ def live(request, trained_model, tmp_path_factory) -> Iterator[Live]:
     line2 = _flag(db, settings, "line2", [i for i in images[::-1] if _labelled(i)], names, 5)
     db.dispose()
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the service did not become ready")
     try:
-        yield Live(url=url, settings=settings, admin=admin, line1=line1, line2=line2)
+        with served_in_thread(settings) as url:
+            yield Live(url=url, settings=settings, admin=admin, line1=line1, line2=line2)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         if admin_db is not None:
             from sqlalchemy import text
 
