@@ -31,6 +31,25 @@ stations = Table(
     Column("description", Text, nullable=False, default=""),
     Column("rules_version", Integer, nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # The station's golden part, if it has one (migration 0006_station_references).
+    Column("reference_version", Integer, nullable=True),
+)
+
+# A station's reference images, versioned like its rules: the image itself lies in the image
+# store under its sha256 (migration 0006_station_references).
+station_references = Table(
+    "station_references",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), ForeignKey("stations.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("image_sha256", String(64), nullable=False),
+    Column("image_format", String(8), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", String(64), nullable=True),
+    UniqueConstraint("station_id", "version", name="uq_station_references_version"),
 )
 
 station_rules = Table(
@@ -68,6 +87,11 @@ inspections = Table(
     # Per-frame image statistics and the model's highest box confidence (migration
     # 0005_analytics; inspection/analytics/image_stats.py): what drift alarms compare.
     *(Column(name, Float, nullable=True) for name in FRAME_COLUMNS),
+    # Reference inspection (migration 0006_station_references): the reference version judged
+    # against, the phase-correlation response and the shift applied, in frame pixels.
+    Column("reference_version", Integer, nullable=True),
+    Column("alignment_score", Float, nullable=True),
+    Column("alignment_shift", Float, nullable=True),
     UniqueConstraint("station_id", "idempotency_key", name="uq_inspections_idempotency"),
     Index("ix_inspections_station_time", "station_id", "created_at"),
     Index("ix_inspections_verdict_time", "verdict", "created_at"),
