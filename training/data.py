@@ -24,7 +24,13 @@ import yaml
 from tqdm import tqdm
 
 from inspection.data.formats._image_files import IMAGE_SUFFIXES
-from inspection.data.formats.yolo import DataYaml, SplitImage, label_path_for, read_data_yaml
+from inspection.data.formats.yolo import (
+    DataYaml,
+    SplitImage,
+    label_path_for,
+    read_data_yaml,
+    reference_path_for,
+)
 from inspection.errors import DatasetError
 
 
@@ -37,29 +43,34 @@ class TrainingData:
     dataset_version: str | None = None  # "name@v3" for a versioned dataset
 
 
-def prepare(data: str | Path, *, workdir: Path) -> TrainingData:
+def prepare(data: str | Path, *, workdir: Path, references: bool = False) -> TrainingData:
     """Make `data` (a data.yaml path or a folder holding one, or a dataset version "name@v")
-    trainable in `workdir`."""
+    trainable in `workdir`. With `references`, each image's reference is linked beside it
+    (workdir/references/<split>/..., see formats/yolo.reference_path_for) and counted in the
+    content hash; an image without one is a DatasetError."""
     text = str(data)
     if not text.endswith((".yaml", ".yml")) and not Path(text).exists():
-        return _from_version(text, workdir=workdir)
-    return _from_yaml(Path(text), workdir=workdir)
+        return _from_version(text, workdir=workdir, references=references)
+    return _from_yaml(Path(text), workdir=workdir, references=references)
 
 
-def _from_version(reference: str, *, workdir: Path) -> TrainingData:
+def _from_version(ref: str, *, workdir: Path, references: bool) -> TrainingData:
     from inspection.data.versions import materialise, open_version
 
-    version = open_version(reference)
+    version = open_version(ref)
+    if references and not version.has_references:
+        raise DatasetError(f"{version.ref} holds no reference images; import it again with "
+                           "--references DIR, or train a recipe without reference: true")
     return TrainingData(
         yaml_path=materialise(version, workdir),
         names=dict(version.names),
         content_hash=version.content_hash,
-        source=reference,
+        source=ref,
         dataset_version=version.ref,
     )
 
 
-def _from_yaml(path: Path, *, workdir: Path) -> TrainingData:
+def _from_yaml(path: Path, *, workdir: Path, references: bool) -> TrainingData:
     # Read as evaluation reads it (inspection.evaluate.scoring), so both see the same images.
     data = read_data_yaml(path)
     for split in ("train", "val"):
@@ -90,6 +101,15 @@ def _from_yaml(path: Path, *, workdir: Path) -> TrainingData:
             if label.is_file():
                 _link(label, (target_labels / relative).with_suffix(".txt"))
                 files.append(label)
+            if references:
+                golden = reference_path_for(image.path)
+                if golden is None:
+                    raise DatasetError(
+                        f"{image.path} has no reference image (looked for it under a "
+                        "'references' or 'templates' folder beside 'images', same name); add "
+                        "the golden part there, or train a recipe without reference: true")
+                _link(golden, (workdir / "references" / split / relative).with_suffix(golden.suffix))
+                files.append(golden)
         out_spec[split] = f"images/{split}"
     yaml_path = workdir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(out_spec, sort_keys=False))

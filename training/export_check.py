@@ -14,17 +14,15 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from inspection.detections import Detections
 from inspection.evaluate.scoring import (
     MAX_DET,
     NMS_IOU,
     RANKING_CONF,
+    Predictor,
     load_split,
     onnx_predictor,
     score_many,
@@ -53,7 +51,7 @@ def check_exports(
                           image_wh=(pixels.shape[1], pixels.shape[0]))
 
     # One pass over the split: each image is read once and given to torch and every variant.
-    predictors: dict[str, Callable[[np.ndarray], Detections]] = {"torch": torch_predict}
+    predictors: dict[str, Predictor] = {"torch": torch_predict}
     for precision, path in variants.items():
         predictors[f"onnx {precision}"] = onnx_predictor(path, names=names, data=str(data))
     scored = score_many(predictors, names=names, samples=samples, progress=progress,

@@ -210,9 +210,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
 
         run = Run.open(trained["run"])
         imgsz = run.recipe.export_imgsz or run.recipe.imgsz
-        lineage = {"data_hash": run.data["content_hash"], "dataset_version": run.data.get("dataset_version"),
-                   "recipe_hash": run.recipe.hash, "recipe_name": run.recipe.name, "train_metrics": run.metrics}
-        path = export_onnx(run.best_weights, out_dir=run.folder / "export", imgsz=imgsz, lineage=lineage)
+        path = export_onnx(run.best_weights, out_dir=run.folder / "export", imgsz=imgsz, lineage=run.lineage)
         detector = Detector(path, providers=["cpu"])
         card = {"source": f"qc loop job {job.id}", "names": {str(k): v for k, v in detector.names.items()},
                 "imgsz": list(detector.input_hw), "layout": detector.layout.value, "precision": "fp32",

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inspection.detect.reference import Motion
 from inspection.errors import ConfigError, validation_problems
 
 # Transforms that change pixels only, never the geometry: a defect stays where its box says.
@@ -88,6 +89,21 @@ def _default_augment() -> list[AugmentStep]:
     ]
 
 
+# Reference recipes (training/reference_data.py): the three planes are frame, reference and
+# their difference; these albumentations steps treat the planes alike, the others would not.
+REFERENCE_SAFE_AUGMENT = frozenset({"MotionBlur", "GaussianBlur", "GaussNoise", "Blur", "Defocus"})
+
+
+class ReferenceOptions(BaseModel):
+    """`reference:` in a recipe: train on frames composed with their aligned golden part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shift: float = Field(default=3.0, ge=0, le=32, description="random misregistration, pixels")
+    degrees: float = Field(default=0.5, ge=0, le=10, description="random misregistration, degrees")
+    motion: Motion = Field(default=Motion.TRANSLATION, description="alignment: translation or euclidean")
+
+
 class Recipe(BaseModel):
     """A training recipe. Unknown keys are refused, so a typo never silently does nothing."""
 
@@ -125,6 +141,31 @@ class Recipe(BaseModel):
     export_imgsz: int | None = Field(
         default=None, ge=32, description="input size of the exported model (default: imgsz)",
     )
+    reference: ReferenceOptions | None = Field(
+        default=None, description="true (or options) to judge frames against their golden part",
+    )
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_flag(cls, value: Any) -> Any:
+        if value is True:
+            return ReferenceOptions()
+        return None if value is False else value
+
+    @model_validator(mode="after")
+    def _planes_alike(self) -> Recipe:
+        if self.reference is None:
+            return self
+        mixing = [k for k in ("hsv_h", "hsv_s") if self.geometry.get(k, 0) > 0]
+        if mixing:
+            raise ValueError(f"geometry {', '.join(mixing)} would mix the frame and reference planes "
+                             "of a reference recipe; set them to 0 (hsv_v is fine)")
+        unsafe = [step.name for step in self.augment if step.name not in REFERENCE_SAFE_AUGMENT]
+        if unsafe:
+            raise ValueError(f"augment {', '.join(unsafe)} would treat the frame, reference and "
+                             f"difference planes differently; a reference recipe allows "
+                             f"{', '.join(sorted(REFERENCE_SAFE_AUGMENT))}")
+        return self
 
     @field_validator("geometry")
     @classmethod
@@ -175,13 +216,19 @@ class Recipe(BaseModel):
         except ValidationError as error:
             raise ConfigError(f"{source}: invalid recipe: {_one_line(error)}") from error
 
+    def _dump(self) -> dict[str, Any]:
+        dump = self.model_dump(mode="json")
+        if dump.get("reference") is None:  # plain recipes keep the hashes they had before
+            dump.pop("reference", None)
+        return dump
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self._dump(), sort_keys=False)
 
     @property
     def hash(self) -> str:
         """sha256 of the canonical recipe: two models with equal hashes were made alike."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self._dump(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def albumentations(self) -> list:

@@ -56,6 +56,25 @@ class Run:
     def last_weights(self) -> Path:
         return self.folder / "train" / "weights" / "last.pt"
 
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """What an exported model of this run carries in its `qc_*` metadata: where its data
+        and recipe came from, and the input it expects (`qc_input`: plain, or a frame with its
+        reference; the service and `qc predict` read it)."""
+        from inspection.detect.reference import InputContract
+
+        reference = self.recipe.reference
+        contract = InputContract.with_reference(reference.motion) if reference else InputContract.plain()
+        return {
+            "data_hash": self.data["content_hash"],
+            "dataset_version": self.data.get("dataset_version"),
+            "data_source": self.data.get("source"),
+            "recipe_hash": self.recipe.hash,
+            "recipe_name": self.recipe.name,
+            "train_metrics": self.metrics,
+            "input": contract.to_metadata(),
+        }
+
     @classmethod
     def open(cls, folder: str | Path) -> Run:
         folder = Path(folder)
@@ -139,8 +158,16 @@ def train(
     folder.mkdir(parents=True, exist_ok=False)
     try:
         (folder / "recipe.yaml").write_text(recipe.to_yaml())
-        data = prepare(recipe.data, workdir=folder / "data")
-        data_record = _data_record(data)  # the whole frames: export checks and calibration use them
+        data = prepare(recipe.data, workdir=folder / "data", references=recipe.reference is not None)
+        if recipe.reference is not None:
+            from training.reference_data import compose_data
+
+            data = compose_data(data, workdir=folder / "composed", shift=recipe.reference.shift,
+                                degrees=recipe.reference.degrees, motion=recipe.reference.motion,
+                                seed=recipe.seed)
+        # The whole frames (composed, for a reference recipe): export checks and int8
+        # calibration read them as the exported model will see its input.
+        data_record = _data_record(data)
         if recipe.tile:
             from training.tiles import tile_data
 

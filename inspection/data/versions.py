@@ -16,6 +16,7 @@ On disk, under `Settings().datasets_dir` ($QC_HOME/datasets)::
     bottles/v2/manifest.json            what is in the version, and where it came from
     bottles/v2/images/<sha256>.png      the images, byte for byte, named by content
     bottles/v2/labels/<sha256>.txt      YOLO labels (class x_center y_center width height)
+    bottles/v2/references/<sha256>.png  each image's golden part, when imported with references
 
 A version is built in a hidden folder beside its target and renamed into place, so a crash
 never leaves half a version, and is then made read-only: a version never changes, so a model
@@ -27,9 +28,10 @@ image stays in the same split as the dataset grows, and the test split stays a f
 
 The manifest (schema 1) holds: name, version, created (UTC, ISO 8601), source {format, path,
 images}, classes {"0": name, ...}, split {test_fraction, val_fraction}, content_hash, counts,
-images [{sha256, file, label, width, height, split, boxes, lineage}], problems [{file, kind,
-message, skipped, image}]. `content_hash` is the sha256 over the class map and, for each image
-in hash order, its hash, split and label text: what training sees, nothing else.
+images [{sha256, file, label, width, height, split, boxes, lineage, and reference and
+reference_sha256 when the image has one}], problems [{file, kind, message, skipped, image}].
+`content_hash` is the sha256 over the class map and, for each image in hash order, its hash,
+split, reference hash (if any) and label text: what training sees, nothing else.
 
 Stats, diffs and plots live in `inspection.data.stats`.
 """
@@ -103,6 +105,11 @@ class DatasetVersion:
         return list(self.manifest["images"])
 
     @property
+    def has_references(self) -> bool:
+        """Whether every image carries its reference (what a reference recipe needs)."""
+        return bool(self.entries) and all("reference" in entry for entry in self.entries)
+
+    @property
     def problems(self) -> list[Problem]:
         return [Problem.from_dict(record) for record in self.manifest.get("problems", [])]
 
@@ -139,6 +146,7 @@ class DatasetVersion:
                 detections=detections,
                 lineage={**entry.get("lineage", {}), "sha256": entry["sha256"]},
                 split=entry["split"],
+                reference=self.path / entry["reference"] if "reference" in entry else None,
             )
 
     def verify(self, *, images: bool = True) -> list[str]:
@@ -153,6 +161,12 @@ class DatasetVersion:
                 continue
             if images and _sha256(image.read_bytes()) != entry["sha256"]:
                 errors.append(f"{image} does not match its sha256")
+            if "reference" in entry:
+                golden = self.path / entry["reference"]
+                if not golden.is_file():
+                    errors.append(f"{golden} is missing")
+                elif images and _sha256(golden.read_bytes()) != entry["reference_sha256"]:
+                    errors.append(f"{golden} does not match its sha256")
             labels[entry["sha256"]] = label.read_text(encoding="utf-8")
         if not errors and content_hash(self.names, self.entries, labels) != self.content_hash:
             errors.append(f"{self.path}: labels or splits do not match content_hash")
@@ -183,6 +197,8 @@ def content_hash(
     digest.update(json.dumps({str(i): names[i] for i in sorted(names)}, sort_keys=True).encode())
     for entry in sorted(entries, key=lambda e: e["sha256"]):
         digest.update(f"\n{entry['sha256']} {entry['split']}\n".encode())
+        if "reference_sha256" in entry:  # absent for plain images: their hashes are unchanged
+            digest.update(f"reference {entry['reference_sha256']}\n".encode())
         digest.update(labels[entry["sha256"]].encode())
     return digest.hexdigest()
 
@@ -256,8 +272,14 @@ def import_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     root: str | Path | None = None,
     progress: bool = False,
+    references: str | Path | None = None,
 ) -> DatasetVersion:
     """Read `source` in `format` and store it as a new version of dataset `name`.
+
+    Each image's reference (its golden part) is stored with it: from the folder `references`
+    (the image's file name, any image suffix), or, for YOLO folders, from a `references` or
+    `templates` folder beside `images` (formats/yolo.reference_path_for). With `references`
+    given, an image without one is a DatasetError naming it.
 
     `version` defaults to the next vN. For formats that name classes rather than number them
     (voc, labelstudio), class ids follow `names`, else the latest version's classes, so ids
@@ -286,6 +308,8 @@ def import_dataset(
         )
     else:
         items = module.read(source, images=images, names=names, image_key=image_key)
+    if references is not None or format == "yolo":
+        items = _with_references(items, Path(references).absolute() if references is not None else None)
     return write_version(
         items,
         name=name,
@@ -296,6 +320,30 @@ def import_dataset(
         root=root,
         progress=progress,
     )
+
+
+def _with_references(items: Iterable[LabelledImage | Problem], folder: Path | None
+                     ) -> Iterator[LabelledImage | Problem]:
+    from dataclasses import replace
+
+    from inspection.data.formats._image_files import IMAGE_SUFFIXES
+
+    if folder is not None and not folder.is_dir():
+        raise DatasetError(f"--references {folder}: no such folder; give the folder of golden images")
+    for item in items:
+        if isinstance(item, Problem) or item.reference is not None:
+            yield item
+            continue
+        if folder is None:  # a YOLO folder: references beside images, when it has them
+            found = yolo.reference_path_for(item.path)
+            yield replace(item, reference=found) if found else item
+            continue
+        candidates = [folder / item.path.name] + [folder / (item.path.stem + s) for s in sorted(IMAGE_SUFFIXES)]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise DatasetError(f"{item.path}: no reference named {item.path.stem}.* in {folder}; "
+                               "add its golden image there, or import without --references")
+        yield replace(item, reference=found)
 
 
 def write_version(
@@ -424,6 +472,20 @@ def _build(
             continue
         file = f"images/{sha}{item.path.suffix.lower()}"
         _store(data, folder / file, already=stored.get(Path(file).name))
+        golden: dict[str, str] = {}
+        if item.reference is not None:
+            try:
+                reference_data = item.reference.read_bytes()
+            except OSError as error:
+                raise DatasetError(f"{item.reference}: cannot read this reference image "
+                                   f"({error.strerror}); fix it or import without references") from error
+            reference_sha = _sha256(reference_data)
+            golden = {"reference": f"references/{reference_sha}{item.reference.suffix.lower()}",
+                      "reference_sha256": reference_sha}
+            target = folder / golden["reference"]
+            if not target.exists():  # several images may share one golden part
+                target.parent.mkdir(exist_ok=True)
+                _store(reference_data, target, already=stored.get(target.name))
         (folder / "labels" / f"{sha}.txt").write_text(label, encoding="utf-8")
         labels[sha], first_source[sha] = label, str(item.path)
         width, height = item.image_wh
@@ -437,6 +499,7 @@ def _build(
                 "split": split_for(sha, test_fraction=fractions[0], val_fraction=fractions[1]),
                 "boxes": len(item.detections),
                 "lineage": dict(item.lineage),
+                **golden,
             }
         )
     unnamed = sorted(used_classes - set(names or {}))
@@ -489,13 +552,17 @@ def materialise(version: DatasetVersion, workdir: str | Path) -> Path:
             (workdir / folder).unlink()
         elif (workdir / folder).exists():
             shutil.rmtree(workdir / folder)  # removes our symlinks, never what they point to
+    if (workdir / "references").is_dir() and not (workdir / "references").is_symlink():
+        shutil.rmtree(workdir / "references")
     for entry in version.entries:
         image = workdir / "images" / entry["split"] / Path(entry["file"]).name
         label = workdir / "labels" / entry["split"] / Path(entry["label"]).name
-        for link, target in (
-            (image, version.path / entry["file"]),
-            (label, version.path / entry["label"]),
-        ):
+        links = [(image, version.path / entry["file"]), (label, version.path / entry["label"])]
+        if "reference" in entry:  # beside the image, under its name (yolo.reference_path_for)
+            golden = workdir / "references" / entry["split"] / (
+                Path(entry["file"]).stem + Path(entry["reference"]).suffix)
+            links.append((golden, version.path / entry["reference"]))
+        for link, target in links:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target.absolute())
     data_yaml = workdir / "data.yaml"
@@ -543,9 +610,9 @@ def _version_key(version: str) -> tuple[int, str]:
 def _stored_images(dataset_dir: Path) -> dict[str, Path]:
     """Image files of the dataset's earlier versions by file name (which is their hash)."""
     stored: dict[str, Path] = {}
-    for images in dataset_dir.glob("*/images"):
-        if not images.parent.name.startswith("."):
-            for path in images.iterdir():
+    for folder in [*dataset_dir.glob("*/images"), *dataset_dir.glob("*/references")]:
+        if not folder.parent.name.startswith("."):
+            for path in folder.iterdir():
                 stored.setdefault(path.name, path)
     return stored
 

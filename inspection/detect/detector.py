@@ -9,10 +9,18 @@ Example::
     detections = detector.predict_bytes(jpeg_bytes)              # decodes, reduced when it pays
     print(detector.providers, detector.names, detector.input_hw)
 
+    reference_model = Detector("pcb-reference.onnx")             # exported with reference: true
+    detections = reference_model.predict([frame], references=[golden])[0]
+
 Loads any detection model exported by Ultralytics (`model.export(format="onnx")`) or by
 `qc export`: the raw head `[B, 4 + nc, N]` (NMS here) or the end-to-end layout `[B, K, 6]`,
 fp32 or fp16, static or dynamic batch. Nothing is written to disk on load, except TensorRT's
 engine cache, and only into the `cache_dir` the caller names (QC_HOME in the service).
+
+A model whose metadata holds a reference `InputContract` (`qc_input`, written by `qc export`)
+judges each frame against its golden part: `predict` aligns the reference onto the frame and
+composes the input (inspection/detect/reference.py); without a reference it refuses, naming the
+fix. A plain model ignores references.
 
 The serving micro-batcher uses the three stages separately: `prepare` (per image, in a thread
 pool), `run` (one `session.run` for the batch), `decode` (per image).
@@ -31,6 +39,7 @@ from inspection.detect.backend import InferenceBackend, OrtBackend
 from inspection.detect.model_info import ModelInfo, parse_metadata
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
+from inspection.detect.reference import Aligned, InputContract, align, compose
 from inspection.detections import Detections
 from inspection.errors import ModelError
 
@@ -75,6 +84,10 @@ class Detector:
             raise ModelError(f"{self.path}: {error}") from error
         if self.info.task != "detect":
             raise ModelError(f"{self.path}: a {self.info.task!r} model; {_EXPECTED}")
+        try:
+            self.contract = InputContract.from_metadata(self.info.qc.get("input"))
+        except ModelError as error:
+            raise ModelError(f"{self.path}: {error}") from error
         self._read_io(imgsz)
         if warmup:
             self.warmup()
@@ -221,6 +234,30 @@ class Detector:
             max_det=self.max_det,
         )
 
+    # -- reference models ------------------------------------------------------------------
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.contract.reference
+
+    def reference_input(self, frame: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, Aligned]:
+        """The network's image for `frame` judged against `reference`, and how they aligned."""
+        aligned = align(frame, reference, motion=self.contract.motion)
+        return compose(frame, aligned.reference), aligned
+
+    def _inputs(self, images: Sequence[np.ndarray],
+                references: Sequence[np.ndarray | None] | None) -> list[np.ndarray]:
+        if not self.needs_reference:
+            return list(images)  # a plain model ignores references
+        if references is None or len(references) != len(images) or any(r is None for r in references):
+            raise ModelError(
+                f"{self.path} judges each frame against a reference image (exported from a "
+                "reference recipe) and was given none; pass the golden part (qc predict "
+                "--reference, a station's registered reference), or use a plain model"
+            )
+        return [self.reference_input(image, reference)[0]
+                for image, reference in zip(images, references, strict=True) if reference is not None]
+
     # -- conveniences ----------------------------------------------------------------------
 
     def predict(
@@ -230,15 +267,32 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         original_sizes: Sequence[tuple[int, int] | None] | None = None,
+        references: Sequence[np.ndarray | None] | None = None,
     ) -> list[Detections]:
-        """Detections for BGR images (as `cv2.imread` gives them), one batch."""
+        """Detections for BGR images (as `cv2.imread` gives them), one batch; `references`,
+        one golden part per image, for a reference model."""
         if not len(images):
             return []
-        sizes = original_sizes or [None] * len(images)
-        same_shapes = len({image.shape for image in images}) == 1
+        return self.predict_inputs(self._inputs(images, references), conf=conf, iou=iou,
+                                   original_sizes=original_sizes)
+
+    def predict_inputs(
+        self,
+        inputs: Sequence[np.ndarray],
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        original_sizes: Sequence[tuple[int, int] | None] | None = None,
+    ) -> list[Detections]:
+        """Detections for the network's images as they are: frames for a plain model, or
+        what `reference_input` composed for a reference model."""
+        if not len(inputs):
+            return []
+        sizes = original_sizes or [None] * len(inputs)
+        same_shapes = len({image.shape for image in inputs}) == 1
         prepared = [
             self.prepare(image, original_size=size, minimal=same_shapes)
-            for image, size in zip(images, sizes, strict=True)
+            for image, size in zip(inputs, sizes, strict=True)
         ]
         outputs = self.run([tensor for tensor, _ in prepared])
         return [
@@ -275,6 +329,8 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         reduce: int | str = "auto",
+        reference: np.ndarray | None = None,
     ) -> Detections:
         image, size = self.load_bytes(data, reduce=reduce)
-        return self.predict([image], conf=conf, iou=iou, original_sizes=[size])[0]
+        return self.predict([image], conf=conf, iou=iou, original_sizes=[size],
+                            references=None if reference is None else [reference])[0]

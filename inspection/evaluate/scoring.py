@@ -13,7 +13,9 @@ Images are decoded by `inspection.detect.imaging.read_file` and predicted one at
 on the line is. Ultralytics validates at conf 0.001 (mAP ranks every box), so the predictor
 given to `score` should too; the deploy threshold only enters precision, recall and F1.
 `score_many` scores several predictors in one pass (each image read once), as the export
-check compares torch with its ONNX variants.
+check compares torch with its ONNX variants. A `ReferencePredictor` (a reference model's,
+from `onnx_predictor`) is also given each image's golden part (formats/yolo.reference_path_for,
+or the dataset version's stored reference).
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ NMS_IOU = 0.7
 MAX_DET = 300
 
 
+class ReferencePredictor:
+    """A predictor that judges each image against its reference: `predict(pixels, reference)`."""
+
+    def __init__(self, predict: Callable[[np.ndarray, np.ndarray], Detections]) -> None:
+        self._predict = predict
+
+    def __call__(self, pixels: np.ndarray, reference: np.ndarray) -> Detections:
+        return self._predict(pixels, reference)
+
+
+Predictor = Callable[[np.ndarray], Detections] | ReferencePredictor
+
+
 @dataclass(frozen=True)
 class ScoredSplit:
     evaluation: Evaluation
@@ -44,7 +59,7 @@ class ScoredSplit:
 
 
 def score(
-    predict: Callable[[np.ndarray], Detections],
+    predict: Predictor,
     *,
     names: dict[int, str],
     samples: list[Sample],
@@ -61,7 +76,7 @@ def score(
 
 
 def score_many(
-    predictors: Mapping[str, Callable[[np.ndarray], Detections]],
+    predictors: Mapping[str, Predictor],
     *,
     names: dict[int, str],
     samples: list[Sample],
@@ -97,8 +112,23 @@ def score_many(
                 skipped.append(problem)
                 continue
             unlabelled += missing
+        reference: np.ndarray | None = None
+        if any(isinstance(p, ReferencePredictor) for p in predictors.values()):
+            if sample.reference is None:
+                skipped.append(f"{sample.image}: no reference image (a references/ or templates/ "
+                               "folder beside images/, same name); add its golden part")
+                continue
+            try:
+                reference = read_file(sample.reference)
+            except ImageError as error:
+                skipped.append(f"{error}; fix or delete it (the reference of {sample.image})")
+                continue
         for key, predict in predictors.items():
-            predictions[key].append(predict(pixels))
+            if isinstance(predict, ReferencePredictor):
+                assert reference is not None
+                predictions[key].append(predict(pixels, reference))
+            else:
+                predictions[key].append(predict(pixels))
         truths.append(truth)
         paths.append(sample.image)
     if not truths:
@@ -140,9 +170,10 @@ def score_onnx(
 
 def onnx_predictor(
     model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None
-) -> Callable[[np.ndarray], Detections]:
+) -> Predictor:
     """A predictor for `score`: the ONNX `model` through the production `Detector`, at the
-    ranking threshold, after checking its classes against `names` (those of `data`)."""
+    ranking threshold, after checking its classes against `names` (those of `data`); a
+    `ReferencePredictor` for a reference model."""
     from inspection.detect.detector import Detector
     from inspection.settings import Settings
 
@@ -153,7 +184,28 @@ def onnx_predictor(
     check_classes(model=model, model_names=detector.names, data=data, data_names=names)
     # One image per call: minimal letterbox padding then depends on the image alone, as for
     # a frame on the line, not on which images share a batch.
+    if detector.needs_reference and _composed(data):
+        # Training's own composites (training/reference_data.py): already the network's input.
+        return lambda pixels: detector.predict_inputs([pixels])[0]
+    if detector.needs_reference:
+        return ReferencePredictor(lambda pixels, reference: detector.predict([pixels], references=[reference])[0])
     return lambda pixels: detector.predict([pixels])[0]
+
+
+COMPOSED_KEY = "qc_input"  # in a data.yaml of composites: "frame,reference,absdiff"
+
+
+def _composed(data: str) -> bool:
+    """Whether `data` is a data.yaml whose images are reference composites already."""
+    import yaml
+
+    if not data.endswith((".yaml", ".yml")):
+        return False
+    try:
+        spec = yaml.safe_load(Path(data).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # read_data_yaml reports it
+    return isinstance(spec, dict) and bool(spec.get(COMPOSED_KEY))
 
 
 @dataclass(frozen=True)
@@ -161,6 +213,7 @@ class Sample:
     image: Path
     label: Path | None = None  # YOLO label file, parsed once the image's size is known
     truth: Detections | None = None  # already parsed (dataset versions)
+    reference: Path | None = None  # the image's golden part, when the data has one
 
 
 def load_split(data: str, *, split: str) -> tuple[dict[int, str], list[Sample]]:
@@ -178,7 +231,8 @@ def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[S
 
     version = open_version(reference)
     samples = [
-        Sample(image=item.path, truth=item.detections) for item in version.images(split=split)
+        Sample(image=item.path, truth=item.detections, reference=item.reference)
+        for item in version.images(split=split)
     ]
     if not samples:
         counts = {s: sum(e["split"] == s for e in version.entries) for s in SPLITS}
@@ -190,7 +244,7 @@ def _from_version(reference: str, *, split: str) -> tuple[dict[int, str], list[S
 
 
 def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sample]]:
-    from inspection.data.formats.yolo import label_path_for, read_data_yaml
+    from inspection.data.formats.yolo import label_path_for, read_data_yaml, reference_path_for
     from inspection.errors import DatasetError
 
     # The same reading as training's (training.data): images the line's decoder cannot read
@@ -204,7 +258,8 @@ def _from_data_yaml(path: Path, *, split: str) -> tuple[dict[int, str], list[Sam
         )
     # Ultralytics' rule: the last `images` folder of the path becomes `labels`.
     return data.names, [
-        Sample(image=image.path, label=label_path_for(image.path, root=Path(image.path.anchor)))
+        Sample(image=image.path, label=label_path_for(image.path, root=Path(image.path.anchor)),
+               reference=reference_path_for(image.path))
         for image in data.splits[split]
     ]
 

@@ -100,6 +100,14 @@ def import_(
             help="Share of images in the val split (chosen by content hash).", min=0, max=0.9
         ),
     ] = 0.15,
+    references: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of each image's golden (defect-free) part, named as the image: stored "
+            "with it for reference recipes. yolo finds a references/ or templates/ folder beside "
+            "images/ by itself."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Import SOURCE as a new, read-only version of dataset NAME.
@@ -122,6 +130,7 @@ def import_(
         test_fraction=test_fraction,
         val_fraction=val_fraction,
         progress=not quiet,
+        references=references,
     )
     counts = version_.manifest["counts"]
     by_split = ", ".join(f"{s} {n}" for s, n in counts["images_by_split"].items())

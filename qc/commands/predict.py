@@ -86,6 +86,18 @@ def _prepare_save(save: Path) -> None:
         raise ConfigError(f"--save {save}: cannot create the folder ({error.strerror}); name another") from error
 
 
+def _own_reference(path: Path):
+    from inspection.data.formats.yolo import reference_path_for
+    from inspection.detect.imaging import read_file
+    from inspection.errors import ImageError
+
+    found = reference_path_for(path.absolute())
+    if found is None:
+        raise ImageError(f"{path}: the model judges frames against a reference and none was found; "
+                         "pass --reference GOLDEN.png, or put it in a references/ folder beside images/")
+    return read_file(found)
+
+
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="ONNX detection model.")],
@@ -104,11 +116,20 @@ def predict(
             "predictions (the reduced decode changes pixels)."
         ),
     ] = "auto",
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="The golden part every image is judged against (a reference model needs one; "
+            "a plain model ignores it). Default: each image's own reference in a references/ or "
+            "templates/ folder beside images/, when there is one."
+        ),
+    ] = None,
 ) -> None:
     """Detect defects in images; print {"image", "width", "height", "detections"} per line.
 
-    Unreadable images are reported on stderr by name and the others still run; the exit code
-    is 1 if any image failed.
+    With a reference model each line also has "alignment": {"score", "shift"}. Unreadable
+    images are reported on stderr by name and the others still run; the exit code is 1 if any
+    image failed.
     """
     import cv2
 
@@ -132,6 +153,11 @@ def predict(
         threads=settings.threads,
         cache_dir=settings.home / "trt-cache",
     )
+    golden = None
+    if reference is not None:
+        from inspection.detect.imaging import read_file
+
+        golden = read_file(reference)  # an unreadable reference stops here, named
     found, missing = expand(paths)
     names = save_names(found) if save else {}
     failed = bool(missing)
@@ -145,9 +171,21 @@ def predict(
             print(f"{path}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
             failed = True
             continue
-        detections = detector.predict([image], original_sizes=[(width, height)])[0]
-        record = {"image": str(path), "width": width, "height": height,
-                  "detections": detections.to_records()}
+        record: dict = {"image": str(path), "width": width, "height": height}
+        network_input = image
+        if detector.needs_reference:
+            try:
+                own = golden if golden is not None else _own_reference(path)
+            except (OSError, ImageError) as error:
+                print(f"{path}: {error}", file=sys.stderr)
+                failed = True
+                continue
+            network_input, aligned = detector.reference_input(image, own)
+            scale = width / image.shape[1]
+            record["alignment"] = {"score": round(aligned.score, 4),
+                                   "shift": [round(aligned.shift[0] * scale, 2), round(aligned.shift[1] * scale, 2)]}
+        detections = detector.predict_inputs([network_input], original_sizes=[(width, height)])[0]
+        record["detections"] = detections.to_records()
         print(json.dumps(record), flush=True)
         if save:
             full = image if image.shape[:2] == (height, width) else detector.load_bytes(data, reduce=1)[0]

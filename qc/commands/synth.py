@@ -71,6 +71,14 @@ def synth(
             "mostly 1. Denser parts train a detector faster.",
         ),
     ] = None,
+    references: Annotated[
+        bool,
+        typer.Option(
+            "--references",
+            help="Also write each part without its defects to references/ (the golden part a "
+            "reference recipe trains against).",
+        ),
+    ] = False,
 ) -> None:
     """Make a synthetic defect dataset in YOLO format.
 
@@ -103,6 +111,7 @@ def synth(
         overwrite=overwrite,
         progress=progress,
         defects=counts_range,
+        references=references,
     )
     counts = ", ".join(f"{name} {count}" for name, count in summary.boxes.items())
     typer.echo(

@@ -86,14 +86,7 @@ def export(
     if source.is_dir():
         run = Run.open(source)
         weights = run.best_weights
-        lineage = {
-            "data_hash": run.data["content_hash"],
-            "dataset_version": run.data.get("dataset_version"),
-            "data_source": run.data.get("source"),
-            "recipe_hash": run.recipe.hash,
-            "recipe_name": run.recipe.name,
-            "train_metrics": run.metrics,
-        }
+        lineage = run.lineage
         data_yaml = data or run.data["yaml"]
         size = size or run.recipe.export_imgsz or run.recipe.imgsz
         out_dir = out_dir or source / "export"

@@ -92,6 +92,8 @@ class LabelledImage:
         split: train, val or test when known (a version's split, or the split folder a
             source was read from), else None.
         problems: what the reader fixed on the way in; the image itself was imported.
+        reference: the image's reference (its defect-free golden part), for reference
+            recipes; None when the dataset has none.
     """
 
     path: Path
@@ -99,9 +101,12 @@ class LabelledImage:
     lineage: Mapping[str, Any] = field(default_factory=dict)
     split: str | None = None
     problems: tuple[Problem, ...] = ()
+    reference: Path | None = None  # the golden part this image is judged against, if any
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if self.reference is not None:
+            object.__setattr__(self, "reference", Path(self.reference))
         object.__setattr__(self, "lineage", dict(self.lineage))
         object.__setattr__(self, "problems", tuple(self.problems))
 

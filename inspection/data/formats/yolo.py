@@ -345,6 +345,33 @@ def label_path_for(image_path: Path, *, root: Path) -> Path:
     return root.joinpath(*folders, Path(parts[-1]).stem + ".txt")
 
 
+# Folders that hold each image's reference (its golden, defect-free part) under the same
+# relative path as `images`: qc synth --references writes `references`, DeepPCB ships `templates`.
+REFERENCE_FOLDERS = ("references", "templates")
+
+
+def reference_path_for(image_path: Path) -> Path | None:
+    """The reference image of `image_path`: the same path with its last `images` folder
+    replaced by `references` (or `templates`), with any image suffix; None when there is none."""
+    from inspection.data.formats._image_files import IMAGE_SUFFIXES
+
+    parts = list(image_path.parts)
+    folders = parts[:-1]
+    if "images" not in folders:
+        return None
+    index = len(folders) - 1 - folders[::-1].index("images")
+    for name in REFERENCE_FOLDERS:
+        parts[index] = name
+        candidate = Path(*parts)
+        if candidate.is_file():
+            return candidate
+        for suffix in IMAGE_SUFFIXES:
+            other = candidate.with_suffix(suffix)
+            if other.is_file():
+                return other
+    return None
+
+
 def _split_of(relative: Path) -> str | None:
     for part in relative.parts[:-1]:
         if part.lower() in _SPLIT_FOLDERS:

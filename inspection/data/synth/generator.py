@@ -53,12 +53,15 @@ class Sample:
         detections: the defects' boxes, confidence 1.0, names = CLASS_NAMES.
         surface: which of SURFACES was drawn.
         masks: one boolean (H, W) image per box: the pixels that defect changed.
+        reference: the same part without its defects, as a station's golden sample would be
+            photographed (same light, its own sensor noise), when asked for.
     """
 
     image: np.ndarray
     detections: Detections
     surface: str
     masks: tuple[np.ndarray, ...] = field(default=())
+    reference: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,9 @@ def make_sample(
     surface: str | None = None,
     good: bool | None = None,
     defects: tuple[int, int] | None = None,
+    reference: bool = False,
 ) -> Sample:
-    """Draw one frame from `seed` alone.
+    """Draw one frame from `seed` alone (and with `reference`, its defect-free golden part).
 
     `surface` picks the surface (default: one at random); `good=True` draws the same frame
     without its defects, `good=False` forces at least one defect, None leaves it to chance
@@ -102,17 +106,24 @@ def make_sample(
     if seed < 0:
         raise ConfigError(f"seed must be 0 or more, got {seed}")
     # One stream per stage, so forcing the surface or `good` changes nothing else in the frame.
-    layout_rng, surface_rng, defect_rng, optics_rng = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)
-    )
+    # Children are fixed by index: spawn(5)[:4] are the streams spawn(4) gave before references.
+    children = np.random.SeedSequence(seed).spawn(5)
+    layout_rng, surface_rng, defect_rng, optics_rng = (np.random.default_rng(c) for c in children[:4])
     drawn_surface = SURFACES[int(layout_rng.integers(len(SURFACES)))]
     drawn_good = bool(layout_rng.random() < GOOD_FRACTION)
     surface = surface or drawn_surface
     good = drawn_good if good is None else good
 
     canvas = render_surface(surface, surface_rng, width=width, height=height)
+    clean = canvas.image.copy() if reference else None
     stamps = [] if good else _add_defects(canvas, defect_rng, counts=defects)
     image = expose(canvas.image, optics_rng)
+    golden = None
+    if clean is not None:
+        # The same light (the optics stream again), then the golden shot's own sensor noise.
+        golden = expose(clean, np.random.default_rng(children[3]))
+        noise = np.random.default_rng(children[4]).normal(0, 2.0, golden.shape)
+        golden = np.clip(golden + noise, 0, 255).astype(np.uint8)
     if stamps:
         detections = Detections(
             xyxy=np.array([s.box for s in stamps], np.float32),
@@ -124,7 +135,7 @@ def make_sample(
     else:
         detections = Detections.empty(names=CLASS_NAMES, image_wh=(width, height))
     masks = tuple(s.mask(width, height) for s in stamps)
-    return Sample(image=image, detections=detections, surface=surface, masks=masks)
+    return Sample(image=image, detections=detections, surface=surface, masks=masks, reference=golden)
 
 
 def _add_defects(canvas: Canvas, rng: np.random.Generator, *, counts: tuple[int, int] | None = None
@@ -209,9 +220,12 @@ def write_dataset(
     overwrite: bool = False,
     progress: bool = False,
     defects: tuple[int, int] | None = None,
+    references: bool = False,
 ) -> DatasetSummary:
     """Write `n` samples as a YOLO dataset under `out`: images/{train,val}, labels/{train,val}
-    and data.yaml. Good parts get an empty label file, as YOLO expects."""
+    and data.yaml. Good parts get an empty label file, as YOLO expects. With `references`,
+    each image's defect-free part goes to references/{train,val}/ under the image's name,
+    where reference recipes look for it (formats/yolo.reference_path_for)."""
     if n < 1:
         raise ConfigError(f"n must be 1 or more, got {n}")
     if not 0 <= val_fraction < 1:
@@ -234,13 +248,17 @@ def write_dataset(
     # measured no faster (200 images at 640x640 in about 11 s on 2 cores either way).
     for index in tqdm(range(n), desc="synth", unit="img", disable=not progress):
         sample = make_sample(sample_seed(seed, index), width=width, height=height,
-                             surface=surface, defects=defects)
+                             surface=surface, defects=defects, reference=references)
         encoded = _encode(sample.image, image_format)
         label = label_text(sample.detections)
         split = "val" if is_val(index, val_fraction) else "train"
         stem = f"synth_{index:06d}"
         (root / "images" / split / f"{stem}.{image_format}").write_bytes(encoded)
         (root / "labels" / split / f"{stem}.txt").write_text(label, encoding="utf-8")
+        if sample.reference is not None:
+            (root / "references" / split).mkdir(parents=True, exist_ok=True)
+            (root / "references" / split / f"{stem}.{image_format}").write_bytes(
+                _encode(sample.reference, image_format))
         images[split] += 1
         good += not label
         for name in sample.detections.class_names:
@@ -249,7 +267,8 @@ def write_dataset(
     data_yaml = root / "data.yaml"
     write_data_yaml(data_yaml, names=CLASS_NAMES, splits=["train", "val"], root=root)
     data_yaml.write_text(  # how to make the dataset again, above the YAML
-        f"# Synthetic defects: qc synth --n {n} --seed {seed} --width {width} --height {height}\n"
+        f"# Synthetic defects: qc synth --n {n} --seed {seed} --width {width} --height {height}"
+        + (" --references" if references else "") + "\n"
         + data_yaml.read_text(encoding="utf-8"),
         encoding="utf-8",
     )
@@ -267,7 +286,7 @@ def _encode(image: np.ndarray, image_format: str) -> bytes:
 def _prepare(root: Path, *, overwrite: bool) -> None:
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root} is a file; give a folder to write the dataset into")
-    ours = [root / "images", root / "labels", root / "data.yaml"]
+    ours = [root / "images", root / "labels", root / "references", root / "data.yaml"]
     present = [p for p in ours if p.exists()]
     if present and not overwrite:
         raise DatasetError(
