@@ -14,8 +14,12 @@ keeps the version that judged it. Example YAML::
     ignore: [[[100, 100], [300, 100], [300, 200], [100, 200]]]  # a fixture, always visible
     quality: {min_brightness: 40, max_brightness: 230, min_sharpness: 15}  # optional gate
     damaged_image: refuse   # or review: a damaged frame is judged REVIEW ("damaged image")
+    min_alignment: 0.6      # a reference station: a frame aligning worse is REVIEW
 
 The order of judgement, and why:
+-1. At a station judged against its reference image (a reference model), a frame that aligns
+   to the reference with a score below `min_alignment` is REVIEW (rule "cannot align to
+   reference"), its boxes still shown: the comparison it was judged by is not trustworthy.
 0. With a `quality` gate, a frame too dark, too bright or blurred is REVIEW (rule "image
    quality: ..."), its boxes still shown: a bad image proves nothing either way.
 1. Boxes whose centre lies outside every ROI polygon, or inside an ignore polygon, are dropped
@@ -58,6 +62,10 @@ MAX_CLASSES = 1000
 
 Polygon = Annotated[list[tuple[float, float]], Field(max_length=MAX_POLYGON_POINTS)]
 DAMAGED_IMAGE_RULE = "damaged image"
+CANNOT_ALIGN_RULE = "cannot align to reference"
+# Normalised correlation of frame and aligned reference: DeepPCB pairs scored 0.88-0.99 and
+# mismatched boards at most 0.30 (40 val boards shifted by up to 8 px; inspection/detect/reference.py).
+DEFAULT_MIN_ALIGNMENT = 0.6
 
 
 class Verdict(StrEnum):
@@ -105,6 +113,10 @@ class StationRules(BaseModel):
     quality: QualitySettings | None = Field(
         default=None, description="per-frame image-quality gate (too dark, too bright, blurred "
         "gives REVIEW with rule 'image quality'); off when absent")
+    min_alignment: float = Field(
+        default=DEFAULT_MIN_ALIGNMENT, ge=0, le=1,
+        description="with a reference model: a frame whose alignment to the station's reference "
+        "scores below this is REVIEW with rule 'cannot align to reference', never PASS")
 
     @model_validator(mode="after")
     def _calibrated(self) -> StationRules:
@@ -165,11 +177,17 @@ def _inside(points: np.ndarray, polygon: Polygon) -> np.ndarray:
     )
 
 
-def decide(detections: Detections, rules: StationRules, *, stats: ImageStats | None = None) -> Decision:
+def decide(detections: Detections, rules: StationRules, *, stats: ImageStats | None = None,
+           alignment: float | None = None) -> Decision:
     """The verdict for one frame's detections under one station's rules. With `stats` and
     the rules' `quality` gate, a frame too dark, too bright or blurred is REVIEW whatever its
     boxes say: a bad image is no evidence either way (a person looks; the line does not pass
-    a part on a broken image, nor fail a flood of good ones)."""
+    a part on a broken image, nor fail a flood of good ones). `alignment`, the score of a
+    frame judged against its reference, below `min_alignment` is REVIEW alike."""
+    if alignment is not None and alignment < rules.min_alignment:
+        judged = decide(detections, rules, stats=stats)
+        return Decision(Verdict.REVIEW, f"{CANNOT_ALIGN_RULE} (score {alignment:.2f} < "
+                        f"min_alignment {rules.min_alignment})", judged.kept, judged.areas)
     if rules.quality is not None and stats is not None:
         issue = check_quality(stats, rules.quality)
         if issue is not None:

@@ -1,6 +1,7 @@
 """The path of one frame: bytes in, recorded verdict out.
 
-    decode + letterbox   (thread pool: off the event loop)
+    decode + letterbox   (thread pool: off the event loop; at a station with a reference and a
+                          reference model, the reference is aligned and the input composed here)
     micro-batch          (serving/batcher.py: one session.run for many frames)
     boxes + rules        (inspection/detect/postprocess.py, inspection/rules.py)
     store image, commit  (serving/committer.py: with the frames judged at the same time, one
@@ -30,19 +31,27 @@ from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
 from inspection.detect.detector import Detector
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
+from inspection.detect.reference import Aligned, compose
 from inspection.detections import Detections
-from inspection.errors import DamagedImage
+from inspection.errors import Conflict, DamagedImage
 from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
 from inspection.store.records import InspectionRecord, RecordStore, Station
+from inspection.store.references import StationReferences
 from serving.batcher import BatchResult, MicroBatcher
 from serving.committer import GroupCommitter, Write
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
+from serving.references import ReferenceImages
 from serving.settings import ServeSettings
 
 log = logging.getLogger("qc.inspect")
+
+
+class ReferenceRequired(Conflict):
+    """A hot swap brought a reference model while a frame from a station without a reference
+    was queued: there is nothing to compose its input from."""
 
 
 @dataclass
@@ -57,19 +66,52 @@ class Frame:
     size: tuple[int, int]  # original (width, height)
     letterboxed: np.ndarray  # HWC BGR uint8 at the model's input size
     info: LetterboxInfo
+    aligned: Aligned | None = None  # the station's reference warped onto the frame, if judged so
+    reference_version: int | None = None
+
+    @property
+    def alignment(self) -> tuple[float, float] | None:
+        """(score, shift in original pixels) when judged against a reference."""
+        if self.aligned is None:
+            return None
+        return self.aligned.score, self.aligned.shift_px * self.size[0] / self.image.shape[1]
+
+    def network_input(self, detector: Detector) -> np.ndarray:
+        """What `detector` sees of this frame: the frame, or frame and reference composed."""
+        if not detector.needs_reference:
+            return self.image
+        if self.aligned is None:
+            raise ReferenceRequired(
+                "the model now judges frames against a reference image and this station has none "
+                "(the model was swapped while the frame waited); register one with qc stations reference")
+        return compose(self.image, self.aligned.reference)
 
     @classmethod
-    def prepare(cls, detector: Detector, image: np.ndarray, size: tuple[int, int]) -> Frame:
-        letterboxed, info = detector.prepare(image, original_size=size)
-        return cls(image=image, size=size, letterboxed=letterboxed, info=info)
+    def prepare(cls, detector: Detector, image: np.ndarray, size: tuple[int, int], *,
+                reference: np.ndarray | None = None, reference_version: int | None = None) -> Frame:
+        """Letterbox `image` for `detector`; a reference model aligns `reference` first."""
+        aligned = None
+        network = image
+        if detector.needs_reference and reference is not None:
+            network, aligned = detector.reference_input(image, reference)
+        letterboxed, info = detector.prepare(network, original_size=size)
+        return cls(image=image, size=size, letterboxed=letterboxed, info=info, aligned=aligned,
+                   reference_version=reference_version if aligned is not None else None)
+
+    def again(self, detector: Detector) -> Frame:
+        """This frame letterboxed for another model (a hot swap happened while it waited)."""
+        letterboxed, info = detector.prepare(self.network_input(detector), original_size=self.size)
+        return Frame(image=self.image, size=self.size, letterboxed=letterboxed, info=info,
+                     aligned=self.aligned, reference_version=self.reference_version)
 
     @classmethod
     def decode(cls, detector: Detector, data: bytes, *, settings: ServeSettings,
-               header: imaging.ImageHeader | None = None) -> Frame:
+               header: imaging.ImageHeader | None = None, reference: np.ndarray | None = None,
+               reference_version: int | None = None) -> Frame:
         """An encoded image decoded (reduced as `settings.decode` says) and letterboxed."""
         image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
                                           header=header)
-        return cls.prepare(detector, image, size)
+        return cls.prepare(detector, image, size, reference=reference, reference_version=reference_version)
 
 
 def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
@@ -111,8 +153,13 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
                 f"the model now takes {list(expected)} per image, not {list(frame.tensor.shape)} "
                 "(it was swapped while this request waited); read the model metadata again"))
             continue
-        if isinstance(frame, Frame) and frame.letterboxed.shape[:2] != expected[1:]:
-            frames[i] = Frame.prepare(detector, frame.image, frame.size)
+        if isinstance(frame, Frame) and (frame.letterboxed.shape[:2] != expected[1:]
+                                         or (frame.aligned is not None) != detector.needs_reference):
+            try:
+                frames[i] = frame.again(detector)
+            except ReferenceRequired as error:
+                results.append(error)
+                continue
         runnable.append(frames[i])
         results.append(None)  # filled below
     outputs = iter(_infer(detector, runnable) if runnable else [])
@@ -159,6 +206,7 @@ class Inspector:
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
                  metrics: Metrics, committer: GroupCommitter | None = None) -> None:
         self.settings, self.store, self.images = settings, store, images
+        self.references = ReferenceImages(StationReferences(store.db), images)
         self.manager, self.batcher, self.metrics = manager, batcher, metrics
         self.committer = committer or GroupCommitter(
             store=store, images=images, max_group=settings.commit_max_group,
@@ -179,8 +227,18 @@ class Inspector:
         await self._idle.wait()
         await self.committer.close()
 
-    def _decode(self, data: bytes, header: imaging.ImageHeader) -> Frame:
-        return Frame.decode(self.manager.loaded.detector, data, settings=self.settings, header=header)
+    def _decode(self, data: bytes, header: imaging.ImageHeader, station: Station) -> Frame:
+        detector = self.manager.loaded.detector
+        reference = None
+        if detector.needs_reference:
+            if station.reference_version is None:
+                raise ReferenceRequired(
+                    f"station {station.id} has no reference image and the model in production judges "
+                    f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
+                    f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
+            reference = self.references.pixels(station.id, station.reference_version)
+        return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
+                            reference_version=station.reference_version)
 
     async def inspect(
         self,
@@ -197,7 +255,7 @@ class Inspector:
         self._idle.clear()
         try:
             try:
-                frame = await asyncio.to_thread(self._decode, data, header)
+                frame = await asyncio.to_thread(self._decode, data, header, station)
             except DamagedImage as error:
                 # Counted whatever the station chose; never judged as if the frame were whole.
                 choice = station.rules.damaged_image
@@ -218,7 +276,7 @@ class Inspector:
             # written: NMS over a noisy frame is CPU work the event loop, which serves every
             # station, must not wait for, and one hand-over serves both.
             written, decision = await self.committer.submit(lambda: self._judge(
-                result, station=station, header=header, data=data, image=frame.image,
+                result, station=station, header=header, data=data, frame=frame,
                 timings={"decode_ms": (decoded - started) * 1000}, started=started,
                 part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
         finally:
@@ -237,7 +295,7 @@ class Inspector:
         return saved, created
 
     def _judge(self, result: BatchResult[LoadedModel], *, station: Station, header: imaging.ImageHeader,
-               data: bytes, image: np.ndarray,
+               data: bytes, frame: Frame,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
         """A frame's boxes, verdict and record (in the committer's thread); its image bytes, as
@@ -247,8 +305,9 @@ class Inspector:
         post_start = time.monotonic()
         rules = station.rules
         detections = model.detector.decode(output, info, conf=rules.lowest_conf)
-        stats = image_stats(image)  # ~1 ms (BENCHMARKS.md, plant analytics): quality gate, drift
-        decision = decide(detections, rules, stats=stats)
+        stats = image_stats(frame.image)  # ~1 ms (BENCHMARKS.md, plant analytics): quality gate, drift
+        alignment = frame.alignment
+        decision = decide(detections, rules, stats=stats, alignment=alignment[0] if alignment else None)
         post_end = time.monotonic()
 
         boxes = decision.kept.to_records()
@@ -270,6 +329,9 @@ class Inspector:
             width=header.width, height=header.height, detections=boxes, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
             request_id=request_id, **frame_columns(stats, detections),
+            reference_version=frame.reference_version,
+            alignment_score=round(alignment[0], 4) if alignment else None,
+            alignment_shift=round(alignment[1], 2) if alignment else None,
         )
         keep = decision.verdict is not Verdict.PASS or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
@@ -305,8 +367,8 @@ class Inspector:
                       station: Station) -> None:
         try:
             detections: Detections = await asyncio.to_thread(
-                lambda: shadow.detector.predict([frame.image], conf=station.rules.lowest_conf,
-                                                original_sizes=[frame.size])[0])
+                lambda: shadow.detector.predict_inputs([frame.network_input(shadow.detector)],
+                                                       conf=station.rules.lowest_conf, original_sizes=[frame.size])[0])
             decision = decide(detections, station.rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,

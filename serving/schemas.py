@@ -47,6 +47,12 @@ class ModelRef(BaseModel):
     version: str
 
 
+class ReferenceUse(BaseModel):
+    version: int
+    alignment_score: float | None = Field(description="0..1; below the rules' min_alignment: REVIEW")
+    alignment_shift: float | None = Field(description="pixels the reference moved to meet the frame")
+
+
 class Inspection(BaseModel):
     id: str
     station: str
@@ -63,6 +69,8 @@ class Inspection(BaseModel):
     timings: dict[str, float] = Field(
         description="decode_ms, queue_ms, inference_ms, postprocess_ms, store_ms, total_ms (ms); batch_size"
     )
+    reference: ReferenceUse | None = Field(
+        default=None, description="the station reference the frame was judged against; null: none")
 
     @classmethod
     def of(cls, record: InspectionRecord) -> Inspection:
@@ -74,6 +82,9 @@ class Inspection(BaseModel):
             image_stored=record.image_sha256 is not None,
             created_at=record.created_at.isoformat(timespec="milliseconds") + "Z",
             timings={k: round(float(v), 3) for k, v in record.timings.items()},
+            reference=None if record.reference_version is None else ReferenceUse(
+                version=record.reference_version, alignment_score=record.alignment_score,
+                alignment_shift=record.alignment_shift),
         )
 
 
@@ -152,13 +163,25 @@ class StationOut(BaseModel):
     rules_version: int
     rules: StationRules
     created_at: str
+    reference_version: int | None = Field(default=None, description="its golden part in use; null: none")
     health: StationHealthOut | None = Field(default=None, description="the agent's last heartbeat; null: none yet")
 
     @classmethod
     def of(cls, station: Station, health: StationHealth | None = None) -> StationOut:
         return cls(id=station.id, description=station.description, rules_version=station.rules_version,
                    rules=station.rules, created_at=station.created_at.isoformat() + "Z",
-                   health=StationHealthOut.of(health))
+                   health=StationHealthOut.of(health), reference_version=station.reference_version)
+
+
+class StationReferenceOut(BaseModel):
+    station: str
+    version: int
+    image_sha256: str
+    image_format: str
+    width: int
+    height: int
+    created_at: str
+    created_by: str | None
 
 
 class KeyIn(BaseModel):

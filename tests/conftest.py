@@ -147,6 +147,21 @@ def untrained_model(tmp_path_factory) -> Path:
     return cached
 
 
+@pytest.fixture(scope="session")
+def untrained_reference_model(untrained_model, tmp_path_factory) -> Path:
+    """The untrained YOLO26n with a reference input contract in its metadata (`qc_input`, as
+    `qc export` writes it for a reference recipe): the service and the detector compose its
+    input from frame and reference. A real model; its scores are as meaningless as the plain
+    one's, so tests steer verdicts with rules."""
+    from inspection.detect.reference import InputContract
+    from training.export import stamp_metadata
+
+    model = tmp_path_factory.mktemp("reference-model") / "reference.onnx"
+    shutil.copy2(untrained_model, model)
+    stamp_metadata(model, {"input": InputContract.with_reference().to_metadata()})
+    return model
+
+
 def postgres_schema_url(base: str, schema: str) -> str:
     """`base` with every connection's search_path set to `schema`."""
     joiner = "&" if "?" in base else "?"

@@ -48,6 +48,7 @@ class Station:
     rules_version: int
     rules: StationRules
     created_at: datetime
+    reference_version: int | None = None  # its golden part in use (inspection/store/references.py)
 
 
 @dataclass
@@ -75,6 +76,11 @@ class InspectionRecord:
     green: float | None = None
     red: float | None = None
     max_confidence: float | None = None
+    # Reference inspection: the station reference version judged against, the alignment's
+    # score (0..1) and the shift applied, in frame pixels (inspection/detect/reference.py).
+    reference_version: int | None = None
+    alignment_score: float | None = None
+    alignment_shift: float | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 
@@ -304,7 +310,8 @@ def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
 
 def _station(row) -> Station:
     return Station(id=row["id"], description=row["description"], rules_version=row["rules_version"],
-                   rules=StationRules.model_validate(row["body"]), created_at=row["created_at"])
+                   rules=StationRules.model_validate(row["body"]), created_at=row["created_at"],
+                   reference_version=row["reference_version"])
 
 
 def inspection_conditions(*, station: str | None = None, verdicts: list[str] | None = None,

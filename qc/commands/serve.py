@@ -124,6 +124,32 @@ def stations_rules(
     typer.echo(f"station {updated.id} now uses rules v{updated.rules_version}")
 
 
+@stations_app.command("reference")
+def stations_reference(
+    station: Annotated[str, typer.Argument(help="Station id.")],
+    image: Annotated[Path, typer.Argument(help="The golden part as the station's camera sees it (JPEG, PNG, BMP).")],
+) -> None:
+    """Register a station's reference image (a new version): a reference model judges each
+    frame against it, aligned; each inspection records the version."""
+    from inspection.detect import imaging
+    from inspection.errors import ImageError
+    from inspection.settings import Settings
+    from inspection.store.image_stores import open_image_store
+    from inspection.store.references import StationReferences
+
+    data = _read_bytes(image)
+    try:
+        header = imaging.probe(data)
+        imaging.decode(data, header=header)  # whole, or refused before anything is stored
+    except ImageError as error:
+        raise ImageError(f"{image}: {error}; give a readable JPEG, PNG or BMP of the golden part") from error
+    sha = open_image_store(Settings()).put(data, header.format)
+    reference = StationReferences(_db()).set(station, image_sha256=sha, image_format=header.format,
+                                             image_wh=(header.width, header.height), created_by="cli")
+    typer.echo(f"station {station} now judges against reference v{reference.version} "
+               f"({header.width}x{header.height}, sha256 {sha[:12]})")
+
+
 @stations_app.command("list")
 def stations_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each station's rules).")] = False,
@@ -134,7 +160,8 @@ def stations_list(
     stations = RecordStore(_db()).stations()
     if as_json:
         rows = [{"id": s.id, "description": s.description, "rules_version": s.rules_version,
-                 "enabled": s.rules.enabled, "created_at": s.created_at.isoformat(),
+                 "reference_version": s.reference_version, "enabled": s.rules.enabled,
+                 "created_at": s.created_at.isoformat(),
                  "rules": s.rules.model_dump(mode="json")} for s in stations]
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -142,7 +169,8 @@ def stations_list(
         typer.echo("no stations yet; add one with qc stations add STATION [--rules rules.yaml]", err=True)
     for station in stations:
         state = "enabled" if station.rules.enabled else "disabled"
-        typer.echo(f"{station.id}\trules v{station.rules_version}\t{state}\t{station.description}")
+        reference = f"reference v{station.reference_version}" if station.reference_version else "no reference"
+        typer.echo(f"{station.id}\trules v{station.rules_version}\t{reference}\t{state}\t{station.description}")
 
 
 def _check_classes(rules) -> None:
@@ -158,6 +186,15 @@ def _check_classes(rules) -> None:
         names = production.card.get("names") or {}
         if names:
             rules.check_classes(names.values(), model=production.ref)
+
+
+def _read_bytes(path: Path) -> bytes:
+    from inspection.errors import ConfigError
+
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror}); check the path") from error
 
 
 def _read(path: Path) -> str:

@@ -53,7 +53,8 @@ IdempotencyKey = Annotated[str | None, Header(max_length=128,
     response_model=Inspection,
     openapi_extra=_BODY,
     responses={400: {"description": "not a readable image, or a damaged one (the reason says which)"},
-               404: {"description": "unknown station"}, 409: {"description": "station disabled"},
+               404: {"description": "unknown station"},
+               409: {"description": "station disabled, or it has no reference image for a reference model"},
                413: {"description": "body or pixel count over the limit"},
                415: {"description": "unsupported content type"},
                429: {"description": "the station is over its fair share of the queue; Retry-After"},
@@ -87,6 +88,10 @@ async def inspect(
         raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
     if state.manager.current is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
+    if state.manager.loaded.detector.needs_reference and found.reference_version is None:
+        raise HTTPException(409, f"station {station} has no reference image and the model in production "
+                                 f"judges frames against one; register it with qc stations reference "
+                                 f"{station} GOLDEN.png (PUT /v1/stations/{station}/reference)")
     with state.admission.admit(f"station:{station}"):  # 429 for a station over its share
         data = await frame_bytes(request, state.settings.max_body_bytes, timeout_s=state.settings.body_timeout_s)
         try:

@@ -266,6 +266,10 @@ async def _infer(request: Request, state: AppState, name: str, version: str | No
 
     # Encoded images: every header read and the sum of their decoded pixels reserved before
     # one is decoded (eight 100 MP bombs in one 8.8 KB request were 3.7 GB of RSS).
+    if tensor.name == IMAGE_INPUT and model.detector.needs_reference:
+        raise OIPError(409, f"model {model.name}@{model.version} judges each frame against a station's "
+                            "reference image, which this protocol cannot name: post frames to "
+                            "/v1/stations/{station}/inspect, or send the composed input as a tensor")
     headers = _probe_images(state, tensor, model) if tensor.name == IMAGE_INPUT else []
     pixels = sum(decoded_pixels(model.detector, h, settings) for h in headers)
     with state.decode_budget.reserve(pixels):
