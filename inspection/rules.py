@@ -15,6 +15,7 @@ keeps the version that judged it. Example YAML::
     quality: {min_brightness: 40, max_brightness: 230, min_sharpness: 15}  # optional gate
     damaged_image: refuse   # or review: a damaged frame is judged REVIEW ("damaged image")
     min_alignment: 0.6      # a reference station: a frame aligning worse is REVIEW
+    tiling: {size: 640, overlap: 96}   # judge large frames tile by tile at native scale
 
 The order of judgement, and why:
 -1. At a station judged against its reference image (a reference model), a frame that aligns
@@ -49,6 +50,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.analytics.image_stats import ImageStats, QualitySettings, check_quality
+from inspection.detect.tiling import Tiling
 from inspection.detections import Detections
 from inspection.errors import ConfigError, validation_problems
 
@@ -95,6 +97,25 @@ class ClassRule(BaseModel):
         return self
 
 
+class TileSettings(BaseModel):
+    """Judge each frame in `size`-pixel tiles (frame pixels) overlapping by `overlap`: for
+    cameras far larger than the network, whose small defects a whole-frame shrink would lose
+    (inspection/detect/tiling.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(ge=32, le=8192)
+    overlap: int = Field(default=64, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> TileSettings:
+        if self.overlap >= self.size:
+            raise ValueError(f"tiling overlap {self.overlap} must be below the tile size {self.size}")
+        return self
+
+    def tiling(self) -> Tiling:
+        return Tiling(size=self.size, overlap=self.overlap)
+
+
 class StationRules(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON cannot hold them
     enabled: bool = True
@@ -113,6 +134,8 @@ class StationRules(BaseModel):
     quality: QualitySettings | None = Field(
         default=None, description="per-frame image-quality gate (too dark, too bright, blurred "
         "gives REVIEW with rule 'image quality'); off when absent")
+    tiling: TileSettings | None = Field(
+        default=None, description="judge frames tile by tile at native resolution; off when absent")
     min_alignment: float = Field(
         default=DEFAULT_MIN_ALIGNMENT, ge=0, le=1,
         description="with a reference model: a frame whose alignment to the station's reference "

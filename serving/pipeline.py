@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,8 @@ from inspection.analytics.image_stats import image_stats
 from inspection.detect import imaging
 from inspection.detect.detector import Detector
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
-from inspection.detect.reference import Aligned, compose
+from inspection.detect.reference import Aligned, align, compose
+from inspection.detect.tiling import Tiling, cut, merge
 from inspection.detections import Detections
 from inspection.errors import Conflict, DamagedImage
 from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
@@ -68,6 +69,8 @@ class Frame:
     info: LetterboxInfo
     aligned: Aligned | None = None  # the station's reference warped onto the frame, if judged so
     reference_version: int | None = None
+    origin: tuple[int, int] = (0, 0)  # where a tile lies in its frame (decoded pixels)
+    tiles: list[Frame] | None = None  # a frame judged tile by tile: its tiles, each batched alone
 
     @property
     def alignment(self) -> tuple[float, float] | None:
@@ -101,22 +104,40 @@ class Frame:
     def again(self, detector: Detector) -> Frame:
         """This frame letterboxed for another model (a hot swap happened while it waited)."""
         letterboxed, info = detector.prepare(self.network_input(detector), original_size=self.size)
-        return Frame(image=self.image, size=self.size, letterboxed=letterboxed, info=info,
-                     aligned=self.aligned, reference_version=self.reference_version)
+        return replace(self, letterboxed=letterboxed, info=info)
 
     @classmethod
     def decode(cls, detector: Detector, data: bytes, *, settings: ServeSettings,
                header: imaging.ImageHeader | None = None, reference: np.ndarray | None = None,
-               reference_version: int | None = None) -> Frame:
-        """An encoded image decoded (reduced as `settings.decode` says) and letterboxed."""
-        image, size = detector.load_bytes(data, reduce=settings.decode, max_pixels=settings.max_pixels,
-                                          header=header)
-        return cls.prepare(detector, image, size, reference=reference, reference_version=reference_version)
+               reference_version: int | None = None, tiling: Tiling | None = None) -> Frame:
+        """An encoded image decoded (reduced as `settings.decode` says) and letterboxed; with
+        `tiling`, decoded whole and cut into tiles, each letterboxed (`tiles`)."""
+        image, size = detector.load_bytes(data, reduce=1 if tiling else settings.decode,
+                                          max_pixels=settings.max_pixels, header=header)
+        if tiling is None:
+            return cls.prepare(detector, image, size, reference=reference, reference_version=reference_version)
+        aligned = None
+        if detector.needs_reference and reference is not None:
+            aligned = align(image, reference, motion=detector.contract.motion)
+        tiles = []
+        for x, y, crop in cut(image, tiling):
+            part = None if aligned is None else replace(
+                aligned, reference=aligned.reference[y:y + crop.shape[0], x:x + crop.shape[1]])
+            tile = Frame(image=crop, size=(crop.shape[1], crop.shape[0]), letterboxed=crop, info=None,  # type: ignore[arg-type]
+                         aligned=part, origin=(x, y))
+            tiles.append(tile.again(detector))
+        whole = tiles[0]
+        return cls(image=image, size=size, letterboxed=whole.letterboxed, info=whole.info, aligned=aligned,
+                   reference_version=reference_version if aligned is not None else None, tiles=tiles)
 
 
-def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings) -> int:
+def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings, *,
+                   whole: bool = False) -> int:
     """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
-    1/16): what a request reserves from the decode budget before decoding."""
+    1/16; a tiled station's frame, `whole`, is decoded at full size): what a request reserves
+    from the decode budget before decoding."""
+    if whole:
+        return header.decoded_pixels(1)
     if settings.decode == "auto":
         factor = imaging.reduction_for(header, input_hw=detector.input_hw)
     else:
@@ -201,6 +222,17 @@ def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 
 
+def _detect_whole(detector: Detector, frame: Frame, conf: float) -> Detections:
+    """`frame` judged by another model in one call (shadow mode), tiled as it was."""
+    network = frame.network_input(detector)
+    if not frame.tiles:
+        return detector.predict_inputs([network], conf=conf, original_sizes=[frame.size])[0]
+    found = detector.predict_inputs([network[y:y + t.image.shape[0], x:x + t.image.shape[1]]
+                                     for t in frame.tiles for x, y in [t.origin]], conf=conf)
+    return merge(found, [t.origin for t in frame.tiles], image_wh=frame.size,
+                 scale=frame.size[0] / frame.image.shape[1], max_det=detector.max_det)
+
+
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
@@ -237,8 +269,9 @@ class Inspector:
                     f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
                     f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
             reference = self.references.pixels(station.id, station.reference_version)
+        tiling = station.rules.tiling.tiling() if station.rules.tiling else None
         return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
-                            reference_version=station.reference_version)
+                            reference_version=station.reference_version, tiling=tiling)
 
     async def inspect(
         self,
@@ -271,12 +304,16 @@ class Inspector:
                     self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
                 return written.record, written.created
             decoded = time.monotonic()
-            result = await self.batcher.submit(frame, deadline=started + self.settings.deadline_ms / 1000)
+            deadline = started + self.settings.deadline_ms / 1000
+            if frame.tiles:  # queued together, so they usually share a batch
+                results = await self.batcher.submit_many(list(frame.tiles), deadline=deadline)
+            else:
+                results = [await self.batcher.submit(frame, deadline=deadline)]
             # Boxes and rules run in the committer's writer thread, just before the group is
             # written: NMS over a noisy frame is CPU work the event loop, which serves every
             # station, must not wait for, and one hand-over serves both.
             written, decision = await self.committer.submit(lambda: self._judge(
-                result, station=station, header=header, data=data, frame=frame,
+                results, station=station, header=header, data=data, frame=frame,
                 timings={"decode_ms": (decoded - started) * 1000}, started=started,
                 part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
         finally:
@@ -294,17 +331,23 @@ class Inspector:
             self._maybe_shadow(saved, frame, station)
         return saved, created
 
-    def _judge(self, result: BatchResult[LoadedModel], *, station: Station, header: imaging.ImageHeader,
+    def _judge(self, results: list[BatchResult[LoadedModel]], *, station: Station, header: imaging.ImageHeader,
                data: bytes, frame: Frame,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
         """A frame's boxes, verdict and record (in the committer's thread); its image bytes, as
         received, go with the record when they are kept: no re-encoding on the answer's path."""
-        output, info = result.output
+        result = results[-1]
         model: LoadedModel = result.model
         post_start = time.monotonic()
         rules = station.rules
-        detections = model.detector.decode(output, info, conf=rules.lowest_conf)
+        if frame.tiles:
+            found = [r.model.detector.decode(*r.output, conf=rules.lowest_conf) for r in results]
+            detections = merge(found, [tile.origin for tile in frame.tiles], image_wh=frame.size,
+                               scale=frame.size[0] / frame.image.shape[1], max_det=model.detector.max_det)
+        else:
+            output, info = result.output
+            detections = model.detector.decode(output, info, conf=rules.lowest_conf)
         stats = image_stats(frame.image)  # ~1 ms (BENCHMARKS.md, plant analytics): quality gate, drift
         alignment = frame.alignment
         decision = decide(detections, rules, stats=stats, alignment=alignment[0] if alignment else None)
@@ -319,6 +362,7 @@ class Inspector:
             "inference_ms": result.inference_ms,
             "postprocess_ms": (post_end - post_start) * 1000,
             "batch_size": result.batch_size,
+            **({"tiles": len(frame.tiles)} if frame.tiles else {}),
             # Stored with the record: the time until it was judged. The answer adds the
             # group's writes (store_ms), the group's size and the total including them.
             "total_ms": (post_end - started) * 1000,
@@ -367,8 +411,7 @@ class Inspector:
                       station: Station) -> None:
         try:
             detections: Detections = await asyncio.to_thread(
-                lambda: shadow.detector.predict_inputs([frame.network_input(shadow.detector)],
-                                                       conf=station.rules.lowest_conf, original_sizes=[frame.size])[0])
+                _detect_whole, shadow.detector, frame, station.rules.lowest_conf)
             decision = decide(detections, station.rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,

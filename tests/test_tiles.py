@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
+from inspection.detect.tiling import starts
 from inspection.errors import DatasetError
 from training.data import prepare
-from training.tiles import starts, tile_data
+from training.tiles import tile_data
 
 
 def test_tiles_cover_the_frame_with_the_asked_overlap():

@@ -28,17 +28,9 @@ from tqdm import tqdm
 
 from inspection.data.formats.yolo import label_path_for, parse_labels, read_data_yaml
 from inspection.detect.imaging import read_file
+from inspection.detect.tiling import starts
 from inspection.errors import ConfigError, DatasetError, ImageError
 from training.data import TrainingData
-
-
-def starts(length: int, size: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: every `size - overlap`, the last flush with the end."""
-    if length <= size:
-        return [0]
-    step = size - overlap
-    origins = list(range(0, length - size, step))
-    return [*origins, length - size]
 
 
 def _read_boxes(image: Path, *, width: int, height: int, names: dict[int, str]) -> np.ndarray:

@@ -40,6 +40,7 @@ from inspection.detect.model_info import ModelInfo, parse_metadata
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
 from inspection.detect.reference import Aligned, InputContract, align, compose
+from inspection.detect.tiling import Tiling, cut, merge
 from inspection.detections import Detections
 from inspection.errors import ModelError
 
@@ -299,6 +300,38 @@ class Detector:
             self.decode(output, info, conf=conf, iou=iou)
             for output, (_, info) in zip(outputs, prepared, strict=True)
         ]
+
+    def predict_tiled(
+        self,
+        image: np.ndarray,
+        tiling: Tiling,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        original_size: tuple[int, int] | None = None,
+        reference: np.ndarray | None = None,
+    ) -> Detections:
+        """Detections for one large frame judged tile by tile (inspection/detect/tiling.py):
+        the frame (composed with its aligned reference, for a reference model) is cut into
+        overlapping tiles, run as one batch, and the boxes merged in frame pixels."""
+        network = self._inputs([image], None if reference is None else [reference])[0]
+        return self.predict_tiled_input(network, tiling, conf=conf, iou=iou, original_size=original_size)
+
+    def predict_tiled_input(
+        self,
+        network: np.ndarray,
+        tiling: Tiling,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        original_size: tuple[int, int] | None = None,
+    ) -> Detections:
+        """`predict_tiled` for the network's image as it is (see `predict_inputs`)."""
+        tiles = cut(network, tiling)
+        found = self.predict_inputs([crop for _, _, crop in tiles], conf=conf, iou=iou)
+        width, height = original_size or (network.shape[1], network.shape[0])
+        return merge(found, [(x, y) for x, y, _ in tiles], image_wh=(width, height),
+                     scale=width / network.shape[1], max_det=self.max_det)
 
     def load_bytes(
         self,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inspection.detect.tiling import Tiling
 from inspection.detections import Detections
 from inspection.evaluate.metrics import Criterion, Evaluation, evaluate
 
@@ -155,21 +156,24 @@ def score_onnx(
     criterion: Criterion = "coco",
     providers: list[str] | None = None,
     progress: bool = True,
+    tiling: Tiling | None = None,
 ) -> ScoredSplit:
-    """Score an ONNX model through the production `Detector` on `split` of `data`."""
+    """Score an ONNX model through the production `Detector` on `split` of `data` (tile by
+    tile with `tiling`)."""
     from inspection.errors import DatasetError
 
     names, samples = load_split(data, split=split)
     if not samples:
         raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
-    predict = onnx_predictor(model, names=names, data=data, providers=providers)
+    predict = onnx_predictor(model, names=names, data=data, providers=providers, tiling=tiling)
     return score(predict, names=names, samples=samples, deploy_conf=deploy_conf,
                  criterion=criterion, progress=progress, label=f"eval {split}",
                  source=f"{data} ({split})")
 
 
 def onnx_predictor(
-    model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None
+    model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None,
+    tiling: Tiling | None = None,
 ) -> Predictor:
     """A predictor for `score`: the ONNX `model` through the production `Detector`, at the
     ranking threshold, after checking its classes against `names` (those of `data`); a
@@ -184,6 +188,11 @@ def onnx_predictor(
     check_classes(model=model, model_names=detector.names, data=data, data_names=names)
     # One image per call: minimal letterbox padding then depends on the image alone, as for
     # a frame on the line, not on which images share a batch.
+    if tiling is not None:
+        if detector.needs_reference and not _composed(data):
+            return ReferencePredictor(lambda pixels, reference: detector.predict_tiled(
+                pixels, tiling, reference=reference))
+        return lambda pixels: detector.predict_tiled_input(pixels, tiling)
     if detector.needs_reference and _composed(data):
         # Training's own composites (training/reference_data.py): already the network's input.
         return lambda pixels: detector.predict_inputs([pixels])[0]

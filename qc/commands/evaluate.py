@@ -74,6 +74,12 @@ def evaluate(
         ),
     ] = Criterion.coco,
     providers: Providers = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Judge each image in tiles of this many pixels (as a station with tiling does).",
+                     min=32),
+    ] = None,
+    tile_overlap: Annotated[int, typer.Option(help="Pixels shared by neighbouring tiles.", min=0)] = 64,
 ) -> None:
     """Score a model on labelled images: COCO mAP50 and mAP50-95 (COCOeval), and
     per-class precision, recall and F1 at the deploy threshold."""
@@ -84,8 +90,13 @@ def evaluate(
         # Checked before scoring: the split is not scored only to fail at the plots.
         raise ConfigError("--report needs matplotlib: pip install 'qc[train]' (or leave out --report)")
     chosen = provider_list(providers)
+    tiling = None
+    if tile is not None:
+        from inspection.detect.tiling import Tiling
+
+        tiling = Tiling(size=tile, overlap=tile_overlap)
     scored = score_onnx(model, data, split=split, deploy_conf=conf, criterion=criterion.value,
-                        providers=chosen)
+                        providers=chosen, tiling=tiling)
     warn(skipped=scored.skipped, unlabelled=scored.unlabelled)
     result, paths = scored.evaluation, scored.paths
     page = None

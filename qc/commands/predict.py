@@ -86,6 +86,12 @@ def _prepare_save(save: Path) -> None:
         raise ConfigError(f"--save {save}: cannot create the folder ({error.strerror}); name another") from error
 
 
+def cut_origins(image, tiling) -> list:
+    from inspection.detect.tiling import cut
+
+    return [(x, y) for x, y, _ in cut(image, tiling)]
+
+
 def _own_reference(path: Path):
     from inspection.data.formats.yolo import reference_path_for
     from inspection.detect.imaging import read_file
@@ -116,6 +122,13 @@ def predict(
             "predictions (the reduced decode changes pixels)."
         ),
     ] = "auto",
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Judge each image in tiles of this many pixels at native resolution (large camera "
+                     "frames with small defects); boxes are merged across tiles. Decodes at full size.",
+                     min=32),
+    ] = None,
+    tile_overlap: Annotated[int, typer.Option(help="Pixels shared by neighbouring tiles.", min=0)] = 64,
     reference: Annotated[
         Path | None,
         typer.Option(
@@ -153,6 +166,12 @@ def predict(
         threads=settings.threads,
         cache_dir=settings.home / "trt-cache",
     )
+    tiling = None
+    if tile is not None:
+        from inspection.detect.tiling import Tiling
+
+        tiling = Tiling(size=tile, overlap=tile_overlap)  # a ConfigError names a bad pair
+        decode = "1"
     golden = None
     if reference is not None:
         from inspection.detect.imaging import read_file
@@ -184,7 +203,11 @@ def predict(
             scale = width / image.shape[1]
             record["alignment"] = {"score": round(aligned.score, 4),
                                    "shift": [round(aligned.shift[0] * scale, 2), round(aligned.shift[1] * scale, 2)]}
-        detections = detector.predict_inputs([network_input], original_sizes=[(width, height)])[0]
+        if tiling is not None:
+            detections = detector.predict_tiled_input(network_input, tiling, original_size=(width, height))
+            record["tiles"] = len(cut_origins(image, tiling))
+        else:
+            detections = detector.predict_inputs([network_input], original_sizes=[(width, height)])[0]
         record["detections"] = detections.to_records()
         print(json.dumps(record), flush=True)
         if save:

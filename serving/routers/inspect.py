@@ -97,7 +97,8 @@ async def inspect(
         try:
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
-            pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings)
+            pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings,
+                                    whole=found.rules.tiling is not None)
             with state.decode_budget.reserve(pixels):  # held until the record is committed
                 record, created = await state.inspector.inspect(
                     station=found, data=data, header=header, part_id=x_part_id,
