@@ -113,6 +113,7 @@ def test_a_station_with_tiling_judges_each_frame_tile_by_tile(service):
     station = service.add_station({**FAIL_ALL, "tiling": {"size": 320, "overlap": 64}})
     frame = np.random.default_rng(3).integers(0, 255, (700, 1000, 3), dtype=np.uint8)
     ok, data = cv2.imencode(".png", frame)
+    assert ok
     judged = service.inspect(station, data.tobytes(), kind="png").json()
     assert judged["verdict"] == "FAIL"
     assert judged["timings"]["tiles"] == len(cut(frame, Tiling(size=320, overlap=64))) == 12
