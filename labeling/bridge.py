@@ -277,7 +277,12 @@ class Bridge:
             lineage = {**item.lineage, "station": record.station_id, "labelstudio_project": self.project_title,
                        "model": f"{record.model_name}@{record.model_version}", "reasons": row.reasons,
                        "labelstudio_annotated_at": row.annotated_at}
-            fresh.append(dataclasses.replace(item, lineage=lineage))
+            # A frame judged against its station's reference keeps that reference in the dataset:
+            # a reference recipe trains on the pair as the service composed it.
+            reference = self._reference_file(record, export.parent) if record.reference_version else None
+            if reference is not None:
+                lineage["reference_version"] = record.reference_version
+            fresh.append(dataclasses.replace(item, lineage=lineage, reference=reference))
         if not fresh:
             shown = "; ".join(str(p) for p in problems[:3])
             raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); "
@@ -327,6 +332,20 @@ class Bridge:
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.images.read(record.image_sha256, record.image_format))
+        return target
+
+    def _reference_file(self, record: InspectionRecord, folder: Path) -> Path:
+        """A file holding the reference image `record` was judged against."""
+        from inspection.store.references import StationReferences
+
+        assert record.reference_version is not None
+        reference = StationReferences(self.records.db).get(record.station_id, record.reference_version)
+        if isinstance(self.images, ImageStore):
+            return self.images.path(reference.image_sha256)
+        target = folder / "references" / f"{reference.image_sha256}.{reference.image_format}"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.images.read(reference.image_sha256, reference.image_format))
         return target
 
     # -- status ----------------------------------------------------------------------------

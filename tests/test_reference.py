@@ -286,3 +286,15 @@ def test_a_frame_that_does_not_align_is_reviewed_never_passed():
     assert poor.verdict is Verdict.REVIEW and poor.rule.startswith(CANNOT_ALIGN_RULE) and "0.31" in poor.rule
     strict = StationRules.model_validate({"min_alignment": 0.97})
     assert decide(nothing, strict, alignment=0.95).verdict is Verdict.REVIEW
+
+
+def test_frames_of_one_part_share_its_design_and_light_and_differ_in_defects():
+    first = make_sample(sample_seed(1, 0), width=320, height=320, part=9, reference=True, defects=(2, 4))
+    second = make_sample(sample_seed(1, 1), width=320, height=320, part=9, reference=True, defects=(2, 4))
+    other_part = make_sample(sample_seed(1, 0), width=320, height=320, part=10, reference=True, defects=(2, 4))
+    assert first.surface == second.surface
+    assert np.abs(first.reference.astype(int) - second.reference.astype(int)).mean() < 4  # noise only
+    assert np.abs(first.reference.astype(int) - other_part.reference.astype(int)).mean() > 10
+    assert not np.array_equal(first.detections.xyxy, second.detections.xyxy)
+    # One golden part judges every frame of its product.
+    assert align(second.image, first.reference).score > 0.9

@@ -79,6 +79,14 @@ def synth(
             "reference recipe trains against).",
         ),
     ] = False,
+    part: Annotated[
+        int | None,
+        typer.Option(
+            "--part", min=0,
+            help="Draw every image of this one part design under one light (a line's product), "
+            "each with its own defects and noise: frames for a station judged against one golden part.",
+        ),
+    ] = None,
 ) -> None:
     """Make a synthetic defect dataset in YOLO format.
 
@@ -112,6 +120,7 @@ def synth(
         progress=progress,
         defects=counts_range,
         references=references,
+        part=part,
     )
     counts = ", ".join(f"{name} {count}" for name, count in summary.boxes.items())
     typer.echo(

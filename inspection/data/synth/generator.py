@@ -92,8 +92,13 @@ def make_sample(
     good: bool | None = None,
     defects: tuple[int, int] | None = None,
     reference: bool = False,
+    part: int | None = None,
 ) -> Sample:
     """Draw one frame from `seed` alone (and with `reference`, its defect-free golden part).
+
+    `part` fixes the part design and the station's light: frames with the same `part` and
+    different seeds show one product, as a line's camera does, each with its own defects and
+    sensor noise (what a reference station judges against one golden image).
 
     `surface` picks the surface (default: one at random); `good=True` draws the same frame
     without its defects, `good=False` forces at least one defect, None leaves it to chance
@@ -108,6 +113,11 @@ def make_sample(
     # One stream per stage, so forcing the surface or `good` changes nothing else in the frame.
     # Children are fixed by index: spawn(5)[:4] are the streams spawn(4) gave before references.
     children = np.random.SeedSequence(seed).spawn(5)
+    if part is not None:  # the design and the light from the part; defects and noise per frame
+        if part < 0:
+            raise ConfigError(f"part must be 0 or more, got {part}")
+        design = np.random.SeedSequence(part).spawn(5)
+        children = [design[0], design[1], children[2], design[3], children[4]]
     layout_rng, surface_rng, defect_rng, optics_rng = (np.random.default_rng(c) for c in children[:4])
     drawn_surface = SURFACES[int(layout_rng.integers(len(SURFACES)))]
     drawn_good = bool(layout_rng.random() < GOOD_FRACTION)
@@ -118,6 +128,9 @@ def make_sample(
     clean = canvas.image.copy() if reference else None
     stamps = [] if good else _add_defects(canvas, defect_rng, counts=defects)
     image = expose(canvas.image, optics_rng)
+    if part is not None:  # the same light as the part's other frames, this frame's own noise
+        noise = np.random.default_rng(children[2].spawn(1)[0]).normal(0, 2.0, image.shape)
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
     golden = None
     if clean is not None:
         # The same light (the optics stream again), then the golden shot's own sensor noise.
@@ -221,6 +234,7 @@ def write_dataset(
     progress: bool = False,
     defects: tuple[int, int] | None = None,
     references: bool = False,
+    part: int | None = None,
 ) -> DatasetSummary:
     """Write `n` samples as a YOLO dataset under `out`: images/{train,val}, labels/{train,val}
     and data.yaml. Good parts get an empty label file, as YOLO expects. With `references`,
@@ -248,7 +262,7 @@ def write_dataset(
     # measured no faster (200 images at 640x640 in about 11 s on 2 cores either way).
     for index in tqdm(range(n), desc="synth", unit="img", disable=not progress):
         sample = make_sample(sample_seed(seed, index), width=width, height=height,
-                             surface=surface, defects=defects, reference=references)
+                             surface=surface, defects=defects, reference=references, part=part)
         encoded = _encode(sample.image, image_format)
         label = label_text(sample.detections)
         split = "val" if is_val(index, val_fraction) else "train"
@@ -268,7 +282,7 @@ def write_dataset(
     write_data_yaml(data_yaml, names=CLASS_NAMES, splits=["train", "val"], root=root)
     data_yaml.write_text(  # how to make the dataset again, above the YAML
         f"# Synthetic defects: qc synth --n {n} --seed {seed} --width {width} --height {height}"
-        + (" --references" if references else "") + "\n"
+        + (" --references" if references else "") + (f" --part {part}" if part is not None else "") + "\n"
         + data_yaml.read_text(encoding="utf-8"),
         encoding="utf-8",
     )
