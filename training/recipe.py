@@ -141,6 +141,10 @@ class Recipe(BaseModel):
     export_imgsz: int | None = Field(
         default=None, ge=32, description="input size of the exported model (default: imgsz)",
     )
+    nbs: int | None = Field(
+        default=None, ge=1, le=256,
+        description="nominal batch: Ultralytics steps the optimizer every nbs/batch batches (default "
+        "64); short CPU runs learn faster stepping every batch (nbs = batch)")
     reference: ReferenceOptions | None = Field(
         default=None, description="true (or options) to judge frames against their golden part",
     )
@@ -218,8 +222,9 @@ class Recipe(BaseModel):
 
     def _dump(self) -> dict[str, Any]:
         dump = self.model_dump(mode="json")
-        if dump.get("reference") is None:  # plain recipes keep the hashes they had before
-            dump.pop("reference", None)
+        for key in ("reference", "nbs"):  # added later: recipes without them keep their hashes
+            if dump.get(key) is None:
+                dump.pop(key, None)
         return dump
 
     def to_yaml(self) -> str:

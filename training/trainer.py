@@ -226,6 +226,8 @@ def _train_args(recipe: Recipe, *, data: TrainingData, folder: Path) -> dict[str
     }
     if recipe.lr0 is not None:
         args["lr0"] = recipe.lr0
+    if recipe.nbs is not None:
+        args["nbs"] = recipe.nbs
     if recipe.time_hours is not None:
         args["time"] = recipe.time_hours
     return args
