@@ -113,3 +113,19 @@ def test_export_registers_and_promotes_what_it_wrote(qc_home, trained_model, tmp
     alone = runner.invoke(app, ["export", str(trained_model.weights), "--out-dir", str(tmp_path / "again"),
                                 "--no-check", "--promote"])
     assert isinstance(alone.exception, ConfigError) and "--promote needs --register" in str(alone.exception)
+
+
+def test_the_int8_model_is_served_when_it_holds_within_a_point_of_fp32():
+    from qc.commands.train import serving_choice
+
+    paths = {"fp32": "m.onnx", "int8": "m-int8.onnx"}
+    close = {"fp32": {"map50_95": 0.364}, "int8": {"map50_95": 0.356}}
+    far = {"fp32": {"map50_95": 0.364}, "int8": {"map50_95": 0.35}}
+    assert serving_choice("auto", paths, close)[0] == "int8"
+    chosen, reason = serving_choice("auto", paths, far)
+    assert chosen == "fp32" and "0.3500" in reason
+    assert serving_choice("auto", {"fp32": "m.onnx"}, None)[0] == "fp32"
+    assert serving_choice("auto", paths, None) == ("fp32", "the int8 export was not checked (no --check data)")
+    assert serving_choice("fp32", paths, close)[0] == "fp32"
+    with pytest.raises(ConfigError, match="--fp16"):
+        serving_choice("fp16", paths, close)

@@ -63,6 +63,8 @@ def card_for(model: Path) -> dict:
         "recipe_hash": qc_meta.get("recipe_hash"),
         "train_metrics": qc_meta.get("train_metrics"),
         "export_check": qc_meta.get("export_check"),
+        "serving_choice": qc_meta.get("serving_choice"),
+        "input": qc_meta.get("input") or {"reference": False},
         "metadata": qc_meta,
     }
 
