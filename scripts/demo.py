@@ -53,16 +53,29 @@ def train_model() -> None:
     print(f"training curves: {Path(run['run']) / 'curves.png'}")
 
 
+# The station's product: a part design the model never saw in training (the training parts are
+# other designs), judged against one golden image of it.
+STATION_PART = 2024
+
+
+def golden(frames: Path) -> Path:
+    """The station's golden part: the defect-free render of the product, as an engineer would
+    photograph a known-good part at the station."""
+    return min((frames / "references").rglob("*.jpg"))
+
+
 def predict(model_path: str) -> Path:
     frames = DEMO / "new-frames"
-    if not frames.is_dir():
-        qc("synth", "--out", str(frames), "--n", "12", "--seed", "2024", "--val-fraction", "0",
-           "--defects", "2-6", "--quiet")
+    if not (frames / "references").is_dir():
+        qc("synth", "--out", str(frames), "--n", "12", "--seed", "2024", "--val-fraction", "0", "--width", "320",
+           "--height", "320", "--defects", "2-6", "--part", str(STATION_PART), "--references", "--overwrite", "--quiet")
     annotated = DEMO / "annotated"
     lines = qc("predict", "--model", model_path, "--conf", "0.25", "--save", str(annotated),
-               str(frames / "images"), capture=True).strip().splitlines()
+               "--reference", str(golden(frames)), str(frames / "images"), capture=True).strip().splitlines()
     found = sum(len(json.loads(line)["detections"]) for line in lines)
-    print(f"\n{len(lines)} new frames, {found} defects found at conf 0.25.")
+    truth = sum(len(label.read_text().split()) // 5 for label in (frames / "labels").rglob("*.txt"))
+    print(f"\n{len(lines)} new frames of a part design never trained on, judged against its golden image: "
+          f"{found} boxes at conf 0.25 for {truth} true defects.")
     print(f"Annotated images: {annotated}")
     return frames
 
@@ -71,6 +84,7 @@ def serve_and_inspect(frames: Path) -> None:
     stations = qc("stations", "list", capture=True)
     if "demo-station" not in stations:
         qc("stations", "add", "demo-station", "--rules", "scripts/demo-rules.yaml")
+    qc("stations", "reference", "demo-station", str(golden(frames)))
     key = qc("keys", "create", "--role", "station", "--station", "demo-station", "--name", "demo",
              capture=True).strip()
     try:
@@ -78,6 +92,15 @@ def serve_and_inspect(frames: Path) -> None:
     finally:
         # A key is qc_<id>_<secret>; the demo's key is revoked, so runs do not pile up live keys.
         qc("keys", "revoke", key.split("_")[1], capture=True)
+
+
+def truly_defective(frames: Path, image: Path) -> bool:
+    """What the demo station's rules (scripts/demo-rules.yaml) should say of a frame by its
+    ground truth: defective unless its only defect is one particle (one speck is in spec)."""
+    label = frames / "labels" / image.parent.name / f"{image.stem}.txt"
+    classes = [line.split()[0] for line in label.read_text().splitlines() if line.strip()]
+    particles = classes.count("3")
+    return len(classes) > particles or particles > 1
 
 
 REVIEWER = "demo-reviewer"
@@ -117,14 +140,22 @@ def run_server_and_post(frames: Path, key: str) -> None:
     try:
         wait_ready(url, server, timeout=90, log_path=log)
         print("\nPOST /v1/stations/demo-station/inspect, one frame at a time:")
+        tally = {"right": 0, "review": 0, "wrong": 0}
         for i, image in enumerate(sorted((frames / "images").rglob("*.jpg"))):
             response = httpx.post(f"{url}/v1/stations/demo-station/inspect", content=image.read_bytes(),
                                   headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg",
                                            "X-Part-Id": f"DEMO-{i:04d}", "Idempotency-Key": f"demo-{time.time_ns()}"},
                                   timeout=30)
             body = response.json()
-            print(f"  {image.name}: {body['verdict']:<6} {body['rule']}  "
-                  f"({body['timings']['total_ms']:.0f} ms, record {body['id']})")
+            defective = truly_defective(frames, image)
+            outcome = ("review" if body["verdict"] == "REVIEW" else
+                       "right" if (body["verdict"] == "FAIL") == defective else "wrong")
+            tally[outcome] += 1
+            print(f"  {image.name}: {body['verdict']:<6} ({'defective' if defective else 'good'} part) "
+                  f"{body['rule']}  ({body['timings']['total_ms']:.0f} ms, alignment "
+                  f"{body['reference']['alignment_score']:.2f}, record {body['id']})")
+        print(f"\njudged right: {tally['right']} of {sum(tally.values())}; sent to review: {tally['review']}; "
+              f"wrong: {tally['wrong']}")
         print(f"\nThe records are in {HOME / 'qc.db'}; the frames' images under {HOME / 'images'}.")
         password = account(REVIEWER, "reviewer")
         print(f"\nReview the flagged frames:\n  {url}/review\n  user: {REVIEWER}\n  password: {password}\n"
@@ -268,7 +299,7 @@ def main() -> None:
     data = DEMO / "synthetic"
     if not (data / "data.yaml").is_file():
         qc("synth", "--out", str(data), "--n", "480", "--seed", "7", "--width", "320", "--height", "320",
-           "--defects", "4-8")
+           "--defects", "4-8", "--references")
     if not (HOME / "datasets" / DATASET / "v1").is_dir():
         qc("dataset", "import", str(data / "data.yaml"), "--format", "yolo", "--name", DATASET)
     if not (HOME / "models" / MODEL / "production.json").is_file():

@@ -299,3 +299,23 @@ def test_frames_of_one_part_share_its_design_and_light_and_differ_in_defects():
     assert not np.array_equal(first.detections.xyxy, second.detections.xyxy)
     # One golden part judges every frame of its product.
     assert align(second.image, first.reference).score > 0.9
+
+
+def test_a_label_studio_task_may_name_its_reference(tmp_path):
+    from inspection.data.formats import labelstudio
+
+    (tmp_path / "media").mkdir()
+    sample = part()
+    cv2.imwrite(str(tmp_path / "media" / "frame.png"), sample.image)
+    cv2.imwrite(str(tmp_path / "media" / "golden.png"), sample.reference)
+    box = {"type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": 320,
+           "original_height": 320, "value": {"x": 10, "y": 10, "width": 5, "height": 5, "rotation": 0,
+                                             "rectanglelabels": ["scratch"]}}
+    tasks = [{"id": 1, "data": {"image": "frame.png", "reference": "golden.png"},
+              "annotations": [{"id": 1, "result": [box]}]},
+             {"id": 2, "data": {"image": "frame.png", "reference": "missing.png"},
+              "annotations": [{"id": 2, "result": [box]}]}]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    read = list(labelstudio.read(tmp_path / "export.json", images=tmp_path / "media", names=["scratch"]))
+    assert read[0].reference == tmp_path / "media" / "golden.png"
+    assert read[1].kind == "missing_image" and "missing.png" in read[1].message

@@ -21,6 +21,9 @@ Images are found, without any network, under `images` (default: the JSON's folde
 name; `/data/local-files/?d=line1/frame.png` as `<images>/line1/frame.png`; a URL or a path
 as `<images>/<its path>` or by file name; an absolute path as itself.
 
+A task whose data holds `reference` (a station's golden part, found as the image is) gives its
+image that reference, for reference recipes.
+
 Rotated rectangles become their upright bounding box (reported); polygons their bounding
 box; brushes and key points cannot become boxes, so their image is left out. Choices and text
 areas (a verdict, a comment) are not regions and are ignored.
@@ -206,8 +209,15 @@ def _read_task(
     inspection_id = data.get("inspection_id") or (task.get("meta") or {}).get("inspection_id")
     if inspection_id is not None:
         lineage["inspection_id"] = inspection_id
+    # The task's golden part, for reference recipes: task.data "reference", resolved as the image is.
+    golden = data.get(REFERENCE_KEY)
+    golden_path = resolve_image(golden, images_root=images_root) if isinstance(golden, str) and golden else None
+    if golden and golden_path is None:
+        return problem("missing_image", f"reference {golden} not found under {images_root}; pass the folder "
+                       "holding Label Studio's media or local files (--images)", image=reference)
     return LabelledImage(
-        path=path, detections=detections, lineage=lineage, problems=(*problems, *box_problems)
+        path=path, detections=detections, lineage=lineage, problems=(*problems, *box_problems),
+        reference=golden_path,
     )
 
 
@@ -361,6 +371,9 @@ def _labels_of(result: Mapping[str, Any]) -> list[str]:
         if key in value:
             return [str(label) for label in value[key] or []]
     return []
+
+
+REFERENCE_KEY = "reference"
 
 
 def _image_reference(data: Mapping[str, Any], image_key: str | None) -> str | None:
