@@ -222,8 +222,11 @@ def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 
 
-def _detect_whole(detector: Detector, frame: Frame, conf: float) -> Detections:
-    """`frame` judged by another model in one call (shadow mode), tiled as it was."""
+def _detect_whole(detector: Detector, frame: Frame, conf: float, reference: np.ndarray | None = None) -> Detections:
+    """`frame` judged by another model in one call (shadow mode), tiled as it was; a reference
+    shadow model of a plain production model aligns the station's `reference` here."""
+    if reference is not None and frame.aligned is None:
+        frame = replace(frame, aligned=align(frame.image, reference, motion=detector.contract.motion))
     network = frame.network_input(detector)
     if not frame.tiles:
         return detector.predict_inputs([network], conf=conf, original_sizes=[frame.size])[0]
@@ -410,8 +413,11 @@ class Inspector:
     async def _shadow(self, shadow: LoadedModel, record: InspectionRecord, frame: Frame,
                       station: Station) -> None:
         try:
+            reference = None
+            if shadow.detector.needs_reference and frame.aligned is None and station.reference_version:
+                reference = await asyncio.to_thread(self.references.pixels, station.id, station.reference_version)
             detections: Detections = await asyncio.to_thread(
-                _detect_whole, shadow.detector, frame, station.rules.lowest_conf)
+                _detect_whole, shadow.detector, frame, station.rules.lowest_conf, reference)
             decision = decide(detections, station.rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,

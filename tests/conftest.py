@@ -25,6 +25,9 @@ DEEPPCB = REPO.parent / "shared" / "datasets" / "deeppcb"
 CACHE = REPO / ".cache"
 # Bump when the recipe below or the exporter changes, so cached models are rebuilt.
 MODEL_CACHE_VERSION = "2"
+# Epochs of the reference test model (trained_reference_model): enough to find most synthetic
+# defects against their golden parts.
+REFERENCE_EPOCHS = 10
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
@@ -92,7 +95,7 @@ def _train_and_export(folder: Path, *, data_yaml: Path, name: str, epochs: int, 
         run = train(recipe, settings=Settings(home=home), progress=False)
         weights = folder / "best.pt"
         shutil.copy2(run.best_weights, weights)
-        lineage = {"data_hash": run.data["content_hash"], "recipe_hash": recipe.hash}
+        lineage = run.lineage  # with the input contract: plain, or frame and reference
         exported = {
             layout: export_onnx(weights, out_dir=folder / layout, imgsz=320, lineage=lineage, **options)
             for layout, options in (("raw", {}), ("end2end", {"end2end": True}), ("dynamic", {"dynamic": True}))
@@ -145,6 +148,24 @@ def untrained_model(tmp_path_factory) -> Path:
     shutil.copy2(work / exported, partial)
     os.replace(partial, cached)
     return cached
+
+
+@pytest.fixture(scope="session")
+def trained_reference_model() -> TrainedModel:
+    """YOLO26n trained as a reference model (frame, aligned golden part, difference) on dense
+    synthetic defects, each part with its golden image; exported with its input contract."""
+    from inspection.data.synth import write_dataset
+
+    folder = CACHE / f"test-reference-model-v{MODEL_CACHE_VERSION}"
+    data = folder.parent / f"test-reference-model-v{MODEL_CACHE_VERSION}-data"
+    if not (data / "data.yaml").is_file():
+        write_dataset(data, n=240, seed=13, width=320, height=320, defects=(3, 6), references=True, overwrite=True)
+    return _train_and_export(
+        folder, data_yaml=data / "data.yaml", name="test-reference", epochs=REFERENCE_EPOCHS, batch=8,
+        optimizer="AdamW", lr0=0.002, nbs=8, reference={"shift": 2.0, "degrees": 0.3},
+        geometry={"fliplr": 0.5, "flipud": 0.5, "translate": 0.05, "scale": 0.2, "mosaic": 0.5,
+                  "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.3},
+        augment=[{"name": "GaussNoise", "p": 0.3, "std_range": [0.02, 0.06]}])
 
 
 @pytest.fixture(scope="session")

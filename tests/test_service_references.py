@@ -166,3 +166,24 @@ def test_the_cli_registers_a_reference(qc_home, tmp_path, sample, monkeypatch):
     failed = runner.invoke(app, ["stations", "reference", "cam1", str(bad)])
     # `qc` prints a QCError's message alone (qc/cli.py main); the runner keeps the exception.
     assert failed.exit_code != 0 and "bad.png" in str(failed.exception) and "JPEG, PNG or BMP" in str(failed.exception)
+
+
+def test_a_reference_model_can_shadow_a_plain_one_at_a_station_with_a_reference(start, untrained_reference_model,
+                                                                               sample):
+    import time
+
+    service = start(shadow_rate=1.0)
+    station = service.add_station(FAIL_ALL)
+    put_reference(service, station, sample.reference)
+    candidate = service.register(untrained_reference_model)
+    assert service.client.put("/v1/shadow", json={"ref": f"default@{candidate}"},
+                              headers=service.admin).status_code == 200
+    answers = [service.inspect(station, encode(moved(sample.image, i, 0)), kind="png").json() for i in range(3)]
+    assert all(a["reference"] is None for a in answers)  # production is the plain model
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        report = service.client.get("/v1/shadow", headers=service.admin).json()
+        if report["frames"] >= 3:
+            break
+        time.sleep(0.05)
+    assert report["shadow"] == f"default@{candidate}" and report["frames"] == 3
