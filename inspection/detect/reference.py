@@ -166,12 +166,24 @@ def align(frame: np.ndarray, reference: np.ndarray, *, motion: Motion | str = Mo
 
 
 def phase_shift(a: np.ndarray, b: np.ndarray, *, limit: int) -> tuple[float, float]:
-    """(dx, dy) with b(x, y) ~ a(x - dx, y - dy), |dx|, |dy| <= `limit`: the peak of the phase
-    correlation surface within the limit, refined to a fraction of a pixel by its 3x3
-    centroid (cv2.phaseCorrelate searches the whole surface)."""
+    """(dx, dy) with b(x, y) ~ a(x - dx, y - dy), |dx|, |dy| <= `limit`.
+
+    OpenCV's phase correlation first (packed real spectra: 9 ms at 640 here, against 30 ms for
+    complex ones); its peak is the highest of the whole surface, so when it lies within the
+    limit it is also the highest within it. Otherwise the surface is searched within the limit
+    (`_bounded_shift`)."""
     window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-    spectrum_a = cv2.dft(a * window, flags=cv2.DFT_COMPLEX_OUTPUT)
-    spectrum_b = cv2.dft(b * window, flags=cv2.DFT_COMPLEX_OUTPUT)
+    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
+    if abs(dx) <= limit and abs(dy) <= limit:
+        return float(dx), float(dy)
+    return _bounded_shift(a * window, b * window, limit=limit)
+
+
+def _bounded_shift(a: np.ndarray, b: np.ndarray, *, limit: int) -> tuple[float, float]:
+    """The peak of the phase correlation surface within `limit`, refined to a fraction of a
+    pixel by its 3x3 centroid."""
+    spectrum_a = cv2.dft(a, flags=cv2.DFT_COMPLEX_OUTPUT)
+    spectrum_b = cv2.dft(b, flags=cv2.DFT_COMPLEX_OUTPUT)
     cross = cv2.mulSpectrums(spectrum_b, spectrum_a, 0, conjB=True)
     magnitude = cv2.magnitude(cross[..., 0], cross[..., 1]) + 1e-9
     cross = cross / magnitude[..., None]
