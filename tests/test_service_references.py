@@ -187,3 +187,19 @@ def test_a_reference_model_can_shadow_a_plain_one_at_a_station_with_a_reference(
             break
         time.sleep(0.05)
     assert report["shadow"] == f"default@{candidate}" and report["frames"] == 3
+
+
+def test_the_review_page_shows_the_reference_a_frame_was_judged_against(reference_service, sample):
+    from tests.test_reviews_api import sign_in
+
+    service = reference_service
+    station = service.add_station(FAIL_ALL)
+    put_reference(service, station, sample.reference)
+    judged = service.inspect(station, encode(sample.image), kind="png").json()
+    assert service.client.get(f"/review/reference/{judged['id']}").status_code == 401
+    sign_in(service, name=f"rev-{station}")
+    shown = service.client.get(f"/review/reference/{judged['id']}")
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(shown.content, np.uint8), cv2.IMREAD_COLOR), sample.reference)
+    queued = service.client.get("/v1/reviews", params={"station": station}).json()
+    assert queued["items"][0]["inspection"]["reference"]["version"] == 1  # what the page's R key reads

@@ -139,3 +139,21 @@ def review_image(inspection_id: str, request: Request, users: UsersDep, settings
     # Content-addressed: the bytes of an id never change, so the browser may keep them.
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
                                                      "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/review/reference/{inspection_id}")
+def review_reference(inspection_id: str, request: Request, users: UsersDep, settings: SettingsDep,
+                     store: StoreDep, images: ImagesDep) -> Response:
+    """The station's reference image the frame was judged against, for the signed-in page."""
+    from inspection.store.references import StationReferences
+
+    if session_of(request, users, settings) is None:
+        raise HTTPException(401, "sign in at /login")
+    record = store.inspection(inspection_id)
+    if record.reference_version is None:
+        raise NotFound(f"inspection {inspection_id} was not judged against a reference image")
+    reference = StationReferences(store.db).get(record.station_id, record.reference_version)
+    data = images.read(reference.image_sha256, reference.image_format)
+    media = imaging.CONTENT_TYPES.get(reference.image_format, "image/jpeg")
+    return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
+                                                     "X-Content-Type-Options": "nosniff"})

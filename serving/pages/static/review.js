@@ -25,6 +25,7 @@
   let work = null;         // the open item's decision being made
   let selected = -1;       // selected box (index into the model's detections)
   let showBoxes = true;
+  let showReference = false;
   let zoom = {scale: 1, x: 0, y: 0};
   let mode = null;         // null, "draw", "picker", "help", "bulk", "note"
   let pickerDone = null;
@@ -212,6 +213,7 @@
     $("note").value = work.note;
     const image = $("image");
     const i = item.inspection;
+    showReference = false;
     image.src = i.image_stored ? `/review/image/${i.id}` : "";
     image.alt = `${i.station} ${i.part_id || ""}`;
     $("boxes").setAttribute("viewBox", `0 0 ${i.width} ${i.height}`);
@@ -230,6 +232,7 @@
       [t("Verdict"), i.verdict], [t("Rule"), i.rule], [t("Part"), i.part_id || "—"],
       [t("Station"), i.station], [t("Time"), fmt(i.created_at)],
       [t("Model"), `${i.model.name}@${i.model.version}`], [t("Rules"), `v${i.rules_version}`],
+      ...(i.reference ? [[t("Reference"), `v${i.reference.version} · ${t("alignment")} ${i.reference.alignment_score}`]] : []),
       [t("Position"), `${current + 1} / ${items.length}${cursor ? "+" : ""}`],
     ];
     const dl = $("facts");
@@ -249,6 +252,17 @@
     link.target = "_blank"; link.rel = "noopener"; link.id = "trail"; link.textContent = t("datasets and models");
     dd.append(link);
     dl.append(dt, dd);
+  }
+
+  // The golden part the frame was judged against, in the frame's place (R again: the frame):
+  // what differs between the two is what the model looked at.
+  function toggleReference() {
+    const i = items[current].inspection;
+    if (!i.reference) { setStatus(t("This frame was not judged against a reference image."), true); return; }
+    showReference = !showReference;
+    $("image").src = showReference ? `/review/reference/${i.id}` : `/review/image/${i.id}`;
+    $("stage").classList.toggle("reference", showReference);
+    setStatus(showReference ? t("Showing the reference image (R: back to the frame).") : "");
   }
 
   function boxDecision(index) {
@@ -585,6 +599,7 @@
       case "u": case "z": undo(); return true;
       case "n": mode = "note"; $("note").focus(); return true;
       case "b": showBoxes = !showBoxes; renderBoxes(); return true;
+      case "r": toggleReference(); return true;
       case "+": case "=": zoomBy(1.25); return true;
       case "-": zoomBy(0.8); return true;
       case "0": resetZoom(); return true;
