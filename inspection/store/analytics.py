@@ -55,6 +55,7 @@ from inspection.store.schema import (
 
 BUCKET = timedelta(minutes=15)
 ALL_CLASSES = ""  # class_name of a chart, limit or alarm about the station as a whole
+NO_PRODUCT = ""  # the product key of frames judged without a product (rollups, rates by product)
 
 
 class FrameColumns(TypedDict):
@@ -241,11 +242,13 @@ class AnalyticsStore:
         if end is not None:
             window.append(inspections.c.created_at < end)
         model = (inspections.c.model_name + "@" + inspections.c.model_version).label("model")
-        counts = (select(inspections.c.station_id, bucket, model, inspections.c.rules_version,
+        product = func.coalesce(inspections.c.product, NO_PRODUCT).label("product")
+        counts = (select(inspections.c.station_id, bucket, product, model, inspections.c.rules_version,
                          func.count().label("inspected"),
                          func.sum(_is(Verdict.FAIL)).label("failed"),
                          func.sum(_is(Verdict.REVIEW)).label("review"))
-                  .where(*window).group_by(inspections.c.station_id, bucket, model, inspections.c.rules_version))
+                  .where(*window)
+                  .group_by(inspections.c.station_id, bucket, product, model, inspections.c.rules_version))
         classes = (select(inspections.c.station_id, bucket, defects.c.class_name,
                           func.count(func.distinct(inspections.c.id)).label("failed"),
                           func.count().label("defects"))
@@ -258,7 +261,8 @@ class AnalyticsStore:
 
         try:
             with self.db.engine.begin() as conn:
-                count_rows = [{"station_id": r.station_id, "bucket": when(r.bucket), "model_version": r.model,
+                count_rows = [{"station_id": r.station_id, "bucket": when(r.bucket), "product": r.product,
+                               "model_version": r.model,
                                "rules_version": r.rules_version, "inspected": int(r.inspected),
                                "failed": int(r.failed or 0), "review": int(r.review or 0)}
                               for r in conn.execute(counts)]
