@@ -32,9 +32,10 @@ from inspection.detect.detector import Detector
 from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detections import Detections
 from inspection.errors import DamagedImage
-from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
+from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, StationRules, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
+from inspection.store.products import Product
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from serving.batcher import BatchResult, MicroBatcher
 from serving.committer import GroupCommitter, Write
@@ -154,6 +155,27 @@ def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 
 
+@dataclass(frozen=True)
+class Judging:
+    """What a frame is judged with: its station, and the product on the line if any (whose
+    profile's rules, when it has its own, replace the station's)."""
+
+    station: Station
+    product: Product | None = None
+
+    @property
+    def rules(self) -> StationRules:
+        if self.product is None:
+            return self.station.rules
+        return self.product.profile.rules_or(self.station.rules)
+
+    def product_columns(self) -> dict[str, Any]:
+        """The record's product and profile version (None for both without a product)."""
+        if self.product is None:
+            return {"product": None, "product_version": None}
+        return {"product": self.product.name, "product_version": self.product.version}
+
+
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
@@ -191,8 +213,12 @@ class Inspector:
         part_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        product: Product | None = None,
     ) -> tuple[InspectionRecord, bool]:
+        """Judge one frame with the station's rules, or with `product`'s profile when one is
+        on the line (its rules, if it has its own), and commit the record."""
         started = time.monotonic()
+        judging = Judging(station, product)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -200,14 +226,14 @@ class Inspector:
                 frame = await asyncio.to_thread(self._decode, data, header)
             except DamagedImage as error:
                 # Counted whatever the station chose; never judged as if the frame were whole.
-                choice = station.rules.damaged_image
+                choice = judging.rules.damaged_image
                 self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
                 if choice is not DamagedFrames.REVIEW:
                     raise
                 # partial binds the error now: a closure would read the except target, a name
                 # Python unbinds when the block ends.
                 written, _ = await self.committer.submit(functools.partial(
-                    self._damaged, error, station=station, header=header, data=data, started=started,
+                    self._damaged, error, judging=judging, header=header, data=data, started=started,
                     part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
                 if written.created:
                     self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
@@ -218,7 +244,7 @@ class Inspector:
             # written: NMS over a noisy frame is CPU work the event loop, which serves every
             # station, must not wait for, and one hand-over serves both.
             written, decision = await self.committer.submit(lambda: self._judge(
-                result, station=station, header=header, data=data, image=frame.image,
+                result, judging=judging, header=header, data=data, image=frame.image,
                 timings={"decode_ms": (decoded - started) * 1000}, started=started,
                 part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
         finally:
@@ -233,10 +259,10 @@ class Inspector:
             self.metrics.verdicts.labels(station=station.id, verdict=saved.verdict).inc()
             for name in decision.kept.class_names:
                 self.metrics.defects.labels(station=station.id, class_name=name).inc()
-            self._maybe_shadow(saved, frame, station)
+            self._maybe_shadow(saved, frame, judging.rules)
         return saved, created
 
-    def _judge(self, result: BatchResult[LoadedModel], *, station: Station, header: imaging.ImageHeader,
+    def _judge(self, result: BatchResult[LoadedModel], *, judging: Judging, header: imaging.ImageHeader,
                data: bytes, image: np.ndarray,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
@@ -245,7 +271,7 @@ class Inspector:
         output, info = result.output
         model: LoadedModel = result.model
         post_start = time.monotonic()
-        rules = station.rules
+        rules = judging.rules
         detections = model.detector.decode(output, info, conf=rules.lowest_conf)
         stats = image_stats(image)  # ~1 ms (BENCHMARKS.md, plant analytics): quality gate, drift
         decision = decide(detections, rules, stats=stats)
@@ -265,16 +291,16 @@ class Inspector:
             "total_ms": (post_end - started) * 1000,
         }
         record = InspectionRecord(
-            station_id=station.id, verdict=decision.verdict, rule=decision.rule, model_name=model.name,
-            model_version=model.version, rules_version=station.rules_version,
+            station_id=judging.station.id, verdict=decision.verdict, rule=decision.rule, model_name=model.name,
+            model_version=model.version, rules_version=judging.station.rules_version,
             width=header.width, height=header.height, detections=boxes, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
-            request_id=request_id, **frame_columns(stats, detections),
+            request_id=request_id, **judging.product_columns(), **frame_columns(stats, detections),
         )
         keep = decision.verdict is not Verdict.PASS or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
 
-    def _damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
+    def _damaged(self, error: DamagedImage, *, judging: Judging, header: imaging.ImageHeader,
                  data: bytes, started: float, part_id: str | None, idempotency_key: str | None,
                  request_id: str | None) -> tuple[Write, None]:
         """A damaged frame at a station whose rules say `damaged_image: review`: a REVIEW verdict
@@ -283,31 +309,32 @@ class Inspector:
         model = self.manager.current
         elapsed = (time.monotonic() - started) * 1000
         record = InspectionRecord(
-            station_id=station.id, verdict=Verdict.REVIEW, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
+            station_id=judging.station.id, verdict=Verdict.REVIEW, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
             model_name=model.name if model else "", model_version=model.version if model else "",
-            rules_version=station.rules_version, width=header.width, height=header.height,
+            rules_version=judging.station.rules_version, width=header.width, height=header.height,
             detections=[], timings={"decode_ms": elapsed, "total_ms": elapsed}, part_id=part_id,
             idempotency_key=idempotency_key, image_format=header.format, request_id=request_id,
+            **judging.product_columns(),
         )
         return Write(record, data, header.format), None
 
     # -- shadow mode -----------------------------------------------------------------------
 
-    def _maybe_shadow(self, record: InspectionRecord, frame: Frame, station: Station) -> None:
+    def _maybe_shadow(self, record: InspectionRecord, frame: Frame, rules: StationRules) -> None:
         shadow = self.manager.shadow
         if shadow is None or random.random() >= self.settings.shadow_rate:
             return
-        task = asyncio.create_task(self._shadow(shadow, record, frame, station))
+        task = asyncio.create_task(self._shadow(shadow, record, frame, rules))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(self, shadow: LoadedModel, record: InspectionRecord, frame: Frame,
-                      station: Station) -> None:
+                      rules: StationRules) -> None:
         try:
             detections: Detections = await asyncio.to_thread(
-                lambda: shadow.detector.predict([frame.image], conf=station.rules.lowest_conf,
+                lambda: shadow.detector.predict([frame.image], conf=rules.lowest_conf,
                                                 original_sizes=[frame.size])[0])
-            decision = decide(detections, station.rules)
+            decision = decide(detections, rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,
                 verdict=decision.verdict, detections=decision.kept.to_records())

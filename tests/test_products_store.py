@@ -50,7 +50,8 @@ def test_a_profile_without_rules_judges_with_the_stations_rules():
 
 def test_an_unknown_product_is_not_found_and_the_message_says_how_to_create_it(line):
     _, products = line
-    with pytest.raises(NotFound, match=r"PUT /v1/stations/press-3/products/m8-bolt .*qc stations product"):
+    fixes = r"PUT /v1/stations/press-3/products/m8-bolt .*qc stations profile press-3 m8-bolt"
+    with pytest.raises(NotFound, match=fixes):
         products.profile("press-3", "m8-bolt")
     with pytest.raises(NotFound, match="has no profile"):
         products.select("press-3", "m8-bolt")

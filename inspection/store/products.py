@@ -50,7 +50,7 @@ class Product:
 
 def _how_to_create(station: str, product: str) -> str:
     return (f"create its profile with PUT /v1/stations/{station}/products/{product} (an engineer) "
-            f"or qc stations product {station} {product} --profile profile.yaml")
+            f"or qc stations profile {station} {product} profile.yaml")
 
 
 class ProductStore:
