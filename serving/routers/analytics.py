@@ -86,7 +86,7 @@ AlarmId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the alarm's 
 @router.get("/v1/analytics/summary")
 def summary(person: Person, analytics: AnalyticsDep, settings: SettingsDep, since: str | None = None,
             until: str | None = None, station: str | None = None) -> dict[str, Any]:
-    """Defect rates by station, class, plant day and shift, the Pareto of classes, first-pass
+    """Defect rates by station, product, class, plant day and shift, the Pareto of classes, first-pass
     yield, review backlog and agreement, the version timeline and the alarms of the window."""
     start, end = _window(since, until, settings)
     analytics.refresh()
