@@ -152,3 +152,16 @@ def test_a_profile_with_an_unknown_field_is_422_naming_it(service, station):
     refused = service.client.put(f"/v1/stations/{station}/products/bolt", json={"modle": "default"},
                                  headers=service.admin)
     assert refused.status_code == 422 and "modle" in str(refused.json()["detail"])
+
+
+def test_a_products_rules_decide_what_a_damaged_frame_gets(service, station):
+    from tests.test_hardening_images import DAMAGED
+
+    service.client.put(f"/v1/stations/{station}/products/tolerant", json={"rules": {"damaged_image": "review"}},
+                       headers=service.admin)
+    damaged = DAMAGED["cut in half, FFD9 appended"]()
+    refused = service.inspect(station, damaged, headers={"X-Product": "lenient"})  # the station's rules: refuse
+    assert refused.status_code == 400
+    kept = service.inspect(station, damaged, headers={"X-Product": "tolerant"}).json()
+    assert (kept["verdict"], kept["product"], kept["product_version"]) == ("REVIEW", "tolerant", 1)
+    assert kept["rule"].startswith("damaged image: ")

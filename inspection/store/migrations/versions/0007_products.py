@@ -21,7 +21,7 @@ depends_on = None
 
 
 def _rollup_counts(with_product: bool) -> None:
-    columns = [
+    columns: list[sa.Column] = [
         sa.Column("station_id", sa.String(64), primary_key=True),
         sa.Column("bucket", sa.DateTime, primary_key=True),
         *([sa.Column("product", sa.String(64), primary_key=True)] if with_product else []),
