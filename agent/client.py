@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from agent import AGENT_VERSION
+from agent.config import PRODUCT_ID
 from agent.spool import SpooledFrame
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -63,7 +64,18 @@ class ServiceClient:
         headers = {"Content-Type": "image/jpeg", "Idempotency-Key": frame.key}
         if frame.part_id:
             headers["X-Part-Id"] = frame.part_id
+        if frame.product is not None:
+            if not PRODUCT_ID.fullmatch(frame.product):
+                # What the PLC named is no product the service can know; judging the frame as
+                # another product would be wrong, so it is refused here like a bad frame.
+                return Answer(Outcome.REFUSED, reason=f"the product on the line, {frame.product!r}, is not a product "
+                              "name (letters, digits, '.', '_', '-', up to 64); fix the PLC's product value")
+            headers["X-Product"] = frame.product
         return self._send("POST", f"/v1/stations/{self.station}/inspect", content=frame.jpeg, headers=headers)
+
+    def select_product(self, product: str | None) -> Answer:
+        """The changeover, told to the service: PUT /v1/stations/{station}/product."""
+        return self._send("PUT", f"/v1/stations/{self.station}/product", json={"product": product})
 
     def heartbeat(self, body: dict[str, Any]) -> Answer:
         return self._send("POST", f"/v1/stations/{self.station}/heartbeat", json=body)

@@ -16,6 +16,7 @@ A minimal file::
       deadline_ms: 800
       safe_default: NG
       outputs: [{kind: stdout}, {kind: mqtt, host: broker, topic: "line/press-3/verdict"}]
+    changeover: {kind: opcua, endpoint: "opc.tcp://plc:4840", node: "ns=2;s=Recipe"}
 
 Every field and its default is below; docs/station.md explains them for a line engineer.
 """
@@ -34,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from inspection.errors import ConfigError, validation_problems
 
 STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The service's product names (inspection.products.PRODUCT_ID; tests/test_agent_products.py
+# checks they agree): defined here so the station PC needs none of the service's rules code.
+PRODUCT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class SourceKind(StrEnum):
@@ -56,6 +60,13 @@ class ExternalKind(StrEnum):
     HTTP = "http"  # POST /trigger?part_id=...
     MQTT = "mqtt"  # a message on a topic; its payload, if any, is the part id
     OPCUA = "opcua"  # a change of a node's value; optionally a second node holds the part id
+
+
+class ChangeoverKind(StrEnum):
+    """Where the agent hears which product is on the line."""
+
+    MQTT = "mqtt"  # a message on a topic (retained: the product at start); its payload is the product
+    OPCUA = "opcua"  # a node's value (a string, or a recipe number); read at start, then on each change
 
 
 class LineAnswer(StrEnum):
@@ -149,6 +160,26 @@ class ExternalTrigger(_Strict):
     part_node: str | None = Field(default=None, description="opcua: a node holding the part id")
 
 
+class ChangeoverConfig(_Strict):
+    """Product changeover from the PLC: the product named there is sent with every frame
+    captured while it holds (X-Product), and announced to the service."""
+
+    kind: ChangeoverKind
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535, description="mqtt: broker port (1883)")
+    topic: str = Field(default="qc/product", description="mqtt: the product's topic")
+    endpoint: str | None = Field(default=None, description="opcua: opc.tcp://plc:4840")
+    node: str | None = Field(default=None, description="opcua: the node holding the product")
+    announce: bool = Field(default=True, description="tell the service each changeover (PUT "
+                           "/v1/stations/{station}/product), so GET /v1/stations shows the product on the line")
+
+    @model_validator(mode="after")
+    def _needs(self) -> ChangeoverConfig:
+        if self.kind is ChangeoverKind.OPCUA and not (self.endpoint and self.node):
+            raise ValueError("an opcua changeover needs endpoint and node")
+        return self
+
+
 class TriggerConfig(_Strict):
     mode: TriggerMode = TriggerMode.EVERY
     n: int = Field(default=1, ge=1, description="nth: take one frame in n")
@@ -223,6 +254,9 @@ class AgentConfig(_Strict):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     line: LineConfig = Field(default_factory=LineConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    changeover: ChangeoverConfig | None = Field(
+        default=None, description="where the product on the line is read; none: frames carry no product "
+        "and the service judges them as the station's current product (qc station product)")
 
     @classmethod
     def load(cls, path: Path | str | None = None, *, overrides: dict[str, Any] | None = None) -> AgentConfig:

@@ -34,6 +34,7 @@ import cv2
 
 from agent import AGENT_VERSION
 from agent.backoff import Backoff
+from agent.changeover import Follower, follow_changeovers
 from agent.client import Outcome, ServiceClient
 from agent.config import AgentConfig, PartIdFrom, SourceKind, TriggerMode
 from agent.line import LineBoard
@@ -87,6 +88,12 @@ class Agent:
         self.service_problem: str | None = None
         self.capture_ms: deque[float] = deque(maxlen=10000)  # encode + spool write, per frame
         self._code_reader: CodeReader | None = None  # made when the first code is read
+        # The product on the line as the PLC last named it (config.changeover); None: none named,
+        # and frames are judged as the station's current product at the service.
+        self.product: str | None = None
+        self.changeovers = 0
+        self._follower: Follower | None = None
+        self._follower_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,6 +117,8 @@ class Agent:
             self._listener = start_listener(trigger.external, self.events)
         threads = [threading.Thread(target=self._send_loop, name="sender", daemon=True),
                    threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]
+        if self.config.changeover is not None:
+            threads.append(threading.Thread(target=self._follow, name="changeover", daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -132,6 +141,10 @@ class Agent:
         self.stop()
         if self._listener is not None:
             self._listener.stop()
+        with self._follower_lock:
+            follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
         self.board.close()
         self.outputs.close()
         self.source.close()
@@ -231,7 +244,8 @@ class Agent:
         if not ok:
             log.error("could not encode a %s frame as JPEG; skipped", captured.image.shape)
             return
-        frame = SpooledFrame.new(encoded.tobytes(), capture_ns=captured.capture_ns, part_id=part_id)
+        frame = SpooledFrame.new(encoded.tobytes(), capture_ns=captured.capture_ns, part_id=part_id,
+                                 product=self.product)
         stored = self.spool.put(frame)
         self.captured += 1
         self.last_capture_ns = captured.capture_ns
@@ -241,6 +255,50 @@ class Agent:
             self.board.expect(frame, captured_mono=started)
         else:
             self.board.refuse(frame, why="spool-full")
+
+    # -- product changeover ------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Start following the PLC's product; a PLC or broker that is not there yet is one
+        message and a retry with backoff (frames meanwhile carry the last product named)."""
+        config = self.config.changeover
+        if config is None:
+            return
+        backoff = Backoff(initial_s=1.0, max_s=30.0)
+        problem = None
+        while not self._stop.is_set():
+            try:
+                follower = follow_changeovers(config, self.changeover)
+                with self._follower_lock:
+                    if self._stop.is_set():  # closed while it connected: close() has passed
+                        follower.stop()
+                        return
+                    self._follower = follower
+                if problem:
+                    log.warning("following the product on the line again")
+                return
+            except Exception as error:  # noqa: BLE001 - asyncua and paho raise many kinds
+                if str(error) != problem:
+                    log.error("cannot follow the product on the line (%s: %s); retrying with backoff",
+                              config.kind, error)
+                    problem = str(error)
+                self._stop.wait(backoff.next())
+
+    def changeover(self, product: str | None) -> None:
+        """The PLC named `product` (None: none): frames captured from now on carry it, and the
+        service is told when the config says so (best effort: the frames carry it anyway)."""
+        if product == self.product:
+            return
+        log.info("changeover: %s -> %s", self.product or "no product", product or "no product")
+        self.product = product
+        self.changeovers += 1
+        if self.config.changeover is not None and self.config.changeover.announce:
+            threading.Thread(target=self._announce, args=(product,), name="announce", daemon=True).start()
+
+    def _announce(self, product: str | None) -> None:
+        answer = self.client.select_product(product)
+        if answer.kind is not Outcome.RECORDED:
+            log.error("the service was not told the changeover to %s: %s", product or "no product", answer.reason)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -285,6 +343,7 @@ class Agent:
             "deadline_misses": counters.get("deadline_misses", 0),
             "rejected": counters.get("rejected", 0),
             "captured": self.captured,
+            "product": self.product,
             "source_problem": self.source_problem,
             "service_problem": self.service_problem,
             "interval_s": self.config.heartbeat.interval_s,
@@ -301,7 +360,7 @@ class Agent:
 
     def report(self) -> dict:
         """What happened in this run: counts, drops, misses, latency."""
-        return {**self.health(), "sent": self.sent, "late_verdicts": self.board.late,
+        return {**self.health(), "sent": self.sent, "changeovers": self.changeovers, "late_verdicts": self.board.late,
                 "answered_in_time": self.board.answered, "misses_this_run": self.board.misses,
                 "line_output_failures": self.outputs.failures, "latency": self.board.latency_summary(),
                 "capture_ms_p50": (round(sorted(self.capture_ms)[len(self.capture_ms) // 2], 2)

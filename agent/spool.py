@@ -9,7 +9,8 @@ Example::
     spool.remove(frame)
 
 One file per frame, `<seq>.frame`: a 4-byte header length, a JSON header (part id, capture
-time, idempotency key), then the JPEG. Written to a temporary name, fsynced, renamed, and the
+time, idempotency key, the product on the line), then the JPEG: a frame replayed after a
+changeover is still judged as the product it showed. Written to a temporary name, fsynced, renamed, and the
 folder fsynced, so after kill -9 or a power cut a frame is either whole or absent, never half
 (the same recipe as inspection/durable.py). Leftover temporary files are removed on open.
 
@@ -61,18 +62,20 @@ class SpooledFrame:
     part_id: str | None = None
     key: str = ""
     seq: int = -1  # given by the spool
+    product: str | None = None  # the product on the line when it was captured (X-Product)
     # What the line was (or was not) told: frames found in the spool after a restart are
     # past their deadline, and the line has long moved on.
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def new(cls, jpeg: bytes, *, capture_ns: int, part_id: str | None = None, **meta) -> SpooledFrame:
+    def new(cls, jpeg: bytes, *, capture_ns: int, part_id: str | None = None, product: str | None = None,
+            **meta) -> SpooledFrame:
         return cls(jpeg=jpeg, capture_ns=capture_ns, part_id=part_id,
-                   key=idempotency_key(part_id, capture_ns), meta=meta)
+                   key=idempotency_key(part_id, capture_ns), product=product, meta=meta)
 
     def header(self) -> bytes:
         return json.dumps({"capture_ns": self.capture_ns, "part_id": self.part_id, "key": self.key,
-                           "meta": self.meta}, sort_keys=True).encode()
+                           "product": self.product, "meta": self.meta}, sort_keys=True).encode()
 
 
 class SpoolCorrupt(Exception):
@@ -198,7 +201,7 @@ class Spool:
         except ValueError as error:
             raise SpoolCorrupt(f"bad header: {error}") from error
         return SpooledFrame(jpeg=data[4 + length:], capture_ns=header["capture_ns"], part_id=header["part_id"],
-                            key=header["key"], seq=seq, meta=header.get("meta", {}))
+                            key=header["key"], seq=seq, product=header.get("product"), meta=header.get("meta", {}))
 
     def remove(self, frame: SpooledFrame) -> None:
         """The service recorded `frame`: forget it."""

@@ -11,10 +11,12 @@ One evaluation, and why it is cheap enough to run every half minute:
 1. `refresh` folds the newest inspections into the 15-minute rollups (a few buckets).
 2. For every station and class with frozen limits (an engineer froze a baseline), the last
    QC_SPC_WINDOW complete subgroups after the baseline are charted: EWMA and CUSUM (and the
-   Western Electric rules when QC_SPC_RULES names them). Subgroups are numbered from the end of
-   the baseline, so every evaluation sees the same subgroups. A condition holds while the
-   chart's newest subgroup is in alarm (EWMA, CUSUM) or a zone rule fired in its last
-   HOLD_SUBGROUPS subgroups; only rises count (a lower defect rate is no alarm).
+   Western Electric rules when QC_SPC_RULES names them) on the p-chart, and the zone and trend
+   rules QC_SPC_RULES names on the station's u-chart (defects per part; alarms u:WE1 ...).
+   Subgroups are numbered from the end of the baseline, so every evaluation sees the same
+   subgroups. A condition holds while the chart's newest subgroup is in alarm (EWMA, CUSUM)
+   or a zone rule fired in its last HOLD_SUBGROUPS subgroups; only rises count (a lower
+   defect rate is no alarm).
 3. For every station with a frozen baseline, its last QC_DRIFT_WINDOW frames are compared with
    the baseline's frames (inspection/analytics/drift.py): a finding named in
    QC_DRIFT_CONFIRMATIONS consecutive evaluations is an equipment alarm (or a model alarm when
@@ -68,6 +70,11 @@ ZONE_RULES = (Rule.BEYOND_3_SIGMA, Rule.TWO_OF_THREE_BEYOND_2_SIGMA, Rule.FOUR_O
               Rule.EIGHT_ON_ONE_SIDE, Rule.TREND)
 
 
+def u_rule(rule: Rule) -> str:
+    """An alarm's rule name for the u-chart: u:WE1 apart from the p-chart's WE1."""
+    return f"u:{rule.value}"
+
+
 def chart_rules(text: str) -> list[Rule]:
     try:
         return [Rule(part.strip().upper()) for part in text.split(",") if part.strip()]
@@ -105,10 +112,10 @@ class AlarmEvaluator:
         evaluated_keys: set[str] = set()
         frozen = self.store.limits()
         for limits in frozen:
-            if limits.limits.kind is ChartKind.P:
-                conditions, keys = self._spc(limits)
-                holding += conditions
-                evaluated_keys |= keys
+            chart = self._spc if limits.limits.kind is ChartKind.P else self._u_chart
+            conditions, keys = chart(limits)
+            holding += conditions
+            evaluated_keys |= keys
         for station in sorted({f.station_id for f in frozen if f.class_name == ALL_CLASSES}):
             reference = next(f for f in frozen if f.station_id == station and f.class_name == ALL_CLASSES)
             conditions, keys = self._drift(reference)
@@ -171,6 +178,36 @@ class AlarmEvaluator:
                 if side is Side.ABOVE and len(recent):
                     index = len(groups) - min(HOLD_SUBGROUPS, len(groups)) + int(recent[-1])
                     found.append(condition(rule, f"Western Electric {rule.value} (z {z[index]:+.1f}σ)", index))
+        return found, keys
+
+    def _u_chart(self, frozen: FrozenLimits) -> tuple[list[Condition], set[str]]:
+        """The u-chart (defects per part) against its frozen limits: the zone and trend rules
+        of QC_SPC_RULES, stored as u:WE1 ... u:TREND beside the p-chart's alarms. EWMA and
+        CUSUM stay on the p-chart: their settings are tuned for a fraction defective."""
+        zone = [r for r in self.rules if r in ZONE_RULES]
+        keys = {alarm_key(frozen.station_id, frozen.class_name, u_rule(rule)) for rule in zone}
+        if not zone:
+            return [], keys
+        groups = self.store.subgroups(frozen.station_id, size=frozen.subgroup_size, after=frozen.baseline_to,
+                                      last=self.settings.spc_window, class_name=frozen.class_name)
+        if len(groups) == 0:
+            return [], keys
+        limits, counts = frozen.limits, groups.defects
+        sizes = np.full(len(groups), groups.size)
+        z = limits.standardise(counts, sizes)
+        what = f"station {frozen.station_id}" + (f", class {frozen.class_name}" if frozen.class_name else "")
+        found: list[Condition] = []
+        for (rule, side), hits in rule_hits(z, zone).items():
+            recent = np.flatnonzero(hits[-HOLD_SUBGROUPS:])
+            if side is not Side.ABOVE or not len(recent):
+                continue
+            index = len(groups) - min(HOLD_SUBGROUPS, len(groups)) + int(recent[-1])
+            found.append(Condition(
+                AlarmKind.SPC, frozen.station_id, frozen.class_name, u_rule(rule),
+                f"{what}: defects per part up (subgroup {groups.first_index + index + 1} after the baseline, "
+                f"{counts[index]} defects on {groups.size} parts; baseline {limits.centre:.3f} per part): "
+                f"u-chart, Western Electric {rule.value} (z {z[index]:+.1f}σ)",
+                side=Side.ABOVE.value, since=groups.times[index]))
         return found, keys
 
     # -- drift -------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from serving.routers import (
     models,
     oip,
     pages,
+    products,
     references,
     reviews,
     stations,
@@ -145,8 +146,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                                            "key": getattr(request.state, "key_id", None)})
             logs.request_id.reset(token)
 
-    for module in (health, inspect, inspections, reviews, stations, references, heartbeats, models, keys,
-                   analytics, hooks, loop, trail):
+    for module in (health, inspect, inspections, reviews, stations, references, products, heartbeats, models,
+                   keys, analytics, hooks, loop, trail):
         app.include_router(module.router, responses=problems(*REFUSALS))
     app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
     app.include_router(pages.router)

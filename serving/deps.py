@@ -35,6 +35,7 @@ from inspection.roles import Role
 from inspection.store.analytics import AnalyticsStore
 from inspection.store.images import ImageStorage
 from inspection.store.keys import ApiKey
+from inspection.store.products import ProductStore
 from inspection.store.records import RecordStore
 from inspection.store.reviews import ReviewStore
 from inspection.store.users import UserStore
@@ -72,6 +73,10 @@ async def _store(state: StateDep) -> RecordStore:
     return state.store
 
 
+async def _products(state: StateDep) -> ProductStore:
+    return state.products
+
+
 async def _images(state: StateDep) -> ImageStorage:
     return state.images
 
@@ -85,6 +90,7 @@ async def _manager(state: StateDep) -> ModelManager:
 
 
 StoreDep = Annotated[RecordStore, Depends(_store)]
+ProductsDep = Annotated[ProductStore, Depends(_products)]
 ImagesDep = Annotated[ImageStorage, Depends(_images)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]

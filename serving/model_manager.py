@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
 from inspection.models.registry import ModelVersion, Registry
+from inspection.rules import StationRules
 from inspection.settings import Backend
 from serving.settings import ServeSettings
 
@@ -91,6 +92,12 @@ class ModelManager:
             cache_dir=self.settings.home / "trt-cache",
         )  # warms up: a model that cannot run fails here, before it is switched in
         return LoadedModel(entry.name, entry.version, detector)
+
+    def check_classes(self, rules: StationRules) -> None:
+        """`ConfigError` (422) when `rules` name a class the served model does not detect."""
+        current = self.current
+        if current is not None:
+            rules.check_classes(current.detector.names.values(), model=f"{current.name}@{current.version}")
 
     def load_check(self, entry: ModelVersion) -> None:
         """Raises unless `entry` loads and warms up as this service would run it."""

@@ -35,9 +35,10 @@ from inspection.detect.reference import Aligned, align, compose
 from inspection.detect.tiling import Tiling, cut, merge
 from inspection.detections import Detections
 from inspection.errors import Conflict, DamagedImage
-from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
+from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, StationRules, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
+from inspection.store.products import Product
 from inspection.store.records import InspectionRecord, RecordStore, Station
 from inspection.store.references import StationReferences
 from serving.batcher import BatchResult, MicroBatcher
@@ -236,6 +237,27 @@ def _detect_whole(detector: Detector, frame: Frame, conf: float, reference: np.n
                  scale=frame.size[0] / frame.image.shape[1], max_det=detector.max_det)
 
 
+@dataclass(frozen=True)
+class Judging:
+    """What a frame is judged with: its station, and the product on the line if any (whose
+    profile's rules, when it has its own, replace the station's)."""
+
+    station: Station
+    product: Product | None = None
+
+    @property
+    def rules(self) -> StationRules:
+        if self.product is None:
+            return self.station.rules
+        return self.product.profile.rules_or(self.station.rules)
+
+    def product_columns(self) -> dict[str, Any]:
+        """The record's product and profile version (None for both without a product)."""
+        if self.product is None:
+            return {"product": None, "product_version": None}
+        return {"product": self.product.name, "product_version": self.product.version}
+
+
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
@@ -262,7 +284,8 @@ class Inspector:
         await self._idle.wait()
         await self.committer.close()
 
-    def _decode(self, data: bytes, header: imaging.ImageHeader, station: Station) -> Frame:
+    def _decode(self, data: bytes, header: imaging.ImageHeader, judging: Judging) -> Frame:
+        station = judging.station
         detector = self.manager.loaded.detector
         reference = None
         if detector.needs_reference:
@@ -272,7 +295,7 @@ class Inspector:
                     f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
                     f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
             reference = self.references.pixels(station.id, station.reference_version)
-        tiling = station.rules.tiling.tiling() if station.rules.tiling else None
+        tiling = judging.rules.tiling.tiling() if judging.rules.tiling else None
         return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
                             reference_version=station.reference_version, tiling=tiling)
 
@@ -285,23 +308,27 @@ class Inspector:
         part_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        product: Product | None = None,
     ) -> tuple[InspectionRecord, bool]:
+        """Judge one frame with the station's rules, or with `product`'s profile when one is
+        on the line (its rules, if it has its own), and commit the record."""
         started = time.monotonic()
+        judging = Judging(station, product)
         self._in_flight += 1
         self._idle.clear()
         try:
             try:
-                frame = await asyncio.to_thread(self._decode, data, header, station)
+                frame = await asyncio.to_thread(self._decode, data, header, judging)
             except DamagedImage as error:
                 # Counted whatever the station chose; never judged as if the frame were whole.
-                choice = station.rules.damaged_image
+                choice = judging.rules.damaged_image
                 self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
                 if choice is not DamagedFrames.REVIEW:
                     raise
                 # partial binds the error now: a closure would read the except target, a name
                 # Python unbinds when the block ends.
                 written, _ = await self.committer.submit(functools.partial(
-                    self._damaged, error, station=station, header=header, data=data, started=started,
+                    self._damaged, error, judging=judging, header=header, data=data, started=started,
                     part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
                 if written.created:
                     self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
@@ -316,7 +343,7 @@ class Inspector:
             # written: NMS over a noisy frame is CPU work the event loop, which serves every
             # station, must not wait for, and one hand-over serves both.
             written, decision = await self.committer.submit(lambda: self._judge(
-                results, station=station, header=header, data=data, frame=frame,
+                results, judging=judging, header=header, data=data, frame=frame,
                 timings={"decode_ms": (decoded - started) * 1000}, started=started,
                 part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
         finally:
@@ -331,10 +358,10 @@ class Inspector:
             self.metrics.verdicts.labels(station=station.id, verdict=saved.verdict).inc()
             for name in decision.kept.class_names:
                 self.metrics.defects.labels(station=station.id, class_name=name).inc()
-            self._maybe_shadow(saved, frame, station)
+            self._maybe_shadow(saved, frame, judging)
         return saved, created
 
-    def _judge(self, results: list[BatchResult[LoadedModel]], *, station: Station, header: imaging.ImageHeader,
+    def _judge(self, results: list[BatchResult[LoadedModel]], *, judging: Judging, header: imaging.ImageHeader,
                data: bytes, frame: Frame,
                timings: dict, started: float, part_id: str | None,
                idempotency_key: str | None, request_id: str | None) -> tuple[Write, object]:
@@ -343,7 +370,7 @@ class Inspector:
         result = results[-1]
         model: LoadedModel = result.model
         post_start = time.monotonic()
-        rules = station.rules
+        rules, station = judging.rules, judging.station
         if frame.tiles:
             found = [r.model.detector.decode(*r.output, conf=rules.lowest_conf) for r in results]
             detections = merge(found, [tile.origin for tile in frame.tiles], image_wh=frame.size,
@@ -375,7 +402,7 @@ class Inspector:
             model_version=model.version, rules_version=station.rules_version,
             width=header.width, height=header.height, detections=boxes, timings=timings,
             part_id=part_id, idempotency_key=idempotency_key, image_format=header.format,
-            request_id=request_id, **frame_columns(stats, detections),
+            request_id=request_id, **judging.product_columns(), **frame_columns(stats, detections),
             reference_version=frame.reference_version,
             alignment_score=round(alignment[0], 4) if alignment else None,
             alignment_shift=round(alignment[1], 2) if alignment else None,
@@ -383,7 +410,7 @@ class Inspector:
         keep = decision.verdict is not Verdict.PASS or random.random() < self.settings.pass_sample_rate
         return Write(record, data if keep else None, record.image_format or "jpeg"), decision
 
-    def _damaged(self, error: DamagedImage, *, station: Station, header: imaging.ImageHeader,
+    def _damaged(self, error: DamagedImage, *, judging: Judging, header: imaging.ImageHeader,
                  data: bytes, started: float, part_id: str | None, idempotency_key: str | None,
                  request_id: str | None) -> tuple[Write, None]:
         """A damaged frame at a station whose rules say `damaged_image: review`: a REVIEW verdict
@@ -392,33 +419,35 @@ class Inspector:
         model = self.manager.current
         elapsed = (time.monotonic() - started) * 1000
         record = InspectionRecord(
-            station_id=station.id, verdict=Verdict.REVIEW, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
+            station_id=judging.station.id, verdict=Verdict.REVIEW, rule=f"{DAMAGED_IMAGE_RULE}: {error}",
             model_name=model.name if model else "", model_version=model.version if model else "",
-            rules_version=station.rules_version, width=header.width, height=header.height,
+            rules_version=judging.station.rules_version, width=header.width, height=header.height,
             detections=[], timings={"decode_ms": elapsed, "total_ms": elapsed}, part_id=part_id,
             idempotency_key=idempotency_key, image_format=header.format, request_id=request_id,
+            **judging.product_columns(),
         )
         return Write(record, data, header.format), None
 
     # -- shadow mode -----------------------------------------------------------------------
 
-    def _maybe_shadow(self, record: InspectionRecord, frame: Frame, station: Station) -> None:
+    def _maybe_shadow(self, record: InspectionRecord, frame: Frame, judging: Judging) -> None:
         shadow = self.manager.shadow
         if shadow is None or random.random() >= self.settings.shadow_rate:
             return
-        task = asyncio.create_task(self._shadow(shadow, record, frame, station))
+        task = asyncio.create_task(self._shadow(shadow, record, frame, judging))
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(self, shadow: LoadedModel, record: InspectionRecord, frame: Frame,
-                      station: Station) -> None:
+                      judging: Judging) -> None:
+        station, rules = judging.station, judging.rules
         try:
             reference = None
             if shadow.detector.needs_reference and frame.aligned is None and station.reference_version:
                 reference = await asyncio.to_thread(self.references.pixels, station.id, station.reference_version)
             detections: Detections = await asyncio.to_thread(
-                _detect_whole, shadow.detector, frame, station.rules.lowest_conf, reference)
-            decision = decide(detections, station.rules)
+                _detect_whole, shadow.detector, frame, rules.lowest_conf, reference)
+            decision = decide(detections, rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,
                 verdict=decision.verdict, detections=decision.kept.to_records())

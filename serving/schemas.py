@@ -12,10 +12,12 @@ from typing import Annotated, Any, overload
 
 from pydantic import BaseModel, BeforeValidator, Field
 
+from inspection.products import PRODUCT_ID, ProductProfile
 from inspection.roles import Role
 from inspection.rules import StationRules, Verdict
 from inspection.store.jobs import Job, JobState
 from inspection.store.keys import ApiKey
+from inspection.store.products import Product
 from inspection.store.records import STATION_ID, InspectionRecord, Station
 from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
 from inspection.store.stations_health import StationHealth
@@ -62,6 +64,8 @@ class Inspection(BaseModel):
     detections: list[Detection]
     model: ModelRef
     rules_version: int
+    product: str | None = Field(default=None, description="the product judged; null: none")
+    product_version: int | None = Field(default=None, description="the product profile version that judged it")
     width: int
     height: int
     image_stored: bool
@@ -78,8 +82,8 @@ class Inspection(BaseModel):
             id=record.id, station=record.station_id, part_id=record.part_id, verdict=record.verdict,
             rule=record.rule, detections=record.detections,
             model=ModelRef(name=record.model_name, version=record.model_version),
-            rules_version=record.rules_version, width=record.width, height=record.height,
-            image_stored=record.image_sha256 is not None,
+            rules_version=record.rules_version, product=record.product, product_version=record.product_version,
+            width=record.width, height=record.height, image_stored=record.image_sha256 is not None,
             created_at=record.created_at.isoformat(timespec="milliseconds") + "Z",
             timings={k: round(float(v), 3) for k, v in record.timings.items()},
             reference=None if record.reference_version is None else ReferenceUse(
@@ -164,13 +168,16 @@ class StationOut(BaseModel):
     rules: StationRules
     created_at: str
     reference_version: int | None = Field(default=None, description="its golden part in use; null: none")
+    product: str | None = Field(default=None, description="the product on the line now; null: none "
+                                "(frames are judged with the station's rules)")
     health: StationHealthOut | None = Field(default=None, description="the agent's last heartbeat; null: none yet")
 
     @classmethod
     def of(cls, station: Station, health: StationHealth | None = None) -> StationOut:
         return cls(id=station.id, description=station.description, rules_version=station.rules_version,
                    rules=station.rules, created_at=station.created_at.isoformat() + "Z",
-                   health=StationHealthOut.of(health), reference_version=station.reference_version)
+                   product=station.product, health=StationHealthOut.of(health),
+                   reference_version=station.reference_version)
 
 
 class StationReferenceOut(BaseModel):
@@ -182,6 +189,36 @@ class StationReferenceOut(BaseModel):
     height: int
     created_at: str
     created_by: str | None
+
+
+ProductId = Annotated[str, Field(pattern=f"^{PRODUCT_ID.pattern}$", description="e.g. m8-bolt")]
+
+
+class ProductSelection(BaseModel):
+    """The changeover: which product is on the line now."""
+
+    product: ProductId | None = Field(description="a product with a profile at the station; null: none "
+                                      "(the station's own rules)")
+
+
+class ProductOut(BaseModel):
+    station: str
+    product: str
+    version: int
+    profile: ProductProfile
+    created_at: str
+    created_by: str | None
+
+    @classmethod
+    def of(cls, product: Product) -> ProductOut:
+        return cls(station=product.station_id, product=product.name, version=product.version,
+                   profile=product.profile, created_at=product.created_at.isoformat() + "Z",
+                   created_by=product.created_by)
+
+
+class ProductsOut(BaseModel):
+    selected: str | None = Field(description="the product on the line now; null: none")
+    products: list[ProductOut] = Field(description="the newest profile version of each product, by name")
 
 
 class KeyIn(BaseModel):

@@ -24,6 +24,7 @@ from inspection.store.database import Database
 from inspection.store.image_stores import open_image_store
 from inspection.store.images import ImageStorage
 from inspection.store.keys import KeyStore
+from inspection.store.products import ProductStore
 from inspection.store.records import RecordStore
 from serving.admission import FairAdmission
 from serving.auth import Authenticator
@@ -56,6 +57,7 @@ class AppState:
     metrics: Metrics
     db: Database
     store: RecordStore
+    products: ProductStore
     keys: KeyStore
     auth: Authenticator
     images: ImageStorage
@@ -101,7 +103,7 @@ class AppState:
             window_s=settings.fair_window_s,
             on_refused=lambda who: metrics.rejected.labels(reason="fair_share").inc())
         budget = DecodeBudget(in_flight=settings.max_pixels_in_flight, per_request=settings.max_request_pixels)
-        return cls(settings=settings, metrics=metrics, db=db, store=store, keys=keys,
+        return cls(settings=settings, metrics=metrics, db=db, store=store, products=ProductStore(db), keys=keys,
                    auth=Authenticator(keys), images=images, registry=registry, manager=manager,
                    batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
 

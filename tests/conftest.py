@@ -211,6 +211,20 @@ def postgres_url():
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request, tmp_path):
+    """A migrated, empty database: SQLite in tmp_path, or a fresh PostgreSQL schema (skipped
+    without QC_TEST_POSTGRES_URL). A test using it runs once on each."""
+    from inspection.store.database import Database
+
+    sqlite = request.param == "sqlite"
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if sqlite else request.getfixturevalue("postgres_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
 @pytest.fixture(scope="session")
 def deeppcb_model(deeppcb) -> TrainedModel:
     """YOLO26n trained briefly on DeepPCB (three epochs at 320, ~6 minutes on 2 cores: DeepPCB

@@ -58,7 +58,9 @@ def line(tmp_path):
 
 
 def frames(records: RecordStore, start: datetime, n: int, *, fail_every: int = 0, seed: int = 0,
-           sharpness: float = 300.0, confidence: float = 0.6, brightness: float = 120.0) -> datetime:
+           sharpness: float = 300.0, confidence: float = 0.6, brightness: float = 120.0,
+           boxes: int = 1) -> datetime:
+    """n frames 2 s apart from `start`: every `fail_every`-th fails with `boxes` scratches."""
     rng = np.random.default_rng(seed)
     when = start
     for i in range(n):
@@ -68,7 +70,7 @@ def frames(records: RecordStore, start: datetime, n: int, *, fail_every: int = 0
             station_id="line1", verdict=Verdict.FAIL if failed else Verdict.PASS, rule="t", model_name="m",
             model_version="v1", rules_version=1, width=64, height=64, timings={}, created_at=when,
             detections=[{"class": "scratch", "class_id": 0, "confidence": 0.9, "box": [0, 0, 9, 9], "area": 81.0}]
-            if failed else [],
+            * boxes if failed else [],
             brightness=light, contrast=0.33 * light * rng.normal(1, 0.02),
             sharpness=sharpness * (light / 120) ** 2 * rng.normal(1, 0.05), blue=0.9 * light, green=light,
             red=1.1 * light, max_confidence=float(np.clip(rng.normal(confidence, 0.05), 0, 1))))
@@ -99,6 +101,34 @@ def test_a_step_in_the_defect_rate_raises_one_spc_alarm_that_clears_when_the_rat
     check.evaluate()
     assert analytics.active("line1") == {}
     assert len(analytics.alarms()) == len(raised)
+
+
+def test_more_defects_per_failed_part_raise_a_u_chart_alarm_while_the_defect_rate_holds(line):
+    records, analytics = line
+    start = utcnow() - timedelta(hours=3)
+    end = frames(records, start, 1000, fail_every=10)  # 10% fail, one scratch each: u-bar 0.1
+    frozen = analytics.freeze("line1", start - timedelta(seconds=1), end, frozen_by="lee", subgroup_size=50)
+    u_limits = next(f.limits for f in frozen if f.class_name == "" and f.limits.kind.value == "u")
+    assert u_limits.centre == pytest.approx(0.1)
+    check = evaluator(analytics, spc_rules="EWMA,CUSUM,WE1")
+    assert check.evaluate() == []
+    end = frames(records, end, 200, fail_every=10, boxes=4)  # the same parts fail, with 4 scratches each
+    raised = check.evaluate()
+    assert [(a.class_name, a.rule) for a in raised] == [("", "u:WE1")]  # the p-charts see no change
+    assert "defects per part up" in raised[0].message and "baseline 0.100 per part" in raised[0].message
+    assert check.evaluate() == []  # held: not stored twice
+    frames(records, end, 1000, fail_every=10, seed=5)  # one scratch per failed part again
+    check.evaluate()
+    assert analytics.active("line1") == {}
+
+
+def test_the_u_chart_raises_only_the_zone_rules_named(line):
+    records, analytics = line
+    start = utcnow() - timedelta(hours=3)
+    end = frames(records, start, 1000, fail_every=10)
+    analytics.freeze("line1", start - timedelta(seconds=1), end, frozen_by="lee", subgroup_size=50)
+    frames(records, end, 200, fail_every=10, boxes=4)
+    assert evaluator(analytics, spc_rules="EWMA,CUSUM").evaluate() == []  # the default: p-chart rules only
 
 
 def test_a_blurred_camera_is_an_equipment_alarm_naming_the_lens_after_two_checks(line):

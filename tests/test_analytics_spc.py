@@ -72,6 +72,61 @@ class TestMontgomeryExample71:
         assert [a.index + 1 for a in chart.alarms] == [15, 21, 23]
 
 
+# Montgomery, Introduction to Statistical Quality Control, the c-chart example on nonconformities
+# in printed circuit boards (Example 7.3 in the 6th edition): 26 successive samples of 100
+# boards, the number of nonconformities in each. Published answers: c-bar = 516 / 26 = 19.85,
+# UCL = 33.22, LCL = 6.48; sample 6 plots below the LCL (a new inspector) and sample 20 above
+# the UCL (a problem in the wave-soldering machine). With both removed the revised limits are
+# c-bar = 472 / 24 = 19.67, UCL = 32.97, LCL = 6.36. As a u-chart the unit is one board: u-bar =
+# 0.1985 nonconformities per board, n = 100 per sample, the same limits divided by 100.
+# As with Example 7.1 above, the counts below are checked against what is certain about them:
+# their published total, and which samples the published limits put outside.
+CIRCUIT_BOARDS = [21, 24, 16, 12, 15, 5, 28, 20, 31, 25, 20, 24, 16,
+                  19, 10, 17, 13, 22, 18, 39, 30, 24, 16, 19, 17, 15]
+
+
+class TestMontgomeryCircuitBoards:
+    def test_the_data_is_the_books(self):
+        assert len(CIRCUIT_BOARDS) == 26
+        assert sum(CIRCUIT_BOARDS) == 516
+        assert sum(CIRCUIT_BOARDS) - CIRCUIT_BOARDS[5] - CIRCUIT_BOARDS[19] == 472
+
+    def test_u_chart_limits_per_board_match_the_published_ones(self):
+        limits = baseline_limits(ChartKind.U, CIRCUIT_BOARDS, 100)
+        assert limits.centre == pytest.approx(0.1985, abs=5e-5)
+        # The book rounds c-bar to 19.85 before computing its limits: agreement to 0.01 nonconformity.
+        assert 100 * float(limits.upper(100)) == pytest.approx(33.22, abs=0.01)
+        assert 100 * float(limits.lower(100)) == pytest.approx(6.48, abs=0.01)
+        assert (limits.baseline_subgroups, limits.baseline_units, limits.baseline_count) == (26, 2600, 516)
+
+    def test_one_sample_of_100_boards_as_the_unit_gives_the_c_chart(self):
+        limits = baseline_limits(ChartKind.U, CIRCUIT_BOARDS, 1)
+        assert limits.centre == pytest.approx(19.85, abs=5e-3)
+        assert float(limits.upper(1)) == pytest.approx(33.22, abs=0.01)
+        assert float(limits.lower(1)) == pytest.approx(6.48, abs=0.01)
+
+    def test_samples_6_and_20_plot_outside_and_nothing_else_fires_rule_1(self):
+        limits = baseline_limits(ChartKind.U, CIRCUIT_BOARDS, 100)
+        chart = u_chart(limits, CIRCUIT_BOARDS, 100, rules=[Rule.BEYOND_3_SIGMA])
+        assert [(a.index + 1, a.side) for a in chart.alarms] == [(6, Side.BELOW), (20, Side.ABOVE)]
+        assert "defects per part 0.390 above the upper control limit 0.332" in chart.alarms[1].message
+
+    def test_revised_limits_leave_out_the_explained_samples(self):
+        revised = baseline_limits(ChartKind.U, CIRCUIT_BOARDS, 100, exclude=[5, 19])
+        assert 100 * revised.centre == pytest.approx(19.67, abs=5e-3)
+        assert 100 * float(revised.upper(100)) == pytest.approx(32.97, abs=0.01)
+        assert 100 * float(revised.lower(100)) == pytest.approx(6.36, abs=0.01)
+        chart = u_chart(revised, CIRCUIT_BOARDS, 100, rules=[Rule.BEYOND_3_SIGMA])
+        assert [a.index + 1 for a in chart.alarms] == [6, 20]  # and no other sample
+
+    def test_the_western_electric_rules_fire_on_a_run_of_high_counts(self):
+        limits = baseline_limits(ChartKind.U, CIRCUIT_BOARDS, 100, exclude=[5, 19])
+        # Eight samples in a row each a little above u-bar (22 per 100 boards, +0.5 sigma):
+        # only the run rule sees it, at the eighth.
+        chart = u_chart(limits, [22] * 8, 100)
+        assert [(a.rule, a.index, a.side) for a in chart.alarms] == [(Rule.EIGHT_ON_ONE_SIDE, 7, Side.ABOVE)]
+
+
 class TestUChart:
     def test_limits_from_u_bar_and_n_match_montgomerys_personal_computer_example(self):
         # Montgomery, ISQC, u chart section (final inspection of personal computers, 20 samples

@@ -43,13 +43,15 @@ def stores(request, tmp_path):
 
 
 def record(station: str, when: datetime, verdict: Verdict = Verdict.PASS, classes: tuple[str, ...] = (),
-           model: str = "v1", sharpness: float = 300.0, brightness: float = 120.0) -> InspectionRecord:
+           model: str = "v1", sharpness: float = 300.0, brightness: float = 120.0,
+           product: str | None = None) -> InspectionRecord:
     boxes = [{"class": name, "class_id": 0, "confidence": 0.9, "box": [0, 0, 10, 10], "area": 100.0}
              for name in classes]
     return InspectionRecord(station_id=station, verdict=verdict, rule="test", model_name="m", model_version=model,
                             rules_version=1, width=64, height=64, detections=boxes, timings={}, created_at=when,
                             brightness=brightness, contrast=40.0, sharpness=sharpness, blue=110.0, green=120.0,
-                            red=130.0, max_confidence=0.9 if classes else 0.1)
+                            red=130.0, max_confidence=0.9 if classes else 0.1, product=product,
+                            product_version=1 if product else None)
 
 
 def test_rollups_count_exactly_what_the_records_say_and_rebuilding_changes_nothing(stores):
@@ -90,6 +92,28 @@ def test_rates_group_by_class_plant_day_and_shift_in_the_plant_zone(stores):
     pareto = analytics.pareto(*window)
     assert [(p["class"], p["failed_parts"], p["cumulative"]) for p in pareto] == [
         ("scratch", 2, 0.6667), ("pit", 1, 1.0)]
+
+
+def test_rates_group_by_the_product_each_part_was_judged_as_across_stations_and_changeovers(stores):
+    records, analytics = stores
+    # A changeover in the middle of a 15-minute bucket: M8 bolts, then M10 bolts, on line1;
+    # line2 makes M8 bolts too, and one part was judged without a product.
+    for i in range(6):
+        product = "m8-bolt" if i < 4 else "m10-bolt"
+        records.save_inspection(record("line1", START + timedelta(minutes=i), Verdict.FAIL if i in (0, 4) else
+                                       Verdict.PASS, product=product))
+    records.save_inspection(record("line2", START, Verdict.FAIL, product="m8-bolt"))
+    records.save_inspection(record("line2", START + timedelta(minutes=1)))
+    analytics.refresh(now=START + timedelta(hours=1))
+    window = (START, START + timedelta(hours=1))
+    by_product = analytics.rates(*window, by=Grouping.PRODUCT)
+    assert [(r.key, r.inspected, r.failed) for r in by_product] == [("", 1, 0), ("m10-bolt", 2, 1), ("m8-bolt", 5, 2)]
+    assert [(r.key, r.inspected) for r in analytics.rates(*window, by=Grouping.PRODUCT, station="line2")] == [
+        ("", 1), ("m8-bolt", 1)]
+    summary = analytics.summary(*window, shifts=PLANT)
+    assert [(r["key"], r["defect_rate"]) for r in summary["by_product"]] == [("", 0.0), ("m10-bolt", 0.5),
+                                                                             ("m8-bolt", 0.4)]
+    assert summary["total"]["inspected"] == 8  # products split the counts; they do not add any
 
 
 def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):

@@ -1,8 +1,10 @@
 """The plant dashboard in a real browser (Debian's chromium driven by Playwright), as a
 specification of what a shift lead sees: frames posted through the real service (uvicorn on a
-free port) under rules that fail a chosen share, a baseline frozen by an engineer, a step
-from ~8% to ~50% FAIL, the evaluator's alarm on the dashboard, acknowledged with a note by a
-reviewer; no request leaves 127.0.0.1. Screenshots for docs/analytics.md are written here.
+free port) under rules that fail a chosen share, a baseline frozen by an engineer, a changeover
+from M8 to M10 bolts that steps the line from ~8% to ~50% FAIL, the evaluator's alarms (the
+p-chart's EWMA and CUSUM, the u-chart's Western Electric rule 1) on the dashboard beside both
+control charts and the defect rate per product, one acknowledged with a note by a reviewer; no
+request leaves 127.0.0.1. Screenshots for docs/analytics.md are written here.
 
 Never `playwright install`: the browser is /usr/bin/chromium; without it these tests skip."""
 
@@ -43,7 +45,7 @@ def live(untrained_model, tmp_path_factory):
     port = free_port()
     settings = ServeSettings(home=tmp_path_factory.mktemp("dashboard"), providers="cpu", log_json=False,
                              model_poll_s=3600.0, port=port, pass_sample_rate=0.0, timezone="Asia/Seoul",
-                             alarm_interval_s=0, spc_rules="EWMA,CUSUM")
+                             alarm_interval_s=0, spc_rules="EWMA,CUSUM,WE1")
     settings.ensure_dirs()
     registry = Registry(settings.models_dir)
     registry.add("default", untrained_model, card={"evaluations": {}})
@@ -71,15 +73,26 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
     url, admin = live
     station = "line-3"
     assert httpx.post(f"{url}/v1/stations", json={"id": station, "rules": STEP_RULES}, headers=admin).status_code == 201
+    for product in ("m8-bolt", "m10-bolt"):  # both judged with the station's rules
+        assert httpx.put(f"{url}/v1/stations/{station}/products/{product}", json={}, headers=admin).status_code == 200
+
+    def changeover(product: str) -> None:
+        selected = httpx.put(f"{url}/v1/stations/{station}/product", json={"product": product}, headers=admin)
+        assert selected.status_code == 200, selected.text
+
     rng = np.random.default_rng(20261201)
+    changeover("m8-bolt")
     post_parts(url, admin, station, 150, 0.08, rng, 0)  # the baseline: about 8% FAIL
     frozen = httpx.post(f"{url}/v1/analytics/limits", headers=admin, json={
         "station": station, "since": "2020-01-01T00:00:00Z", "until": datetime.now(UTC).isoformat(),
         "subgroup_size": 10})
     assert frozen.status_code == 201, frozen.text
+    assert {f["limits"]["kind"] for f in frozen.json()["limits"] if f["class"] == ""} == {"p", "u"}
+    changeover("m10-bolt")
     post_parts(url, admin, station, 60, 0.5, rng, 1000)  # the step
     raised = httpx.post(f"{url}/v1/analytics/evaluate", headers=admin).json()["raised"]
     assert any(a["rule"] == "EWMA" and a["class"] == "" for a in raised)
+    assert any(a["rule"] == "u:WE1" and a["class"] == "" for a in raised)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -100,7 +113,16 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         assert alarms.count() == len(raised)
         ewma = page.locator("li.alarm", has_text="EWMA").filter(has_not_text="· 0 ·").first
         assert "defect rate up" in ewma.inner_text()
-        assert page.locator("svg.chart").count() >= 2  # the rate over time and the station's p-chart
+        u_alarm = page.locator("li.alarm", has_text="u:WE1").first
+        assert "defects per part up" in u_alarm.inner_text()
+        # The rate over time, the station's p-chart and its u-chart (each with its ringed alarms).
+        assert page.locator("svg.chart").count() >= 3
+        assert page.locator("svg.chart", has_text="u-chart · line-3").count() == 1
+        products = page.locator("table[data-by=product] tbody tr")
+        assert [products.nth(i).locator("th").inner_text() for i in range(products.count())] == ["m10-bolt", "m8-bolt"]
+        m10 = float(products.nth(0).locator("td").nth(2).inner_text().rstrip("%"))
+        m8 = float(products.nth(1).locator("td").nth(2).inner_text().rstrip("%"))
+        assert m10 > 25 > m8  # the step came with the changeover
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_IMAGES / "dashboard-alarm.png"), full_page=True)
 
@@ -115,7 +137,7 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         page.screenshot(path=str(DOCS_IMAGES / "dashboard-acknowledged.png"), full_page=True)
 
         page.goto(f"{url}/dashboard?lang=ko")
-        assert "미확인 경보" in page.content()
+        assert "미확인 경보" in page.content() and "제품별" in page.content() and "u 관리도" in page.content()
         context.close()
         browser.close()
     assert requested and all(u.startswith(url) for u in requested), [u for u in requested if not u.startswith(url)]

@@ -28,9 +28,12 @@ def plant(qc_home, monkeypatch):
     start = datetime(2026, 3, 1, 21, 0)  # 06:00 on 2 March in Seoul
     for i in range(40):  # 40 parts in the early shift, every 10 minutes; every 4th fails
         failed = i % 4 == 0
+        # 24 M8 bolts (6 fail), 8 M10 bolts (2 fail), then 8 parts judged without a product (2 fail).
+        product = "m8-bolt" if i < 24 else "m10-bolt" if i < 32 else None
         records.save_inspection(InspectionRecord(
             station_id="line1", verdict=Verdict.FAIL if failed else Verdict.PASS, rule="t", model_name="m",
-            model_version="v1", rules_version=1, width=8, height=8, timings={},
+            model_version="v1", rules_version=1, width=8, height=8, timings={}, product=product,
+            product_version=1 if product else None,
             detections=[{"class": "short", "class_id": 0, "confidence": 0.9, "box": [0, 0, 2, 2], "area": 4.0}]
             if failed else [], created_at=start + timedelta(minutes=10 * i)))
     db.dispose()
@@ -46,8 +49,11 @@ def test_a_shift_report_writes_csv_and_printable_html(plant, tmp_path):
     assert (total["group"], total["inspected"], total["failed"]) == ("total", "40", "10")
     assert float(total["defect_rate"]) == pytest.approx(0.25)
     assert [(r["key"], r["failed"]) for r in rows if r["group"] == "class"] == [("short", "10")]
+    assert [(r["key"], r["inspected"], r["failed"], r["defect_rate"]) for r in rows if r["group"] == "product"] == [
+        ("", "8", "2", "0.25"), ("m10-bolt", "8", "2", "0.25"), ("m8-bolt", "24", "6", "0.25")]
     assert [(r["key"], r["inspected"]) for r in rows if r["group"] == "shift"] == [("2026-03-02 early", "40")]
     html = (tmp_path / "r" / "report.html").read_text()
+    assert "<h2>By product</h2>" in html and "(no product)" in html
     assert html.count("<svg") == 2 and "25.00%" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
 
 

@@ -29,20 +29,7 @@ from inspection.store.schema import api_keys, defects, inspections, metadata
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
-# -- shared fixtures (also at the top of tests/test_service.py: candidates for conftest) ----
-
-
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    """A migrated, empty database: SQLite in tmp_path, or a fresh PostgreSQL schema."""
-    sqlite = request.param == "sqlite"
-    url = f"sqlite:///{tmp_path / 'qc.db'}" if sqlite else request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.upgrade()
-    yield database
-    database.dispose()
+# -- shared fixtures (`db`, the migrated database on SQLite and PostgreSQL, is in conftest) --
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ raw records against reading the 15-minute rollups (inspection/store/analytics.py
     python -m bench.analytics.store --rows 100000 --no-write
 
 Synthetic line (seed below): 10 stations over 30 days, inspections evenly spread, 2% FAIL
-each with one or two boxes of 6 classes. Timed (medians of 3 runs): the raw GROUP BY of
-defect rate per station and day over the 30 days; `AnalyticsStore.summary` over the 30 days
-(rates by station, class, plant day and shift, Pareto, versions, review backlog and alarms) and
-over one day; one `refresh` after a minute of new inspections; and the one-off `rebuild` of
-every bucket (what an upgraded database does once).
+each with one or two boxes of 6 classes; each station changes over between 3 products every
+8 hours (the rollups count per product too, and the summary's rates by product read them).
+Timed (medians of 3 runs): the raw GROUP BY of defect rate per station and day over the 30
+days; `AnalyticsStore.summary` over the 30 days (rates by station, product, class, plant day
+and shift, Pareto, versions, review backlog and alarms) and over one day; one `refresh` after
+a minute of new inspections; and the one-off `rebuild` of every bucket (what an upgraded
+database does once).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SEED = 20261201
 STATIONS = 10
 DAYS = 30
 CLASSES = ("short", "open", "spur", "mousebite", "pinhole", "copper")
+PRODUCTS = ("m8-bolt", "m10-bolt", "m12-bolt")
 
 
 def fill(db, rows: int, seed: int) -> datetime:
@@ -49,7 +52,10 @@ def fill(db, rows: int, seed: int) -> datetime:
         stations = rng.integers(0, STATIONS, count)
         for i in range(count):
             ident = f"{first + i:012x}{secrets.token_hex(10)}"
-            batch.append({"id": ident, "station_id": f"line{stations[i]}", "created_at": start + (first + i) * step,
+            when = start + (first + i) * step
+            product = PRODUCTS[(int((when - start).total_seconds()) // (8 * 3600) + int(stations[i])) % 3]
+            batch.append({"id": ident, "station_id": f"line{stations[i]}", "created_at": when,
+                          "product": product, "product_version": 1,
                           "verdict": "FAIL" if failed[i] else "PASS", "rule": "bench", "model_name": "m",
                           "model_version": "v1" if first + i < rows // 2 else "v2", "rules_version": 1,
                           "width": 640, "height": 640, "detections": [], "timings": {},
@@ -148,9 +154,10 @@ def main() -> None:
                      f"{f['summary_30d_ms']:.0f} | {f['summary_1d_ms']:.0f} | {f['refresh_ms']:.0f} |")
     body = ("## Plant analytics: dashboard queries over many inspections (bench/analytics/store.py)\n\n"
             f"{args.rows:,} synthetic inspections (seed {args.seed}): {STATIONS} stations over {DAYS} days, 2% FAIL "
-            "with 1-2 boxes of 6 classes. Medians of 3 runs. The summary is everything the dashboard and "
-            "`qc report` read (rates by station, class, plant day and shift, Pareto, version timeline, review "
-            "backlog, alarms); it reads the 15-minute rollups, the raw query scans the records.\n\n"
+            f"with 1-2 boxes of 6 classes, {len(PRODUCTS)} products per station changed over every 8 hours. Medians "
+            "of 3 runs. The summary is everything the dashboard and `qc report` read (rates by station, product, "
+            "class, plant day and shift, Pareto, version timeline, review backlog, alarms); it reads the 15-minute "
+            "rollups, the raw query scans the records.\n\n"
             + "\n".join(lines))
     print(body)
     if not args.no_write:

@@ -55,6 +55,7 @@ from inspection.store.schema import (
 
 BUCKET = timedelta(minutes=15)
 ALL_CLASSES = ""  # class_name of a chart, limit or alarm about the station as a whole
+NO_PRODUCT = ""  # the product key of frames judged without a product (rollups, rates by product)
 
 
 class FrameColumns(TypedDict):
@@ -86,6 +87,7 @@ class Grouping(StrEnum):
     """What a rate table is grouped by."""
 
     STATION = "station"
+    PRODUCT = "product"  # the product judged; NO_PRODUCT ("") for frames judged without one
     CLASS = "class"
     DAY = "day"  # plant-local date
     SHIFT = "shift"  # plant-local date and shift name
@@ -241,11 +243,13 @@ class AnalyticsStore:
         if end is not None:
             window.append(inspections.c.created_at < end)
         model = (inspections.c.model_name + "@" + inspections.c.model_version).label("model")
-        counts = (select(inspections.c.station_id, bucket, model, inspections.c.rules_version,
+        product = func.coalesce(inspections.c.product, NO_PRODUCT).label("product")
+        counts = (select(inspections.c.station_id, bucket, product, model, inspections.c.rules_version,
                          func.count().label("inspected"),
                          func.sum(_is(Verdict.FAIL)).label("failed"),
                          func.sum(_is(Verdict.REVIEW)).label("review"))
-                  .where(*window).group_by(inspections.c.station_id, bucket, model, inspections.c.rules_version))
+                  .where(*window)
+                  .group_by(inspections.c.station_id, bucket, product, model, inspections.c.rules_version))
         classes = (select(inspections.c.station_id, bucket, defects.c.class_name,
                           func.count(func.distinct(inspections.c.id)).label("failed"),
                           func.count().label("defects"))
@@ -258,7 +262,8 @@ class AnalyticsStore:
 
         try:
             with self.db.engine.begin() as conn:
-                count_rows = [{"station_id": r.station_id, "bucket": when(r.bucket), "model_version": r.model,
+                count_rows = [{"station_id": r.station_id, "bucket": when(r.bucket), "product": r.product,
+                               "model_version": r.model,
                                "rules_version": r.rules_version, "inspected": int(r.inspected),
                                "failed": int(r.failed or 0), "review": int(r.review or 0)}
                               for r in conn.execute(counts)]
@@ -277,10 +282,12 @@ class AnalyticsStore:
 
     # -- rates -----------------------------------------------------------------------------
 
-    def _counts(self, since: datetime, until: datetime, station: str | None = None, *, by_station: bool = False):
-        """Rollup sums per bucket (or per station), summed in the database: a month of ten
-        stations is ~30,000 rollup rows but 2,880 buckets."""
-        key = rollup_counts.c.station_id if by_station else rollup_counts.c.bucket
+    def _counts(self, since: datetime, until: datetime, station: str | None = None, *,
+                by: Grouping = Grouping.HOUR):
+        """Rollup sums per bucket (or per station, or product), summed in the database: a month
+        of ten stations is ~30,000 rollup rows but 2,880 buckets."""
+        key = {Grouping.STATION: rollup_counts.c.station_id,
+               Grouping.PRODUCT: rollup_counts.c.product}.get(by, rollup_counts.c.bucket)
         query = (select(key.label("key"), func.sum(rollup_counts.c.inspected).label("inspected"),
                         func.sum(rollup_counts.c.failed).label("failed"),
                         func.sum(rollup_counts.c.review).label("review"))
@@ -305,13 +312,14 @@ class AnalyticsStore:
     def rates(self, since: datetime, until: datetime, *, by: Grouping, shifts: ShiftSettings | None = None,
               station: str | None = None) -> list[RateRow]:
         """Defect rate and first-pass yield per group over [since, until) (naive UTC, whole
-        buckets). By CLASS: parts failed with a box of each class, out of all inspected."""
+        buckets). By CLASS: parts failed with a box of each class, out of all inspected. By
+        PRODUCT: the product each part was judged as ("" for none)."""
         by = Grouping(by)
         if by is Grouping.CLASS:
-            inspected = sum(n for _, n, _, _ in self._counts(since, until, station, by_station=True))
+            inspected = sum(n for _, n, _, _ in self._counts(since, until, station, by=Grouping.STATION))
             rows = (RateRow(name, inspected, failed) for name, failed, _ in self._classes(since, until, station))
             return sorted(rows, key=lambda row: (-row.failed, row.key))
-        rows = self._counts(since, until, station, by_station=by is Grouping.STATION)
+        rows = self._counts(since, until, station, by=by)
         key = self._grouper(by, shifts, rows)
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for row in rows:
@@ -322,9 +330,9 @@ class AnalyticsStore:
         return [RateRow(k, *v) for k, v in sorted(sums.items())]
 
     def _grouper(self, by: Grouping, shifts: ShiftSettings | None, rows) -> Callable[[Any], str]:
-        """Row key (a station, or a bucket's start) to its group's name."""
-        if by is Grouping.STATION:
-            return lambda station: station
+        """Row key (a station, a product, or a bucket's start) to its group's name."""
+        if by in (Grouping.STATION, Grouping.PRODUCT):
+            return lambda key: key
         if by is Grouping.HOUR:
             return lambda bucket: bucket.replace(minute=0).isoformat(timespec="minutes") + "Z"
         if shifts is None:
@@ -422,6 +430,7 @@ class AnalyticsStore:
                                                     for s in shifts.shifts],
             "total": whole.to_json(),
             "by_station": [r.to_json() for r in total],
+            "by_product": [r.to_json() for r in self.rates(since, until, by=Grouping.PRODUCT, station=station)],
             "by_class": [r.to_json() for r in self.rates(since, until, by=Grouping.CLASS, station=station)],
             "by_day": [r.to_json() for r in self.rates(since, until, by=Grouping.DAY, shifts=shifts,
                                                           station=station)],

@@ -49,6 +49,7 @@ class Station:
     rules: StationRules
     created_at: datetime
     reference_version: int | None = None  # its golden part in use (inspection/store/references.py)
+    product: str | None = None  # the product on the line now (inspection/store/products.py)
 
 
 @dataclass
@@ -81,6 +82,9 @@ class InspectionRecord:
     reference_version: int | None = None
     alignment_score: float | None = None
     alignment_shift: float | None = None
+    # The product judged and its profile version (inspection/store/products.py); None: none.
+    product: str | None = None
+    product_version: int | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
 
@@ -98,6 +102,7 @@ class InspectionFilter:
     part_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    product: str | None = None
 
 
 class RecordStore:
@@ -241,7 +246,8 @@ class RecordStore:
         query = select(inspections)
         conditions = inspection_conditions(
             station=where.station, verdicts=[Verdict(where.verdict).value] if where.verdict else None,
-            part_id=where.part_id, since=where.since, until=where.until, class_name=where.class_name)
+            part_id=where.part_id, since=where.since, until=where.until, class_name=where.class_name,
+            product=where.product)
         if cursor:
             conditions.append(inspections.c.id < cursor)
         if conditions:
@@ -311,13 +317,13 @@ def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
 def _station(row) -> Station:
     return Station(id=row["id"], description=row["description"], rules_version=row["rules_version"],
                    rules=StationRules.model_validate(row["body"]), created_at=row["created_at"],
-                   reference_version=row["reference_version"])
+                   reference_version=row["reference_version"], product=row["product"])
 
 
 def inspection_conditions(*, station: str | None = None, verdicts: list[str] | None = None,
                           model_version: str | None = None, part_id: str | None = None,
                           since: datetime | None = None, until: datetime | None = None,
-                          class_name: str | None = None) -> list[ColumnElement[bool]]:
+                          class_name: str | None = None, product: str | None = None) -> list[ColumnElement[bool]]:
     """The WHERE conditions on `inspections` that the record listing and the review queue share
     (each None is no condition; `until` is exclusive; a class means a counted defect of it)."""
     conditions: list[ColumnElement[bool]] = []
@@ -329,6 +335,8 @@ def inspection_conditions(*, station: str | None = None, verdicts: list[str] | N
         conditions.append(inspections.c.model_version == model_version)
     if part_id:
         conditions.append(inspections.c.part_id == part_id)
+    if product:
+        conditions.append(inspections.c.product == product)
     if since:
         conditions.append(inspections.c.created_at >= since)
     if until:

@@ -33,6 +33,24 @@ stations = Table(
     Column("created_at", DateTime, nullable=False),
     # The station's golden part, if it has one (migration 0006_station_references).
     Column("reference_version", Integer, nullable=True),
+    # The product on the line now (migration 0007_products): frames posted without a product
+    # are judged with its profile; NULL: the station's own rules.
+    Column("product", String(64), nullable=True),
+)
+
+# Product profiles per station, versioned like rules: a new profile of a product is a new row,
+# the newest version of a (station, product) is in force (migration 0007_products).
+station_products = Table(
+    "station_products",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), ForeignKey("stations.id"), nullable=False),
+    Column("product", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("body", JSON, nullable=False),  # inspection.products.ProductProfile
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", String(64), nullable=True),
+    UniqueConstraint("station_id", "product", "version", name="uq_station_products_version"),
 )
 
 # A station's reference images, versioned like its rules: the image itself lies in the image
@@ -92,6 +110,9 @@ inspections = Table(
     Column("reference_version", Integer, nullable=True),
     Column("alignment_score", Float, nullable=True),
     Column("alignment_shift", Float, nullable=True),
+    # The product judged and its profile version (migration 0007_products); NULL: none.
+    Column("product", String(64), nullable=True),
+    Column("product_version", Integer, nullable=True),
     UniqueConstraint("station_id", "idempotency_key", name="uq_inspections_idempotency"),
     Index("ix_inspections_station_time", "station_id", "created_at"),
     Index("ix_inspections_verdict_time", "verdict", "created_at"),
@@ -185,7 +206,8 @@ reviews = Table(
 
 # -- plant analytics (migration 0005_analytics) ----------------------------------------------
 
-# Inspections counted per station, 15-minute UTC bucket and model/rules version: the dashboard
+# Inspections counted per station, 15-minute UTC bucket, product ("" for none; migration
+# 0007_products) and model/rules version: the dashboard
 # reads these instead of scanning every inspection (bench/analytics/store.py measures both).
 # 15 minutes because every plant zone's offset is a multiple of it, so shifts starting on a
 # quarter hour local time are whole buckets. Rebuilt bucket by bucket (AnalyticsStore.refresh).
@@ -194,6 +216,7 @@ rollup_counts = Table(
     metadata,
     Column("station_id", String(64), primary_key=True),
     Column("bucket", DateTime, primary_key=True),  # naive UTC start of the 15 minutes
+    Column("product", String(64), primary_key=True),  # "" for frames judged without a product
     Column("model_version", String(96), primary_key=True),  # "name@version"
     Column("rules_version", Integer, primary_key=True),
     Column("inspected", Integer, nullable=False),

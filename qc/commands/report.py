@@ -39,7 +39,8 @@ svg { max-width: 100%; height: auto; } @media print { h2 { break-after: avoid; }
 {% if pareto_chart %}{{ pareto_chart|safe }}{% endif %}
 {% for title, rows in tables %}<h2>{{ title }}</h2>
 <table><tr><th></th><th>inspected</th><th>FAIL</th><th>REVIEW</th><th>defect rate</th><th>first-pass yield</th></tr>
-{% for r in rows %}<tr><th>{{ r.key }}</th><td>{{ r.inspected }}</td><td>{{ r.failed }}</td><td>{{ r.review }}</td>
+{% for r in rows %}<tr><th>{{ r.key or "(no product)" }}</th>
+<td>{{ r.inspected }}</td><td>{{ r.failed }}</td><td>{{ r.review }}</td>
 <td>{{ "%.2f"|format(r.defect_rate * 100) }}%</td>
 <td>{{ "%.2f"|format(r.first_pass_yield * 100) }}%</td></tr>{% endfor %}
 </table>{% endfor %}
@@ -117,13 +118,13 @@ def write_report(db, settings, since, until, title: str, out: Path, *, station: 
     data = analytics.summary(since, until, shifts=settings.plant_shifts, station=station)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out / "report.csv", out / "report.html"
-    tables = [("By station", data["by_station"]), ("By class", data["by_class"]), ("By day", data["by_day"]),
-              ("By shift", data["by_shift"])]
+    tables = [("By station", data["by_station"]), ("By product", data["by_product"]), ("By class", data["by_class"]),
+              ("By day", data["by_day"]), ("By shift", data["by_shift"])]
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         writer.writerow(["total", *(data["total"][c] for c in CSV_COLUMNS[1:])])
-        for group, rows in zip(("station", "class", "day", "shift"), (t[1] for t in tables), strict=True):
+        for group, rows in zip(("station", "product", "class", "day", "shift"), (t[1] for t in tables), strict=True):
             for row in rows:
                 writer.writerow([group, *(row[c] for c in CSV_COLUMNS[1:])])
     step = timedelta(hours=1) if until - since <= timedelta(days=2) else timedelta(days=1)
@@ -151,7 +152,7 @@ def report(
     station: Annotated[str | None, typer.Option(help="Only this station.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for report.csv and report.html.")] = Path("."),
 ) -> None:
-    """Defect rates per station, class, day and shift, Pareto, yield, alarms: CSV and printable HTML."""
+    """Defect rates per station, product, class, day and shift, Pareto, yield, alarms: CSV and printable HTML."""
     from inspection.store.database import Database
     from serving.settings import ServeSettings
 

@@ -11,7 +11,8 @@ import typer
 
 db_app = typer.Typer(help="The record database (SQLite by default, PostgreSQL by QC_DATABASE_URL).",
                      no_args_is_help=True)
-stations_app = typer.Typer(help="Inspection stations and their versioned rules.", no_args_is_help=True)
+stations_app = typer.Typer(help="Inspection stations, their versioned rules and product profiles.",
+                          no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; the key is shown once).", no_args_is_help=True)
 
 
@@ -150,6 +151,29 @@ def stations_reference(
                f"({header.width}x{header.height}, sha256 {sha[:12]})")
 
 
+@stations_app.command("profile")
+def stations_profile(
+    station: Annotated[str, typer.Argument(help="Station id.")],
+    product: Annotated[str, typer.Argument(help="Product name, e.g. m8-bolt.")],
+    profile: Annotated[Path, typer.Argument(help="Profile YAML: description, model, rules (docs/serving.md).")],
+) -> None:
+    """Give a product a new profile version at a station (the first makes the product)."""
+    from inspection.errors import ConfigError
+    from inspection.products import ProductProfile
+    from inspection.settings import Settings
+    from inspection.store.products import ProductStore
+
+    parsed = ProductProfile.parse(_read(profile), source=str(profile))
+    served = Settings().model_name
+    if parsed.model is not None and parsed.model != served:
+        raise ConfigError(f"{profile}: the profile names model {parsed.model}, but the service judges with "
+                          f"{served} only (QC_MODEL_NAME): leave model out or name {served}")
+    if parsed.rules is not None:
+        _check_classes(parsed.rules)
+    saved = ProductStore(_db()).set_profile(station, product, parsed)
+    typer.echo(f"product {saved.name} at station {saved.station_id} now uses profile v{saved.version}")
+
+
 @stations_app.command("list")
 def stations_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each station's rules).")] = False,
@@ -160,7 +184,7 @@ def stations_list(
     stations = RecordStore(_db()).stations()
     if as_json:
         rows = [{"id": s.id, "description": s.description, "rules_version": s.rules_version,
-                 "reference_version": s.reference_version, "enabled": s.rules.enabled,
+                 "reference_version": s.reference_version, "enabled": s.rules.enabled, "product": s.product,
                  "created_at": s.created_at.isoformat(),
                  "rules": s.rules.model_dump(mode="json")} for s in stations]
         typer.echo(json.dumps(rows, indent=2))
@@ -169,8 +193,10 @@ def stations_list(
         typer.echo("no stations yet; add one with qc stations add STATION [--rules rules.yaml]", err=True)
     for station in stations:
         state = "enabled" if station.rules.enabled else "disabled"
+        product = f"product {station.product}" if station.product else "no product"
         reference = f"reference v{station.reference_version}" if station.reference_version else "no reference"
-        typer.echo(f"{station.id}\trules v{station.rules_version}\t{reference}\t{state}\t{station.description}")
+        typer.echo(f"{station.id}\trules v{station.rules_version}\t{state}\t{product}\t{reference}\t"
+                   f"{station.description}")
 
 
 def _check_classes(rules) -> None:

@@ -6,6 +6,7 @@ Example::
     qc station run --config station.yaml
     qc station run --station press-3 --source 0 --url http://qc:8000 --trigger nth --every 5
     qc station run --station press-3 --source '/data/shots/*.png' --exit-when-done
+    qc station product press-3 m8-bolt --url http://qc:8000   # the changeover, from the operator
 
 Verdicts go to stdout as JSON lines (one per part) unless the config names other outputs;
 the agent's own log goes to stderr. SIGTERM or Ctrl-C stops it; frames not yet answered stay
@@ -23,8 +24,8 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The station agent: capture frames, ask the service, tell the line OK/NG.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The station agent: capture frames, ask the service, tell the line OK/NG; "
+                  "the product on the line.", no_args_is_help=True)
 
 
 def _overrides(**flags) -> dict:
@@ -95,3 +96,39 @@ def run(
         exit_when_done=exit_when_done))
     report = run_agent(Agent(settings))
     print(json.dumps({"report": report}), file=sys.stderr)
+
+
+@app.command("product")
+def product(
+    station: Annotated[str, typer.Argument(help="Station id.")],
+    name: Annotated[str | None, typer.Argument(metavar="PRODUCT", help="The product now on the line "
+                                               "(one with a profile at the station).")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="No product: the station's own rules judge.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Station YAML: its service url and key.",
+                                                exists=True, dir_okay=False)] = None,
+    url: Annotated[str | None, typer.Option(help="The inspection service, e.g. http://qc:8000.")] = None,
+) -> None:
+    """The changeover: tell the service which product is on the line. Frames the agent sends
+    without a product of their own (no changeover in the config) are judged as it from now on."""
+    from agent.client import Outcome, ServiceClient
+    from agent.config import PRODUCT_ID, AgentConfig, ServiceConfig
+    from inspection.errors import ConfigError
+
+    if clear == (name is not None):
+        raise ConfigError("name the product now on the line, or give --clear for none")
+    if name is not None and not PRODUCT_ID.fullmatch(name):
+        raise ConfigError(f"product {name!r}: use letters, digits, '.', '_' and '-' (up to 64, starting with "
+                          "a letter or digit), as its profile was saved (qc stations profile)")
+    service = AgentConfig.load(config).service if config else ServiceConfig()
+    if url:
+        service = service.model_copy(update={"url": url})
+    client = ServiceClient(service.url, key=service.api_key(), station=station,
+                           connect_timeout_s=service.connect_timeout_s, timeout_s=service.timeout_s)
+    try:
+        answer = client.select_product(name)
+    finally:
+        client.close()
+    if answer.kind is not Outcome.RECORDED:
+        raise ConfigError(f"station {station}: the changeover was not made: {answer.reason}")
+    typer.echo(f"station {station}: " + (f"product {name} on the line" if name else "no product on the line"))
+

@@ -28,8 +28,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from inspection.analytics.charts import Series, line_chart, pareto_chart
+from inspection.analytics.spc import ChartKind, Side, shewhart_chart
 from inspection.roles import Role
-from inspection.store.analytics import ALL_CLASSES, AnalyticsStore, Grouping
+from inspection.store.analytics import ALL_CLASSES, AnalyticsStore, FrozenLimits, Grouping
 from inspection.store.records import utcnow
 from serving.deps import AlarmsDep, AnalyticsDep, Person, SettingsDep, StateDep, UsersDep
 from serving.pages.language import LANGUAGES, choose, translator
@@ -86,7 +87,7 @@ AlarmId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the alarm's 
 @router.get("/v1/analytics/summary")
 def summary(person: Person, analytics: AnalyticsDep, settings: SettingsDep, since: str | None = None,
             until: str | None = None, station: str | None = None) -> dict[str, Any]:
-    """Defect rates by station, class, plant day and shift, the Pareto of classes, first-pass
+    """Defect rates by station, product, class, plant day and shift, the Pareto of classes, first-pass
     yield, review backlog and agreement, the version timeline and the alarms of the window."""
     start, end = _window(since, until, settings)
     analytics.refresh()
@@ -133,8 +134,9 @@ def list_limits(person: Person, analytics: AnalyticsDep, station: str | None = N
 @router.post("/v1/analytics/limits", status_code=201)
 def freeze(body: Freeze, person: Person, analytics: AnalyticsDep, settings: SettingsDep,
            state: StateDep) -> dict[str, Any]:
-    """Freeze SPC limits (p-chart of the station and of each class that failed parts, u-chart)
-    from the baseline window; the window is also the drift reference."""
+    """Freeze SPC limits (p-chart of the station and of each class that failed parts, u-chart
+    of the station's defects per part) from the baseline window; the window is also the drift
+    reference."""
     _engineer(person)
     state.store.station(body.station)  # 404 naming the fix
     start, end = _when(body.since, settings, utcnow()), _when(body.until, settings, utcnow())
@@ -196,7 +198,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     pareto_svg = pareto_chart([p["class"] for p in pareto], [p["failed_parts"] for p in pareto],
                               title=t("Pareto of defect classes")) if pareto else ""
     control = [_control_chart(analytics, f, t, plant) for f in analytics.limits(station)
-               if f.class_name == ALL_CLASSES and f.limits.kind.value == "p"]
+               if f.class_name == ALL_CLASSES]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
                       | ({station} if station else set()))
     html = _templates.get_template("dashboard.html").render(
@@ -213,23 +215,23 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     return response
 
 
-def _control_chart(analytics: AnalyticsStore, frozen, t, plant) -> str:
-    """The station's p-chart since its baseline: the last 60 subgroups, the frozen centre and
-    the 3-sigma limit, subgroups where a zone rule fired ringed."""
-    from inspection.analytics.spc import p_chart
-
+def _control_chart(analytics: AnalyticsStore, frozen: FrozenLimits, t, plant) -> str:
+    """The station's p-chart (fraction defective) or u-chart (defects per part) since its
+    baseline: the last 60 subgroups, the frozen centre and the 3-sigma limit, subgroups where
+    a zone rule fired ringed."""
     groups = analytics.subgroups(frozen.station_id, size=frozen.subgroup_size, after=frozen.baseline_to, last=60)
     if len(groups) == 0:
         return ""
     sizes = [groups.size] * len(groups)
-    chart = p_chart(frozen.limits, groups.failed, sizes)
+    is_p = frozen.limits.kind is ChartKind.P
+    chart = shewhart_chart(frozen.limits, groups.failed if is_p else groups.defects, sizes)
     return line_chart(
         [plant(when) for when in groups.times],
-        [Series(t("Fraction defective"), list(chart.values)),
+        [Series(t("Fraction defective") if is_p else t("Defects per part"), list(chart.values)),
          Series(t("Upper control limit"), list(chart.upper), dashed=True, colour="#c62828"),
          Series(t("Centre"), [frozen.limits.centre] * len(groups), dashed=True, colour="#2e7d32")],
-        highlight=sorted({a.index for a in chart.alarms if a.side.value == "above"}),
-        title=f"{t('p-chart')} · {frozen.station_id} (n = {frozen.subgroup_size})")
+        highlight=sorted({a.index for a in chart.alarms if a.side is Side.ABOVE}), percent=is_p,
+        title=f"{t('p-chart') if is_p else t('u-chart')} · {frozen.station_id} (n = {frozen.subgroup_size})")
 
 
 def _form_person(request: Request, users, settings: ServeSettings, csrf: str):

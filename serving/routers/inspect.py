@@ -1,7 +1,9 @@
 """POST /v1/stations/{station}/inspect: a frame in, a recorded verdict out.
 
 What a frame passes before a model sees it, in order (each refusal stores nothing): the key
-may post for the station (403), the station exists (404) and is enabled (409), the station
+may post for the station (403), the station exists (404) and is enabled (409), the product
+it is judged with (the X-Product header, else the station's current product, else none) has
+a profile there (404), is enabled and names no model but the one served (409), the station
 is within its fair share of the queue (429, serving/admission.py), the body is an image
 within QC_MAX_BODY_BYTES (415, 413), its header is readable with a size of at least 1x1 and
 at most QC_MAX_PIXELS (400, 413), what it decodes to fits the process's decode budget (413,
@@ -17,12 +19,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from inspection.detect import imaging
-from inspection.errors import DamagedImage, ImageError, ImageTooLarge
+from inspection.errors import Conflict, DamagedImage, ImageError, ImageTooLarge
+from inspection.products import check_product_id
+from inspection.store.products import Product
+from inspection.store.records import InspectionRecord, Station
 from serving import headers
 from serving.bodies import frame_bytes
 from serving.deps import StateDep, StationKey, check_station
 from serving.pipeline import decoded_pixels
 from serving.schemas import Inspection
+from serving.state import AppState
 
 router = APIRouter(prefix="/v1/stations", tags=["inspect"])
 
@@ -46,6 +52,32 @@ PartId = Annotated[str | None, Header(
     "or RFC 8187 notation UTF-8''%C3%84... for clients that send ASCII only")]
 IdempotencyKey = Annotated[str | None, Header(max_length=128,
                                               description="a retry with the same key returns the original record")]
+ProductHeader = Annotated[str | None, Header(
+    max_length=64, description="the product on the line for this frame (a product with a profile at the "
+    "station); overrides the station's current product (PUT /v1/stations/{station}/product)")]
+
+
+def _product_name(raw: str | None) -> str | None:
+    """The X-Product header's product (None when absent or blank); 422 naming the form."""
+    value = (raw or "").strip()
+    return check_product_id(value) if value else None
+
+
+def _judging_product(state: AppState, station: Station, asked: str | None) -> Product | None:
+    """The product profile a frame is judged with: the header's product, else the station's
+    current one, else none. 404 for a product without a profile (naming how to make one); 409
+    for a profile naming a model this service does not judge with."""
+    name = asked or station.product
+    if name is None:
+        return None
+    product = state.products.profile(station.id, name)
+    model, served = product.profile.model, state.settings.model_name
+    if model is not None and model != served:
+        raise Conflict(
+            f"product {name} at station {station.id} must be judged by model {model} (profile v{product.version}), "
+            f"but this service judges with {served} (QC_MODEL_NAME); send the frame to a service serving "
+            f"{model}, or save a profile without that model (PUT /v1/stations/{station.id}/products/{name})")
+    return product
 
 
 @router.post(
@@ -53,8 +85,9 @@ IdempotencyKey = Annotated[str | None, Header(max_length=128,
     response_model=Inspection,
     openapi_extra=_BODY,
     responses={400: {"description": "not a readable image, or a damaged one (the reason says which)"},
-               404: {"description": "unknown station"},
-               409: {"description": "station disabled, or it has no reference image for a reference model"},
+               404: {"description": "unknown station, or a product without a profile at it"},
+               409: {"description": "station or product disabled, the product's profile names another model, "
+                                    "or the station has no reference image for a reference model"},
                413: {"description": "body or pixel count over the limit"},
                415: {"description": "unsupported content type"},
                429: {"description": "the station is over its fair share of the queue; Retry-After"},
@@ -68,24 +101,33 @@ async def inspect(
     key: StationKey,
     x_part_id: PartId = None,
     idempotency_key: IdempotencyKey = None,
+    x_product: ProductHeader = None,
 ) -> Inspection:
     """Judge one frame: PASS, FAIL or REVIEW, recorded before the answer is sent."""
     check_station(key, station)
     # A blank header is no header (an empty key would otherwise match every other blank one).
     idempotency_key = (idempotency_key or "").strip() or None
     x_part_id = headers.part_id(x_part_id)
+    asked = _product_name(x_product)
+
+    def read() -> tuple[Station, InspectionRecord | None, Product | None]:
+        found = state.store.station(station)
+        existing = state.store.find_by_key(station, idempotency_key) if idempotency_key else None
+        return found, existing, None if existing else _judging_product(state, found, asked)
+
     # Database reads run in threads: the event loop serves every station and must never wait.
-    # One thread hand-off for both reads (each costs more CPU than a cached read): 404 for an
+    # One thread hand-off for the reads (each costs more CPU than a cached read): 404 for an
     # unknown station, then the record of an acknowledged frame, returned even if the station
-    # is off now.
-    found, existing = await asyncio.to_thread(
-        lambda: (state.store.station(station),
-                 state.store.find_by_key(station, idempotency_key) if idempotency_key else None))
+    # is off now (or its product gone), then the profile of the product on the line.
+    found, existing, product = await asyncio.to_thread(read)
     if existing is not None:
         response.headers["Idempotent-Replayed"] = "true"
         return Inspection.of(existing)
     if not found.rules.enabled:
         raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
+    if product is not None and not product.profile.rules_or(found.rules).enabled:
+        raise HTTPException(409, f"product {product.name} is disabled at station {station}; enable it "
+                                 f"in its profile (PUT /v1/stations/{station}/products/{product.name})")
     if state.manager.current is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
     if state.manager.loaded.detector.needs_reference and found.reference_version is None:
@@ -98,11 +140,13 @@ async def inspect(
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
             pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings,
-                                    whole=found.rules.tiling is not None)
+                                    whole=(product.profile.rules_or(found.rules) if product else found.rules).tiling
+                                    is not None)
             with state.decode_budget.reserve(pixels):  # held until the record is committed
                 record, created = await state.inspector.inspect(
                     station=found, data=data, header=header, part_id=x_part_id,
-                    idempotency_key=idempotency_key, request_id=getattr(request.state, "request_id", None))
+                    idempotency_key=idempotency_key, request_id=getattr(request.state, "request_id", None),
+                    product=product)
         except ImageTooLarge:  # a decompression bomb, refused from its header
             state.metrics.rejected.labels(reason="too_many_pixels").inc()
             raise

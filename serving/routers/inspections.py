@@ -42,6 +42,7 @@ def list_inspections(
     verdict: Verdict | None = None,
     class_name: str | None = Query(default=None, alias="class", max_length=64),
     part_id: str | None = Query(default=None, max_length=128),
+    product: str | None = Query(default=None, max_length=64, description="frames judged as this product"),
     since: IsoTime | None = Query(default=None, description="ISO 8601, inclusive"),
     until: IsoTime | None = Query(default=None, description="ISO 8601, exclusive"),
     limit: int = Query(default=50, ge=1, le=500),
@@ -53,7 +54,7 @@ def list_inspections(
             raise HTTPException(403, "a station key must name one of its stations (?station=)")
         check_station(key, station)
     where = InspectionFilter(station=station, verdict=verdict, class_name=class_name, part_id=part_id,
-                             since=_naive_utc(since), until=_naive_utc(until))
+                             since=_naive_utc(since), until=_naive_utc(until), product=product)
     records, next_cursor = store.list_inspections(where, limit=limit, cursor=cursor)
     return InspectionPage(items=[Inspection.of(r) for r in records], next_cursor=next_cursor)
 

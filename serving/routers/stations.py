@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from inspection.rules import StationRules
 from inspection.store.stations_health import StationHealthStore
 from serving.deps import Engineer, ManagerDep, Reader, StateDep, StoreDep, check_station, may_use_station
-from serving.model_manager import ModelManager
 from serving.schemas import StationIn, StationOut
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
@@ -20,17 +19,10 @@ def list_stations(store: StoreDep, state: StateDep, key: Reader) -> list[Station
     return [StationOut.of(s, health.get(s.id)) for s in store.stations() if may_use_station(key, s.id)]
 
 
-def _check_classes(manager: ModelManager, rules: StationRules) -> None:
-    """Rules that name a class the served model does not detect are refused (422)."""
-    current = manager.current
-    if current is not None:
-        rules.check_classes(current.detector.names.values(), model=f"{current.name}@{current.version}")
-
-
 @router.post("", response_model=StationOut, status_code=201)
 def add_station(body: StationIn, store: StoreDep, manager: ManagerDep, key: Engineer) -> StationOut:
     """Add a station with its first rules version (409 if it exists)."""
-    _check_classes(manager, body.rules)
+    manager.check_classes(body.rules)  # a class the served model does not detect: 422
     return StationOut.of(store.add_station(body.id, rules=body.rules, description=body.description,
                                            created_by=key.id))
 
@@ -45,7 +37,7 @@ def get_station(station: str, store: StoreDep, key: Reader) -> StationOut:
 def set_rules(station: str, rules: StationRules, store: StoreDep, manager: ManagerDep,
               key: Engineer) -> StationOut:
     """A new rules version; records keep the version that judged them."""
-    _check_classes(manager, rules)
+    manager.check_classes(rules)
     return StationOut.of(store.set_rules(station, rules, created_by=key.id))
 
 

@@ -1,0 +1,72 @@
+"""Products and their profiles: what a station judges a part of a given product with.
+
+A line runs several products; the PLC, the operator or a frame itself says which one is on the
+line, and each frame is judged with that product's profile. A profile is versioned like a
+station's rules (inspection/store/products.py); every inspection records the product and the
+profile version that judged it.
+
+Example YAML (the body of `PUT /v1/stations/{station}/products/{product}`)::
+
+    description: M8 bolt, zinc plated
+    model: default          # the registry model that must judge it; left out: the one served
+    rules:                  # left out: the station's own rules
+      default: {fail_conf: 0.4, review_conf: 0.2}
+      classes: {scratch: {min_area: 30}}
+
+The body is a closed set of fields (a misspelt one is refused, as in station rules); a later
+field (a reference image version, say) is added here as an optional field, and stored
+profiles without it stay valid.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inspection.errors import ConfigError, validation_problems
+from inspection.rules import StationRules
+
+# A product name is a header value, a URL path segment and a key of the analytics tables.
+PRODUCT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ProductProfile(BaseModel):
+    """How one product is judged at one station."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    description: str = Field(default="", max_length=1000)
+    model: str | None = Field(
+        default=None, pattern=MODEL_NAME,
+        description="the registry model that must judge this product (a service serving another "
+        "refuses its frames rather than judge them with the wrong model); null: the one served")
+    rules: StationRules | None = Field(
+        default=None, description="the rules for this product; null: the station's own rules")
+
+    def rules_or(self, station_rules: StationRules) -> StationRules:
+        """The rules a frame of this product is judged with at a station with `station_rules`."""
+        return self.rules if self.rules is not None else station_rules
+
+    @classmethod
+    def parse(cls, data: dict | str | None, *, source: str = "profile") -> ProductProfile:
+        """From a dict or YAML text; `ConfigError` names the source and each problem."""
+        try:
+            raw = yaml.safe_load(data) if isinstance(data, str) else data
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML ({error})") from error
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            problems = validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or "profile")
+            raise ConfigError(f"{source}: invalid product profile: {problems}") from error
+
+
+def check_product_id(product: str) -> str:
+    """`product` when it is a valid product name; `ConfigError` naming the form otherwise."""
+    if not PRODUCT_ID.fullmatch(product):
+        raise ConfigError(
+            f"product {product!r}: use letters, digits, '.', '_' and '-' (up to 64, starting with a "
+            "letter or digit), e.g. m8-bolt; it becomes part of the URL and a header value")
+    return product
