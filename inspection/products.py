@@ -12,10 +12,11 @@ Example YAML (the body of `PUT /v1/stations/{station}/products/{product}`)::
     rules:                  # left out: the station's own rules
       default: {fail_conf: 0.4, review_conf: 0.2}
       classes: {scratch: {min_area: 30}}
+    reference: 3            # the station's reference image version showing this product's
+                            # golden part; left out: the station's current reference
 
 The body is a closed set of fields (a misspelt one is refused, as in station rules); a later
-field (a reference image version, say) is added here as an optional field, and stored
-profiles without it stay valid.
+field is added here as an optional field, and stored profiles without it stay valid.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class ProductProfile(BaseModel):
         "refuses its frames rather than judge them with the wrong model); null: the one served")
     rules: StationRules | None = Field(
         default=None, description="the rules for this product; null: the station's own rules")
+    reference: int | None = Field(
+        default=None, ge=1, description="the station's reference image version (its golden part) a "
+        "reference model judges this product against; null: the station's current reference")
 
     def rules_or(self, station_rules: StationRules) -> StationRules:
         """The rules a frame of this product is judged with at a station with `station_rules`."""

@@ -251,6 +251,14 @@ class Judging:
             return self.station.rules
         return self.product.profile.rules_or(self.station.rules)
 
+    @property
+    def reference_version(self) -> int | None:
+        """The station reference a reference model judges the frame against: the product's
+        golden part when its profile names one, else the station's current reference."""
+        if self.product is not None and self.product.profile.reference is not None:
+            return self.product.profile.reference
+        return self.station.reference_version
+
     def product_columns(self) -> dict[str, Any]:
         """The record's product and profile version (None for both without a product)."""
         if self.product is None:
@@ -288,16 +296,17 @@ class Inspector:
         station = judging.station
         detector = self.manager.loaded.detector
         reference = None
+        reference_version = judging.reference_version
         if detector.needs_reference:
-            if station.reference_version is None:
+            if reference_version is None:
                 raise ReferenceRequired(
                     f"station {station.id} has no reference image and the model in production judges "
                     f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
                     f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
-            reference = self.references.pixels(station.id, station.reference_version)
+            reference = self.references.pixels(station.id, reference_version)
         tiling = judging.rules.tiling.tiling() if judging.rules.tiling else None
         return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
-                            reference_version=station.reference_version, tiling=tiling)
+                            reference_version=reference_version, tiling=tiling)
 
     async def inspect(
         self,
@@ -443,8 +452,8 @@ class Inspector:
         station, rules = judging.station, judging.rules
         try:
             reference = None
-            if shadow.detector.needs_reference and frame.aligned is None and station.reference_version:
-                reference = await asyncio.to_thread(self.references.pixels, station.id, station.reference_version)
+            if shadow.detector.needs_reference and frame.aligned is None and judging.reference_version:
+                reference = await asyncio.to_thread(self.references.pixels, station.id, judging.reference_version)
             detections: Detections = await asyncio.to_thread(
                 _detect_whole, shadow.detector, frame, rules.lowest_conf, reference)
             decision = decide(detections, rules)

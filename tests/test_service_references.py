@@ -203,3 +203,24 @@ def test_the_review_page_shows_the_reference_a_frame_was_judged_against(referenc
     assert np.array_equal(cv2.imdecode(np.frombuffer(shown.content, np.uint8), cv2.IMREAD_COLOR), sample.reference)
     queued = service.client.get("/v1/reviews", params={"station": station}).json()
     assert queued["items"][0]["inspection"]["reference"]["version"] == 1  # what the page's R key reads
+
+
+def test_a_product_is_judged_against_its_own_golden_part(reference_service, sample):
+    """Changeover with references: each product's profile names the station reference that
+    shows its golden part; frames are aligned to the product on the line."""
+    service = reference_service
+    station = service.add_station(FAIL_ALL)
+    other = make_sample(sample_seed(5, 9), width=320, height=240, surface="metal", reference=True)
+    assert put_reference(service, station, sample.reference).json()["version"] == 1
+    assert put_reference(service, station, other.reference).json()["version"] == 2  # the station's current
+    saved = service.client.put(f"/v1/stations/{station}/products/board-a", json={"reference": 1},
+                               headers=service.admin)
+    assert saved.status_code == 200, saved.text
+    missing = service.client.put(f"/v1/stations/{station}/products/board-b", json={"reference": 7},
+                                 headers=service.admin)
+    assert missing.status_code == 422 and "no reference version 7" in missing.json()["detail"]
+
+    as_board_a = service.inspect(station, encode(sample.image), kind="png", headers={"X-Product": "board-a"}).json()
+    assert as_board_a["reference"]["version"] == 1 and as_board_a["reference"]["alignment_score"] > 0.9
+    as_station = service.inspect(station, encode(sample.image), kind="png").json()
+    assert as_station["reference"]["version"] == 2 and as_station["verdict"] == "REVIEW"  # another part's golden

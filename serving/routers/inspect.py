@@ -130,7 +130,8 @@ async def inspect(
                                  f"in its profile (PUT /v1/stations/{station}/products/{product.name})")
     if state.manager.current is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
-    if state.manager.loaded.detector.needs_reference and found.reference_version is None:
+    reference_version = product.profile.reference if product and product.profile.reference else found.reference_version
+    if state.manager.loaded.detector.needs_reference and reference_version is None:
         raise HTTPException(409, f"station {station} has no reference image and the model in production "
                                  f"judges frames against one; register it with qc stations reference "
                                  f"{station} GOLDEN.png (PUT /v1/stations/{station}/reference)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from inspection.products import ProductProfile, check_product_id
+from inspection.store.references import StationReferences
 from serving.deps import Engineer, ManagerDep, ProductsDep, Reader, SettingsDep, StationKey, StoreDep, check_station
 from serving.schemas import ProductOut, ProductSelection, ProductsOut, StationOut
 
@@ -46,6 +47,12 @@ def set_profile(station: str, product: str, profile: ProductProfile, products: P
                                  f"a service of its own for {profile.model} (QC_MODEL_NAME={profile.model})")
     if profile.rules is not None:
         manager.check_classes(profile.rules)  # a class the served model does not detect: 422
+    if profile.reference is not None:
+        versions = [r.version for r in StationReferences(products.db).history(station)]
+        if profile.reference not in versions:
+            raise HTTPException(422, f"station {station} has no reference version {profile.reference} "
+                                     f"(versions: {', '.join(map(str, versions)) or 'none'}); register the "
+                                     f"product's golden part with PUT /v1/stations/{station}/reference first")
     return ProductOut.of(products.set_profile(station, product, profile, created_by=key.id))
 
 
