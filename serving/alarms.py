@@ -224,7 +224,8 @@ class AlarmEvaluator:
             return [], set()  # too few frames to judge: leave any alarm as it is
         report = compare_windows(reference.stats, recent.stats, drift, recent_times=recent.times,
                                  reference_confidence=reference.confidence,
-                                 recent_confidence=recent.confidence)
+                                 recent_confidence=recent.confidence,
+                                 reference_alignment=reference.aligned, recent_alignment=recent.aligned)
         found: list[Condition] = []
         named = set()
         for finding in report.findings:

@@ -241,3 +241,30 @@ class TestDiagnosis:
     def test_change_point_on_a_step(self):
         recent = np.r_[np.full(30, 100.0), np.full(20, 60.0)]
         assert change_point(np.full(50, 100.0), recent) == 30
+
+
+def test_a_growing_alignment_residual_names_the_fixture_not_the_model(frame_stats):
+    """Frames of one product aligned to its golden image: scores around 0.95 in the reference
+    window; a loosened fixture lets parts sit askew and the residual (1 - score) grows."""
+    from inspection.analytics.drift import ALIGNMENT
+    from inspection.detect.reference import align
+
+    golden = make_sample(sample_seed(3, 0), width=320, height=320, part=5, reference=True).reference
+    parts = [make_sample(sample_seed(3, i), width=320, height=320, part=5, defects=(1, 3)).image for i in range(80)]
+
+    def askew(image, degrees):
+        matrix = cv2.getRotationMatrix2D((160, 160), degrees, 1.0)
+        return cv2.warpAffine(image, matrix, (320, 320), borderMode=cv2.BORDER_REFLECT)
+
+    steady = np.array([align(p, golden).score for p in parts[:40]])
+    loose = np.array([align(askew(p, 2.5 + (i % 3)), golden).score for i, p in enumerate(parts[40:])])
+    stats = np.concatenate([frame_stats, frame_stats])[:40]
+    times = [datetime(2026, 12, 1, 8, tzinfo=UTC) + timedelta(minutes=i) for i in range(40)]
+    report = compare_windows(stats, stats, DriftSettings(), recent_times=times,
+                             reference_alignment=steady, recent_alignment=loose)
+    assert report.statistics[ALIGNMENT].change > 0.5
+    (finding,) = report.findings
+    assert finding.cause is Cause.FIXTURE and finding.source is Source.EQUIPMENT
+    assert "alignment residual up" in finding.message and "fixture" in finding.message
+    quiet = compare_windows(stats, stats, DriftSettings(), reference_alignment=steady, recent_alignment=steady[::-1])
+    assert quiet.findings == []

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inspection.analytics.image_stats import Statistic
 
 CONFIDENCE = "confidence"  # the name of the model-confidence statistic in a DriftReport
+ALIGNMENT = "alignment residual"  # 1 - alignment score, at stations judged against a reference
 
 
 class DriftSettings(BaseModel):
@@ -80,6 +81,7 @@ class Cause(StrEnum):
     FOCUS = "lens or focus"
     CONTRAST = "glare, haze or dirt on the lens, or the light's angle"
     COLOUR = "white balance or the light source"
+    FIXTURE = "the part's fixture, the camera mount, or the product's reference image"
     MODEL = "relabel and retrain"
 
 
@@ -89,7 +91,7 @@ class Source(StrEnum):
 
 
 _SOURCE = {Cause.LIGHTING: Source.EQUIPMENT, Cause.FOCUS: Source.EQUIPMENT,
-           Cause.CONTRAST: Source.EQUIPMENT, Cause.COLOUR: Source.EQUIPMENT,
+           Cause.CONTRAST: Source.EQUIPMENT, Cause.COLOUR: Source.EQUIPMENT, Cause.FIXTURE: Source.EQUIPMENT,
            Cause.MODEL: Source.MODEL}
 
 
@@ -260,13 +262,18 @@ def _percent(change: float) -> str:
 
 def compare_windows(reference, recent, settings: DriftSettings, *,
                     recent_times: Sequence[datetime] | None = None,
-                    reference_confidence=None, recent_confidence=None) -> DriftReport:
+                    reference_confidence=None, recent_confidence=None,
+                    reference_alignment=None, recent_alignment=None) -> DriftReport:
     """Compare a recent window of frame statistics with a reference window and diagnose.
 
     reference, recent: (N, len(Statistic)) arrays, columns as `Statistic` (see
     `image_stats.stack`). recent_times: one per recent row, for "since <time>".
     reference_confidence, recent_confidence: optional 1-D arrays of the model's confidences
     (e.g. each frame's highest box confidence) over the same windows.
+    reference_alignment, recent_alignment: optional 1-D arrays of alignment scores of the
+    frames judged against a reference image (inspection/detect/reference.py); their residual,
+    1 - score, growing names the fixture, the mount or the reference (judged when both
+    windows hold min_frames of them).
     """
     reference = np.asarray(reference, np.float64)
     recent = np.asarray(recent, np.float64)
@@ -330,6 +337,20 @@ def compare_windows(reference, recent, settings: DriftSettings, *,
         drift = light_free[channel]
         findings.append(finding(Cause.COLOUR, channel, drift,
                                 f"{channel.value} {_percent(drift.change)} against the light"))
+
+    if reference_alignment is not None and recent_alignment is not None and min(
+            len(reference_alignment), len(recent_alignment)) >= settings.min_frames:
+        residual = compare(ALIGNMENT, 1 - np.asarray(reference_alignment, np.float64),
+                           1 - np.asarray(recent_alignment, np.float64), settings)
+        stats[ALIGNMENT] = residual
+        if moved(residual) and residual.change > 0:
+            # Its time is known when every recent frame was aligned (a reference station's).
+            when = recent_times[residual.since] if recent_times is not None and len(recent_times) == len(
+                recent_alignment) else None
+            words = f"alignment residual {_percent(residual.change)}"
+            text = f"{words} since {when.isoformat(timespec='minutes')}" if when else words
+            findings.append(Finding(cause=Cause.FIXTURE, statistic=ALIGNMENT, change=residual.change,
+                                    message=f"{text}: {Cause.FIXTURE.value}", since=when))
 
     notes: list[str] = []
     confidence = stats.get(CONFIDENCE)

@@ -189,6 +189,12 @@ class FrameWindow:
     stats: np.ndarray  # (N, len(Statistic)), columns as Statistic
     confidence: np.ndarray  # (N,)
     times: list[datetime]
+    alignment: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) scores, NaN: not aligned
+
+    @property
+    def aligned(self) -> np.ndarray:
+        """The alignment scores of the frames judged against a reference image."""
+        return self.alignment[~np.isnan(self.alignment)] if len(self.alignment) else self.alignment
 
 
 def alarm_key(station: str, class_name: str, rule: str) -> str:
@@ -486,7 +492,7 @@ class AnalyticsStore:
         """Image statistics and max confidences of a station's frames (those that have them),
         oldest first: the `last` ones when given."""
         columns = [inspections.c[name] for name in FRAME_COLUMNS]
-        query = select(inspections.c.created_at, *columns).where(
+        query = select(inspections.c.created_at, inspections.c.alignment_score, *columns).where(
             inspections.c.station_id == station, inspections.c.brightness.is_not(None))
         if after is not None:
             query = query.where(inspections.c.created_at > after)
@@ -499,8 +505,9 @@ class AnalyticsStore:
             rows = conn.execute(query).all()[::-1]
         if not rows:
             return FrameWindow(stack([]), np.zeros(0), [])
-        values = np.array([[float(v) for v in r[1:]] for r in rows], np.float64)
-        return FrameWindow(values[:, :-1], values[:, -1], [r[0] for r in rows])
+        values = np.array([[float(v) for v in r[2:]] for r in rows], np.float64)
+        alignment = np.array([np.nan if r[1] is None else float(r[1]) for r in rows], np.float64)
+        return FrameWindow(values[:, :-1], values[:, -1], [r[0] for r in rows], alignment)
 
     # -- frozen limits ---------------------------------------------------------------------
 
