@@ -3,10 +3,12 @@ one run after the other on one machine, each scored on the three boards training
 
     .venv/bin/python bench/training/compare.py recipes/deeppcb-reference.yaml recipes/deeppcb-cpu.yaml \\
         --hours 1.0                      # trains each for an hour, then writes BENCHMARKS.md
+    .venv/bin/python bench/training/compare.py RECIPES... --epochs 4   # equal epochs instead
     .venv/bin/python bench/training/compare.py --runs RUN_A RUN_B          # reports finished runs
 
 Each recipe trains on `boards.yaml` train (four boards) with `--hours` as its budget
-(Ultralytics fits the epochs into it), is exported at its export size (fp32, fp16 and int8,
+(Ultralytics fits the epochs into it), or for `--epochs` each (a comparison that other work on
+the machine cannot tilt), is exported at its export size (fp32, fp16 and int8,
 each scored against the torch weights), and is scored through the production detector on
 `boards.yaml` val: COCO mAP50 and mAP50-95, the DeepPCB paper's criterion (IoU > 0.33,
 conf 0.25), false positives per image, per-class AP50. A reference recipe's model judges each
@@ -34,10 +36,18 @@ BOARDS = DEEPPCB / "boards.yaml"
 QC = [sys.executable, "-m", "qc"]
 
 
-def train(recipe: Path, hours: float) -> Path:
-    out = subprocess.run([*QC, "train", "--recipe", str(recipe), "--data", str(BOARDS), "--time-hours", str(hours)],
-                         check=True, text=True, stdout=subprocess.PIPE).stdout
-    return Path(json.loads(out.strip().splitlines()[-1])["run"])
+def train(recipe_file: Path, *, hours: float | None, epochs: int | None) -> Path:
+    from training.recipe import Recipe
+    from training.trainer import train as run_training
+
+    recipe = Recipe.load(recipe_file)
+    changes: dict = {"data": str(BOARDS)}
+    if epochs is not None:
+        changes |= {"epochs": epochs, "time_hours": None}
+    else:
+        changes |= {"time_hours": hours}
+    chosen = Recipe.checked({**recipe.model_dump(), **changes}, source=f"{recipe_file} for the comparison")
+    return run_training(chosen).folder
 
 
 def score(run: Path) -> dict:
@@ -74,12 +84,13 @@ def main() -> None:
     parser.add_argument("recipes", type=Path, nargs="*", help="recipes to train, in this order")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="finished run folders instead")
     parser.add_argument("--hours", type=float, default=1.0, help="training budget per recipe")
+    parser.add_argument("--epochs", type=int, default=None, help="train each recipe this many epochs instead")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
     if not BOARDS.is_file():
         sys.exit(f"DeepPCB's split by board is not at {BOARDS}")
     use_repo_home()
-    runs = list(args.runs) + [train(recipe, args.hours) for recipe in args.recipes]
+    runs = list(args.runs) + [train(recipe, hours=args.hours, epochs=args.epochs) for recipe in args.recipes]
     if not runs:
         sys.exit("name recipes to train or --runs to report")
 
