@@ -118,7 +118,8 @@ def main() -> None:
     body = "\n".join([
         "## DeepPCB by board: recipes side by side (bench/training/compare.py)",
         "",
-        (f"Trained one after the other on `boards.yaml` train (four boards), each with a {args.hours:g} h budget, "
+        ("Trained one after the other on `boards.yaml` train (four boards), each "
+        + (f"for {args.epochs} epochs" if args.epochs else f"with a {args.hours:g} h budget") + ", "
         "scored through the production detector on `boards.yaml` val: three boards no recipe trained on "
         "(200 images, 1,185 boxes). The reference recipe's model judges each image against its template, "
         "aligned as the service aligns it."),
