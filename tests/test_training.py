@@ -4,6 +4,7 @@ folder that says what happened, and resumes after an interruption."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -129,3 +130,9 @@ def test_the_int8_model_is_served_when_it_holds_within_a_point_of_fp32():
     assert serving_choice("fp32", paths, close)[0] == "fp32"
     with pytest.raises(ConfigError, match="--fp16"):
         serving_choice("fp16", paths, close)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_in_the_repository_loads(path):
+    recipe = Recipe.load(path)
+    assert recipe.name == path.stem
