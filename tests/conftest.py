@@ -27,7 +27,7 @@ CACHE = REPO / ".cache"
 MODEL_CACHE_VERSION = "2"
 # Epochs of the reference test model (trained_reference_model): enough to find most synthetic
 # defects against their golden parts.
-REFERENCE_EPOCHS = 10
+REFERENCE_EPOCHS = 12
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 
 
