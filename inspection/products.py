@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import re
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from inspection.errors import ConfigError, validation_problems
-from inspection.rules import StationRules
+from inspection.errors import ConfigError
+from inspection.rules import StationRules, parse_body
 
 # A product name is a header value, a URL path segment and a key of the analytics tables.
 PRODUCT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -56,15 +55,7 @@ class ProductProfile(BaseModel):
     @classmethod
     def parse(cls, data: dict | str | None, *, source: str = "profile") -> ProductProfile:
         """From a dict or YAML text; `ConfigError` names the source and each problem."""
-        try:
-            raw = yaml.safe_load(data) if isinstance(data, str) else data
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML ({error})") from error
-        try:
-            return cls.model_validate(raw or {})
-        except ValidationError as error:
-            problems = validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or "profile")
-            raise ConfigError(f"{source}: invalid product profile: {problems}") from error
+        return parse_body(cls, data, source=source, what="product profile")
 
 
 def check_product_id(product: str) -> str:

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -172,15 +172,7 @@ class StationRules(BaseModel):
     @classmethod
     def parse(cls, data: dict | str | None, *, source: str = "rules") -> StationRules:
         """From a dict or YAML text; `ConfigError` names the source and each problem."""
-        try:
-            raw = yaml.safe_load(data) if isinstance(data, str) else data
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML ({error})") from error
-        try:
-            return cls.model_validate(raw or {})
-        except ValidationError as error:
-            problems = validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or "rules")
-            raise ConfigError(f"{source}: invalid rules: {problems}") from error
+        return parse_body(cls, data, source=source, what="rules")
 
 
 @dataclass(frozen=True)
@@ -189,6 +181,23 @@ class Decision:
     rule: str  # the rule that decided, in words
     kept: Detections  # boxes that counted, after ROI, ignore and size filters
     areas: np.ndarray = field(default_factory=lambda: np.zeros(0))  # in the rules' area unit
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(cls: type[ModelT], data: dict | str | None, *, source: str, what: str) -> ModelT:
+    """A YAML or JSON body (a station's rules, a product's profile) from a dict or YAML text;
+    `ConfigError` names the source and each problem."""
+    try:
+        raw = yaml.safe_load(data) if isinstance(data, str) else data
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML ({error})") from error
+    try:
+        return cls.model_validate(raw or {})
+    except ValidationError as error:
+        problems = validation_problems(error, label=lambda loc: ".".join(map(str, loc)) or what)
+        raise ConfigError(f"{source}: invalid {what}: {problems}") from error
 
 
 def _inside(points: np.ndarray, polygon: Polygon) -> np.ndarray:

@@ -326,12 +326,16 @@ class Bridge:
         a folder store, or a copy made here from an S3 store."""
         if record.image_sha256 is None:
             raise NotFound(f"inspection {record.id} has no stored image")
+        return self._stored_file(record.image_sha256, record.image_format or "jpeg", folder / "images")
+
+    def _stored_file(self, sha: str, image_format: str, folder: Path) -> Path:
+        """The stored image `sha` as a file: itself in a folder store, else a copy in `folder`."""
         if isinstance(self.images, ImageStore):
-            return self.images.path(record.image_sha256)
-        target = folder / "images" / f"{record.image_sha256}.{record.image_format or 'jpeg'}"
+            return self.images.path(sha)
+        target = folder / f"{sha}.{image_format}"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.images.read(record.image_sha256, record.image_format))
+            target.write_bytes(self.images.read(sha, image_format))
         return target
 
     def _reference_file(self, record: InspectionRecord, folder: Path) -> Path:
@@ -340,13 +344,7 @@ class Bridge:
 
         assert record.reference_version is not None
         reference = StationReferences(self.records.db).get(record.station_id, record.reference_version)
-        if isinstance(self.images, ImageStore):
-            return self.images.path(reference.image_sha256)
-        target = folder / "references" / f"{reference.image_sha256}.{reference.image_format}"
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.images.read(reference.image_sha256, reference.image_format))
-        return target
+        return self._stored_file(reference.image_sha256, reference.image_format, folder / "references")
 
     # -- status ----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from inspection.detect import imaging
 from inspection.errors import NotFound
+from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
 from serving.deps import ImagesDep, SettingsDep, StateDep, StoreDep, UsersDep
 from serving.pages.language import catalogue, translator
@@ -134,9 +135,13 @@ def review_image(inspection_id: str, request: Request, users: UsersDep, settings
     record = store.inspection(inspection_id)
     if record.image_sha256 is None:
         raise NotFound(f"inspection {inspection_id} has no stored image")
-    data = images.read(record.image_sha256, record.image_format)  # any store: folder or S3
-    media = imaging.CONTENT_TYPES.get(record.image_format or "", "image/jpeg")
-    # Content-addressed: the bytes of an id never change, so the browser may keep them.
+    return _stored_image(images, record.image_sha256, record.image_format)
+
+
+def _stored_image(images: ImageStorage, sha: str, image_format: str | None) -> Response:
+    data = images.read(sha, image_format)  # any store: folder or S3
+    media = imaging.CONTENT_TYPES.get(image_format or "", "image/jpeg")
+    # Content-addressed: the bytes of a hash never change, so the browser may keep them.
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
                                                      "X-Content-Type-Options": "nosniff"})
 
@@ -153,7 +158,4 @@ def review_reference(inspection_id: str, request: Request, users: UsersDep, sett
     if record.reference_version is None:
         raise NotFound(f"inspection {inspection_id} was not judged against a reference image")
     reference = StationReferences(store.db).get(record.station_id, record.reference_version)
-    data = images.read(reference.image_sha256, reference.image_format)
-    media = imaging.CONTENT_TYPES.get(reference.image_format, "image/jpeg")
-    return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
-                                                     "X-Content-Type-Options": "nosniff"})
+    return _stored_image(images, reference.image_sha256, reference.image_format)
