@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="finished run folders instead")
     parser.add_argument("--hours", type=float, default=1.0, help="training budget per recipe")
     parser.add_argument("--epochs", type=int, default=None, help="train each recipe this many epochs instead")
+    parser.add_argument("--section", default="training-deeppcb-boards", help="the BENCHMARKS.md section to write")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
     if not BOARDS.is_file():
@@ -116,7 +117,9 @@ def main() -> None:
     per_class = [[c, *(f"{classes[r][c]:.3f}" for r in classes)] for c in names]
     align_ms, align_score = alignment_ms()
     body = "\n".join([
-        "## DeepPCB by board: recipes side by side (bench/training/compare.py)",
+        "## DeepPCB by board: "
+        + ("recipes side by side" if len(runs) > 1 else f"recipe `{Run.open(runs[0]).recipe.name}`")
+        + " (bench/training/compare.py)",
         "",
         ("Trained one after the other on `boards.yaml` train (four boards), each "
         + (f"for {args.epochs} epochs" if args.epochs else f"with a {args.hours:g} h budget") + ", "
@@ -137,7 +140,7 @@ def main() -> None:
             ["recipe", "precision", "mAP50", "change vs torch (mAP50 / mAP50-95)"], exports)
     print(body)
     if not args.dry_run:
-        write_section("training-deeppcb-boards", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":
