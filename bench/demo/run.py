@@ -68,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a finished synthetic-demo run folder")
     parser.add_argument("--train", action="store_true", help="train the demo recipe on the demo's data first")
+    parser.add_argument("--note", default="", help="a sentence on how the run was made (e.g. what else ran)")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
     home = use_repo_home()
@@ -97,8 +98,9 @@ def main() -> None:
         "## The demo's model (bench/demo/run.py)",
         "",
         (f"`recipes/synthetic-demo.yaml`: YOLO26n from its YAML, a reference model (frame, golden part, difference), "
-        f"{run.metrics.get('epochs_completed')} epochs at 320 on 384 synthetic parts of many designs "
-        f"(`qc synth --n 480 --seed 7 --defects 4-8 --references`), trained by `make demo`."),
+        f"{run.metrics.get('epochs_completed')} epochs at 320 on the train split of 480 synthetic parts of many "
+        f"designs (`qc synth --n 480 --seed 7 --defects 4-8 --references`, imported as `demo-parts@v1`), "
+        f"trained by `make demo`. {args.note}"),
         "",
         table(["figure", "value"], [
             ["training time",
