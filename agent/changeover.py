@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable
 
 from agent.config import ChangeoverConfig, ChangeoverKind
@@ -49,14 +48,10 @@ class Follower:
 
 class MqttFollower(Follower):
     def __init__(self, host: str, port: int, topic: str, on_product: OnProduct) -> None:
-        import paho.mqtt.client as mqtt
+        from agent.triggers import mqtt_subscription
 
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-agent-product-{time.time_ns()}")
-        self.client.on_connect = lambda c, userdata, flags, rc, props=None: c.subscribe(topic, qos=1)
-        self.client.on_message = lambda c, userdata, message: on_product(product_of(message.payload))
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.connect_async(host, port)  # reconnects by itself with backoff
-        self.client.loop_start()
+        self.client = mqtt_subscription(host, port, topic, lambda payload: on_product(product_of(payload)),
+                                        name="product")
 
     def stop(self) -> None:
         self.client.disconnect()

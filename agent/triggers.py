@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -130,17 +131,26 @@ class HttpListener(Listener):
         self.server.server_close()
 
 
+def mqtt_subscription(host: str, port: int, topic: str, on_payload: Callable[[bytes], None], *, name: str):
+    """A started MQTT client that hands each payload on `topic` to `on_payload`, subscribing
+    again on every (re)connect; it reconnects by itself with backoff. Stop it with
+    `client.disconnect(); client.loop_stop()`."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-agent-{name}-{time.time_ns()}")
+    client.on_connect = lambda c, userdata, flags, rc, props=None: c.subscribe(topic, qos=1)
+    client.on_message = lambda c, userdata, message: on_payload(bytes(message.payload))
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.connect_async(host, port)
+    client.loop_start()
+    return client
+
+
 class MqttListener(Listener):
     def __init__(self, events: queue.Queue, host: str, port: int, topic: str) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-agent-trigger-{time.time_ns()}")
-        self.client.on_connect = lambda c, userdata, flags, rc, props=None: c.subscribe(topic, qos=1)
-        self.client.on_message = lambda c, userdata, message: events.put(
-            TriggerEvent(_part(message.payload), time.time_ns()))
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.connect_async(host, port)  # reconnects by itself with backoff
-        self.client.loop_start()
+        self.client = mqtt_subscription(
+            host, port, topic, lambda payload: events.put(TriggerEvent(_part(payload), time.time_ns())),
+            name="trigger")
 
     def stop(self) -> None:
         self.client.disconnect()
