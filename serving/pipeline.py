@@ -21,6 +21,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -109,24 +110,26 @@ class Frame:
 
     @classmethod
     def decode(cls, detector: Detector, data: bytes, *, settings: ServeSettings,
-               header: imaging.ImageHeader | None = None, reference: np.ndarray | None = None,
+               header: imaging.ImageHeader | None = None,
+               reference: Callable[[tuple[int, int]], np.ndarray] | None = None,
                reference_version: int | None = None, tiling: Tiling | None = None) -> Frame:
         """An encoded image decoded (reduced as `settings.decode` says) and letterboxed; with
-        `tiling`, decoded whole and cut into tiles, each letterboxed (`tiles`)."""
+        `tiling`, decoded whole and cut into tiles, each letterboxed (`tiles`). `reference(hw)`
+        gives the station's reference at the decoded frame's size, for a reference model."""
         image, size = detector.load_bytes(data, reduce=1 if tiling else settings.decode,
                                           max_pixels=settings.max_pixels, header=header)
+        golden = reference(image.shape[:2]) if reference is not None and detector.needs_reference else None
         if tiling is None:
-            return cls.prepare(detector, image, size, reference=reference, reference_version=reference_version)
-        aligned = None
-        if detector.needs_reference and reference is not None:
-            aligned = align(image, reference, motion=detector.contract.motion)
+            return cls.prepare(detector, image, size, reference=golden, reference_version=reference_version)
+        aligned = None if golden is None else align(image, golden, motion=detector.contract.motion)
         tiles = []
         for x, y, crop in cut(image, tiling):
             part = None if aligned is None else replace(
                 aligned, reference=aligned.reference[y:y + crop.shape[0], x:x + crop.shape[1]])
-            tile = Frame(image=crop, size=(crop.shape[1], crop.shape[0]), letterboxed=crop, info=None,  # type: ignore[arg-type]
-                         aligned=part, origin=(x, y))
-            tiles.append(tile.again(detector))
+            network = crop if part is None else compose(crop, part.reference)
+            letterboxed, info = detector.prepare(network, original_size=(crop.shape[1], crop.shape[0]))
+            tiles.append(Frame(image=crop, size=(crop.shape[1], crop.shape[0]), letterboxed=letterboxed,
+                               info=info, aligned=part, origin=(x, y)))
         whole = tiles[0]
         return cls(image=image, size=size, letterboxed=whole.letterboxed, info=whole.info, aligned=aligned,
                    reference_version=reference_version if aligned is not None else None, tiles=tiles)
@@ -223,18 +226,16 @@ def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 
 
-def _detect_whole(detector: Detector, frame: Frame, conf: float, reference: np.ndarray | None = None) -> Detections:
+def _detect_whole(detector: Detector, frame: Frame, conf: float, tiling: Tiling | None,
+                  reference: np.ndarray | None = None) -> Detections:
     """`frame` judged by another model in one call (shadow mode), tiled as it was; a reference
     shadow model of a plain production model aligns the station's `reference` here."""
     if reference is not None and frame.aligned is None:
         frame = replace(frame, aligned=align(frame.image, reference, motion=detector.contract.motion))
     network = frame.network_input(detector)
-    if not frame.tiles:
+    if tiling is None:
         return detector.predict_inputs([network], conf=conf, original_sizes=[frame.size])[0]
-    found = detector.predict_inputs([network[y:y + t.image.shape[0], x:x + t.image.shape[1]]
-                                     for t in frame.tiles for x, y in [t.origin]], conf=conf)
-    return merge(found, [t.origin for t in frame.tiles], image_wh=frame.size,
-                 scale=frame.size[0] / frame.image.shape[1], max_det=detector.max_det)
+    return detector.predict_tiled_input(network, tiling, conf=conf, original_size=frame.size)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,10 @@ class Judging:
         if self.product is not None and self.product.profile.reference is not None:
             return self.product.profile.reference
         return self.station.reference_version
+
+    @property
+    def tiling(self) -> Tiling | None:
+        return self.rules.tiling.tiling() if self.rules.tiling else None
 
     def product_columns(self) -> dict[str, Any]:
         """The record's product and profile version (None for both without a product)."""
@@ -295,18 +300,19 @@ class Inspector:
     def _decode(self, data: bytes, header: imaging.ImageHeader, judging: Judging) -> Frame:
         station = judging.station
         detector = self.manager.loaded.detector
-        reference = None
         reference_version = judging.reference_version
-        if detector.needs_reference:
-            if reference_version is None:
-                raise ReferenceRequired(
-                    f"station {station.id} has no reference image and the model in production judges "
-                    f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
-                    f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
-            reference = self.references.pixels(station.id, reference_version)
-        tiling = judging.rules.tiling.tiling() if judging.rules.tiling else None
+        if detector.needs_reference and reference_version is None:
+            raise ReferenceRequired(
+                f"station {station.id} has no reference image and the model in production judges "
+                f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
+                f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
+        reference = None if reference_version is None else functools.partial(
+            self._reference_at, station.id, reference_version)
         return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
-                            reference_version=reference_version, tiling=tiling)
+                            reference_version=reference_version, tiling=judging.tiling)
+
+    def _reference_at(self, station_id: str, version: int, frame_hw: tuple[int, int]) -> np.ndarray:
+        return self.references.pixels(station_id, version, frame_hw=frame_hw)
 
     async def inspect(
         self,
@@ -453,9 +459,10 @@ class Inspector:
         try:
             reference = None
             if shadow.detector.needs_reference and frame.aligned is None and judging.reference_version:
-                reference = await asyncio.to_thread(self.references.pixels, station.id, judging.reference_version)
+                reference = await asyncio.to_thread(self._reference_at, station.id, judging.reference_version,
+                                                    frame.image.shape[:2])
             detections: Detections = await asyncio.to_thread(
-                _detect_whole, shadow.detector, frame, rules.lowest_conf, reference)
+                _detect_whole, shadow.detector, frame, rules.lowest_conf, judging.tiling, reference)
             decision = decide(detections, rules)
             await asyncio.to_thread(
                 self.store.save_shadow, record.id, model_name=shadow.name, model_version=shadow.version,

@@ -26,7 +26,7 @@ from inspection.store.records import InspectionRecord, Station
 from serving import headers
 from serving.bodies import frame_bytes
 from serving.deps import StateDep, StationKey, check_station
-from serving.pipeline import decoded_pixels
+from serving.pipeline import Judging, decoded_pixels
 from serving.schemas import Inspection
 from serving.state import AppState
 
@@ -130,8 +130,8 @@ async def inspect(
                                  f"in its profile (PUT /v1/stations/{station}/products/{product.name})")
     if state.manager.current is None:
         raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
-    reference_version = product.profile.reference if product and product.profile.reference else found.reference_version
-    if state.manager.loaded.detector.needs_reference and reference_version is None:
+    judging = Judging(found, product)
+    if state.manager.loaded.detector.needs_reference and judging.reference_version is None:
         raise HTTPException(409, f"station {station} has no reference image and the model in production "
                                  f"judges frames against one; register it with qc stations reference "
                                  f"{station} GOLDEN.png (PUT /v1/stations/{station}/reference)")
@@ -141,8 +141,7 @@ async def inspect(
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
             pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings,
-                                    whole=(product.profile.rules_or(found.rules) if product else found.rules).tiling
-                                    is not None)
+                                    whole=judging.tiling is not None)
             with state.decode_budget.reserve(pixels):  # held until the record is committed
                 record, created = await state.inspector.inspect(
                     station=found, data=data, header=header, part_id=x_part_id,
