@@ -118,6 +118,7 @@ def test_a_station_with_tiling_judges_each_frame_tile_by_tile(service):
     judged = service.inspect(station, data.tobytes(), kind="png").json()
     assert judged["verdict"] == "FAIL"
     assert judged["timings"]["tiles"] == len(cut(frame, Tiling(size=320, overlap=64))) == 12
+    assert Tiling(size=320, overlap=64).count(frame.shape[:2]) == 12
     boxes = np.array([d["box"] for d in judged["detections"]])
     assert boxes[:, 2].max() > 700  # boxes from tiles beyond the first, in frame pixels
     assert (boxes[:, [0, 2]] <= 1000).all() and (boxes[:, [1, 3]] <= 700).all()

@@ -41,6 +41,11 @@ class Tiling:
     size: int
     overlap: int = 64
 
+    def count(self, image_hw: tuple[int, int]) -> int:
+        """How many tiles an image of `image_hw` (height, width) is cut into."""
+        height, width = image_hw
+        return len(starts(height, self.size, self.overlap)) * len(starts(width, self.size, self.overlap))
+
     def __post_init__(self) -> None:
         if self.size < 32 or not 0 <= self.overlap < self.size:
             raise ConfigError(f"tiles of {self.size} px overlapping by {self.overlap}: the size must be at "

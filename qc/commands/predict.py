@@ -86,12 +86,6 @@ def _prepare_save(save: Path) -> None:
         raise ConfigError(f"--save {save}: cannot create the folder ({error.strerror}); name another") from error
 
 
-def cut_origins(image, tiling) -> list:
-    from inspection.detect.tiling import cut
-
-    return [(x, y) for x, y, _ in cut(image, tiling)]
-
-
 def _own_reference(path: Path):
     from inspection.data.formats.yolo import reference_path_for
     from inspection.detect.imaging import read_file
@@ -99,7 +93,7 @@ def _own_reference(path: Path):
 
     found = reference_path_for(path.absolute())
     if found is None:
-        raise ImageError(f"{path}: the model judges frames against a reference and none was found; "
+        raise ImageError("the model judges frames against a reference and none was found; "
                          "pass --reference GOLDEN.png, or put it in a references/ folder beside images/")
     return read_file(found)
 
@@ -205,7 +199,7 @@ def predict(
                                    "shift": [round(aligned.shift[0] * scale, 2), round(aligned.shift[1] * scale, 2)]}
         if tiling is not None:
             detections = detector.predict_tiled_input(network_input, tiling, original_size=(width, height))
-            record["tiles"] = len(cut_origins(image, tiling))
+            record["tiles"] = tiling.count(image.shape[:2])
         else:
             detections = detector.predict_inputs([network_input], original_sizes=[(width, height)])[0]
         record["detections"] = detections.to_records()
