@@ -95,11 +95,11 @@ def _from_yaml(path: Path, *, workdir: Path, references: bool) -> TrainingData:
                 raise DatasetError(f"{data.path}: {image.path}, listed in '{split}:', does not exist; "
                                    "fix the list or restore the file")
             relative = _work_name(image, prefixed=several)
-            _link(image.path, target_images / relative)
+            link_file(image.path, target_images / relative)
             files.append(image.path)
             label = label_path_for(image.path, root=Path(image.path.anchor))
             if label.is_file():
-                _link(label, (target_labels / relative).with_suffix(".txt"))
+                link_file(label, (target_labels / relative).with_suffix(".txt"))
                 files.append(label)
             if references:
                 golden = reference_path_for(image.path)
@@ -108,7 +108,7 @@ def _from_yaml(path: Path, *, workdir: Path, references: bool) -> TrainingData:
                         f"{image.path} has no reference image (looked for it under a "
                         "'references' or 'templates' folder beside 'images', same name); add "
                         "the golden part there, or train a recipe without reference: true")
-                _link(golden, (workdir / "references" / split / relative).with_suffix(golden.suffix))
+                link_file(golden, (workdir / "references" / split / relative).with_suffix(golden.suffix))
                 files.append(golden)
         out_spec[split] = f"images/{split}"
     yaml_path = workdir / "data.yaml"
@@ -145,7 +145,8 @@ def _work_name(image: SplitImage, *, prefixed: bool) -> Path:
     return Path(*parts)
 
 
-def _link(source: Path, target: Path) -> None:
+def link_file(source: Path, target: Path) -> None:
+    """`target` made a symlink to `source` (its folders created, an earlier one replaced)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink() or target.exists():
         target.unlink()

@@ -41,7 +41,7 @@ from inspection.detect.imaging import read_file
 from inspection.detect.reference import CHANNELS, Motion, align, compose
 from inspection.errors import DatasetError, ImageError
 from inspection.evaluate.scoring import COMPOSED_KEY
-from training.data import TrainingData
+from training.data import TrainingData, link_file
 
 
 def misregister(reference: np.ndarray, rng: np.random.Generator, *, shift: float, degrees: float) -> np.ndarray:
@@ -87,11 +87,7 @@ def compose_data(data: TrainingData, *, workdir: Path, shift: float, degrees: fl
                 raise DatasetError(f"{target}: OpenCV could not write the composite; check the disk")
             label = label_path_for(item.path, root=Path(item.path.anchor))
             if label.is_file():
-                link = (workdir / "labels" / split / relative).with_suffix(".txt")
-                link.parent.mkdir(parents=True, exist_ok=True)
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(label.resolve())
+                link_file(label, (workdir / "labels" / split / relative).with_suffix(".txt"))
         spec[split] = f"images/{split}"
     yaml_path = workdir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(spec, sort_keys=False))
