@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         "'auto' (TensorRT, then CUDA, then CPU, as available), or e.g. 'cuda,cpu', 'cpu'.",
     )
     threads: int = Field(default=0, ge=0, description="intra-op threads for CPU; 0 lets ORT pick.")
+    spin: bool = Field(
+        default=True,
+        description="let ONNX Runtime's CPU threads spin between runs (its default): the lowest "
+        "latency for one caller; `qc serve` turns it off unless QC_SPIN=true (serving/settings.py).",
+    )
     model_name: str = Field(default="default", description="Registry name of the served model.")
     backend: Backend = Field(
         default=Backend.ONNXRUNTIME,

@@ -17,9 +17,8 @@ micro-batcher and the watcher that follows the production pointer. Shutdown (SIG
 uvicorn stops accepting connections, the batcher finishes every queued frame, and each of
 those is recorded before the process exits.
 
-A client that disconnects before its answer (a camera rebooting mid-upload) is not a server
-error: it is logged as a client abort, without a traceback, and counted in
-qc_client_aborts_total and as status 499 in the latency histogram, never as a 500.
+Each request's id, latency and access-log line, and the counting of clients that leave before
+their answer, are serving/request_context.py's.
 
 /docs is Swagger UI with its JavaScript and CSS served from this process (the
 swagger-ui-bundle package), since plants are often offline; QC_DOCS=false turns it off.
@@ -30,14 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import time
 
-from fastapi import FastAPI, Request
+import cv2
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.requests import ClientDisconnect
 
 from inspection.store.analytics import AnalyticsStore
 from inspection.store.reviews import ReviewStore
@@ -45,6 +42,7 @@ from serving import errors, logs
 from serving.alarms import AlarmEvaluator
 from serving.metrics import Metrics
 from serving.pages.render import STATIC
+from serving.request_context import RequestContext
 from serving.routers import (
     analytics,
     health,
@@ -69,7 +67,6 @@ from serving.settings import ServeSettings
 from serving.state import AppState
 
 log = logging.getLogger("qc.app")
-CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the service's errors
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -78,6 +75,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         logs.configure(json_lines=settings.log_json)
+        # One OpenCV thread per call: frames already run side by side (decode threads, the
+        # commit thread, ONNX Runtime's pool), and OpenCV's own pool only added wake-ups:
+        # image_stats cost 1.56 CPU-ms on a 640 frame with it and 0.95 without (AMD EPYC,
+        # 2 cores; BENCHMARKS.md, issue 16).
+        cv2.setNumThreads(1)
         settings.ensure_dirs()
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
@@ -114,37 +116,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     errors.install(app)
 
-    @app.middleware("http")
-    async def _request_context(request: Request, call_next):
-        rid = request.headers.get("x-request-id", "")[:64] or secrets.token_hex(8)
-        request.state.request_id = rid
-        token = logs.request_id.set(rid)
-        started = time.monotonic()
-        status = 500
-        try:
-            try:
-                response = await call_next(request)
-            except ClientDisconnect:
-                # The client left mid-request: nothing to answer, nothing the service did wrong.
-                status = CLIENT_CLOSED
-                route = getattr(request.scope.get("route"), "path", "unmatched")
-                app.state.metrics.client_aborts.labels(route=route).inc()
-                log.info("client closed the connection before the answer",
-                         extra={"method": request.method, "route": route})
-                return Response(status_code=CLIENT_CLOSED)
-            status = response.status_code
-            response.headers["X-Request-Id"] = rid
-            return response
-        finally:
-            elapsed = time.monotonic() - started
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            app.state.metrics.latency.labels(method=request.method, route=path, status=str(status)).observe(elapsed)
-            if path not in ("/healthz", "/readyz", "/metrics"):
-                log.info("request", extra={"method": request.method, "route": path, "status": status,
-                                           "ms": round(elapsed * 1000, 2),
-                                           "key": getattr(request.state, "key_id", None)})
-            logs.request_id.reset(token)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     for module in (health, inspect, inspections, reviews, stations, references, products, heartbeats, models,
                    keys, analytics, hooks, loop, trail):

@@ -89,6 +89,7 @@ class ModelManager:
             conf=0.01,
             iou=self.settings.iou,
             threads=self.settings.threads,
+            spin=self.settings.spin,
             cache_dir=self.settings.home / "trt-cache",
         )  # warms up: a model that cannot run fails here, before it is switched in
         return LoadedModel(entry.name, entry.version, detector)

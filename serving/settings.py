@@ -32,6 +32,12 @@ class ServeSettings(Settings):
         description="Batches run at once. 1 gives the lowest latency; on a CPU box serving many "
         "stations, one per core with QC_THREADS=1 gives the most frames/s (BENCHMARKS.md).",
     )
+    spin: bool = Field(
+        default=False,
+        description="let ONNX Runtime's CPU threads spin between runs. Off in the service: the "
+        "spinning took the cores that HTTP, decoding and recording need, and at 70% load p99/p50 "
+        "was 4.9 with it and 1.7 without (320 model, 2 cores; BENCHMARKS.md, issue 16).",
+    )
     commit_max_group: int = Field(
         default=64, ge=1, description="Most frames written in one transaction (group commit)."
     )

@@ -365,3 +365,23 @@ def test_a_requested_gpu_provider_that_does_not_start_is_reported_and_cpu_runs(t
         record.getMessage()
     )
     assert "cuDNN" in record.getMessage()
+
+
+def test_intra_op_threads_spin_by_default_and_sleep_when_told(tmp_path):
+    """`qc serve` turns spinning off (QC_SPIN): idle ORT threads must not take the cores that
+    decoding and recording need (BENCHMARKS.md, issue 16)."""
+    from inspection.detect.detector import Detector
+    from serving.settings import ServeSettings
+
+    path = _tiny_onnx(tmp_path / "ok.onnx", output_shape=(1, 6, 10))
+
+    def spinning(detector: Detector) -> str:
+        options = detector.backend._session.get_session_options()
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # noqa: BLE001 - ORT raises its own pybind type for an entry never set
+            return "default"
+
+    assert spinning(Detector(path)) == "default"
+    assert spinning(Detector(path, spin=False)) == "0"
+    assert ServeSettings(home=tmp_path).spin is False

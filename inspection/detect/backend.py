@@ -100,7 +100,7 @@ class OrtBackend:
 
     @classmethod
     def open(cls, path: str | Path, *, providers: Sequence[str] = ("auto",), threads: int = 0,
-             cache_dir: Path | None = None, expected: str = "") -> OrtBackend:
+             cache_dir: Path | None = None, expected: str = "", spin: bool = True) -> OrtBackend:
         path = Path(path)
         ort = _import_ort()
         if not path.is_file():
@@ -110,6 +110,10 @@ class OrtBackend:
         options.log_severity_level = 3  # errors only: provider fallbacks are reported by us
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            # Idle intra-op threads sleep instead of spinning: they no longer take the cores
+            # that decoding and recording need in the same process.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chosen = _providers.resolve(list(providers), cache_dir=cache_dir)
         try:
             session = ort.InferenceSession(

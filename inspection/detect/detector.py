@@ -70,6 +70,7 @@ class Detector:
         imgsz: int | tuple[int, int] | None = None,
         max_det: int = 300,
         threads: int = 0,
+        spin: bool = True,
         cache_dir: Path | None = None,
         warmup: bool = True,
         backend: InferenceBackend | None = None,
@@ -78,7 +79,8 @@ class Detector:
         self.conf, self.iou, self.max_det = conf, iou, max_det
         # A remote engine (inspection/detect/triton.py) comes made; else ONNX Runtime, here.
         self.backend: InferenceBackend = backend or OrtBackend.open(
-            self.path, providers=providers, threads=threads, cache_dir=cache_dir, expected=_EXPECTED)
+            self.path, providers=providers, threads=threads, spin=spin, cache_dir=cache_dir,
+            expected=_EXPECTED)
         try:
             self.info: ModelInfo = parse_metadata(self.backend.metadata)
         except ModelError as error:
