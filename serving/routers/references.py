@@ -14,8 +14,9 @@ frames' `alignment_score` shows a wrong one at once (and judges them REVIEW, nev
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from inspection.detect import imaging
 from inspection.store.references import StationReferences
@@ -25,6 +26,9 @@ from serving.routers.inspect import _BODY
 from serving.schemas import StationReferenceOut
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
+
+# Bounded as the database's 64-bit integers are: a larger number is a 422, not a 500.
+ReferenceVersion = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="a version; none: the one in use")]
 
 
 @router.put("/{station}/reference", response_model=StationReferenceOut, openapi_extra=_BODY,
@@ -64,7 +68,7 @@ async def get_reference(station: str, state: StateDep, key: Reader) -> StationRe
 @router.get("/{station}/reference/image", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}}}})
 async def reference_image(station: str, state: StateDep, images: ImagesDep, key: Reader,
-                          version: int | None = None) -> Response:
+                          version: ReferenceVersion = None) -> Response:
     """The reference image's bytes (the version in use, or `?version=`)."""
     check_station(key, station)
     references = StationReferences(state.db)
