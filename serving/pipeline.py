@@ -17,12 +17,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +52,8 @@ from serving.references import ReferenceImages
 from serving.settings import ServeSettings
 
 log = logging.getLogger("qc.inspect")
+
+Reserve = Callable[[int], AbstractContextManager[None]]  # a share of the decode budget, in pixels
 
 
 class ReferenceRequired(Conflict):
@@ -314,57 +318,90 @@ class Inspector:
     def _reference_at(self, station_id: str, version: int, frame_hw: tuple[int, int]) -> np.ndarray:
         return self.references.pixels(station_id, version, frame_hw=frame_hw)
 
+    def _admit(self, admit: Callable[[], Judging | InspectionRecord], reserve: Reserve,
+               hold: contextlib.ExitStack, data: bytes,
+               header: imaging.ImageHeader) -> tuple[Judging | InspectionRecord, Frame | DamagedImage | None]:
+        """The decode thread's work for one frame: `admit` (the station's reads and checks),
+        then its share of the decode budget (held in `hold` until the record is written), then
+        the decode. An acknowledged frame sent again comes back as its record, undecoded."""
+        admitted = admit()
+        if isinstance(admitted, InspectionRecord):
+            return admitted, None
+        pixels = decoded_pixels(self.manager.loaded.detector, header, self.settings,
+                                whole=admitted.tiling is not None)
+        hold.enter_context(reserve(pixels))
+        try:
+            return admitted, self._decode(data, header, admitted)
+        except DamagedImage as error:
+            return admitted, error
+
     async def inspect(
         self,
         *,
-        station: Station,
+        admit: Callable[[], Judging | InspectionRecord],
+        reserve: Reserve,
         data: bytes,
         header: imaging.ImageHeader,
         part_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
-        product: Product | None = None,
     ) -> tuple[InspectionRecord, bool]:
-        """Judge one frame with the station's rules, or with `product`'s profile when one is
-        on the line (its rules, if it has its own), and commit the record."""
+        """Judge one frame and commit its record. `admit` runs in the decode thread, before
+        anything is decoded: it reads the station and says what the frame is judged with (its
+        station's rules, or the profile of the product on the line), returns the record of a
+        frame already acknowledged under the same Idempotency-Key (answered again, not judged:
+        `created` is False), or raises the refusal. `reserve(pixels)` holds the frame's share
+        of the decode budget until its record is written.
+
+        One thread hand-off for the reads and the decode: each hand-off cost the event loop a
+        wake-up and ~0.3 CPU-ms in all (bench/serving, BENCHMARKS.md, issue 16)."""
         started = time.monotonic()
-        judging = Judging(station, product)
         self._in_flight += 1
         self._idle.clear()
         try:
-            try:
-                frame = await asyncio.to_thread(self._decode, data, header, judging)
-            except DamagedImage as error:
-                # Counted whatever the station chose; never judged as if the frame were whole.
-                choice = judging.rules.damaged_image
-                self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
-                if choice is not DamagedFrames.REVIEW:
-                    raise
-                # partial binds the error now: a closure would read the except target, a name
-                # Python unbinds when the block ends.
-                written, _ = await self.committer.submit(functools.partial(
-                    self._damaged, error, judging=judging, header=header, data=data, started=started,
-                    part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
-                if written.created:
-                    self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
-                return written.record, written.created
-            decoded = time.monotonic()
-            deadline = started + self.settings.deadline_ms / 1000
-            if frame.tiles:  # queued together, so they usually share a batch
-                results = await self.batcher.submit_many(list(frame.tiles), deadline=deadline)
-            else:
-                results = [await self.batcher.submit(frame, deadline=deadline)]
-            # Boxes and rules run in the committer's writer thread, just before the group is
-            # written: NMS over a noisy frame is CPU work the event loop, which serves every
-            # station, must not wait for, and one hand-over serves both.
-            written, decision = await self.committer.submit(lambda: self._judge(
-                results, judging=judging, header=header, data=data, frame=frame,
-                timings={"decode_ms": (decoded - started) * 1000}, started=started,
-                part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
+            with contextlib.ExitStack() as hold:
+                return await self._inspect(admit, reserve, hold, data=data, header=header, started=started,
+                                           part_id=part_id, idempotency_key=idempotency_key,
+                                           request_id=request_id)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    async def _inspect(self, admit: Callable[[], Judging | InspectionRecord], reserve: Reserve,
+                       hold: contextlib.ExitStack, *, data: bytes, header: imaging.ImageHeader, started: float,
+                       part_id: str | None, idempotency_key: str | None,
+                       request_id: str | None) -> tuple[InspectionRecord, bool]:
+        admitted, frame = await asyncio.to_thread(self._admit, admit, reserve, hold, data, header)
+        if isinstance(admitted, InspectionRecord):
+            return admitted, False
+        judging, station = admitted, admitted.station
+        if isinstance(frame, DamagedImage):
+            # Counted whatever the station chose; never judged as if the frame were whole.
+            choice = judging.rules.damaged_image
+            self.metrics.damaged.labels(station=station.id, outcome=choice.value).inc()
+            if choice is not DamagedFrames.REVIEW:
+                raise frame
+            written, _ = await self.committer.submit(functools.partial(
+                self._damaged, frame, judging=judging, header=header, data=data, started=started,
+                part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
+            if written.created:
+                self.metrics.verdicts.labels(station=station.id, verdict=written.record.verdict).inc()
+            return written.record, written.created
+        assert frame is not None
+        decoded = time.monotonic()
+        deadline = started + self.settings.deadline_ms / 1000
+        if frame.tiles:  # queued together, so they usually share a batch
+            results = await self.batcher.submit_many(list(frame.tiles), deadline=deadline)
+        else:
+            results = [await self.batcher.submit(frame, deadline=deadline)]
+        # Boxes and rules run in the committer's writer thread, just before the group is
+        # written: NMS over a noisy frame is CPU work the event loop, which serves every
+        # station, must not wait for, and one hand-over serves both.
+        written, decision = await self.committer.submit(lambda: self._judge(
+            results, judging=judging, header=header, data=data, frame=frame,
+            timings={"decode_ms": (decoded - started) * 1000}, started=started,
+            part_id=part_id, idempotency_key=idempotency_key, request_id=request_id))
         saved, created = written.record, written.created
         saved.timings["store_ms"] = written.store_ms
         saved.timings["group_size"] = written.group_size

@@ -1,19 +1,22 @@
 """POST /v1/stations/{station}/inspect: a frame in, a recorded verdict out.
 
 What a frame passes before a model sees it, in order (each refusal stores nothing): the key
-may post for the station (403), the station exists (404) and is enabled (409), the product
-it is judged with (the X-Product header, else the station's current product, else none) has
-a profile there (404), is enabled and names no model but the one served (409), the station
-is within its fair share of the queue (429, serving/admission.py), the body is an image
-within QC_MAX_BODY_BYTES (415, 413), its header is readable with a size of at least 1x1 and
-at most QC_MAX_PIXELS (400, 413), what it decodes to fits the process's decode budget (413,
-503; serving/decode_budget.py), and its pixel data is whole (400 "damaged JPEG: ...", or a
-REVIEW verdict where the station's rules say `damaged_image: review`).
+may post for the station (403), the station is within its fair share of the queue (429,
+serving/admission.py), the body is an image within QC_MAX_BODY_BYTES (415, 413), its header
+is readable with a size of at least 1x1 and at most QC_MAX_PIXELS (400, 413); then, in the
+decode thread: the station exists (404), a frame sent again under an Idempotency-Key already
+answered gets its record back, the station is enabled (409), the product it is judged with
+(the X-Product header, else the station's current product, else none) has a profile there
+(404), is enabled and names no model but the one served (409), what it decodes to fits the
+process's decode budget (413, 503; serving/decode_budget.py), and its pixel data is whole
+(400 "damaged JPEG: ...", or a REVIEW verdict where the station's rules say
+`damaged_image: review`). The station's checks come after the body because they read the
+database, and the decode thread does those reads and the decode in one hand-off.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
@@ -26,7 +29,7 @@ from inspection.store.records import InspectionRecord, Station
 from serving import headers
 from serving.bodies import frame_bytes
 from serving.deps import StateDep, StationKey, check_station
-from serving.pipeline import Judging, decoded_pixels
+from serving.pipeline import Judging
 from serving.schemas import Inspection
 from serving.state import AppState
 
@@ -80,6 +83,35 @@ def _judging_product(state: AppState, station: Station, asked: str | None) -> Pr
     return product
 
 
+def _admit(state: AppState, station_id: str, idempotency_key: str | None,
+           asked: str | None) -> Judging | InspectionRecord:
+    """What a frame is judged with, or the record of a frame already acknowledged under the
+    same Idempotency-Key (returned even if the station is off now, or its product gone), or the
+    refusal: 404 for an unknown station, 409 for a disabled station or product, 503 without a
+    model, 409 for a reference model at a station without a reference. It reads the database,
+    so it runs in the decode thread (Inspector.inspect), not on the event loop."""
+    found = state.store.station(station_id)
+    if idempotency_key is not None:
+        existing = state.store.find_by_key(station_id, idempotency_key)
+        if existing is not None:
+            return existing
+    if not found.rules.enabled:
+        raise HTTPException(409, f"station {station_id} is disabled; enable it in its rules")
+    product = _judging_product(state, found, asked)
+    if product is not None and not product.profile.rules_or(found.rules).enabled:
+        raise HTTPException(409, f"product {product.name} is disabled at station {station_id}; enable it "
+                                 f"in its profile (PUT /v1/stations/{station_id}/products/{product.name})")
+    current = state.manager.current
+    if current is None:
+        raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
+    judging = Judging(found, product)
+    if current.detector.needs_reference and judging.reference_version is None:
+        raise HTTPException(409, f"station {station_id} has no reference image and the model in production "
+                                 f"judges frames against one; register it with qc stations reference "
+                                 f"{station_id} GOLDEN.png (PUT /v1/stations/{station_id}/reference)")
+    return judging
+
+
 @router.post(
     "/{station}/inspect",
     response_model=Inspection,
@@ -110,43 +142,15 @@ async def inspect(
     x_part_id = headers.part_id(x_part_id)
     asked = _product_name(x_product)
 
-    def read() -> tuple[Station, InspectionRecord | None, Product | None]:
-        found = state.store.station(station)
-        existing = state.store.find_by_key(station, idempotency_key) if idempotency_key else None
-        return found, existing, None if existing else _judging_product(state, found, asked)
-
-    # Database reads run in threads: the event loop serves every station and must never wait.
-    # One thread hand-off for the reads (each costs more CPU than a cached read): 404 for an
-    # unknown station, then the record of an acknowledged frame, returned even if the station
-    # is off now (or its product gone), then the profile of the product on the line.
-    found, existing, product = await asyncio.to_thread(read)
-    if existing is not None:
-        response.headers["Idempotent-Replayed"] = "true"
-        return Inspection.of(existing)
-    if not found.rules.enabled:
-        raise HTTPException(409, f"station {station} is disabled; enable it in its rules")
-    if product is not None and not product.profile.rules_or(found.rules).enabled:
-        raise HTTPException(409, f"product {product.name} is disabled at station {station}; enable it "
-                                 f"in its profile (PUT /v1/stations/{station}/products/{product.name})")
-    if state.manager.current is None:
-        raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
-    judging = Judging(found, product)
-    if state.manager.loaded.detector.needs_reference and judging.reference_version is None:
-        raise HTTPException(409, f"station {station} has no reference image and the model in production "
-                                 f"judges frames against one; register it with qc stations reference "
-                                 f"{station} GOLDEN.png (PUT /v1/stations/{station}/reference)")
     with state.admission.admit(f"station:{station}"):  # 429 for a station over its share
         data = await frame_bytes(request, state.settings.max_body_bytes, timeout_s=state.settings.body_timeout_s)
         try:
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
-            pixels = decoded_pixels(state.manager.loaded.detector, header, state.settings,
-                                    whole=judging.tiling is not None)
-            with state.decode_budget.reserve(pixels):  # held until the record is committed
-                record, created = await state.inspector.inspect(
-                    station=found, data=data, header=header, part_id=x_part_id,
-                    idempotency_key=idempotency_key, request_id=getattr(request.state, "request_id", None),
-                    product=product)
+            record, created = await state.inspector.inspect(
+                admit=functools.partial(_admit, state, station, idempotency_key, asked),
+                reserve=state.decode_budget.reserve, data=data, header=header, part_id=x_part_id,
+                idempotency_key=idempotency_key, request_id=getattr(request.state, "request_id", None))
         except ImageTooLarge:  # a decompression bomb, refused from its header
             state.metrics.rejected.labels(reason="too_many_pixels").inc()
             raise
