@@ -3,15 +3,15 @@
 Why: uvicorn arms its keep-alive timer only between requests and cancels it on the first
 byte that arrives, so a client that sends a request's headers a byte at a time (slowloris)
 holds its connection as long as it likes; 250 such connections stayed open in the issue-9
-probe. `GuardedH11Protocol` gives every request `header_timeout_s` from its first byte (or
-from the connection's opening) to its last header line, then closes the connection. The
-body has its own bound, QC_BODY_TIMEOUT_S (serving/bodies.py, 408), and an idle keep-alive
-connection is closed after QC_KEEP_ALIVE_S (uvicorn's timeout_keep_alive). Header size is
-bounded by h11 (`h11_max_incomplete_event_size`, 16 KB here).
+probe. `GuardedHttpToolsProtocol` gives every request `header_timeout_s` from its first byte
+(or from the connection's opening) to its last header line, then closes the connection, and
+answers 431 to headers over MAX_HEADER_BYTES (httptools itself does not bound them). The body
+has its own bound, QC_BODY_TIMEOUT_S (serving/bodies.py, 408), and an idle keep-alive
+connection is closed after QC_KEEP_ALIVE_S (uvicorn's timeout_keep_alive).
 
-The price of h11 (pure Python) over httptools, uvicorn's default parser: 0.72 vs 0.61 ms per
-100 KB POST on a local echo app (best of 3 x 500, 2-core EPYC, 2026-12-01), against ~50 ms
-per frame of inference.
+The parser is httptools (C), uvicorn's default. This guard was first written over h11, pure
+Python, which took 0.72 ms against httptools' 0.61 per 100 KB POST on a local echo app (best
+of 3 x 500, 2-core EPYC, 2026-12-01), on the event loop that serves every station.
 
 These bound what one connection can hold, not how many connections a client opens: a plant
 exposing the service beyond its own network puts a proxy in front that limits connections
@@ -27,16 +27,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 if TYPE_CHECKING:
     from serving.settings import ServeSettings
 
 MAX_HEADER_BYTES = 16 * 1024
+_REASON = b"request headers too large"
+_HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                      b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_REASON), _REASON))
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's headers."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size bound for each request's headers."""
 
     # Read from the settings once per process: `qc serve --workers N` starts processes that import
     # this class by name (a class made at run time cannot be sent to them), each with the same
@@ -54,6 +57,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0  # received since the request began, while its headers are incomplete
         self._arm()
 
     def _arm(self) -> None:
@@ -74,9 +78,15 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._handling():
             self._arm()  # the first bytes of a new request: its headers are due in time
+            self._header_bytes += len(data)
         super().data_received(data)
         if self._handling():
-            self._disarm()  # h11 parsed the headers: the request is the app's now
+            self._disarm()  # the headers are parsed: the request is the app's now
+            self._header_bytes = 0
+        elif self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            self.logger.info("closing a connection whose request headers passed %d bytes", MAX_HEADER_BYTES)
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
@@ -94,9 +104,5 @@ class GuardedH11Protocol(H11Protocol):
 
 def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """uvicorn.run's keyword arguments for the service's limits on slow and idle clients."""
-    GuardedH11Protocol.header_timeout_s = settings.header_timeout_s
-    return {
-        "http": GuardedH11Protocol,
-        "timeout_keep_alive": settings.keep_alive_s,
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-    }
+    GuardedHttpToolsProtocol.header_timeout_s = settings.header_timeout_s
+    return {"http": GuardedHttpToolsProtocol, "timeout_keep_alive": settings.keep_alive_s}

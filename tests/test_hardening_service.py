@@ -164,6 +164,25 @@ def test_an_idle_connection_is_closed_and_a_prompt_one_is_served(guarded_server)
         assert b"200 OK" in sock.recv(4096)
 
 
+def test_headers_over_16_kb_are_431_and_a_keep_alive_request_after_a_body_is_served(guarded_server):
+    from serving.slow_clients import MAX_HEADER_BYTES
+
+    with socket.create_connection(("127.0.0.1", guarded_server)) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 10))
+        sock.settimeout(3)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")
+        assert _closed_within(sock, 1.0)
+    # A body larger than the header bound, then a second request on the same connection: only
+    # headers count, and the count starts again with each request.
+    with socket.create_connection(("127.0.0.1", guarded_server)) as sock:
+        body = b"b" * (3 * MAX_HEADER_BYTES)
+        for _ in range(2):
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            sock.settimeout(3)
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200") and b'{"bytes":49152}' in answer, answer[:200]
+
+
 def test_a_body_trickled_past_its_deadline_is_408(guarded_server):
     with socket.create_connection(("127.0.0.1", guarded_server)) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
