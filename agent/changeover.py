@@ -59,26 +59,18 @@ class MqttFollower(Follower):
 
 
 class OpcUaFollower(Follower):
-    """A data-change subscription on the product node; its first report is the current value."""
+    """A data-change subscription on the product node that outlives PLC restarts
+    (agent/opcua_watch.py); the first report of each session is the current value, so a
+    changeover made while the PLC was out of reach is heard when it is back."""
 
     def __init__(self, endpoint: str, node: str, on_product: OnProduct) -> None:
-        from asyncua.sync import Client
+        from agent.opcua_watch import NodeWatch
 
-        self.client = Client(endpoint)
-        self.client.connect()
-
-        class Handler:
-            def datachange_notification(self, node, value, data):
-                on_product(product_of(value))  # no blocking call here: asyncua's loop runs it
-
-        self.subscription = self.client.create_subscription(20, Handler())
-        self.subscription.subscribe_data_change(self.client.get_node(node))
+        # No blocking call in the callback: asyncua's event loop runs it.
+        self.watch = NodeWatch(endpoint, node, lambda value, _first: on_product(product_of(value)), name="product")
 
     def stop(self) -> None:
-        try:
-            self.subscription.delete()
-        finally:
-            self.client.disconnect()
+        self.watch.stop()
 
 
 def follow_changeovers(config: ChangeoverConfig, on_product: OnProduct) -> Follower:

@@ -140,38 +140,51 @@ class OpcUaOutput(Output):
     CODES: ClassVar[dict[LineAnswer, int]] = {LineAnswer.OK: 1, LineAnswer.NG: 2, LineAnswer.REVIEW: 3}
 
     def __init__(self, endpoint: str, nodes: dict[str, str], timeout_s: float) -> None:
-        from asyncua.sync import Client
-
-        self.endpoint, self.node_ids = endpoint, nodes
-        self.client = Client(endpoint, timeout=timeout_s)
+        self.endpoint, self.node_ids, self.timeout_s = endpoint, nodes, timeout_s
+        self.client: Any = None
         self._connected = False
         self._types: dict[str, Any] = {}
 
     def _connect(self) -> None:
         if not self._connected:
+            from asyncua.sync import Client
+
+            # A new client each time: disconnecting stops a client's own event loop thread,
+            # so one that lost its PLC cannot connect again.
+            self.client = Client(self.endpoint, timeout=self.timeout_s)
+            self._connected = True  # from here on, _disconnect closes it, whatever fails next
             self.client.connect()
-            self._connected = True
             self._nodes = {name: self.client.get_node(node) for name, node in self.node_ids.items()}
             self._types = {name: node.read_data_type_as_variant_type() for name, node in self._nodes.items()}
 
     def send(self, signal: LineSignal) -> None:
+        """Write the signal; a session that has gone stale (the PLC restarted since the last
+        part) is replaced once, at once, so this part's answer is not lost with it."""
+        for attempt in (1, 2):
+            fresh = not self._connected
+            try:
+                self._connect()
+                self._write(signal)
+                return
+            except Exception:
+                self._disconnect()  # the next try opens a new session
+                if fresh or attempt == 2:
+                    raise
+                log.info("the session with the PLC at %s had ended; writing over a new one", self.endpoint)
+
+    def _write(self, signal: LineSignal) -> None:
         from asyncua import ua
 
-        try:
-            self._connect()
-            values = {"answer": signal.answer, "verdict": signal.verdict or "", "part_id": signal.part_id or "",
-                      "inspection_id": signal.inspection_id or "", "key": signal.key}
-            # The answer last: a PLC that reacts to the answer node finds the part id already there.
-            for name in sorted(self._nodes, key=lambda n: n == "answer"):
-                kind = self._types[name]
-                value: object = values.get(name, "")
-                if isinstance(value, LineAnswer):
-                    value = (self.CODES[value] if kind not in (ua.VariantType.String, ua.VariantType.Boolean)
-                             else value is LineAnswer.OK if kind is ua.VariantType.Boolean else value.value)
-                self._nodes[name].write_value(ua.DataValue(ua.Variant(value, kind)))
-        except Exception:
-            self._disconnect()  # reconnect on the next part
-            raise
+        values = {"answer": signal.answer, "verdict": signal.verdict or "", "part_id": signal.part_id or "",
+                  "inspection_id": signal.inspection_id or "", "key": signal.key}
+        # The answer last: a PLC that reacts to the answer node finds the part id already there.
+        for name in sorted(self._nodes, key=lambda n: n == "answer"):
+            kind = self._types[name]
+            value: object = values.get(name, "")
+            if isinstance(value, LineAnswer):
+                value = (self.CODES[value] if kind not in (ua.VariantType.String, ua.VariantType.Boolean)
+                         else value is LineAnswer.OK if kind is ua.VariantType.Boolean else value.value)
+            self._nodes[name].write_value(ua.DataValue(ua.Variant(value, kind)))
 
     def _disconnect(self) -> None:
         if self._connected:

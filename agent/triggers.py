@@ -158,51 +158,46 @@ class MqttListener(Listener):
 
 
 class OpcUaListener(Listener):
-    """A data-change subscription on the trigger node; the part-id node is read on each change
-    (in a thread of ours: asyncua's callbacks run on its event loop, where a blocking read
-    would deadlock)."""
+    """A data-change subscription on the trigger node that outlives PLC restarts
+    (agent/opcua_watch.py); the part-id node is read on each change, in a thread of ours:
+    asyncua's callbacks run on its event loop, where a blocking read would deadlock."""
 
     def __init__(self, events: queue.Queue, endpoint: str, node: str, part_node: str | None) -> None:
-        from asyncua.sync import Client
+        from agent.opcua_watch import NodeWatch
 
-        self.client = Client(endpoint)
-        self.client.connect()
-        trigger = self.client.get_node(node)
-        self._part = self.client.get_node(part_node) if part_node else None
+        self._events, self._part_node = events, part_node
         self._changes: queue.Queue = queue.Queue()
-        self._events = events
-        changes = self._changes
-
-        class Handler:
-            first = True
-
-            def datachange_notification(self, node, value, data):
-                if Handler.first:  # a subscription reports the current value once: not a trigger
-                    Handler.first = False
-                    return
-                changes.put(time.time_ns())
-
+        self._last: object = _UNSEEN
         self._worker = threading.Thread(target=self._run, name="trigger-opcua", daemon=True)
         self._worker.start()
-        self.subscription = self.client.create_subscription(20, Handler())
-        self.subscription.subscribe_data_change(trigger)
+        self.watch = NodeWatch(endpoint, node, self._changed, name="trigger")
+
+    def _changed(self, value: object, first: bool) -> None:
+        last, self._last = self._last, value
+        if not first:
+            self._changes.put(time.time_ns())
+        elif last is not _UNSEEN and value != last:
+            # A new session reports the node's value, not a change; one that differs from the
+            # last value seen means the line triggered while the PLC was out of reach.
+            log.warning("the trigger node changed from %r to %r while the PLC was unreachable: parts "
+                        "may have passed without a frame", last, value)
 
     def _run(self) -> None:
         while (at_ns := self._changes.get()) is not None:
             part_id = None
-            if self._part is not None:
+            if self._part_node is not None:
                 try:
-                    part_id = _part(str(self._part.read_value()))
+                    part_id = _part(str(self.watch.read(self._part_node)))
                 except Exception as error:  # noqa: BLE001 - the PLC went away: a trigger without a part id
                     log.error("cannot read the part-id node: %s", error)
             self._events.put(TriggerEvent(part_id, at_ns))
 
     def stop(self) -> None:
         self._changes.put(None)
-        try:
-            self.subscription.delete()
-        finally:
-            self.client.disconnect()
+        self.watch.stop()
+
+
+_UNSEEN = object()  # no value of the trigger node seen yet
 
 
 def start_listener(config: ExternalTrigger, events: queue.Queue) -> Listener:

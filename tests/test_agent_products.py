@@ -117,6 +117,68 @@ def test_the_plcs_product_node_decides_how_each_part_is_judged_and_the_service_i
     wait_for(lambda: selected(server) == "lenient", "the service was told the changeover", timeout=10)
 
 
+def start_plc(endpoint: str, recipe: str):
+    """An OPC UA server standing in for the press's PLC: Trigger and Answer (Int32, 0) and Recipe."""
+    from asyncua import ua
+    from asyncua.sync import Server as OpcServer
+
+    plc = OpcServer()
+    plc.set_endpoint(endpoint)
+    ns = plc.register_namespace("urn:test:plc")
+    cell = plc.nodes.objects.add_object(ns, "Press3")
+    trigger = cell.add_variable(ua.NodeId("Trigger", ns), "Trigger", 0, varianttype=ua.VariantType.Int32)
+    cell.add_variable(ua.NodeId("Recipe", ns), "Recipe", recipe, varianttype=ua.VariantType.String)
+    answer = cell.add_variable(ua.NodeId("Answer", ns), "Answer", 0, varianttype=ua.VariantType.Int32)
+    answer.set_writable()
+    plc.start()
+    return plc, trigger, answer, ns
+
+
+def test_after_a_plc_restart_the_agent_subscribes_again_and_judges_with_the_product_then_on_the_line(
+        server, tmp_path):
+    """A PLC restart ends its OPC UA sessions, and with them the agent's subscriptions; the
+    agent opens new ones by itself (agent/opcua_watch.py), takes the product the PLC names
+    after the restart, the next trigger takes a frame, and its answer reaches the restarted
+    PLC over a new session (not lost with the old one)."""
+    from asyncua import ua
+
+    from serving.launch import free_port
+
+    write_frames(tmp_path / "frames", 2, start=900)
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc/"
+    plc, trigger, answer, ns = start_plc(endpoint, "strict")
+    try:
+        cfg = config(server, tmp_path, part_id="filename",
+                     trigger={"mode": "external", "external": {"kind": "opcua", "endpoint": endpoint,
+                                                               "node": f"ns={ns};s=Trigger"}},
+                     changeover={"kind": "opcua", "endpoint": endpoint, "node": f"ns={ns};s=Recipe"},
+                     line={"deadline_ms": 30000, "outputs": [
+                         {"kind": "opcua", "endpoint": endpoint, "nodes": {"answer": f"ns={ns};s=Answer"}}]})
+        agent = Agent(cfg)
+        thread = threading.Thread(target=run, args=(agent,))
+        thread.start()
+        wait_for(lambda: agent._listener is not None and agent._listener.watch.connected.is_set(),
+                 "the trigger subscription is up")
+        wait_for(lambda: agent.product == "strict", "the agent read the product node at start")
+        trigger.write_value(ua.Variant(1, ua.VariantType.Int32))
+        wait_for(lambda: judged(server, ["part-00900"]), "part 900 recorded")
+        wait_for(lambda: answer.read_value() == 2, "NG for part 900 reached the PLC")
+
+        plc.stop()  # the PLC restarts, with another recipe loaded
+        wait_for(lambda: not agent._listener.watch.connected.is_set(), "the agent noticed the PLC went away")
+        plc, trigger, answer, ns = start_plc(endpoint, "lenient")
+        wait_for(lambda: agent._listener.watch.sessions == 2, "the trigger subscription is up again")
+        wait_for(lambda: agent.product == "lenient", "the agent read the product the restarted PLC names")
+        trigger.write_value(ua.Variant(1, ua.VariantType.Int32))  # the new PLC counts from 0 again
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the agent never took its second frame"
+        assert answer.read_value() == 1, "OK for part 901 reached the restarted PLC"
+    finally:
+        plc.stop()
+    assert judged(server, ["part-00900", "part-00901"]) == [
+        ("part-00900", "FAIL", "strict", 1), ("part-00901", "PASS", "lenient", 1)]
+
+
 def test_an_mqtt_product_topic_decides_from_its_retained_message_on_and_frames_carry_it(server, tmp_path, broker):
     import paho.mqtt.client as mqtt
 
