@@ -8,6 +8,8 @@ Two inputs, both from DeepPCB val (../shared/datasets/deeppcb):
       carried over (they are normalised), as a line camera would send.
 Contenders, per image, medians over all images, one process, one run:
   qc            Detector.predict_bytes(jpeg)            decode (reduced when it pays) + letterbox + run + NMS
+  qc int8       the same on the int8 export (--int8, --camera-int8), which `qc export --serve auto`
+                serves where its export check holds within 0.01 mAP50-95
   qc full       Detector.predict_bytes(jpeg, reduce=1)  the same with a full-size decode
   ultralytics   cv2.imdecode + YOLO(model.onnx).predict(array)
   session.run   the bare ONNX Runtime call on a ready tensor (the floor)
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="ONNX file, or a registry name (its production version)")
     parser.add_argument("--camera-model", help="ONNX of the same weights exported for the camera's "
                         "aspect (qc export RUN --imgsz 544,640); default: --model")
+    parser.add_argument("--int8", help="the int8 export of --model (qc export --int8)")
+    parser.add_argument("--camera-int8", help="the int8 export of --camera-model")
     parser.add_argument("--images", type=int, default=60, help="DeepPCB val images (>= 50)")
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: default)")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write BENCHMARKS.md")
@@ -92,9 +96,12 @@ def main() -> None:
 
     rows = []
     models = {}
-    for label, frames, path in (("640x640 DeepPCB JPEG", small, model_path),
-                                ("2448x2048 camera JPEG", camera, camera_path)):
+    int8s: dict[str, Detector] = {}
+    for label, frames, path, int8 in (("640x640 DeepPCB JPEG", small, model_path, args.int8),
+                                      ("2448x2048 camera JPEG", camera, camera_path, args.camera_int8)):
         detector = Detector(path, conf=0.25, threads=args.threads)
+        if int8:
+            int8s[label] = Detector(int8, conf=0.25, threads=args.threads)
         yolo = load_ultralytics().YOLO(str(path), task="detect")
         imgsz = list(detector.input_hw)
         models[label] = (detector, yolo, imgsz)
@@ -107,15 +114,20 @@ def main() -> None:
         # The floor: session.run alone, on each frame's own tensor (made beforehand). A random
         # tensor would not do: this model ran 20-30% slower on noise than on real frames.
         tensors = [to_tensor([detector.prepare(detector.load_bytes(d, reduce=1)[0])[0]]) for d in frames]
-        t = medians({
+        contenders = {
             "qc": lambda i, d, detector=detector: detector.predict_bytes(d),
             "qc full decode": lambda i, d, detector=detector: detector.predict_bytes(d, reduce=1),
             "ultralytics": lambda i, d: ultralytics(d),
             "session.run": lambda i, d, detector=detector, tensors=tensors: detector.session.run(
                 None, {detector.input_name: tensors[i]}),
-        }, frames)
-        rows.append([label, *(f"{t[k]:.1f}" for k in t),
-                     f"{t['ultralytics'] / t['qc']:.2f}x", f"{t['qc'] / t['session.run']:.2f}x"])
+        }
+        if label in int8s:
+            contenders["qc int8"] = lambda i, d, detector=int8s[label]: detector.predict_bytes(d)
+        t = medians(contenders, frames)
+        q8 = t.get("qc int8")
+        rows.append([label, *(f"{t[k]:.1f}" for k in ("qc", "qc full decode", "ultralytics", "session.run")),
+                     f"{q8:.1f}" if q8 else "-", f"{t['ultralytics'] / t['qc']:.2f}x",
+                     f"{t['ultralytics'] / q8:.2f}x" if q8 else "-", f"{t['qc'] / t['session.run']:.2f}x"])
 
     detector, yolo, imgsz = models["2448x2048 camera JPEG"]
 
@@ -136,6 +148,10 @@ def main() -> None:
         "qc full decode": accuracy(lambda d: detector.predict_bytes(d, conf=0.001, reduce=1), camera, truth_camera),
         "ultralytics": accuracy(ul_detections, camera, truth_camera),
     }
+    camera_int8 = int8s.get("2448x2048 camera JPEG")
+    if camera_int8 is not None:
+        acc["qc int8 (auto reduced decode)"] = accuracy(lambda d: camera_int8.predict_bytes(d, conf=0.001),
+                                                       camera, truth_camera)
     from inspection.detect import imaging
 
     auto = imaging.reduction_for(imaging.probe(camera[0]), input_hw=detector.input_hw)
@@ -151,8 +167,8 @@ def main() -> None:
         f"ORT intra-op threads {args.threads or 'default'}. The camera frames are the same images resized "
         f"to 2448x2048 and encoded as JPEG q90; `qc` decodes them at 1/{auto} size (auto)."),
         "",
-        table(["input", "qc", "qc full decode", "ultralytics predict", "bare session.run",
-               "qc speed-up vs ultralytics", "qc / session.run"], rows),
+        table(["input", "qc", "qc full decode", "ultralytics predict", "bare session.run (fp32)", "qc int8",
+               "qc speed-up vs ultralytics", "qc int8 speed-up vs ultralytics", "qc / session.run"], rows),
         "",
         "Accuracy on the camera-size frames (COCOeval; conf 0.001, IoU 0.7):",
         "",
