@@ -126,6 +126,24 @@ def test_the_version_timeline_names_the_first_bucket_of_each_model(stores):
         ("m@v1", START), ("m@v2", floor_bucket(START + timedelta(minutes=40)))]
 
 
+def test_the_timeline_marks_each_changeover_where_a_product_appears_after_another(stores):
+    records, analytics = stores
+    # line1: M8 bolts, then M10 from 05:40, back to M8 at 06:10; line2 only ever M8.
+    for minute, product in ((0, "m8-bolt"), (20, "m8-bolt"), (40, "m10-bolt"), (55, "m10-bolt"), (70, "m8-bolt")):
+        records.save_inspection(record("line1", START + timedelta(minutes=minute), product=product))
+    records.save_inspection(record("line2", START, product="m8-bolt"))
+    records.save_inspection(record("line2", START + timedelta(minutes=50), product="m8-bolt"))
+    analytics.refresh(now=START + timedelta(hours=2))
+    changeovers = [(e["station"], e["label"], e["at"]) for e in analytics.versions(START, START + timedelta(hours=2))
+                   if e["what"] == "product"]
+    assert changeovers == [("line1", "product m10-bolt", START + timedelta(minutes=30)),
+                           ("line1", "product m8-bolt", START + timedelta(minutes=60))]
+    # A window that opens on M10 already running: no changeover at its start.
+    later = [e["label"] for e in analytics.versions(START + timedelta(minutes=45), START + timedelta(hours=2),
+                                                     station="line1") if e["what"] == "product"]
+    assert later == ["product m8-bolt"]
+
+
 def test_frozen_limits_come_from_the_baselines_complete_subgroups(stores):
     records, analytics = stores
     for i in range(205):  # 4 complete subgroups of 50 (the last 5 parts make no subgroup)

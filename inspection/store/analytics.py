@@ -381,8 +381,11 @@ class AnalyticsStore:
                 for start, (n, f, rv) in sorted(sums.items())]
 
     def versions(self, since: datetime, until: datetime, *, station: str | None = None) -> list[dict[str, Any]]:
-        """When each model version first judged a station's parts and when each rules version
-        was made: the timeline drawn on the charts."""
+        """When each model version first judged a station's parts, when each rules version
+        was made, and the changeovers (the 15-minute bucket in which a product appears at a
+        station that judged other products, or none, in its previous bucket): the timeline
+        drawn on the charts, so a jump in a rate can be told from a change of model, rules or
+        product."""
         query = (select(rollup_counts.c.station_id, rollup_counts.c.model_version,
                         func.min(rollup_counts.c.bucket).label("first"))
                  .group_by(rollup_counts.c.station_id, rollup_counts.c.model_version))
@@ -397,7 +400,30 @@ class AnalyticsStore:
                           for r in conn.execute(query) if since <= r.first < until)
             events.extend({"at": r.created_at, "station": r.station_id, "what": "rules",
                            "label": f"rules v{r.version}"} for r in conn.execute(rules))
+            events.extend(self._changeovers(conn, since, until, station))
         return sorted(events, key=lambda e: e["at"])
+
+    def _changeovers(self, conn, since: datetime, until: datetime, station: str | None) -> list[dict[str, Any]]:
+        # From the rollups (one row per bucket and product), so a day's timeline reads 96
+        # buckets a station, not its million frames. The bucket before the window says what
+        # was on the line when it opened: a product that merely continues is no changeover.
+        query = (select(rollup_counts.c.station_id, rollup_counts.c.bucket, rollup_counts.c.product).distinct()
+                 .where(rollup_counts.c.bucket >= since - BUCKET, rollup_counts.c.bucket < until)
+                 .order_by(rollup_counts.c.station_id, rollup_counts.c.bucket))
+        if station:
+            query = query.where(rollup_counts.c.station_id == station)
+        by_bucket: dict[tuple[str, datetime], set[str]] = {}
+        for row in conn.execute(query):
+            by_bucket.setdefault((row.station_id, row.bucket), set()).add(row.product)
+        events: list[dict[str, Any]] = []
+        before: dict[str, set[str]] = {}  # each station's products in its previous bucket
+        for (station_id, bucket), products in by_bucket.items():  # in station, then time order
+            previous = before.get(station_id)
+            if previous is not None and bucket >= since:
+                events.extend({"at": bucket, "station": station_id, "what": "product", "label": f"product {name}"}
+                              for name in sorted(products - previous) if name)
+            before[station_id] = products
+        return events
 
     def review_summary(self, since: datetime, until: datetime, *, station: str | None = None) -> dict[str, Any]:
         """The review backlog (flagged, never reviewed) and how reviewers judged the model:
