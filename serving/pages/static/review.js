@@ -426,7 +426,19 @@
     $("remaining").textContent = remaining;
     renderItemMark(last.inspection_id);
     if (index >= 0) open(index);
+    else bringBack(last.inspection_id);  // e.g. decided, then the queue reloaded without it
     setStatus(t("Undone."));
+  }
+
+  // The frame whose decision was undone, put back in the queue before the current one and
+  // opened: whoever undoes a decision expects to see that frame again.
+  async function bringBack(id) {
+    const result = await api("GET", `/v1/inspections/${encodeURIComponent(id)}/reviews`);
+    if (!result.ok) { setStatus(result.data ? result.data.detail : t("cannot load the frame"), true); return; }
+    const at = Math.max(0, Math.min(current, items.length));
+    items.splice(at, 0, {inspection: result.data.inspection, review: result.data.latest});
+    renderQueue();
+    open(at);
   }
 
   function next() {
