@@ -10,8 +10,10 @@
 
 Example::
 
-    record, created = await inspector.inspect(station=station, data=jpeg, part_id="SN123",
-                                              idempotency_key="frame-0001")
+    record, created = await inspector.inspect(
+        admit=lambda: Judging(store.station("line1")),   # runs in the decode thread
+        reserve=budget.reserve, data=jpeg, header=imaging.probe(jpeg),
+        part_id="SN123", idempotency_key="frame-0001")
 """
 
 from __future__ import annotations
