@@ -218,6 +218,17 @@ def test_a_blank_idempotency_key_is_no_key(two_stations):
     assert two_stations.count() == 2
 
 
+def test_a_frames_admission_reads_its_station_and_the_record_already_acknowledged_under_its_key(two_stations):
+    first, _ = two_stations.save_inspection(record("line1-cam1", verdict="FAIL", idempotency_key="frame-1"))
+    station, done = two_stations.admission("line1-cam1", "frame-1")
+    assert station == two_stations.station("line1-cam1") and done.id == first.id
+    assert two_stations.admission("line1-cam1", "frame-2")[1] is None
+    assert two_stations.admission("line1-cam2", "frame-1")[1] is None  # keys are per station
+    assert two_stations.admission("line1-cam1", None) == (station, None)
+    with pytest.raises(NotFound, match="qc stations add line9"):
+        two_stations.admission("line9", "frame-1")
+
+
 def test_idempotency_keys_are_per_station(two_stations):
     a, _ = two_stations.save_inspection(record("line1-cam1", idempotency_key="frame-1"))
     b, created = two_stations.save_inspection(record("line1-cam2", idempotency_key="frame-1"))

@@ -7,6 +7,7 @@ Example::
     saved, created = store.save_inspection(record)     # idempotent by (station, key)
     results = store.save_many([a, b, c])                # one transaction; a failure fails alone
     page = store.list_inspections(InspectionFilter(station="line1-cam2", verdict="FAIL"))
+    station, done = store.admission("line1-cam2", "key-1")  # a frame's reads: station, replay
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -146,17 +147,18 @@ class RecordStore:
         return self.station(station_id)
 
     def station(self, station_id: str) -> Station:
-        query = (
-            select(stations, station_rules.c.body)
-            .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
-                                      station_rules.c.version == stations.c.rules_version))
-            .where(stations.c.id == station_id)
-        )
         with self.db.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        if row is None:
-            raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
-        return _station(row)
+            row = conn.execute(_STATION, {"station_id": station_id}).mappings().first()
+        return _found_station(row, station_id)
+
+    def admission(self, station_id: str, key: str | None) -> tuple[Station, InspectionRecord | None]:
+        """The station, and the record already acknowledged under `key` (None without one),
+        read on one connection: what every inspected frame reads before it is judged."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(_STATION, {"station_id": station_id}).mappings().first()
+            done = None if key is None else conn.execute(
+                _BY_KEY, {"station_id": station_id, "key": key}).mappings().first()
+        return _found_station(row, station_id), _record(done) if done else None
 
     def stations(self) -> list[Station]:
         query = (
@@ -226,10 +228,8 @@ class RecordStore:
             return error
 
     def find_by_key(self, station_id: str, key: str) -> InspectionRecord | None:
-        query = select(inspections).where(
-            inspections.c.station_id == station_id, inspections.c.idempotency_key == key)
         with self.db.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(_BY_KEY, {"station_id": station_id, "key": key}).mappings().first()
         return _record(row) if row else None
 
     def inspection(self, inspection_id: str) -> InspectionRecord:
@@ -312,6 +312,25 @@ def _values(record: InspectionRecord) -> dict[str, Any]:
 def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
     return [{"inspection_id": record.id, "class_name": d["class"], "confidence": d["confidence"]}
             for d in record.detections]
+
+
+# The two reads every inspected frame makes, built once: building a SELECT with a join costs
+# more than running it (station read 225 -> 74 us, both reads 380 -> 106 us per frame on this
+# machine's SQLite; issue 16 in BENCHMARKS.md).
+_STATION = (
+    select(stations, station_rules.c.body)
+    .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
+                              station_rules.c.version == stations.c.rules_version))
+    .where(stations.c.id == bindparam("station_id"))
+)
+_BY_KEY = select(inspections).where(inspections.c.station_id == bindparam("station_id"),
+                                    inspections.c.idempotency_key == bindparam("key"))
+
+
+def _found_station(row, station_id: str) -> Station:
+    if row is None:
+        raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
+    return _station(row)
 
 
 def _station(row) -> Station:

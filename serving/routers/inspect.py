@@ -90,11 +90,9 @@ def _admit(state: AppState, station_id: str, idempotency_key: str | None,
     refusal: 404 for an unknown station, 409 for a disabled station or product, 503 without a
     model, 409 for a reference model at a station without a reference. It reads the database,
     so it runs in the decode thread (Inspector.inspect), not on the event loop."""
-    found = state.store.station(station_id)
-    if idempotency_key is not None:
-        existing = state.store.find_by_key(station_id, idempotency_key)
-        if existing is not None:
-            return existing
+    found, existing = state.store.admission(station_id, idempotency_key)
+    if existing is not None:
+        return existing
     if not found.rules.enabled:
         raise HTTPException(409, f"station {station_id} is disabled; enable it in its rules")
     product = _judging_product(state, found, asked)
