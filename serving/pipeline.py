@@ -169,11 +169,12 @@ class InputSizeChanged(Exception):
     pixels can be letterboxed again, a tensor cannot."""
 
 
-def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
+def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame], *, convert_ahead: bool = True) -> list:
     """The batcher's job: one `session.run` over the frames. A `Frame` gets (raw output row,
     LetterboxInfo), a `TensorFrame` its raw output row, or `InputSizeChanged` in its place. A
     frame prepared for a model of another input size (a hot swap happened while it waited) is
-    letterboxed again from its pixels."""
+    letterboxed again from its pixels. `convert_ahead`: a static-batch model's next chunk is
+    converted in another thread while the current one runs (see `_infer`)."""
     detector = model.detector
     expected = (3, *detector.input_hw)
     runnable: list[Frame | TensorFrame] = []
@@ -193,7 +194,7 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
                 continue
         runnable.append(frames[i])
         results.append(None)  # filled below
-    outputs = iter(_infer(detector, runnable) if runnable else [])
+    outputs = iter(_infer(detector, runnable, convert_ahead=convert_ahead) if runnable else [])
     for i, frame in enumerate(frames):
         if results[i] is None:
             output = next(outputs)
@@ -201,10 +202,12 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame]) -> list:
     return results
 
 
-# Converts the next chunk of a batch while ONNX Runtime runs the current one. On 2 cores the
-# conversion in the inference thread left the session idle for ~10% of the time under load
-# (py-spy on bench/serving, 64 stations, static batch-1 model). Two threads: one per inference
-# worker in the largest plan that helps on a small CPU.
+# Converts the next chunk of a batch while ONNX Runtime runs the current one. On 2 cores, with
+# one inference worker, the conversion in the inference thread left the session idle for ~10%
+# of the time under load (py-spy on bench/serving, 64 stations, static batch-1 model). With
+# one inference worker per core there is no idle core to convert on, and the hand-off only
+# costs (run_batch's `convert_ahead`, off when QC_INFERENCE_WORKERS > 1; BENCHMARKS.md, issue
+# 16). Two threads: one per inference worker.
 _converter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="to-tensor")
 
 
@@ -219,15 +222,18 @@ def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: ty
     return tensor.astype(dtype, copy=False)
 
 
-def _infer(detector: Detector, frames: list[Frame | TensorFrame]) -> np.ndarray:
+def _infer(detector: Detector, frames: list[Frame | TensorFrame], *, convert_ahead: bool = True) -> np.ndarray:
     """Raw outputs for the frames. A dynamic-batch model takes them in one run; a static-batch
     model runs chunk by chunk (`Detector.chunks`: each is one engine call, so `run_tensor` does
     not split it again), each chunk converted ahead on `_converter` while the one before it
-    runs (session.run releases the GIL)."""
+    runs (session.run releases the GIL), or here just before it without `convert_ahead`."""
     shape = (3, *detector.input_hw)
     chunks = detector.chunks(len(frames))
     if len(chunks) == 1:
         return detector.run_tensor(_tensor(frames, shape, detector.input_dtype))
+    if not convert_ahead:
+        return np.concatenate([detector.run_tensor(_tensor(frames[rows], shape, detector.input_dtype))
+                               for rows in chunks])
     pending = [_converter.submit(_tensor, frames[rows], shape, detector.input_dtype) for rows in chunks]
     return np.concatenate([detector.run_tensor(future.result()) for future in pending])
 

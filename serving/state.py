@@ -14,6 +14,7 @@ it from here. Tests and tools build an `AppState` the same way the lifespan does
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +91,8 @@ class AppState:
         manager.load_production()
         _refuse_missing_providers(settings, manager.current)
         batcher: MicroBatcher[Frame | TensorFrame, LoadedModel] = MicroBatcher(
-            run=run_batch, current=lambda: manager.loaded, max_batch=settings.max_batch,
+            run=functools.partial(run_batch, convert_ahead=settings.inference_workers == 1),
+            current=lambda: manager.loaded, max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
             workers=settings.inference_workers,
             can_batch=lambda: manager.current is not None and manager.current.detector.batch != 1,

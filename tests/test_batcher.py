@@ -85,10 +85,12 @@ def test_a_frame_past_its_deadline_is_dropped_not_run():
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("convert_ahead", [True, False])
 @pytest.mark.parametrize("layout", ["raw", "dynamic"])
-def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layout):
+def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layout, convert_ahead):
     """A static batch-1 model runs a batch frame by frame, converting the next frame while
-    the current one runs; a dynamic-batch model runs it at once. Either way the rows line up."""
+    the current one runs (or just before it, with one inference worker per core); a
+    dynamic-batch model runs it at once. Either way the rows line up."""
     from inspection.data.synth import make_sample
     from inspection.detect.detector import Detector
     from serving.model_manager import LoadedModel
@@ -100,7 +102,7 @@ def test_each_frame_of_a_batch_gets_the_output_it_gets_alone(trained_model, layo
     for seed, (width, height) in enumerate([(320, 320), (480, 360), (300, 420), (640, 480), (320, 200)]):
         image = make_sample(seed, width=width, height=height, good=False).image
         frames.append(Frame.prepare(detector, image, (image.shape[1], image.shape[0])))
-    batched = run_batch(loaded, list(frames))
+    batched = run_batch(loaded, list(frames), convert_ahead=convert_ahead)
     assert len(batched) == len(frames)
     for frame, (output, info) in zip(frames, batched, strict=True):
         ((alone, alone_info),) = run_batch(loaded, [frame])

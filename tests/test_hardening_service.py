@@ -32,7 +32,8 @@ def slow_batches(monkeypatch):
     import serving.state
 
     real = serving.state.run_batch
-    monkeypatch.setattr(serving.state, "run_batch", lambda model, frames: (time.sleep(0.3), real(model, frames))[1])
+    monkeypatch.setattr(serving.state, "run_batch",
+                        lambda model, frames, **kw: (time.sleep(0.3), real(model, frames, **kw))[1])
 
 
 def test_a_flooding_station_gets_429_with_retry_after_and_a_quiet_one_keeps_its_share(start, slow_batches):

@@ -26,9 +26,9 @@ def slow_inference(monkeypatch) -> Callable[[float], None]:
     def slow(seconds: float) -> None:
         real = serving.state.run_batch
 
-        def run(model, frames):
+        def run(model, frames, **options):
             time.sleep(seconds)
-            return real(model, frames)
+            return real(model, frames, **options)
 
         monkeypatch.setattr(serving.state, "run_batch", run)
 
