@@ -4,6 +4,7 @@ The service harness and its model: tests/service_harness.py."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -74,16 +75,18 @@ def test_concurrent_frames_share_a_batch(start):
 
 def test_a_slow_database_read_does_not_stall_other_requests(service, monkeypatch):
     station = service.add_station()
-    real = service.state.store.station
+    real = service.state.store.admission  # the inspect route's first database read
+    read = threading.Event()
 
-    def slow_station(station_id):
+    def slow_admission(station_id, key):
+        read.set()
         time.sleep(1.0)
-        return real(station_id)
+        return real(station_id, key)
 
-    monkeypatch.setattr(service.state.store, "station", slow_station)
+    monkeypatch.setattr(service.state.store, "admission", slow_admission)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(service.inspect, station)
-        time.sleep(0.1)
+        assert read.wait(5), "the inspect route did not read its station"
         started = time.monotonic()
         assert service.client.get("/healthz").status_code == 200
         waited = time.monotonic() - started
