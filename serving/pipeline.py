@@ -207,8 +207,8 @@ def run_batch(model: LoadedModel, frames: list[Frame | TensorFrame], *, convert_
 # of the time under load (py-spy on bench/serving, 64 stations, static batch-1 model). With
 # one inference worker per core there is no idle core to convert on, and the hand-off only
 # costs (run_batch's `convert_ahead`, off when QC_INFERENCE_WORKERS > 1; BENCHMARKS.md, issue
-# 16). Two threads: one per inference worker.
-_converter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="to-tensor")
+# 16). So one thread: it serves the one inference worker.
+_converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="to-tensor")
 
 
 def _tensor(frames: list[Frame | TensorFrame], shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:

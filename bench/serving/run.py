@@ -310,10 +310,10 @@ def main() -> None:
         # Side by side: this VM's speed drifts by up to 1.5x over minutes (BENCHMARKS.md, issue
         # 16), so the ratio is taken round by round, bare session.run (the service idle) then
         # the service at its saturating level, each round's figures a few seconds apart.
-        bare_default = BareSession(model, frames, threads=0)
-        bare_plan = BareSession(model, frames, threads=args.threads)
         plan = args.workers * args.processes
         same_plan = plan == 1 and args.threads == 0  # the service runs as ORT does by default
+        bare_default = BareSession(model, frames, threads=0)
+        bare_plan = bare_default if same_plan else BareSession(model, frames, threads=args.threads)
         rounds: list[tuple[Bare, Bare, Level]] = []  # (default plan, faster plan, service)
         for _ in range(args.rounds):
             by_default = bare_default.measure(args.round_seconds, concurrent=1)
@@ -335,7 +335,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
     workers, threads, processes = args.workers, args.threads, args.processes
     bare_default = bare_default.measure(10, concurrent=1)
-    bare_plan = bare_plan.measure(10, concurrent=workers * processes)
+    bare_plan = bare_default if same_plan else bare_plan.measure(10, concurrent=workers * processes)
     bare = max(bare_default, bare_plan, key=lambda b: b.frames_per_s)
     ratios_default = [level.frames_per_s / b.frames_per_s for b, _, level in rounds]
     ratios_faster = [level.frames_per_s / b.frames_per_s for _, b, level in rounds]

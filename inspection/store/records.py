@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select
+from sqlalchemy import Connection, and_, bindparam, exists, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -148,27 +148,17 @@ class RecordStore:
 
     def station(self, station_id: str) -> Station:
         with self.db.engine.connect() as conn:
-            row = conn.execute(_STATION, {"station_id": station_id}).mappings().first()
-        return _found_station(row, station_id)
+            return _read_station(conn, station_id)
 
     def admission(self, station_id: str, key: str | None) -> tuple[Station, InspectionRecord | None]:
         """The station, and the record already acknowledged under `key` (None without one),
         read on one connection: what every inspected frame reads before it is judged."""
         with self.db.engine.connect() as conn:
-            row = conn.execute(_STATION, {"station_id": station_id}).mappings().first()
-            done = None if key is None else conn.execute(
-                _BY_KEY, {"station_id": station_id, "key": key}).mappings().first()
-        return _found_station(row, station_id), _record(done) if done else None
+            return _read_station(conn, station_id), None if key is None else _read_by_key(conn, station_id, key)
 
     def stations(self) -> list[Station]:
-        query = (
-            select(stations, station_rules.c.body)
-            .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
-                                      station_rules.c.version == stations.c.rules_version))
-            .order_by(stations.c.id)
-        )
         with self.db.engine.connect() as conn:
-            return [_station(row) for row in conn.execute(query).mappings()]
+            return [_station(row) for row in conn.execute(_WITH_RULES.order_by(stations.c.id)).mappings()]
 
     def rules_history(self, station_id: str) -> list[dict[str, Any]]:
         self.station(station_id)
@@ -229,8 +219,7 @@ class RecordStore:
 
     def find_by_key(self, station_id: str, key: str) -> InspectionRecord | None:
         with self.db.engine.connect() as conn:
-            row = conn.execute(_BY_KEY, {"station_id": station_id, "key": key}).mappings().first()
-        return _record(row) if row else None
+            return _read_by_key(conn, station_id, key)
 
     def inspection(self, inspection_id: str) -> InspectionRecord:
         with self.db.engine.connect() as conn:
@@ -317,20 +306,24 @@ def _defect_rows(record: InspectionRecord) -> list[dict[str, Any]]:
 # The two reads every inspected frame makes, built once: building a SELECT with a join costs
 # more than running it (station read 225 -> 74 us, both reads 380 -> 106 us per frame on this
 # machine's SQLite; issue 16 in BENCHMARKS.md).
-_STATION = (
-    select(stations, station_rules.c.body)
-    .join(station_rules, and_(station_rules.c.station_id == stations.c.id,
-                              station_rules.c.version == stations.c.rules_version))
-    .where(stations.c.id == bindparam("station_id"))
-)
+_WITH_RULES = select(stations, station_rules.c.body).join(
+    station_rules, and_(station_rules.c.station_id == stations.c.id,
+                        station_rules.c.version == stations.c.rules_version))
+_STATION = _WITH_RULES.where(stations.c.id == bindparam("station_id"))
 _BY_KEY = select(inspections).where(inspections.c.station_id == bindparam("station_id"),
                                     inspections.c.idempotency_key == bindparam("key"))
 
 
-def _found_station(row, station_id: str) -> Station:
+def _read_station(conn: Connection, station_id: str) -> Station:
+    row = conn.execute(_STATION, {"station_id": station_id}).mappings().first()
     if row is None:
         raise NotFound(f"station {station_id} does not exist; add it with qc stations add {station_id}")
     return _station(row)
+
+
+def _read_by_key(conn: Connection, station_id: str, key: str) -> InspectionRecord | None:
+    row = conn.execute(_BY_KEY, {"station_id": station_id, "key": key}).mappings().first()
+    return _record(row) if row else None
 
 
 def _station(row) -> Station:
