@@ -188,6 +188,9 @@ def test_a_dataset_version_stores_each_images_reference(tmp_path, qc_home):
     write_dataset(tmp_path / "d", n=6, seed=2, width=96, height=96, references=True)
     version = import_dataset(tmp_path / "d", format="yolo", name="parts")
     assert version.has_references
+    # The golden parts under references/ are stored with their frames, not read as frames
+    # without labels (make demo printed "480 problems (480 files left out)" for them).
+    assert version.problems == [] and len(version.entries) == 6
     for entry in version.entries:
         stored = version.path / entry["reference"]
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry["reference_sha256"]

@@ -74,6 +74,8 @@ def read(
     root, class_names = _root_and_names(Path(source), names=names)
     used_labels: set[Path] = set()
     for image_path in find_images(root):
+        if _is_reference(image_path, root=root):
+            continue  # a golden part, stored with its image (reference_path_for), not a frame
         label_path = label_path_for(image_path, root=root)
         used_labels.add(label_path)
         item = _read_one(
@@ -370,6 +372,13 @@ def reference_path_for(image_path: Path) -> Path | None:
             if other.is_file():
                 return other
     return None
+
+
+def _is_reference(image_path: Path, *, root: Path) -> bool:
+    """Whether `image_path` sits in a reference folder beside `images/` (references/, templates/):
+    the golden parts of the frames, which have no labels of their own."""
+    parts = image_path.relative_to(root).parts
+    return len(parts) > 1 and parts[0] in REFERENCE_FOLDERS and (root / "images").is_dir()
 
 
 def _split_of(relative: Path) -> str | None:
