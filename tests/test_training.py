@@ -81,6 +81,27 @@ def test_an_interrupted_run_resumes_where_it_stopped(qc_home, settings, tiny_dat
     assert run.metrics["epochs_completed"] == 2
 
 
+def test_a_run_uses_the_threads_and_loaders_it_is_given_and_records_them(qc_home, tiny_data):
+    """Ultralytics alone sets torch to cores - 1 threads and drops the loaders to 0 on CPU; qc's
+    plan is applied after it and read back from torch and the loader while training runs."""
+    from training.compute import usable_cores
+    from training.settings import TrainSettings
+    from training.trainer import train
+
+    recipe = tiny_recipe(tiny_data, workers=1, device="cpu")
+    # By default every core the process may use goes to torch (Ultralytics: one fewer).
+    run = train(recipe, settings=TrainSettings(home=qc_home), progress=False)
+    assert run.metrics["compute"]["seen"] == {"torch_threads": usable_cores(), "loader_workers": 0}
+    # One torch thread leaves the other cores to the recipe's loader process.
+    run = train(recipe, settings=TrainSettings(home=qc_home, train_threads=1), progress=False)
+    compute = run.metrics["compute"]
+    loaders = min(1, usable_cores() - 1)
+    assert compute["seen"] == {"torch_threads": 1, "loader_workers": loaders}
+    assert compute["torch_threads"] == 1 and compute["loader_workers"] == loaders and compute["device"] == "cpu"
+    saved = json.loads((run.folder / "metrics.json").read_text())
+    assert saved["compute"] == compute
+
+
 def test_recipes_refuse_transforms_that_could_cut_a_defect_out(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("augment:\n  - {name: RandomCrop, p: 1, height: 10, width: 10}\n")

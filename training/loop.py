@@ -52,15 +52,15 @@ from inspection.data import versions
 from inspection.errors import ConfigError, Conflict, DatasetError, NotFound
 from inspection.models import promotion
 from inspection.models.registry import Registry
-from inspection.settings import Settings
 from inspection.store.database import Database
 from inspection.store.jobs import Job, JobKind, JobState, JobStore
+from training.settings import TrainSettings
 
 KIND = JobKind.LOOP
 HEARTBEAT_S = 20.0
 
 
-class LoopSettings(Settings):
+class LoopSettings(TrainSettings):
     loop_recipe: str = Field(default="", description="The production model's training recipe (YAML).")
     loop_min_new: int = Field(default=50, ge=1, description="New labelled images needed for a turn.")
     loop_epochs: int = Field(default=0, ge=0, description="Epochs of the fine-tune; 0: the recipe's.")

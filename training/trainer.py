@@ -29,8 +29,10 @@ from tqdm import tqdm
 
 from inspection.errors import ConfigError
 from inspection.settings import Settings
+from training.compute import ComputePlan
 from training.data import TrainingData, prepare
 from training.recipe import Recipe
+from training.settings import TrainSettings
 from training.ultralytics_env import load_ultralytics
 
 METRIC_KEYS = {
@@ -145,11 +147,14 @@ def train(
         if not run.last_weights.is_file():
             raise ConfigError(f"{resume}: nothing to resume (no train/weights/last.pt)")
         model = ultralytics.YOLO(str(run.last_weights))
+        plan = _compute_plan(run.recipe, settings)
+        seen = plan.attach(model)
         _attach_progress(model, enabled=progress)
         _attach_epoch_callback(model, on_epoch)
         started = time.monotonic()
         model.train(resume=True)
-        return _finish(run.folder, run.recipe, model, seconds=time.monotonic() - started)
+        return _finish(run.folder, run.recipe, model, seconds=time.monotonic() - started,
+                       compute={**plan.record(), "seen": seen})
 
     if not recipe.data:
         raise ConfigError("the recipe names no data: set data: in the recipe or pass --data")
@@ -180,11 +185,21 @@ def train(
         raise
 
     model = ultralytics.YOLO(source)
+    plan = _compute_plan(recipe, settings)
+    seen = plan.attach(model)
     _attach_progress(model, enabled=progress)
     _attach_epoch_callback(model, on_epoch)
     started = time.monotonic()
     model.train(**args)
-    return _finish(folder, recipe, model, seconds=time.monotonic() - started)
+    return _finish(folder, recipe, model, seconds=time.monotonic() - started,
+                   compute={**plan.record(), "seen": seen})
+
+
+def _compute_plan(recipe: Recipe, settings: Settings) -> ComputePlan:
+    """Threads and loaders for this run: QC_TRAIN_THREADS (or every usable core) and the
+    recipe's `workers`, which Ultralytics alone would drop to 0 on CPU (training/compute.py)."""
+    threads = (settings if isinstance(settings, TrainSettings) else TrainSettings()).train_threads
+    return ComputePlan.choose(pick_device(recipe.device), threads=threads, workers=recipe.workers)
 
 
 def _data_record(data: TrainingData) -> dict[str, Any]:
@@ -282,9 +297,9 @@ def _attach_epoch_callback(model, on_epoch) -> None:
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
 
 
-def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
+def _finish(folder: Path, recipe: Recipe, model, *, seconds: float, compute: dict[str, Any]) -> Run:
     trainer = model.trainer
-    metrics: dict[str, float | int | str] = {
+    metrics: dict[str, Any] = {
         name: float(trainer.metrics.get(key, 0.0)) for key, name in METRIC_KEYS.items()
     }
     metrics |= {
@@ -294,6 +309,7 @@ def _finish(folder: Path, recipe: Recipe, model, *, seconds: float) -> Run:
         "seconds_per_epoch": round(seconds / max(trainer.epoch + 1 - trainer.start_epoch, 1), 1),
         "validator": "ultralytics",
     }
+    metrics["compute"] = compute  # threads and loaders in force: one run's speed explained
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from training.report import write_training_curves
 

@@ -66,3 +66,17 @@ def cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def set_torch_threads(count: int) -> None:
+    """torch's intra-op threads for this process (training/compute.py decides how many)."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())

@@ -103,7 +103,9 @@ def main() -> None:
         scored = score(folder)
         d = scored["deeppcb"]
         name = run.recipe.name + (" (reference)" if run.recipe.reference else "")
-        rows.append([name, f"{run.metrics.get('epochs_completed')}", f"{run.metrics['seconds'] / 60:.0f}",
+        compute = run.metrics.get("compute", {}).get("seen", {})  # runs before issue 24 lack it
+        threads = f"{compute['torch_threads']} / {compute['loader_workers']}" if compute else "1 / 0 (before)"
+        rows.append([name, threads, f"{run.metrics.get('epochs_completed')}", f"{run.metrics['seconds'] / 60:.0f}",
                      f"{scored['map50']:.4f}", f"{scored['map50_95']:.4f}",
                      f"{d['precision']:.3f} / {d['recall']:.3f} / {d['fscore']:.3f}",
                      f"{d['fp'] / scored['images']:.2f}"])
@@ -127,7 +129,8 @@ def main() -> None:
         "(200 images, 1,185 boxes). The reference recipe's model judges each image against its template, "
         "aligned as the service aligns it."),
         "",
-        table(["recipe", "epochs", "minutes", "mAP50", "mAP50-95", "DeepPCB P / R / F (IoU > 0.33, conf 0.25)",
+        table(["recipe", "torch threads / loaders", "epochs", "minutes", "mAP50", "mAP50-95",
+               "DeepPCB P / R / F (IoU > 0.33, conf 0.25)",
                "false positives per image"], rows),
         "",
         table(["class (AP50)", *classes], per_class),
