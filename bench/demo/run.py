@@ -94,6 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         tally = judge_unseen_part(model, Path(work) / "frames")
     total = sum(tally.values())
+    seen = run.metrics.get("compute", {}).get("seen")  # runs before issue 24 trained on one core
+    threads = f"{seen['torch_threads']} / {seen['loader_workers']}" if seen else "1 / 0 (Ultralytics' own)"
     body = "\n".join([
         "## The demo's model (bench/demo/run.py)",
         "",
@@ -105,6 +107,7 @@ def main() -> None:
         table(["figure", "value"], [
             ["training time",
              f"{run.metrics['seconds'] / 60:.1f} min ({run.metrics['seconds_per_epoch']:.0f} s per epoch)"],
+            ["torch threads / data loaders (training/compute.py)", threads],
             ["val mAP50 / mAP50-95 (production detector, each image against its golden part)",
              f"{scored['map50']:.3f} / {scored['map50_95']:.3f}"],
             ["val mAP50 (Ultralytics' validator, composed inputs)", f"{run.metrics['map50']:.3f}"],
