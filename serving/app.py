@@ -36,8 +36,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from inspection.store.analytics import AnalyticsStore
-from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
 from serving.metrics import Metrics
@@ -83,11 +81,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         settings.ensure_dirs()
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
-        app.state.metrics.backlog.source = ReviewStore(state.db).backlog  # counted at each scrape
+        app.state.metrics.backlog.source = state.reviews.backlog  # counted at each scrape
         await state.inspector.start()  # the micro-batcher and the group committer
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
-        app.state.alarms = AlarmEvaluator(AnalyticsStore(state.db), settings, metrics=app.state.metrics)
-        alarm_loop = asyncio.create_task(_evaluate_every(app.state.alarms, settings.alarm_interval_s),
+        alarm_loop = asyncio.create_task(_evaluate_every(state.alarms, settings.alarm_interval_s),
                                          name="alarm-evaluator")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
         try:

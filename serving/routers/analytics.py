@@ -32,7 +32,7 @@ from inspection.analytics.spc import ChartKind, Side, shewhart_chart
 from inspection.roles import Role
 from inspection.store.analytics import ALL_CLASSES, AnalyticsStore, FrozenLimits, Grouping
 from inspection.store.records import utcnow
-from serving.deps import AlarmsDep, AnalyticsDep, Person, SettingsDep, StateDep, UsersDep
+from serving.deps import AlarmsDep, AnalyticsDep, Person, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import LANGUAGES, choose, translator
 from serving.sessions import LANGUAGE_COOKIE, csrf_matches, session_of
 from serving.settings import ServeSettings
@@ -133,12 +133,12 @@ def list_limits(person: Person, analytics: AnalyticsDep, station: str | None = N
 
 @router.post("/v1/analytics/limits", status_code=201)
 def freeze(body: Freeze, person: Person, analytics: AnalyticsDep, settings: SettingsDep,
-           state: StateDep) -> dict[str, Any]:
+           store: StoreDep) -> dict[str, Any]:
     """Freeze SPC limits (p-chart of the station and of each class that failed parts, u-chart
     of the station's defects per part) from the baseline window; the window is also the drift
     reference."""
     _engineer(person)
-    state.store.station(body.station)  # 404 naming the fix
+    store.station(body.station)  # 404 naming the fix
     start, end = _when(body.since, settings, utcnow()), _when(body.until, settings, utcnow())
     frozen = analytics.freeze(body.station, start, end, frozen_by=person.name, subgroup_size=body.subgroup_size)
     return {"limits": [f.to_json() for f in frozen]}
@@ -254,13 +254,13 @@ def acknowledge_form(alarm_id: AlarmId, request: Request, users: UsersDep, setti
 
 @router.post("/dashboard/limits", include_in_schema=False)
 def freeze_form(request: Request, users: UsersDep, settings: SettingsDep, analytics: AnalyticsDep,
-                state: StateDep, csrf: Annotated[str, Form(max_length=128)],
+                store: StoreDep, csrf: Annotated[str, Form(max_length=128)],
                 station: Annotated[str, Form(max_length=64)], hours: Annotated[float, Form(gt=0, le=24 * 90)],
                 subgroup_size: Annotated[int, Form(ge=1, le=100000)] = 50):
     session = _form_person(request, users, settings, csrf)
     if not session.user.role.covers(Role.ENGINEER):
         raise HTTPException(403, "freezing limits needs an engineer or admin")
-    state.store.station(station)
+    store.station(station)
     end = utcnow()
     analytics.freeze(station, end - timedelta(hours=hours), end, frozen_by=session.user.name,
                      subgroup_size=subgroup_size)

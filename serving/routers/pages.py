@@ -26,7 +26,7 @@ from inspection.detect import imaging
 from inspection.errors import NotFound
 from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
-from serving.deps import ImagesDep, SettingsDep, StateDep, StoreDep, UsersDep
+from serving.deps import ImagesDep, ManagerDep, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import catalogue, translator
 from serving.pages.render import language, render
 from serving.sessions import (
@@ -107,18 +107,18 @@ def logout(request: Request, users: UsersDep, settings: SettingsDep,
 
 
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, users: UsersDep, settings: SettingsDep, state: StateDep):
+def review_page(request: Request, users: UsersDep, settings: SettingsDep, store: StoreDep, manager: ManagerDep):
     session = session_of(request, users, settings)
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     lang = language(request)
-    model = state.manager.current
+    model = manager.current
     config = {
         "csrf": session.csrf, "lang": lang, "timezone": settings.timezone,
         "user": {"name": session.user.name, "display_name": session.user.display_name,
                  "role": session.user.role.value},
-        "stations": [s.id for s in state.store.stations()],
+        "stations": [s.id for s in store.stations()],
         "classes": sorted(set(model.detector.names.values())) if model else [],
         "messages": catalogue(lang),
     }
