@@ -260,6 +260,27 @@ class RecordStore:
                 inspection_id=inspection_id, model_name=model_name, model_version=model_version,
                 verdict=Verdict(verdict).value, detections=detections, created_at=utcnow()))
 
+    def with_images_since(self, since: datetime) -> list[InspectionRecord]:
+        """Every inspection recorded at or after `since` whose image is stored (what could be
+        labelled), oldest id first: the active-learning sampler's candidates."""
+        query = (select(inspections).where(inspections.c.created_at >= since, inspections.c.image_sha256.is_not(None))
+                 .order_by(inspections.c.id))
+        with self.db.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def shadows_of(self, inspection_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The shadow models' results per inspection (model_name, model_version, verdict,
+        detections), in the order they were saved; an inspection without any is absent."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        if not inspection_ids:
+            return found
+        query = (select(shadow_results).where(shadow_results.c.inspection_id.in_(inspection_ids))
+                 .order_by(shadow_results.c.id))
+        with self.db.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                found.setdefault(row["inspection_id"], []).append(dict(row))
+        return found
+
     def shadow_agreement(self, model_version: str | None = None) -> dict[str, Any]:
         """Per class, how often the shadow model's verdict-relevant classes agree with
         production's on the same frames, and the overall verdict agreement."""
