@@ -26,27 +26,12 @@ from inspection.detect import imaging
 from inspection.errors import DamagedImage, ImageError, ImageTooLarge
 from inspection.products import check_product_id
 from serving import headers
-from serving.bodies import frame_bytes
+from serving.bodies import IMAGE_BODY, frame_bytes
 from serving.deps import StateDep, StationKey, check_station
 from serving.schemas import Inspection
 
 router = APIRouter(prefix="/v1/stations", tags=["inspect"])
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/jpeg": _BINARY,
-            "image/png": _BINARY,
-            "image/bmp": _BINARY,
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                           "required": ["file"]}
-            },
-        },
-    }
-}
 PartId = Annotated[str | None, Header(
     max_length=2048, description="serial or lot of the part, at most 128 characters: UTF-8 bytes, "
     "or RFC 8187 notation UTF-8''%C3%84... for clients that send ASCII only")]
@@ -66,7 +51,7 @@ def _product_name(raw: str | None) -> str | None:
 @router.post(
     "/{station}/inspect",
     response_model=Inspection,
-    openapi_extra=_BODY,
+    openapi_extra=IMAGE_BODY,
     responses={400: {"description": "not a readable image, or a damaged one (the reason says which)"},
                404: {"description": "unknown station, or a product without a profile at it"},
                409: {"description": "station or product disabled, the product's profile names another model, "

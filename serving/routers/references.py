@@ -19,9 +19,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from inspection.detect import imaging
-from serving.bodies import frame_bytes
+from serving.bodies import IMAGE_BODY, frame_bytes
 from serving.deps import Engineer, ImagesDep, Reader, ReferencesDep, StateDep, check_station
-from serving.routers.inspect import _BODY
 from serving.schemas import StationReferenceOut
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
@@ -30,7 +29,7 @@ router = APIRouter(prefix="/v1/stations", tags=["stations"])
 ReferenceVersion = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="a version; none: the one in use")]
 
 
-@router.put("/{station}/reference", response_model=StationReferenceOut, openapi_extra=_BODY,
+@router.put("/{station}/reference", response_model=StationReferenceOut, openapi_extra=IMAGE_BODY,
             responses={400: {"description": "not a readable, whole image"}, 404: {"description": "unknown station"},
                        413: {"description": "body or pixel count over the limit"},
                        415: {"description": "unsupported content type"}})
