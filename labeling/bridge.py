@@ -262,13 +262,12 @@ class Bridge:
         return changed
 
     def dataset_name(self) -> str:
-        if self.settings.label_dataset:
-            return self.settings.label_dataset
+        """The dataset pulled labels extend (`LabelSettings.dataset_for`)."""
         try:
             trained_on = self.registry.production(self.settings.model_name).card.get("dataset_version")
         except NotFound:
             trained_on = None
-        return versions.parse_ref(trained_on)[0] if trained_on else "line"
+        return self.settings.dataset_for(trained_on)
 
     def pull(self, *, fetch: bool = True) -> versions.DatasetVersion | None:
         """New annotations as the next version of the dataset; None when nothing new."""
