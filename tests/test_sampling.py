@@ -213,3 +213,18 @@ def test_a_job_the_service_made_is_adopted_by_its_worker_and_an_ended_one_is_not
         jobs.adopt(job.id)
     with pytest.raises(NotFound):
         jobs.adopt("nope")
+
+
+def test_a_heartbeat_keeps_a_turn_alive(db):
+    from sqlalchemy import update
+
+    from inspection.store.jobs import JobKind, JobStore
+    from inspection.store.schema import jobs as table
+
+    jobs = JobStore(db)
+    job = jobs.start(JobKind.LOOP, params={})
+    with db.engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    assert not jobs.alive(jobs.get(job.id))
+    jobs.heartbeat(job.id)
+    assert jobs.alive(jobs.get(job.id))
