@@ -79,8 +79,8 @@ def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path
 
 
 def test_the_budget_holds_per_station_and_day_and_every_pick_says_why(db):
-    from labeling.sampling.sampler import sample
     from inspection.store.reviews import BoxCorrection, BoxDecision, FrameDecision, ReviewStore
+    from labeling.sampling.sampler import sample
 
     store = RecordStore(db)
     for station in ("a", "b"):
@@ -170,7 +170,7 @@ def test_a_new_strategy_is_one_class_and_one_line_of_policy(db, tmp_path):
         "strategies:\n", "strategies:\n  - {use: \"tests.test_sampling:NightShift\", share: 0, until_hour: 6}\n"))
 
     loaded = SamplingPolicy.load(mine)
-    assert [s.name for s in loaded.strategies][0] == "night_shift"
+    assert [s.name for s in loaded.strategies] == ["night_shift", *SHARES]  # first: the top priority
     picks = {p.inspection_id: p for p in sample(db, loaded)}
     assert set(night) <= set(picks) and not set(day) & set(picks)  # confident FAILs: no shipped reason
     assert picks[night[0]].reasons == [{"reason": "night_shift", "hour": 0}]

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 from sqlalchemy import BigInteger, cast, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from inspection.analytics.image_stats import ImageStats, stack
+from inspection.analytics.image_stats import ImageStats, Statistic, stack
 from inspection.analytics.shifts import ShiftSettings, shift_of, shift_spans
 from inspection.analytics.spc import ChartKind, Limits, baseline_limits
 from inspection.detections import Detections
@@ -43,6 +43,7 @@ from inspection.store.database import Database
 from inspection.store.records import utcnow
 from inspection.store.schema import (
     FRAME_COLUMNS,
+    MAX_CONFIDENCE,
     alarms,
     defects,
     inspections,
@@ -58,29 +59,13 @@ ALL_CLASSES = ""  # class_name of a chart, limit or alarm about the station as a
 NO_PRODUCT = ""  # the product key of frames judged without a product (rollups, rates by product)
 
 
-class FrameColumns(TypedDict):
-    """schema.FRAME_COLUMNS, named: InspectionRecord takes them as keywords."""
-
-    brightness: float
-    contrast: float
-    sharpness: float
-    blue: float
-    green: float
-    red: float
-    max_confidence: float
-
-
-def frame_columns(stats: ImageStats, detections: Detections) -> FrameColumns:
-    """The per-frame figures stored with an inspection (schema.FRAME_COLUMNS): its image
-    statistics and the highest confidence among the boxes the detector reported (0: none)."""
+def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, Any]:
+    """The per-frame figures stored with an inspection (schema.FRAME_COLUMNS, in its order):
+    its image statistics (`Statistic`, declared once in inspection/analytics/image_stats.py)
+    and the highest confidence among the boxes the detector reported (0: none)."""
     best = float(detections.confidence.max()) if len(detections) else 0.0
-
-    def kept(value: float) -> float:
-        return round(float(value), 4)
-
-    return FrameColumns(brightness=kept(stats.brightness), contrast=kept(stats.contrast),
-                        sharpness=kept(stats.sharpness), blue=kept(stats.blue), green=kept(stats.green),
-                        red=kept(stats.red), max_confidence=kept(best))
+    figures = {statistic.value: stats[statistic] for statistic in Statistic} | {MAX_CONFIDENCE: best}
+    return {name: round(float(figures[name]), 4) for name in FRAME_COLUMNS}
 
 
 class Grouping(StrEnum):

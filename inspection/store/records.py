@@ -70,7 +70,9 @@ class InspectionRecord:
     image_sha256: str | None = None
     image_format: str | None = None
     request_id: str | None = None
-    # Image statistics and the highest box confidence (schema.FRAME_COLUMNS), for drift alarms.
+    # Image statistics and the highest box confidence (schema.FRAME_COLUMNS, made from
+    # analytics.image_stats.Statistic), for drift alarms; tests/test_store.py checks that these
+    # fields are exactly those columns.
     brightness: float | None = None
     contrast: float | None = None
     sharpness: float | None = None
