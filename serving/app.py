@@ -50,7 +50,6 @@ from serving.routers import (
     inspections,
     keys,
     loop,
-    loop_page,
     models,
     oip,
     pages,
@@ -119,8 +118,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                    keys, analytics, hooks, loop, trail):
         app.include_router(module.router, responses=problems(*REFUSALS))
     app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
-    app.include_router(pages.router)
-    app.include_router(loop_page.router)
+    app.include_router(pages.router)  # the HTML pages: review, loop, dashboard
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")
     return app

@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from inspection.models.registry import Registry
@@ -260,3 +260,8 @@ def current_engineer(person: Person) -> Actor:
 
 EngineerPerson = Annotated[Actor, Depends(current_engineer)]
 """An engineer or admin: signed in on the pages (cookie + CSRF) or holding such a key."""
+
+
+# An alarm's id is a database integer: one beyond 64 bits is a 422, not an overflow in the driver.
+AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the alarm's id")]
+"""The `alarm_id` path parameter of the analytics API and the dashboard's forms."""
