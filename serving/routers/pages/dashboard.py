@@ -13,13 +13,11 @@ serving/routers/analytics.py.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from inspection.analytics.charts import Series, line_chart, pareto_chart
 from inspection.analytics.spc import ChartKind, Side, shewhart_chart
@@ -27,15 +25,14 @@ from inspection.roles import Role
 from inspection.store.analytics import ALL_CLASSES, AnalyticsStore, FrozenLimits
 from inspection.store.records import utcnow
 from serving.deps import AlarmId, AnalyticsDep, SettingsDep, StoreDep, UsersDep
-from serving.pages.language import LANGUAGES, choose, translator
+from serving.pages.language import LANGUAGES, translator
+from serving.pages.render import language, templates
 from serving.sessions import LANGUAGE_COOKIE, csrf_matches, session_of
 from serving.settings import ServeSettings
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
-PAGES = Path(__file__).resolve().parents[2] / "pages"
-_templates = Environment(loader=FileSystemLoader(PAGES / "templates"), autoescape=select_autoescape(["html"]))
-# The review pages' policy: nothing but this origin (serving/pages/render.py says why).
+# The review pages' policy (serving/pages/render.py), stricter still: this page runs no script.
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
@@ -43,13 +40,6 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 RANGES = {"8h": timedelta(hours=8), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-
-
-def _language(request: Request) -> str:
-    asked = request.query_params.get("lang")
-    if asked in LANGUAGES:
-        return asked
-    return choose(cookie=request.cookies.get(LANGUAGE_COOKIE), accept_language=request.headers.get("accept-language"))
 
 
 def _local(value: datetime | None, settings: ServeSettings) -> str:
@@ -65,7 +55,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-    lang = _language(request)
+    lang = language(request)
     t = translator(lang)
     span = RANGES.get(range, RANGES["24h"])
     end = utcnow() + timedelta(minutes=15)
@@ -92,7 +82,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
                if f.class_name == ALL_CLASSES]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
                       | ({station} if station else set()))
-    html = _templates.get_template("dashboard.html").render(
+    html = templates.get_template("dashboard.html").render(
         _=t, lang=lang, languages=LANGUAGES, path=request.url.path, user=session.user, csrf=session.csrf,
         data=data, range=range if range in RANGES else "24h", ranges=list(RANGES), station=station or "",
         stations=stations, rate_chart=rate_chart, pareto_chart=pareto_svg, control_charts=control,
