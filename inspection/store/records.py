@@ -37,6 +37,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def iso_z(value: datetime | None) -> str | None:
+    """A naive UTC instant as ISO 8601 to the second with a Z ("2026-03-02T06:00:00Z"); None stays None."""
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
 def new_id() -> str:
     """32 hex characters, sortable by creation time (ms), unique without coordination."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
