@@ -112,11 +112,10 @@ class MqttOutput(Output):
     name = "mqtt"
 
     def __init__(self, host: str, port: int, topic: str, qos: int, timeout_s: float) -> None:
-        import paho.mqtt.client as mqtt
+        from inspection.mqtt import mqtt_client
 
         self.topic, self.qos, self.timeout_s = topic, qos, timeout_s
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-agent-{id(self)}")
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client = mqtt_client("qc-agent-output", reconnect=True)
         self.client.connect_async(host, port)  # the broker may come later; paho reconnects itself
         self.client.loop_start()
 

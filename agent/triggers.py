@@ -135,12 +135,11 @@ def mqtt_subscription(host: str, port: int, topic: str, on_payload: Callable[[by
     """A started MQTT client that hands each payload on `topic` to `on_payload`, subscribing
     again on every (re)connect; it reconnects by itself with backoff. Stop it with
     `client.disconnect(); client.loop_stop()`."""
-    import paho.mqtt.client as mqtt
+    from inspection.mqtt import mqtt_client
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-agent-{name}-{time.time_ns()}")
+    client = mqtt_client(f"qc-agent-{name}", reconnect=True)
     client.on_connect = lambda c, userdata, flags, rc, props=None: c.subscribe(topic, qos=1)
     client.on_message = lambda c, userdata, message: on_payload(bytes(message.payload))
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
     client.connect_async(host, port)
     client.loop_start()
     return client

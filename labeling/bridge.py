@@ -46,6 +46,8 @@ from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
 from labeling.client import LabelStudioUnavailable, Project, Studio
 from labeling.config import check_label_config, label_config
+from labeling.sampling.policy import SamplingPolicy
+from labeling.sampling.sampler import Pick, sample
 from labeling.settings import LabelSettings
 from labeling.tasks import task_for
 
@@ -141,6 +143,23 @@ class Bridge:
             raise NotFound(f"Label Studio at {self.studio.url} has no project {self.project_title!r}; "
                            "create it with qc label setup")
         return project
+
+    # -- sample ----------------------------------------------------------------------------
+
+    def sample(self, policy: SamplingPolicy | None = None, *, queue: bool = False) -> list[Pick]:
+        """What the active-learning sampler picks now (labeling/sampling/) among the frames
+        never sent to this project, judged against the dataset the production model learnt
+        from (its rare classes; none when that dataset is not here); with `queue`, the picks
+        are also queued, each with its reasons, to be sent by the next push."""
+        policy = policy or SamplingPolicy.load()
+        try:
+            training = versions.open_version(self.dataset_name(), root=self.settings.datasets_dir)
+        except DatasetError:
+            training = None
+        picks = sample(self.db, policy, training=training, exclude=self.labels.known())
+        if queue and picks:
+            self.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
+        return picks
 
     # -- push ------------------------------------------------------------------------------
 
@@ -243,13 +262,12 @@ class Bridge:
         return changed
 
     def dataset_name(self) -> str:
-        if self.settings.label_dataset:
-            return self.settings.label_dataset
+        """The dataset pulled labels extend (`LabelSettings.dataset_for`)."""
         try:
             trained_on = self.registry.production(self.settings.model_name).card.get("dataset_version")
         except NotFound:
             trained_on = None
-        return versions.parse_ref(trained_on)[0] if trained_on else "line"
+        return self.settings.dataset_for(trained_on)
 
     def pull(self, *, fetch: bool = True) -> versions.DatasetVersion | None:
         """New annotations as the next version of the dataset; None when nothing new."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from inspection.data.versions import parse_ref
 from inspection.settings import Settings
 
 
@@ -30,3 +31,11 @@ class LabelSettings(Settings):
         "refuses every webhook.")
     label_push_batch: int = Field(default=20, ge=1, le=500, description="Tasks per import request.")
     label_timeout_s: float = Field(default=30.0, gt=0, description="Per request to Label Studio.")
+
+    def dataset_for(self, trained_on: str | None) -> str:
+        """The dataset pulled labels extend: QC_LABEL_DATASET, else the dataset of `trained_on`
+        (the production model's card's dataset version, e.g. "line@v3"), else "line". The one
+        resolution: the bridge pulls into it and `qc loop` trains on it."""
+        if self.label_dataset:
+            return self.label_dataset
+        return parse_ref(trained_on)[0] if trained_on else "line"

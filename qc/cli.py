@@ -50,7 +50,9 @@ def _register() -> None:
     # Command modules import only typer at the top; each command imports what it needs.
     from qc.commands import (
         dataset,
+        db,
         evaluate,
+        keys,
         label,
         loop,
         models,
@@ -59,6 +61,7 @@ def _register() -> None:
         serve,
         simulate,
         station,
+        stations,
         synth,
         train,
         users,
@@ -76,9 +79,9 @@ def _register() -> None:
     app.add_typer(label.app, name="label")
     app.add_typer(loop.app, name="loop")
     app.add_typer(models.app, name="models")
-    app.add_typer(serve.stations_app, name="stations")
-    app.add_typer(serve.keys_app, name="keys")
-    app.add_typer(serve.db_app, name="db")
+    app.add_typer(stations.app, name="stations")
+    app.add_typer(keys.app, name="keys")
+    app.add_typer(db.app, name="db")
     app.add_typer(users.app, name="users")
     app.add_typer(station.app, name="station")
 

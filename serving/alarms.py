@@ -298,11 +298,9 @@ class Mqtt:
         self.name = f"mqtt {self.host}:{self.port}"
 
     def send(self, alarm: AlarmRecord) -> None:
-        import paho.mqtt.client as mqtt
+        from inspection.mqtt import mqtt_client
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"qc-alarms-{alarm.id}")
-        if self.username:
-            client.username_pw_set(self.username, self.password)
+        client = mqtt_client(f"qc-alarms-{alarm.id}", username=self.username, password=self.password)
         client.connect(self.host, self.port, keepalive=10)
         client.loop_start()
         try:

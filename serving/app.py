@@ -36,8 +36,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from inspection.store.analytics import AnalyticsStore
-from inspection.store.reviews import ReviewStore
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
 from serving.metrics import Metrics
@@ -52,7 +50,6 @@ from serving.routers import (
     inspections,
     keys,
     loop,
-    loop_page,
     models,
     oip,
     pages,
@@ -83,11 +80,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         settings.ensure_dirs()
         state: AppState = await asyncio.to_thread(AppState.start, settings, metrics=app.state.metrics)
         app.state.qc = state
-        app.state.metrics.backlog.source = ReviewStore(state.db).backlog  # counted at each scrape
+        app.state.metrics.backlog.source = state.reviews.backlog  # counted at each scrape
         await state.inspector.start()  # the micro-batcher and the group committer
         watcher = asyncio.create_task(state.manager.watch(), name="model-watcher")
-        app.state.alarms = AlarmEvaluator(AnalyticsStore(state.db), settings, metrics=app.state.metrics)
-        alarm_loop = asyncio.create_task(_evaluate_every(app.state.alarms, settings.alarm_interval_s),
+        alarm_loop = asyncio.create_task(_evaluate_every(state.alarms, settings.alarm_interval_s),
                                          name="alarm-evaluator")
         log.info("ready", extra={"database": state.db.url.split("@")[-1], "model_dir": str(settings.models_dir)})
         try:
@@ -122,8 +118,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                    keys, analytics, hooks, loop, trail):
         app.include_router(module.router, responses=problems(*REFUSALS))
     app.include_router(oip.router, responses=problems(*REFUSALS, 405, model=OIPProblem))
-    app.include_router(pages.router)
-    app.include_router(loop_page.router)
+    app.include_router(pages.router)  # the HTML pages: review, loop, dashboard
     # The review pages' script and style, from the package: nothing is fetched from elsewhere.
     app.mount("/static/review", StaticFiles(directory=STATIC), name="review-static")
     return app

@@ -25,24 +25,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from inspection.models.registry import Registry
 from inspection.roles import Role
 from inspection.store.analytics import AnalyticsStore
 from inspection.store.images import ImageStorage
-from inspection.store.keys import ApiKey
+from inspection.store.jobs import JobStore
+from inspection.store.keys import ApiKey, KeyStore
+from inspection.store.labels import LabelStore
 from inspection.store.products import ProductStore
 from inspection.store.records import RecordStore
+from inspection.store.references import StationReferences
 from inspection.store.reviews import ReviewStore
+from inspection.store.stations_health import StationHealthStore
+from inspection.store.trail import Trails
 from inspection.store.users import UserStore
+from serving.alarms import AlarmEvaluator
+from serving.auth import Authenticator
 from serving.metrics import Metrics
-
-if TYPE_CHECKING:
-    from serving.alarms import AlarmEvaluator
 from serving.model_manager import LoadedModel, ModelManager
 from serving.sessions import CSRF_HEADER, SAFE_METHODS, Actor, actor_of, csrf_matches, session_of
 from serving.settings import ServeSettings
@@ -89,11 +93,67 @@ async def _manager(state: StateDep) -> ModelManager:
     return state.manager
 
 
+async def _users(state: StateDep) -> UserStore:
+    return state.users
+
+
+async def _reviews(state: StateDep) -> ReviewStore:
+    return state.reviews
+
+
+async def _analytics(state: StateDep) -> AnalyticsStore:
+    return state.analytics
+
+
+async def _jobs(state: StateDep) -> JobStore:
+    return state.jobs
+
+
+async def _health(state: StateDep) -> StationHealthStore:
+    return state.health
+
+
+async def _references(state: StateDep) -> StationReferences:
+    return state.references
+
+
+async def _labels(state: StateDep) -> LabelStore:
+    return state.labels
+
+
+async def _keys(state: StateDep) -> KeyStore:
+    return state.keys
+
+
+async def _auth(state: StateDep) -> Authenticator:
+    return state.auth
+
+
+async def _trails(state: StateDep) -> Trails:
+    return state.trails
+
+
+async def _alarms(state: StateDep) -> AlarmEvaluator:
+    return state.alarms
+
+
+# One alias per store: a route names the stores it uses (all made once, in AppState.start).
 StoreDep = Annotated[RecordStore, Depends(_store)]
 ProductsDep = Annotated[ProductStore, Depends(_products)]
 ImagesDep = Annotated[ImageStorage, Depends(_images)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
+UsersDep = Annotated[UserStore, Depends(_users)]
+ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
+AnalyticsDep = Annotated[AnalyticsStore, Depends(_analytics)]
+JobsDep = Annotated[JobStore, Depends(_jobs)]
+HealthDep = Annotated[StationHealthStore, Depends(_health)]
+ReferencesDep = Annotated[StationReferences, Depends(_references)]
+LabelsDep = Annotated[LabelStore, Depends(_labels)]
+TrailsDep = Annotated[Trails, Depends(_trails)]
+KeysDep = Annotated[KeyStore, Depends(_keys)]
+AuthDep = Annotated[Authenticator, Depends(_auth)]
+AlarmsDep = Annotated[AlarmEvaluator, Depends(_alarms)]
 
 
 async def _current_model(state: StateDep) -> LoadedModel:
@@ -165,18 +225,6 @@ def check_station(key: ApiKey, station: str) -> None:
         raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")
 
 
-async def _users(state: StateDep) -> UserStore:
-    return UserStore(state.db)
-
-
-async def _reviews(state: StateDep) -> ReviewStore:
-    return ReviewStore(state.db)
-
-
-UsersDep = Annotated[UserStore, Depends(_users)]
-ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
-
-
 async def current_person(
     request: Request,
     state: StateDep,
@@ -203,18 +251,6 @@ Person = Annotated[Actor, Depends(current_person)]
 """A person reviewing: signed in on the pages (cookie + CSRF) or holding a staff key."""
 
 
-async def _analytics(state: StateDep) -> AnalyticsStore:
-    return AnalyticsStore(state.db)
-
-
-def _alarms(request: Request) -> AlarmEvaluator:
-    return request.app.state.alarms  # serving/alarms.AlarmEvaluator, made in the lifespan
-
-
-AnalyticsDep = Annotated[AnalyticsStore, Depends(_analytics)]
-AlarmsDep = Annotated["AlarmEvaluator", Depends(_alarms)]
-
-
 def current_engineer(person: Person) -> Actor:
     if not person.role.covers(Role.ENGINEER):
         raise HTTPException(403, f"a {person.role} cannot do this; it needs an engineer or admin "
@@ -224,3 +260,8 @@ def current_engineer(person: Person) -> Actor:
 
 EngineerPerson = Annotated[Actor, Depends(current_engineer)]
 """An engineer or admin: signed in on the pages (cookie + CSRF) or holding such a key."""
+
+
+# An alarm's id is a database integer: one beyond 64 bits is a 422, not an overflow in the driver.
+AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the alarm's id")]
+"""The `alarm_id` path parameter of the analytics API and the dashboard's forms."""

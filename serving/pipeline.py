@@ -11,7 +11,7 @@
 Example::
 
     record, created = await inspector.inspect(
-        admit=lambda: Judging(store.station("line1")),   # runs in the decode thread
+        station="line1", product=None,                   # admitted in the decode thread (serving/judging.py)
         reserve=budget.reserve, data=jpeg, header=imaging.probe(jpeg),
         part_id="SN123", idempotency_key="frame-0001")
 """
@@ -39,15 +39,16 @@ from inspection.detect.preprocess import LetterboxInfo, to_tensor
 from inspection.detect.reference import Aligned, align, compose
 from inspection.detect.tiling import Tiling, cut, merge
 from inspection.detections import Detections
-from inspection.errors import Conflict, DamagedImage
-from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, StationRules, Verdict, decide
+from inspection.errors import DamagedImage
+from inspection.rules import DAMAGED_IMAGE_RULE, DamagedFrames, Verdict, decide
 from inspection.store.analytics import frame_columns
 from inspection.store.images import ImageStorage
-from inspection.store.products import Product
-from inspection.store.records import InspectionRecord, RecordStore, Station
+from inspection.store.products import ProductStore
+from inspection.store.records import InspectionRecord, RecordStore
 from inspection.store.references import StationReferences
 from serving.batcher import BatchResult, MicroBatcher
 from serving.committer import GroupCommitter, Write
+from serving.judging import Judge, Judging, ReferenceRequired, require_reference
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
 from serving.references import ReferenceImages
@@ -56,11 +57,6 @@ from serving.settings import ServeSettings
 log = logging.getLogger("qc.inspect")
 
 Reserve = Callable[[int], AbstractContextManager[None]]  # a share of the decode budget, in pixels
-
-
-class ReferenceRequired(Conflict):
-    """A hot swap brought a reference model while a frame from a station without a reference
-    was queued: there is nothing to compose its input from."""
 
 
 @dataclass
@@ -92,9 +88,7 @@ class Frame:
         if not detector.needs_reference:
             return self.image
         if self.aligned is None:
-            raise ReferenceRequired(
-                "the model now judges frames against a reference image and this station has none "
-                "(the model was swapped while the frame waited); register one with qc stations reference")
+            raise ReferenceRequired.after_swap()
         return compose(self.image, self.aligned.reference)
 
     @classmethod
@@ -251,43 +245,20 @@ def _detect_whole(detector: Detector, frame: Frame, conf: float, tiling: Tiling 
 
 
 @dataclass(frozen=True)
-class Judging:
-    """What a frame is judged with: its station, and the product on the line if any (whose
-    profile's rules, when it has its own, replace the station's)."""
+class Asked:
+    """What a frame's request asks: its station, the product it names, its Idempotency-Key."""
 
-    station: Station
-    product: Product | None = None
-
-    @property
-    def rules(self) -> StationRules:
-        if self.product is None:
-            return self.station.rules
-        return self.product.profile.rules_or(self.station.rules)
-
-    @property
-    def reference_version(self) -> int | None:
-        """The station reference a reference model judges the frame against: the product's
-        golden part when its profile names one, else the station's current reference."""
-        if self.product is not None and self.product.profile.reference is not None:
-            return self.product.profile.reference
-        return self.station.reference_version
-
-    @property
-    def tiling(self) -> Tiling | None:
-        return self.rules.tiling.tiling() if self.rules.tiling else None
-
-    def product_columns(self) -> dict[str, Any]:
-        """The record's product and profile version (None for both without a product)."""
-        if self.product is None:
-            return {"product": None, "product_version": None}
-        return {"product": self.product.name, "product_version": self.product.version}
+    station: str
+    product: str | None
+    idempotency_key: str | None
 
 
 class Inspector:
     def __init__(self, *, settings: ServeSettings, store: RecordStore, images: ImageStorage,
                  manager: ModelManager, batcher: MicroBatcher[Frame | TensorFrame, LoadedModel],
-                 metrics: Metrics, committer: GroupCommitter | None = None) -> None:
+                 metrics: Metrics, committer: GroupCommitter | None = None, judge: Judge | None = None) -> None:
         self.settings, self.store, self.images = settings, store, images
+        self.judge = judge or Judge(store=store, products=ProductStore(store.db), manager=manager, settings=settings)
         self.references = ReferenceImages(StationReferences(store.db), images)
         self.manager, self.batcher, self.metrics = manager, batcher, metrics
         self.committer = committer or GroupCommitter(
@@ -310,29 +281,24 @@ class Inspector:
         await self.committer.close()
 
     def _decode(self, data: bytes, header: imaging.ImageHeader, judging: Judging) -> Frame:
-        station = judging.station
         detector = self.manager.loaded.detector
         reference_version = judging.reference_version
-        if detector.needs_reference and reference_version is None:
-            raise ReferenceRequired(
-                f"station {station.id} has no reference image and the model in production judges "
-                f"frames against one; register it with qc stations reference {station.id} GOLDEN.png "
-                f"(PUT /v1/stations/{station.id}/reference), or promote a plain model")
+        require_reference(detector.needs_reference, judging)  # a hot swap since admission
         reference = None if reference_version is None else functools.partial(
-            self._reference_at, station.id, reference_version)
+            self._reference_at, judging.station.id, reference_version)
         return Frame.decode(detector, data, settings=self.settings, header=header, reference=reference,
                             reference_version=reference_version, tiling=judging.tiling)
 
     def _reference_at(self, station_id: str, version: int, frame_hw: tuple[int, int]) -> np.ndarray:
         return self.references.pixels(station_id, version, frame_hw=frame_hw)
 
-    def _admit(self, admit: Callable[[], Judging | InspectionRecord], reserve: Reserve,
-               hold: contextlib.ExitStack, data: bytes,
+    def _admit(self, asked: Asked, reserve: Reserve, hold: contextlib.ExitStack, data: bytes,
                header: imaging.ImageHeader) -> tuple[Judging | InspectionRecord, Frame | DamagedImage | None]:
-        """The decode thread's work for one frame: `admit` (the station's reads and checks),
-        then its share of the decode budget (held in `hold` until the record is written), then
-        the decode. An acknowledged frame sent again comes back as its record, undecoded."""
-        admitted = admit()
+        """The decode thread's work for one frame: its admission (serving/judging.py: the
+        station's reads and checks), then its share of the decode budget (held in `hold` until
+        the record is written), then the decode. An acknowledged frame sent again comes back as
+        its record, undecoded."""
+        admitted = self.judge.admit(asked.station, asked.idempotency_key, asked.product)
         if isinstance(admitted, InspectionRecord):
             return admitted, None
         pixels = decoded_pixels(self.manager.loaded.detector, header, self.settings,
@@ -346,20 +312,22 @@ class Inspector:
     async def inspect(
         self,
         *,
-        admit: Callable[[], Judging | InspectionRecord],
+        station: str,
         reserve: Reserve,
         data: bytes,
         header: imaging.ImageHeader,
+        product: str | None = None,
         part_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> tuple[InspectionRecord, bool]:
-        """Judge one frame and commit its record. `admit` runs in the decode thread, before
-        anything is decoded: it reads the station and says what the frame is judged with (its
-        station's rules, or the profile of the product on the line), returns the record of a
-        frame already acknowledged under the same Idempotency-Key (answered again, not judged:
-        `created` is False), or raises the refusal. `reserve(pixels)` holds the frame's share
-        of the decode budget until its record is written.
+        """Judge one frame from `station` (as `product`, when the client names one) and commit
+        its record. Its admission (`Judge.admit`) runs in the decode thread, before anything is
+        decoded: it says what the frame is judged with (its station's rules, or the profile of
+        the product on the line), returns the record of a frame already acknowledged under the
+        same Idempotency-Key (answered again, not judged: `created` is False), or raises the
+        refusal. `reserve(pixels)` holds the frame's share of the decode budget until its
+        record is written.
 
         One thread hand-off for the reads and the decode: each hand-off cost the event loop a
         wake-up and ~0.3 CPU-ms in all (bench/serving, BENCHMARKS.md, issue 16)."""
@@ -368,19 +336,19 @@ class Inspector:
         self._idle.clear()
         try:
             with contextlib.ExitStack() as hold:
-                return await self._inspect(admit, reserve, hold, data=data, header=header, started=started,
-                                           part_id=part_id, idempotency_key=idempotency_key,
-                                           request_id=request_id)
+                return await self._inspect(Asked(station, product, idempotency_key), reserve, hold, data=data,
+                                           header=header, started=started, part_id=part_id,
+                                           idempotency_key=idempotency_key, request_id=request_id)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
 
-    async def _inspect(self, admit: Callable[[], Judging | InspectionRecord], reserve: Reserve,
+    async def _inspect(self, asked: Asked, reserve: Reserve,
                        hold: contextlib.ExitStack, *, data: bytes, header: imaging.ImageHeader, started: float,
                        part_id: str | None, idempotency_key: str | None,
                        request_id: str | None) -> tuple[InspectionRecord, bool]:
-        admitted, frame = await asyncio.to_thread(self._admit, admit, reserve, hold, data, header)
+        admitted, frame = await asyncio.to_thread(self._admit, asked, reserve, hold, data, header)
         if isinstance(admitted, InspectionRecord):
             return admitted, False
         judging, station = admitted, admitted.station

@@ -6,9 +6,11 @@ Example::
     await state.batcher.start()
     ready, body = await state.readiness()
 
-Routes never read `request.app.state` themselves: they name what they need through the
-`Annotated` aliases of `serving/deps.py` (`StoreDep`, `ModelDep`, `Engineer`, ...), which read
-it from here. Tests and tools build an `AppState` the same way the lifespan does.
+Every store a route uses is made here, once, and held here (with the alarm evaluator): routes
+never read `request.app.state` themselves, and never build a store from the database; they
+name what they need through the `Annotated` aliases of `serving/deps.py` (`StoreDep`,
+`JobsDep`, `ModelDep`, `Engineer`, ...), which read it from here. Tests and tools build an
+`AppState` the same way the lifespan does.
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ from typing import Any
 
 from inspection.errors import ModelError
 from inspection.models.registry import Registry
+from inspection.store.analytics import AnalyticsStore
 from inspection.store.database import Database
 from inspection.store.image_stores import open_image_store
 from inspection.store.images import ImageStorage
+from inspection.store.jobs import JobStore
 from inspection.store.keys import KeyStore
+from inspection.store.labels import LabelStore
 from inspection.store.products import ProductStore
 from inspection.store.records import RecordStore
+from inspection.store.references import StationReferences
+from inspection.store.reviews import ReviewStore
+from inspection.store.stations_health import StationHealthStore
+from inspection.store.trail import Trails
+from inspection.store.users import UserStore
 from serving.admission import FairAdmission
+from serving.alarms import AlarmEvaluator
 from serving.auth import Authenticator
 from serving.batcher import MicroBatcher
 from serving.decode_budget import DecodeBudget
+from serving.judging import Judge
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
 from serving.pipeline import Frame, Inspector, TensorFrame, run_batch
@@ -56,10 +68,19 @@ def _refuse_missing_providers(settings: ServeSettings, model: LoadedModel | None
 class AppState:
     settings: ServeSettings
     metrics: Metrics
-    db: Database
+    db: Database  # for the lifespan (ping, dispose) and tools; routes take the stores below
     store: RecordStore
     products: ProductStore
     keys: KeyStore
+    users: UserStore
+    reviews: ReviewStore
+    analytics: AnalyticsStore
+    jobs: JobStore
+    health: StationHealthStore
+    references: StationReferences
+    labels: LabelStore
+    trails: Trails
+    alarms: AlarmEvaluator
     auth: Authenticator
     images: ImageStorage
     registry: Registry
@@ -74,7 +95,7 @@ class AppState:
         """Open the database (migrating it), the stores and the registry, and load the
         production model. Blocking: the lifespan runs it in a thread."""
         db = Database.from_settings(settings)
-        store, keys = RecordStore(db), KeyStore(db)
+        store, keys, products, analytics = RecordStore(db), KeyStore(db), ProductStore(db), AnalyticsStore(db)
         images, registry = open_image_store(settings), Registry(settings.models_dir)
         manager = ModelManager(settings, registry)
 
@@ -98,14 +119,19 @@ class AppState:
             can_batch=lambda: manager.current is not None and manager.current.detector.batch != 1,
             on_batch=on_batch,
         )
+        judge = Judge(store=store, products=products, manager=manager, settings=settings)
         inspector = Inspector(settings=settings, store=store, images=images, manager=manager,
-                              batcher=batcher, metrics=metrics)
+                              batcher=batcher, metrics=metrics, judge=judge)
         admission = FairAdmission(
             capacity=settings.fair_capacity or 2 * settings.max_batch * settings.inference_workers,
             window_s=settings.fair_window_s,
             on_refused=lambda who: metrics.rejected.labels(reason="fair_share").inc())
         budget = DecodeBudget(in_flight=settings.max_pixels_in_flight, per_request=settings.max_request_pixels)
-        return cls(settings=settings, metrics=metrics, db=db, store=store, products=ProductStore(db), keys=keys,
+        return cls(settings=settings, metrics=metrics, db=db, store=store, products=products, keys=keys,
+                   users=UserStore(db), reviews=ReviewStore(db), analytics=analytics, jobs=JobStore(db),
+                   health=StationHealthStore(db), references=StationReferences(db), labels=LabelStore(db),
+                   trails=Trails(db, datasets_root=settings.datasets_dir, registry=registry),
+                   alarms=AlarmEvaluator(analytics, settings, metrics=metrics),
                    auth=Authenticator(keys), images=images, registry=registry, manager=manager,
                    batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
 

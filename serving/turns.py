@@ -2,7 +2,7 @@
 
 Example::
 
-    job = begin_turn(db, settings, asked={"auto_promote": True}, created_by="kim")  # Conflict if one runs
+    job = begin_turn(JobStore(db), settings, asked={"auto_promote": True}, created_by="kim")  # Conflict if one runs
     turn_log(settings, job.id)                       # $QC_HOME/logs/loop-<job id>.log
 
 Why a child and not a thread: a turn trains with torch for minutes to hours, and the service
@@ -24,7 +24,6 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from inspection.store.database import Database
 from inspection.store.jobs import Job, JobKind, JobState, JobStore
 from serving.settings import ServeSettings
 
@@ -35,10 +34,9 @@ def turn_log(settings: ServeSettings, job_id: str) -> Path:
     return settings.home / "logs" / f"loop-{job_id}.log"
 
 
-def begin_turn(db: Database, settings: ServeSettings, *, asked: dict[str, Any], created_by: str, via: str) -> Job:
+def begin_turn(jobs: JobStore, settings: ServeSettings, *, asked: dict[str, Any], created_by: str, via: str) -> Job:
     """The job row (Conflict while a turn runs), then its worker; 503 when qc loop cannot start.
     Blocking: call it from a thread."""
-    jobs = JobStore(db)
     job = jobs.start(JobKind.LOOP, params={"asked": asked, "via": via}, created_by=created_by)
     try:
         start_turn(settings, job.id, **asked)

@@ -56,3 +56,34 @@ def test_the_walker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    import label_studio_sdk.converter\n    from torchvision import ops\n")
     assert imported_top_names(source) == {"label_studio_sdk", "torchvision"}
+
+
+# What import-linter cannot see: a router calling a store's constructor (it may import a store's
+# module for its enums and records). Routers take the stores AppState holds (serving/deps.py).
+STORE_CLASS = ("Store", "Storage", "References", "Trails", "AlarmEvaluator", "Database", "Registry")
+
+
+def stores_built(path: Path) -> list[str]:
+    """Calls in the file to a class named like a store, and reads of an attribute `.db`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name[:1].isupper() and name.endswith(STORE_CLASS):
+                found.append(f"{path.name}:{node.lineno} {name}(...)")
+        elif isinstance(node, ast.Attribute) and node.attr == "db":
+            found.append(f"{path.name}:{node.lineno} .db")
+    return found
+
+
+def test_no_router_builds_a_store_or_reads_the_database_handle():
+    built = [hit for path in sorted((REPO / "serving" / "routers").glob("*.py")) for hit in stores_built(path)]
+    assert built == [], "a router builds a store: hold it in serving/state.py's AppState and take it " \
+                        f"through its Annotated dependency in serving/deps.py ({built})"
+
+
+def test_the_store_finder_sees_a_store_built_from_the_state(tmp_path):
+    source = tmp_path / "router.py"
+    source.write_text("def f(state):\n    return JobStore(state.db).recent()\n")
+    assert stores_built(source) == ["router.py:2 JobStore(...)", "router.py:2 .db"]

@@ -1,6 +1,7 @@
 """The active-learning sampler and the loop's job store, as a specification: a budget per station
 and day, every pick with its reasons, reviewer and shadow disagreements first, a reproducible
-random share of PASS frames; one loop turn at a time, an abandoned one taken over."""
+random share of PASS frames, a new strategy as one class and one line of policy; one loop turn
+at a time, an abandoned one taken over."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from inspection.errors import ConfigError, Conflict
 from inspection.rules import StationRules, Verdict
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
+from labeling.sampling.strategies import Candidate, Found, PolicyLine
 
 RULES = StationRules.model_validate({"default": {"fail_conf": 0.5, "review_conf": 0.25}})
 
@@ -26,12 +28,17 @@ def db(request, tmp_path):
     database.dispose()
 
 
-def policy(**changes):
-    from inspection.data.sampling import SamplingPolicy
+SHARES = {"reviewer_disagreement": 0.25, "shadow_disagreement": 0.25, "review": 0.25, "low_margin": 0.0,
+          "rare_class": 0.0, "random_pass": 0.25}
+SETTINGS = {"low_margin": {"margin": 0.05}, "rare_class": {"fraction": 0.1}, "random_pass": {"seed": 0}}
 
-    values = {"budget_per_station_day": 4, "window_days": 7, "low_margin": 0.05, "rare_class_fraction": 0.1,
-              "seed": 0, "shares": {"reviewer_disagreement": 0.25, "shadow_disagreement": 0.25, "review": 0.25,
-                                    "low_margin": 0.0, "rare_class": 0.0, "random_pass": 0.25}}
+
+def policy(shares=None, **changes):
+    """Four frames per station-day; `shares` per strategy, in the shipped order of priority."""
+    from labeling.sampling.policy import SamplingPolicy
+
+    lines = [{"use": name, "share": share, **SETTINGS.get(name, {})} for name, share in (shares or SHARES).items()]
+    values = {"budget_per_station_day": 4, "window_days": 7, "strategies": lines}
     return SamplingPolicy.model_validate({**values, **changes})
 
 
@@ -46,9 +53,11 @@ def add(store, station, verdict, confidence=None, cls="dent", when=None):
 
 
 def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path):
-    from inspection.data.sampling import SamplingPolicy
+    from labeling.sampling.policy import SamplingPolicy
 
-    assert SamplingPolicy.load().budget_per_station_day > 0
+    shipped = SamplingPolicy.load()
+    assert shipped.budget_per_station_day > 0
+    assert [s.name for s in shipped.strategies] == list(SHARES)
     partial = tmp_path / "p.yaml"
     partial.write_text("budget_per_station_day: 5\n")
     with pytest.raises(ConfigError, match="window_days: Field required"):
@@ -56,11 +65,22 @@ def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path
     with pytest.raises(ValueError, match=r"add up to 1\.25"):
         policy(shares={"reviewer_disagreement": 0.5, "shadow_disagreement": 0.5, "review": 0.25, "low_margin": 0,
                        "rare_class": 0, "random_pass": 0})
+    with pytest.raises(ValueError, match="low_margin: margin: Field required"):
+        SamplingPolicy.model_validate({"budget_per_station_day": 1, "window_days": 1,
+                                       "strategies": [{"use": "low_margin", "share": 0.5}]})
+    with pytest.raises(ValueError, match="unknown strategy 'hunch'"):
+        policy(shares={"hunch": 0.5})
+    with pytest.raises(ValueError, match="review is listed twice"):
+        policy(strategies=[{"use": "review", "share": 0.1}, {"use": "review", "share": 0.2}])
+    old = tmp_path / "old.yaml"
+    old.write_text("budget_per_station_day: 5\nwindow_days: 7\nshares: {review: 1}\n")
+    with pytest.raises(ConfigError, match="old form of the policy; list the strategies"):
+        SamplingPolicy.load(old)
 
 
 def test_the_budget_holds_per_station_and_day_and_every_pick_says_why(db):
-    from inspection.data.sampling import sample
     from inspection.store.reviews import BoxCorrection, BoxDecision, FrameDecision, ReviewStore
+    from labeling.sampling.sampler import sample
 
     store = RecordStore(db)
     for station in ("a", "b"):
@@ -98,7 +118,7 @@ def test_the_budget_holds_per_station_and_day_and_every_pick_says_why(db):
 
 
 def test_low_margin_and_rare_classes_are_found_with_their_figures(db, tmp_path):
-    from inspection.data.sampling import class_shares, sample
+    from labeling.sampling.sampler import class_shares, sample
 
     store = RecordStore(db)
     store.add_station("a", rules=RULES)
@@ -122,6 +142,38 @@ def test_low_margin_and_rare_classes_are_found_with_their_figures(db, tmp_path):
     assert picks[near].reasons[0] == {"reason": "low_margin", "margin": 0.02, "class": "dent", "confidence": 0.52}
     assert picks[rare].reasons[0]["reason"] == "rare_class" and picks[rare].reasons[0]["classes"] == ["crack"]
     assert far not in picks
+
+
+class NightShift(PolicyLine):
+    """A strategy written for the test below: frames recorded between 22:00 and 06:00 UTC."""
+
+    name: ClassVar[str] = "night_shift"
+    until_hour: int
+
+    def found(self, candidate: Candidate) -> Found | None:
+        hour = candidate.record.created_at.hour
+        return Found({"hour": hour}) if hour >= 22 or hour < self.until_hour else None
+
+
+def test_a_new_strategy_is_one_class_and_one_line_of_policy(db, tmp_path):
+    from labeling.sampling.policy import SamplingPolicy, policy_path
+    from labeling.sampling.sampler import sample
+
+    store = RecordStore(db)
+    store.add_station("a", rules=RULES)
+    midnight = utcnow().replace(hour=0, minute=30) - timedelta(days=1)
+    night = [add(store, "a", Verdict.FAIL, 0.95, when=midnight + timedelta(minutes=i)) for i in range(3)]
+    day = [add(store, "a", Verdict.FAIL, 0.95, when=midnight.replace(hour=12) + timedelta(minutes=i))
+           for i in range(3)]
+    mine = tmp_path / "policy.yaml"
+    mine.write_text(policy_path().read_text().replace(  # the shipped policy, with one line more
+        "strategies:\n", "strategies:\n  - {use: \"tests.test_sampling:NightShift\", share: 0, until_hour: 6}\n"))
+
+    loaded = SamplingPolicy.load(mine)
+    assert [s.name for s in loaded.strategies] == ["night_shift", *SHARES]  # first: the top priority
+    picks = {p.inspection_id: p for p in sample(db, loaded)}
+    assert set(night) <= set(picks) and not set(day) & set(picks)  # confident FAILs: no shipped reason
+    assert picks[night[0]].reasons == [{"reason": "night_shift", "hour": 0}]
 
 
 def test_one_loop_turn_at_a_time_and_an_abandoned_one_is_taken_over(db):
@@ -161,3 +213,18 @@ def test_a_job_the_service_made_is_adopted_by_its_worker_and_an_ended_one_is_not
         jobs.adopt(job.id)
     with pytest.raises(NotFound):
         jobs.adopt("nope")
+
+
+def test_a_heartbeat_keeps_a_turn_alive(db):
+    from sqlalchemy import update
+
+    from inspection.store.jobs import JobKind, JobStore
+    from inspection.store.schema import jobs as table
+
+    jobs = JobStore(db)
+    job = jobs.start(JobKind.LOOP, params={})
+    with db.engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    assert not jobs.alive(jobs.get(job.id))
+    jobs.heartbeat(job.id)
+    assert jobs.alive(jobs.get(job.id))

@@ -79,3 +79,13 @@ def test_the_cli_prints_a_bad_setting_as_one_line_with_exit_code_2(monkeypatch, 
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: invalid settings: threads (QC_THREADS)") and "Traceback" not in err
+
+
+def test_the_dataset_pulled_labels_extend_is_resolved_in_one_place(tmp_path, monkeypatch):
+    from labeling.settings import LabelSettings
+
+    monkeypatch.delenv("QC_LABEL_DATASET", raising=False)
+    settings = LabelSettings(home=tmp_path)
+    assert settings.dataset_for("pcb@v3") == "pcb"  # the production model's dataset
+    assert settings.dataset_for(None) == "line"  # a model trained elsewhere
+    assert LabelSettings(home=tmp_path, label_dataset="bottles").dataset_for("pcb@v3") == "bottles"

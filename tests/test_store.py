@@ -196,6 +196,17 @@ def test_a_saved_inspection_reads_back_field_for_field(two_stations):
     assert two_stations.count() == 1
 
 
+def test_a_record_carries_one_field_for_each_per_frame_figure_the_table_stores():
+    from dataclasses import fields
+
+    from inspection.analytics.image_stats import Statistic
+    from inspection.store.schema import FRAME_COLUMNS, inspections
+
+    assert FRAME_COLUMNS[:-1] == tuple(s.value for s in Statistic)  # the statistics, declared once
+    assert set(FRAME_COLUMNS) <= {f.name for f in fields(InspectionRecord)} and set(FRAME_COLUMNS) <= set(
+        inspections.c.keys())
+
+
 def test_an_unknown_inspection_is_not_found(two_stations):
     with pytest.raises(NotFound):
         two_stations.inspection("0" * 32)

@@ -102,14 +102,8 @@ def run_turn(settings: LoopSettings | None = None, *, job_id: str | None = None,
 
 
 def _heartbeat(jobs: JobStore, job_id: str, stop: threading.Event) -> None:
-    from sqlalchemy import update
-
-    from inspection.store.records import utcnow
-    from inspection.store.schema import jobs as table
-
     while not stop.wait(HEARTBEAT_S):
-        with jobs.db.engine.begin() as conn:
-            conn.execute(update(table).where(table.c.id == job_id).values(heartbeat_at=utcnow()))
+        jobs.heartbeat(job_id)
 
 
 def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -> Job:
@@ -133,9 +127,8 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
             return {"version": None, "note": "Label Studio not configured; using the dataset as it is"}
         from labeling.bridge import Bridge
         from labeling.client import LabelStudioUnavailable
-        from labeling.settings import LabelSettings
 
-        bridge = Bridge(LabelSettings(home=settings.home, database_url=settings.database_url), db=db)
+        bridge = Bridge(_label_settings(settings), db=db)
         try:
             version = bridge.pull()
         except LabelStudioUnavailable as error:  # the webhook may have recorded annotations
@@ -146,7 +139,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
 
     step("pull", "pulling annotations from Label Studio", pull)
     trained_on = production.card.get("dataset_version")
-    dataset = _dataset_name(settings, trained_on)
+    dataset = _label_settings(settings).dataset_for(trained_on)  # where the bridge pulled into
 
     def check() -> dict[str, Any]:
         try:
@@ -204,19 +197,15 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     trained = step("train", f"fine-tuning {production.ref} on {checked['version']}", train)
 
     def export() -> dict[str, Any]:
-        from inspection.detect.detector import Detector
+        from inspection.models.card import model_card
         from training.export import export_onnx
         from training.trainer import Run
 
         run = Run.open(trained["run"])
         imgsz = run.recipe.export_imgsz or run.recipe.imgsz
         path = export_onnx(run.best_weights, out_dir=run.folder / "export", imgsz=imgsz, lineage=run.lineage)
-        detector = Detector(path, providers=["cpu"])
-        card = {"source": f"qc loop job {job.id}", "names": {str(k): v for k, v in detector.names.items()},
-                "imgsz": list(detector.input_hw), "layout": detector.layout.value, "precision": "fp32",
-                "data_hash": run.data["content_hash"], "dataset_version": run.data.get("dataset_version"),
-                "recipe_hash": run.recipe.hash, "recipe": trained["recipe"], "train_metrics": run.metrics,
-                "fine_tuned_from": production.ref, "loop_job": job.id}
+        card = model_card(path, source=f"qc loop job {job.id}", recipe=trained["recipe"],
+                          fine_tuned_from=production.ref, loop_job=job.id)  # the lineage is in the file
         entry = registry.add(name, path, card=card, weights=run.best_weights)
         return {"candidate": entry.version}
 
@@ -259,16 +248,11 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     return jobs.finish(job.id, JobState.PROMOTED, result=result)
 
 
-def _dataset_name(settings: LoopSettings, trained_on: str | None) -> str:
+def _label_settings(settings: LoopSettings):
+    """The labeling side's settings (QC_LABEL_*) for this turn's home and database."""
     from labeling.settings import LabelSettings
 
-    chosen = LabelSettings(home=settings.home).label_dataset
-    if chosen:
-        return chosen
-    if trained_on:
-        return versions.parse_ref(trained_on)[0]
-    raise ConfigError("the production model's card names no dataset version; set QC_LABEL_DATASET to the "
-                      "dataset the labels extend")
+    return LabelSettings(home=settings.home, database_url=settings.database_url)
 
 
 def _recipe(settings: LoopSettings, production):

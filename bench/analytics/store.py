@@ -1,5 +1,5 @@
 """The dashboard's queries over one million inspections, on SQLite and PostgreSQL: counting the
-raw records against reading the 15-minute rollups (inspection/store/analytics.py).
+raw records against reading the 15-minute rollups (inspection/store/rollups.py).
 
     python -m bench.analytics.store                       # SQLite in a temporary folder, 1M rows
     python -m bench.analytics.store --postgres postgresql://qc:qc@127.0.0.1:5432/qc

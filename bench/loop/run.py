@@ -110,7 +110,7 @@ class Seed:
         loop_env = {"QC_LOOP_RECIPE": str(recipe_file), "QC_LOOP_EPOCHS": str(self.args.fine_tune_epochs),
                     "QC_LOOP_AUTO_PROMOTE": "false"}
         policy = self.work / "policy.yaml"
-        shipped = (REPO / "inspection" / "data" / "sampling.yaml").read_text()
+        shipped = (REPO / "labeling" / "sampling" / "policy.yaml").read_text()
         policy.write_text(shipped.replace("budget_per_station_day: 20", f"budget_per_station_day: {self.args.picks}"))
 
         sampler_env = {**loop_env, "QC_LABEL_PROJECT": f"loop-bench-{self.seed}-sampler-{os.getpid()}",

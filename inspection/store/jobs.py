@@ -135,6 +135,11 @@ class JobStore:
                 step=step, progress={"message": message, "steps": steps}, heartbeat_at=utcnow()))
         return self.get(job_id)
 
+    def heartbeat(self, job_id: str) -> None:
+        """The job's worker is alive (a job without a heartbeat for `STALE_S` is taken over)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(heartbeat_at=utcnow()))
+
     def finish(self, job_id: str, state: JobState, *, result: dict[str, Any] | None = None,
                error: str | None = None) -> Job:
         with self.db.engine.begin() as conn:

@@ -37,6 +37,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def iso_z(value: datetime | None) -> str | None:
+    """A naive UTC instant as ISO 8601 to the second with a Z ("2026-03-02T06:00:00Z"); None stays None."""
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
 def new_id() -> str:
     """32 hex characters, sortable by creation time (ms), unique without coordination."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
@@ -70,7 +75,9 @@ class InspectionRecord:
     image_sha256: str | None = None
     image_format: str | None = None
     request_id: str | None = None
-    # Image statistics and the highest box confidence (schema.FRAME_COLUMNS), for drift alarms.
+    # Image statistics and the highest box confidence (schema.FRAME_COLUMNS, made from
+    # analytics.image_stats.Statistic), for drift alarms; tests/test_store.py checks that these
+    # fields are exactly those columns.
     brightness: float | None = None
     contrast: float | None = None
     sharpness: float | None = None
@@ -259,6 +266,27 @@ class RecordStore:
             conn.execute(shadow_results.insert().values(
                 inspection_id=inspection_id, model_name=model_name, model_version=model_version,
                 verdict=Verdict(verdict).value, detections=detections, created_at=utcnow()))
+
+    def with_images_since(self, since: datetime) -> list[InspectionRecord]:
+        """Every inspection recorded at or after `since` whose image is stored (what could be
+        labelled), oldest id first: the active-learning sampler's candidates."""
+        query = (select(inspections).where(inspections.c.created_at >= since, inspections.c.image_sha256.is_not(None))
+                 .order_by(inspections.c.id))
+        with self.db.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def shadows_of(self, inspection_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The shadow models' results per inspection (model_name, model_version, verdict,
+        detections), in the order they were saved; an inspection without any is absent."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        if not inspection_ids:
+            return found
+        query = (select(shadow_results).where(shadow_results.c.inspection_id.in_(inspection_ids))
+                 .order_by(shadow_results.c.id))
+        with self.db.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                found.setdefault(row["inspection_id"], []).append(dict(row))
+        return found
 
     def shadow_agreement(self, model_version: str | None = None) -> dict[str, Any]:
         """Per class, how often the shadow model's verdict-relevant classes agree with

@@ -18,11 +18,15 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from inspection.analytics.image_stats import Statistic
+
 metadata = MetaData()
 
-# The per-frame figures stored with each inspection, in the column order of
-# `inspection.analytics.image_stats.Statistic`, then the model's confidence.
-FRAME_COLUMNS = ("brightness", "contrast", "sharpness", "blue", "green", "red", "max_confidence")
+# The per-frame figures stored with each inspection: the image statistics, declared once as
+# `inspection.analytics.image_stats.Statistic` (in its order), then the model's best confidence.
+# (Migrations keep their own frozen copy: a later statistic is a new migration.)
+MAX_CONFIDENCE = "max_confidence"
+FRAME_COLUMNS = (*(statistic.value for statistic in Statistic), MAX_CONFIDENCE)
 
 stations = Table(
     "stations",

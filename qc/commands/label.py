@@ -48,7 +48,7 @@ def push(
     reasons = None
     ids = list(inspection_ids or [])
     if sampled:
-        picks = _sample(bridge, policy)
+        picks = bridge.sample(_policy(policy))
         ids += [p.inspection_id for p in picks]
         reasons = {p.inspection_id: p.reasons for p in picks}
     result = bridge.push(ids, reasons=reasons or {i: [{"reason": "chosen"}] for i in ids}, wait_s=wait)
@@ -77,17 +77,10 @@ def status() -> None:
     typer.echo(json.dumps(report, default=str, indent=1))
 
 
-def _sample(bridge, policy_file: Path | None):
-    from inspection.data.sampling import SamplingPolicy, sample
-    from inspection.data.versions import open_version
-    from inspection.errors import DatasetError
+def _policy(policy_file: Path | None):
+    from labeling.sampling.policy import SamplingPolicy
 
-    policy = SamplingPolicy.load(policy_file)
-    try:
-        training = open_version(bridge.dataset_name(), root=bridge.settings.datasets_dir)
-    except DatasetError:
-        training = None
-    return sample(bridge.db, policy, training=training, exclude=bridge.labels.known())
+    return SamplingPolicy.load(policy_file)
 
 
 @app.command("sample")
@@ -97,14 +90,13 @@ def sample_command(
     dry_run: Annotated[bool, typer.Option("--dry-run/--queue", help="Only show the picks, or queue them.")] = True,
 ) -> None:
     """What the active-learning sampler would send to labeling, and why each frame."""
-    from inspection.data.sampling import policy_path
+    from labeling.sampling.policy import policy_path
 
     bridge = _bridge()
-    picks = _sample(bridge, policy)
+    picks = bridge.sample(_policy(policy), queue=not dry_run)
     typer.echo(f"policy: {policy or policy_path()}", err=True)
     for pick in picks:
         typer.echo(json.dumps({"inspection": pick.inspection_id, "station": pick.station, "day": pick.day,
                                "verdict": pick.verdict, "reasons": pick.reasons}))
     if not dry_run:
-        added = bridge.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
-        typer.echo(f"queued {len(added)} for {bridge.project_title}; send them with qc label push", err=True)
+        typer.echo(f"queued {len(picks)} for {bridge.project_title}; send them with qc label push", err=True)

@@ -45,30 +45,6 @@ def show(ref: Annotated[str, typer.Argument(help="name@version, name@latest, or 
     typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.model_path), **entry.card}, indent=2))
 
 
-def card_for(model: Path) -> dict:
-    """A registry card from what the ONNX file says about itself (it is loaded and warmed up
-    once, so a file that is not a working detection model is refused here)."""
-    from inspection.detect.detector import Detector
-
-    detector = Detector(model, providers=["cpu"])
-    qc_meta = detector.info.qc
-    return {
-        "source": "qc export" if qc_meta.get("data_hash") else f"registered from elsewhere: {model.resolve()}",
-        "names": {str(k): v for k, v in detector.names.items()},
-        "imgsz": list(detector.input_hw),
-        "layout": detector.layout.value,
-        "precision": qc_meta.get("precision", "fp32"),
-        "data_hash": qc_meta.get("data_hash"),
-        "dataset_version": qc_meta.get("dataset_version"),
-        "recipe_hash": qc_meta.get("recipe_hash"),
-        "train_metrics": qc_meta.get("train_metrics"),
-        "export_check": qc_meta.get("export_check"),
-        "serving_choice": qc_meta.get("serving_choice"),
-        "input": qc_meta.get("input") or {"reference": False},
-        "metadata": qc_meta,
-    }
-
-
 @app.command("add")
 def add(
     model: Annotated[Path, typer.Argument(help="An ONNX detection model (trained here or elsewhere).")],
@@ -85,10 +61,11 @@ def register(model: Path, *, name: str, weights: Path | None = None, promote: bo
     """Add `model` (its card made from its metadata) and, with `promote`, promote it through
     the gate: what `qc models add` and `qc export --register` share. `err` prints to stderr."""
     from inspection.errors import ModelError
+    from inspection.models.card import model_card
 
     if weights is not None and not Path(weights).is_file():
         raise ModelError(f"{weights}: no such weights file")
-    entry = _registry().add(name, model, card=card_for(model), weights=weights)
+    entry = _registry().add(name, model, card=model_card(model), weights=weights)
     typer.echo(f"added {entry.ref}", err=err)
     if promote:
         _promote(entry.name, entry.version, force=False, holdout=None, split="test", err=err)

@@ -4,9 +4,10 @@ Example::
 
     return render(request, "loop.html", user=session.user, csrf=session.csrf, job=job)
 
-Shared by the pages' routers (routers/pages.py: sign-in and review; routers/loop_page.py: the
-loop), so every page has the same Content Security Policy: nothing but this origin, so a page
-cannot fetch a font, a script or an image from elsewhere even by mistake.
+Shared by the pages' routers (serving/routers/pages/: review.py, sign-in and review; loop.py,
+the loop; dashboard.py, the dashboard, sends a stricter policy still: no script), so every
+page has the same Content Security Policy: nothing but this origin, so a page cannot fetch a
+font, a script or an image from elsewhere even by mistake.
 """
 
 from __future__ import annotations

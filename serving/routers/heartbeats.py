@@ -12,8 +12,8 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException
 
-from inspection.store.stations_health import Heartbeat, StationHealthStore
-from serving.deps import Reader, StateDep, StationKey, check_station
+from inspection.store.stations_health import Heartbeat
+from serving.deps import HealthDep, Reader, StationKey, StoreDep, check_station
 from serving.schemas import HeartbeatIn, StationHealthOut
 
 router = APIRouter(prefix="/v1/stations", tags=["station health"])
@@ -21,23 +21,24 @@ router = APIRouter(prefix="/v1/stations", tags=["station health"])
 
 @router.post("/{station}/heartbeat", response_model=StationHealthOut,
              responses={401: {}, 403: {}, 404: {"description": "unknown station"}})
-async def heartbeat(station: str, body: HeartbeatIn, state: StateDep, key: StationKey) -> StationHealthOut:
+async def heartbeat(station: str, body: HeartbeatIn, store: StoreDep, beats: HealthDep,
+                    key: StationKey) -> StationHealthOut:
     """The agent's health now: version, last capture and verdict, spool depth, drops, misses."""
     check_station(key, station)
-    await asyncio.to_thread(state.store.station, station)  # 404 for an unknown station
+    await asyncio.to_thread(store.station, station)  # 404 for an unknown station
     counters = body.model_dump(exclude={"agent_version", "interval_s", "shift"})
     beat = Heartbeat(agent_version=body.agent_version, interval_s=body.interval_s, shift=body.shift,
                      counters=counters)
-    saved = await asyncio.to_thread(StationHealthStore(state.db).record, station, beat)
+    saved = await asyncio.to_thread(beats.record, station, beat)
     return StationHealthOut.of(saved)
 
 
 @router.get("/{station}/health", response_model=StationHealthOut,
             responses={404: {"description": "unknown station, or no heartbeat yet"}})
-def health(station: str, state: StateDep, key: Reader) -> StationHealthOut:
+def health(station: str, store: StoreDep, beats: HealthDep, key: Reader) -> StationHealthOut:
     check_station(key, station)
-    state.store.station(station)
-    found = StationHealthStore(state.db).of(station)
+    store.station(station)
+    found = beats.of(station)
     if found is None:
         raise HTTPException(404, f"station {station} has sent no heartbeat yet; is its agent running "
                                  "(qc station run)?")

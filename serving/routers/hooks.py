@@ -20,9 +20,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException
 
-from inspection.store.labels import LabelStore
 from labeling.settings import LabelSettings
-from serving.deps import StateDep
+from serving.deps import LabelsDep
 
 router = APIRouter(prefix="/v1/hooks", tags=["labeling"])
 
@@ -31,7 +30,7 @@ ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 
 @router.post("/label-studio")
 async def label_studio(
-    state: StateDep,
+    labels: LabelsDep,
     payload: Annotated[dict[str, Any], Body(description="Label Studio's webhook payload (send_payload on).")],
     secret: Annotated[str | None, Header(alias="X-QC-Webhook-Secret")] = None,
 ) -> dict[str, Any]:
@@ -50,7 +49,6 @@ async def label_studio(
                                  "'send payload' for the webhook")
     if annotation.get("was_cancelled"):
         return {"recorded": False, "reason": "the annotation was cancelled (skipped)"}
-    labels = LabelStore(state.db)
     recorded = await asyncio.to_thread(
         labels.annotated, settings.label_project, task_id, annotation_id=annotation["id"],
         result=list(annotation.get("result") or []),

@@ -11,45 +11,27 @@ answered gets its record back, the station is enabled (409), the product it is j
 process's decode budget (413, 503; serving/decode_budget.py), and its pixel data is whole
 (400 "damaged JPEG: ...", or a REVIEW verdict where the station's rules say
 `damaged_image: review`). The station's checks come after the body because they read the
-database, and the decode thread does those reads and the decode in one hand-off.
+database, and the decode thread does those reads and the decode in one hand-off. Those
+checks are the frame's admission (serving/judging.py); this route only translates HTTP to
+`Inspector.inspect` and back.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from inspection.detect import imaging
-from inspection.errors import Conflict, DamagedImage, ImageError, ImageTooLarge
+from inspection.errors import DamagedImage, ImageError, ImageTooLarge
 from inspection.products import check_product_id
-from inspection.store.products import Product
-from inspection.store.records import InspectionRecord, Station
 from serving import headers
-from serving.bodies import frame_bytes
+from serving.bodies import IMAGE_BODY, frame_bytes
 from serving.deps import StateDep, StationKey, check_station
-from serving.pipeline import Judging
 from serving.schemas import Inspection
-from serving.state import AppState
 
 router = APIRouter(prefix="/v1/stations", tags=["inspect"])
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/jpeg": _BINARY,
-            "image/png": _BINARY,
-            "image/bmp": _BINARY,
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                           "required": ["file"]}
-            },
-        },
-    }
-}
 PartId = Annotated[str | None, Header(
     max_length=2048, description="serial or lot of the part, at most 128 characters: UTF-8 bytes, "
     "or RFC 8187 notation UTF-8''%C3%84... for clients that send ASCII only")]
@@ -66,54 +48,10 @@ def _product_name(raw: str | None) -> str | None:
     return check_product_id(value) if value else None
 
 
-def _judging_product(state: AppState, station: Station, asked: str | None) -> Product | None:
-    """The product profile a frame is judged with: the header's product, else the station's
-    current one, else none. 404 for a product without a profile (naming how to make one); 409
-    for a profile naming a model this service does not judge with."""
-    name = asked or station.product
-    if name is None:
-        return None
-    product = state.products.profile(station.id, name)
-    model, served = product.profile.model, state.settings.model_name
-    if model is not None and model != served:
-        raise Conflict(
-            f"product {name} at station {station.id} must be judged by model {model} (profile v{product.version}), "
-            f"but this service judges with {served} (QC_MODEL_NAME); send the frame to a service serving "
-            f"{model}, or save a profile without that model (PUT /v1/stations/{station.id}/products/{name})")
-    return product
-
-
-def _admit(state: AppState, station_id: str, idempotency_key: str | None,
-           asked: str | None) -> Judging | InspectionRecord:
-    """What a frame is judged with, or the record of a frame already acknowledged under the
-    same Idempotency-Key (returned even if the station is off now, or its product gone), or the
-    refusal: 404 for an unknown station, 409 for a disabled station or product, 503 without a
-    model, 409 for a reference model at a station without a reference. It reads the database,
-    so it runs in the decode thread (Inspector.inspect), not on the event loop."""
-    found, existing = state.store.admission(station_id, idempotency_key)
-    if existing is not None:
-        return existing
-    if not found.rules.enabled:
-        raise HTTPException(409, f"station {station_id} is disabled; enable it in its rules")
-    product = _judging_product(state, found, asked)
-    if product is not None and not product.profile.rules_or(found.rules).enabled:
-        raise HTTPException(409, f"product {product.name} is disabled at station {station_id}; enable it "
-                                 f"in its profile (PUT /v1/stations/{station_id}/products/{product.name})")
-    current = state.manager.current
-    if current is None:
-        raise HTTPException(503, "no model loaded; promote one with qc models promote", headers={"Retry-After": "5"})
-    judging = Judging(found, product)
-    if current.detector.needs_reference and judging.reference_version is None:
-        raise HTTPException(409, f"station {station_id} has no reference image and the model in production "
-                                 f"judges frames against one; register it with qc stations reference "
-                                 f"{station_id} GOLDEN.png (PUT /v1/stations/{station_id}/reference)")
-    return judging
-
-
 @router.post(
     "/{station}/inspect",
     response_model=Inspection,
-    openapi_extra=_BODY,
+    openapi_extra=IMAGE_BODY,
     responses={400: {"description": "not a readable image, or a damaged one (the reason says which)"},
                404: {"description": "unknown station, or a product without a profile at it"},
                409: {"description": "station or product disabled, the product's profile names another model, "
@@ -146,9 +84,9 @@ async def inspect(
             header = imaging.probe(data)
             imaging.check_size(header, max_pixels=state.settings.max_pixels)
             record, created = await state.inspector.inspect(
-                admit=functools.partial(_admit, state, station, idempotency_key, asked),
-                reserve=state.decode_budget.reserve, data=data, header=header, part_id=x_part_id,
-                idempotency_key=idempotency_key, request_id=getattr(request.state, "request_id", None))
+                station=station, product=asked, reserve=state.decode_budget.reserve, data=data, header=header,
+                part_id=x_part_id, idempotency_key=idempotency_key,
+                request_id=getattr(request.state, "request_id", None))
         except ImageTooLarge:  # a decompression bomb, refused from its header
             state.metrics.rejected.labels(reason="too_many_pixels").inc()
             raise

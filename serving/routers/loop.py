@@ -20,8 +20,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from inspection.store.jobs import JobKind, JobStore
-from serving.deps import EngineerPerson, SettingsDep, StateDep
+from inspection.store.jobs import JobKind
+from serving.deps import EngineerPerson, JobsDep, SettingsDep
 from serving.schemas import JobOut, LoopRunIn
 from serving.turns import begin_turn
 
@@ -29,26 +29,24 @@ router = APIRouter(prefix="/v1/loop", tags=["loop"])
 
 
 @router.post("/run", status_code=202)
-async def run(state: StateDep, settings: SettingsDep, person: EngineerPerson,
+async def run(jobs: JobsDep, settings: SettingsDep, person: EngineerPerson,
               body: Annotated[LoopRunIn | None, Body()] = None) -> JobOut:
     """Start one turn (or resume an abandoned one); 409 while a turn runs."""
     asked = (body or LoopRunIn()).model_dump(exclude_none=True)
-    job = await asyncio.to_thread(begin_turn, state.db, settings, asked=asked, created_by=person.name, via="api")
+    job = await asyncio.to_thread(begin_turn, jobs, settings, asked=asked, created_by=person.name, via="api")
     return JobOut.of(job, alive=True)
 
 
 @router.get("/jobs")
-async def recent(state: StateDep, person: EngineerPerson,
+async def recent(jobs: JobsDep, person: EngineerPerson,
                  limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[JobOut]:
     """The latest turns, newest first."""
-    jobs = JobStore(state.db)
     found = await asyncio.to_thread(jobs.recent, JobKind.LOOP, limit=limit)
     return [JobOut.of(job, alive=jobs.alive(job)) for job in found]
 
 
 @router.get("/jobs/{job_id}")
-async def one(job_id: str, state: StateDep, person: EngineerPerson) -> JobOut:
+async def one(job_id: str, jobs: JobsDep, person: EngineerPerson) -> JobOut:
     """One turn: its step and message while it runs, its result when it ended."""
-    jobs = JobStore(state.db)
     job = await asyncio.to_thread(jobs.get, job_id)
     return JobOut.of(job, alive=jobs.alive(job))

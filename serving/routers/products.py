@@ -19,8 +19,17 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from inspection.products import ProductProfile, check_product_id
-from inspection.store.references import StationReferences
-from serving.deps import Engineer, ManagerDep, ProductsDep, Reader, SettingsDep, StationKey, StoreDep, check_station
+from serving.deps import (
+    Engineer,
+    ManagerDep,
+    ProductsDep,
+    Reader,
+    ReferencesDep,
+    SettingsDep,
+    StationKey,
+    StoreDep,
+    check_station,
+)
 from serving.schemas import ProductOut, ProductSelection, ProductsOut, StationOut
 
 router = APIRouter(prefix="/v1/stations", tags=["products"])
@@ -36,7 +45,7 @@ def list_products(station: str, store: StoreDep, products: ProductsDep, key: Rea
 
 @router.put("/{station}/products/{product}", response_model=ProductOut)
 def set_profile(station: str, product: str, profile: ProductProfile, products: ProductsDep,
-                manager: ManagerDep, settings: SettingsDep, key: Engineer) -> ProductOut:
+                references: ReferencesDep, manager: ManagerDep, settings: SettingsDep, key: Engineer) -> ProductOut:
     """A new version of the product's profile (version 1 for a new product); frames keep the
     version that judged them."""
     check_product_id(product)  # 422 naming the form
@@ -48,7 +57,7 @@ def set_profile(station: str, product: str, profile: ProductProfile, products: P
     if profile.rules is not None:
         manager.check_classes(profile.rules)  # a class the served model does not detect: 422
     if profile.reference is not None:
-        versions = [r.version for r in StationReferences(products.db).history(station)]
+        versions = [r.version for r in references.history(station)]
         if profile.reference not in versions:
             raise HTTPException(422, f"station {station} has no reference version {profile.reference} "
                                      f"(versions: {', '.join(map(str, versions)) or 'none'}); register the "

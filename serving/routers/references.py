@@ -19,10 +19,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from inspection.detect import imaging
-from inspection.store.references import StationReferences
-from serving.bodies import frame_bytes
-from serving.deps import Engineer, ImagesDep, Reader, StateDep, check_station
-from serving.routers.inspect import _BODY
+from serving.bodies import IMAGE_BODY, frame_bytes
+from serving.deps import Engineer, ImagesDep, Reader, ReferencesDep, StateDep, check_station
 from serving.schemas import StationReferenceOut
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
@@ -31,7 +29,7 @@ router = APIRouter(prefix="/v1/stations", tags=["stations"])
 ReferenceVersion = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="a version; none: the one in use")]
 
 
-@router.put("/{station}/reference", response_model=StationReferenceOut, openapi_extra=_BODY,
+@router.put("/{station}/reference", response_model=StationReferenceOut, openapi_extra=IMAGE_BODY,
             responses={400: {"description": "not a readable, whole image"}, 404: {"description": "unknown station"},
                        413: {"description": "body or pixel count over the limit"},
                        415: {"description": "unsupported content type"}})
@@ -47,7 +45,7 @@ async def set_reference(station: str, request: Request, state: StateDep, images:
     def store() -> StationReferenceOut:
         imaging.decode(data, max_pixels=state.settings.max_pixels, header=header)  # whole, or 400
         sha = images.put(data, header.format)  # the image first: a row never names a missing file
-        reference = StationReferences(state.db).set(
+        reference = state.references.set(
             station, image_sha256=sha, image_format=header.format, image_wh=(header.width, header.height),
             created_by=key.id)
         return StationReferenceOut(**reference.to_json())
@@ -56,9 +54,9 @@ async def set_reference(station: str, request: Request, state: StateDep, images:
 
 
 @router.get("/{station}/reference", response_model=StationReferenceOut)
-async def get_reference(station: str, state: StateDep, key: Reader) -> StationReferenceOut:
+async def get_reference(station: str, references: ReferencesDep, key: Reader) -> StationReferenceOut:
     check_station(key, station)
-    reference = await asyncio.to_thread(StationReferences(state.db).current, station)
+    reference = await asyncio.to_thread(references.current, station)
     if reference is None:
         raise HTTPException(404, f"station {station} has no reference image; register one with "
                                  f"qc stations reference {station} GOLDEN.png")
@@ -67,11 +65,10 @@ async def get_reference(station: str, state: StateDep, key: Reader) -> StationRe
 
 @router.get("/{station}/reference/image", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/bmp": {}}}})
-async def reference_image(station: str, state: StateDep, images: ImagesDep, key: Reader,
+async def reference_image(station: str, references: ReferencesDep, images: ImagesDep, key: Reader,
                           version: ReferenceVersion = None) -> Response:
     """The reference image's bytes (the version in use, or `?version=`)."""
     check_station(key, station)
-    references = StationReferences(state.db)
 
     def read() -> tuple[bytes, str]:
         reference = references.get(station, version) if version is not None else references.current(station)
@@ -84,7 +81,7 @@ async def reference_image(station: str, state: StateDep, images: ImagesDep, key:
 
 
 @router.get("/{station}/references", response_model=list[StationReferenceOut])
-async def reference_history(station: str, state: StateDep, key: Reader) -> list[StationReferenceOut]:
+async def reference_history(station: str, references: ReferencesDep, key: Reader) -> list[StationReferenceOut]:
     check_station(key, station)
-    history = await asyncio.to_thread(StationReferences(state.db).history, station)
+    history = await asyncio.to_thread(references.history, station)
     return [StationReferenceOut(**reference.to_json()) for reference in history]

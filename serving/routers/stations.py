@@ -5,18 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from inspection.rules import StationRules
-from inspection.store.stations_health import StationHealthStore
-from serving.deps import Engineer, ManagerDep, Reader, StateDep, StoreDep, check_station, may_use_station
+from serving.deps import Engineer, HealthDep, ManagerDep, Reader, StoreDep, check_station, may_use_station
 from serving.schemas import StationIn, StationOut
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
 
 
 @router.get("", response_model=list[StationOut])
-def list_stations(store: StoreDep, state: StateDep, key: Reader) -> list[StationOut]:
+def list_stations(store: StoreDep, health: HealthDep, key: Reader) -> list[StationOut]:
     """Every station the key may see, with its agent's health (`silent` when it stopped beating)."""
-    health = StationHealthStore(state.db).all()
-    return [StationOut.of(s, health.get(s.id)) for s in store.stations() if may_use_station(key, s.id)]
+    beats = health.all()
+    return [StationOut.of(s, beats.get(s.id)) for s in store.stations() if may_use_station(key, s.id)]
 
 
 @router.post("", response_model=StationOut, status_code=201)

@@ -1,5 +1,5 @@
 """A frame's trail: from its verdict through reviews and labeling to the models that learnt
-from it (inspection/data/trail.py).
+from it (inspection/store/trail.py).
 
 Example::
 
@@ -15,15 +15,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from inspection.data.trail import trail
-from serving.deps import Person, RegistryDep, SettingsDep, StateDep
+from serving.deps import Person, TrailsDep
 
 router = APIRouter(prefix="/v1/inspections", tags=["lineage"])
 
 
 @router.get("/{inspection_id}/trail")
-async def inspection_trail(inspection_id: str, state: StateDep, settings: SettingsDep, registry: RegistryDep,
-                           person: Person) -> dict[str, Any]:
+async def inspection_trail(inspection_id: str, trails: TrailsDep, person: Person) -> dict[str, Any]:
     """Reviews, Label Studio task, dataset versions holding the frame, models trained on them."""
-    return await asyncio.to_thread(trail, state.db, inspection_id, datasets_root=settings.datasets_dir,
-                                   registry=registry)
+    return await asyncio.to_thread(trails.of, inspection_id)

@@ -23,8 +23,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from inspection.errors import Conflict, NotFound
 from inspection.roles import Role
-from inspection.store.jobs import JobKind, JobState, JobStore
-from serving.deps import SettingsDep, StateDep, UsersDep
+from inspection.store.jobs import JobKind, JobState
+from serving.deps import JobsDep, SettingsDep, UsersDep
 from serving.pages.render import render
 from serving.schemas import JobOut
 from serving.sessions import csrf_matches, session_of
@@ -45,12 +45,11 @@ def _engineer(request: Request, users, settings):
 
 
 @router.get("/loop", response_class=HTMLResponse)
-async def loop_page(request: Request, users: UsersDep, settings: SettingsDep, state: StateDep,
+async def loop_page(request: Request, users: UsersDep, settings: SettingsDep, jobs: JobsDep,
                     job: str | None = None, busy: bool = False):
     session, redirect = _engineer(request, users, settings)
     if redirect:
         return redirect
-    jobs = JobStore(state.db)
     recent = await asyncio.to_thread(jobs.recent, JobKind.LOOP, limit=10)
     chosen, error = None, None
     if job:
@@ -87,7 +86,7 @@ def _class_rows(result: dict) -> list[dict]:
 
 
 @router.post("/loop/run")
-async def run_from_page(request: Request, users: UsersDep, settings: SettingsDep, state: StateDep,
+async def run_from_page(request: Request, users: UsersDep, settings: SettingsDep, jobs: JobsDep,
                         csrf: Annotated[str, Form(max_length=128)],
                         promote: Annotated[str, Form(pattern="^(auto|wait|default)$")] = "default"):
     session, redirect = _engineer(request, users, settings)
@@ -97,9 +96,9 @@ async def run_from_page(request: Request, users: UsersDep, settings: SettingsDep
         raise HTTPException(403, "wrong CSRF token; reload the page and try again")
     asked = {} if promote == "default" else {"auto_promote": promote == "auto"}
     try:
-        job = await asyncio.to_thread(begin_turn, state.db, settings, asked=asked, created_by=session.user.name,
+        job = await asyncio.to_thread(begin_turn, jobs, settings, asked=asked, created_by=session.user.name,
                                       via="page")
     except Conflict:
-        active = await asyncio.to_thread(JobStore(state.db).active, JobKind.LOOP)
+        active = await asyncio.to_thread(jobs.active, JobKind.LOOP)
         return RedirectResponse(f"/loop?busy=1{f'&job={active.id}' if active else ''}", status_code=303)
     return RedirectResponse(f"/loop?job={job.id}", status_code=303)

@@ -26,7 +26,7 @@ from inspection.detect import imaging
 from inspection.errors import NotFound
 from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
-from serving.deps import ImagesDep, SettingsDep, StateDep, StoreDep, UsersDep
+from serving.deps import ImagesDep, ManagerDep, ReferencesDep, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import catalogue, translator
 from serving.pages.render import language, render
 from serving.sessions import (
@@ -107,18 +107,18 @@ def logout(request: Request, users: UsersDep, settings: SettingsDep,
 
 
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, users: UsersDep, settings: SettingsDep, state: StateDep):
+def review_page(request: Request, users: UsersDep, settings: SettingsDep, store: StoreDep, manager: ManagerDep):
     session = session_of(request, users, settings)
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     lang = language(request)
-    model = state.manager.current
+    model = manager.current
     config = {
         "csrf": session.csrf, "lang": lang, "timezone": settings.timezone,
         "user": {"name": session.user.name, "display_name": session.user.display_name,
                  "role": session.user.role.value},
-        "stations": [s.id for s in state.store.stations()],
+        "stations": [s.id for s in store.stations()],
         "classes": sorted(set(model.detector.names.values())) if model else [],
         "messages": catalogue(lang),
     }
@@ -148,14 +148,12 @@ def _stored_image(images: ImageStorage, sha: str, image_format: str | None) -> R
 
 @router.get("/review/reference/{inspection_id}")
 def review_reference(inspection_id: str, request: Request, users: UsersDep, settings: SettingsDep,
-                     store: StoreDep, images: ImagesDep) -> Response:
+                     store: StoreDep, references: ReferencesDep, images: ImagesDep) -> Response:
     """The station's reference image the frame was judged against, for the signed-in page."""
-    from inspection.store.references import StationReferences
-
     if session_of(request, users, settings) is None:
         raise HTTPException(401, "sign in at /login")
     record = store.inspection(inspection_id)
     if record.reference_version is None:
         raise NotFound(f"inspection {inspection_id} was not judged against a reference image")
-    reference = StationReferences(store.db).get(record.station_id, record.reference_version)
+    reference = references.get(record.station_id, record.reference_version)
     return _stored_image(images, reference.image_sha256, reference.image_format)

@@ -3,7 +3,8 @@ versions that hold its labels, and the models trained on them.
 
 Example::
 
-    found = trail(db, "01a22e...", datasets_root=settings.datasets_dir, registry=Registry(settings.models_dir))
+    trails = Trails(db, datasets_root=settings.datasets_dir, registry=Registry(settings.models_dir))
+    found = trails.of("01a22e...")      # the same as trail(db, "01a22e...", datasets_root=..., registry=...)
     found["reviews"][-1]["decision"], found["labeling"][0]["dataset_ref"], found["models"][0]["ref"]
 
 How the steps are linked: a review names the inspection; the `label_tasks` row names the
@@ -11,6 +12,9 @@ inspection, the Label Studio task and annotation, and the version its annotation
 into; each dataset version's manifest names the inspection in the image's lineage (later
 versions of the same dataset carry the image on, with the same lineage); a model's card names
 the dataset version it was trained on. Nothing here is guessed from file names or times.
+
+It lives in `store/` (not `data/`) because it reads the stores, and `store/` is the layer that
+may read dataset versions and the registry; `data/` reads no database.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ def trail(db: Database, inspection_id: str, *, datasets_root: Path, registry: Re
             "verdict": getattr(record.verdict, "value", record.verdict),
             "model": f"{record.model_name}@{record.model_version}", "reviews": reviews, "labeling": labeling,
             "datasets": datasets, "models": models}
+
+
+class Trails:
+    """Trails of the inspections of one database, dataset root and registry (the service holds one)."""
+
+    def __init__(self, db: Database, *, datasets_root: Path, registry: Registry) -> None:
+        self.db, self.datasets_root, self.registry = db, datasets_root, registry
+
+    def of(self, inspection_id: str) -> dict[str, Any]:
+        """The trail of one inspection (NotFound when it does not exist)."""
+        return trail(self.db, inspection_id, datasets_root=self.datasets_root, registry=self.registry)
 
 
 def _time(value) -> str | None:

@@ -1,0 +1,106 @@
+"""The sampler's policy: the budget, the window, and the strategies it runs with their shares.
+
+Example::
+
+    from labeling.sampling.policy import SamplingPolicy
+
+    policy = SamplingPolicy.load()                      # the shipped labeling/sampling/policy.yaml
+    policy = SamplingPolicy.load("my-policy.yaml")     # every key required
+    [(s.name, s.share) for s in policy.strategies]     # in priority order
+
+Each line of `strategies` is `{use: NAME, share: S, ...settings}`: NAME is a shipped strategy's
+name (labeling/sampling/strategies.py) or "package.module:ClassName" for one of your own, a
+`PolicyLine` subclass whose other fields are the line's settings. The policy is the one place
+that says which strategies run: there is no list of them to edit elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inspection.errors import ConfigError, validation_problems
+from labeling.sampling.strategies import SHIPPED, PolicyLine
+
+
+def policy_path() -> Path:
+    """The shipped policy, a starting point to copy."""
+    return Path(__file__).with_name("policy.yaml")
+
+
+def strategy_class(use: str) -> type[PolicyLine]:
+    """The class a policy line's `use` names: a shipped strategy's name, or "module:ClassName"."""
+    for shipped in SHIPPED:
+        if shipped.name == use:
+            return shipped
+    module_name, _, class_name = use.partition(":")
+    if not class_name:
+        raise ValueError(f"unknown strategy {use!r}; use one of {', '.join(s.name for s in SHIPPED)} "
+                         "or 'package.module:ClassName' for your own")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"strategy {use!r} cannot be imported ({error})") from error
+    if not (isinstance(found, type) and issubclass(found, PolicyLine)):
+        raise ValueError(f"strategy {use!r} is not a PolicyLine subclass (labeling/sampling/strategies.py)")
+    return found
+
+
+class SamplingPolicy(BaseModel):
+    """Every field is required: a policy says what it does (labeling/sampling/policy.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget_per_station_day: int = Field(ge=0)
+    window_days: int = Field(ge=1)
+    strategies: list[PolicyLine] = Field(min_length=1)  # in priority order
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _made(cls, lines: Any) -> Any:
+        if not isinstance(lines, list):
+            return lines
+        made = []
+        for i, line in enumerate(lines):
+            if isinstance(line, PolicyLine):
+                made.append(line)
+                continue
+            if not isinstance(line, dict) or "use" not in line:
+                raise ValueError(f"line {i + 1} needs `use: NAME` (and `share:`), got {line!r}")
+            settings = {k: v for k, v in line.items() if k != "use"}
+            kind = strategy_class(str(line["use"]))
+            try:
+                made.append(kind.model_validate(settings))
+            except ValidationError as error:
+                raise ValueError(f"{kind.name}: {validation_problems(error)}") from None
+        return made
+
+    @model_validator(mode="after")
+    def _one_line_each_within_the_budget(self) -> SamplingPolicy:
+        names = [s.name for s in self.strategies]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"strategy {', '.join(twice)} is listed twice; give each one line")
+        total = sum(s.share for s in self.strategies)
+        if total > 1 + 1e-9:
+            raise ValueError(f"the shares add up to {total:.2f}; they may not exceed 1")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> SamplingPolicy:
+        path = Path(path) if path else policy_path()
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read the sampling policy ({error})") from error
+        if isinstance(raw, dict) and "shares" in raw:
+            raise ConfigError(f"{path}: `shares:` is the old form of the policy; list the strategies instead "
+                              f"(`strategies: - {{use: review, share: 0.2}}`), as {policy_path()} does")
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            raise ConfigError(f"{path}: invalid sampling policy: {validation_problems(error)}; "
+                              f"see {policy_path()} for every key") from error
