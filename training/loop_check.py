@@ -200,7 +200,7 @@ def _label_studio(settings: LoopSettings, *, probe: bool) -> Need:
     if not labels.label_studio_url:
         return Need(Prerequisite.LABEL_STUDIO, State.NOTE,
                     "Label Studio is not configured: the turn trains on the dataset's newest version as it is, "
-                    "pulling nothing", "export QC_LABEL_STUDIO_URL=http://labels:8080 "
+                    "pulling nothing", "export QC_LABEL_STUDIO_URL=<its base URL> "
                     "QC_LABEL_STUDIO_TOKEN=<its API token>, then qc label setup")
     where = f"Label Studio at {labels.label_studio_url}"
     if not labels.label_studio_token:
@@ -225,7 +225,7 @@ def _label_studio(settings: LoopSettings, *, probe: bool) -> Need:
     if project is None:
         return Need(Prerequisite.LABEL_STUDIO, State.MISSING,
                     f"{where} has no project {labels.label_project!r} (QC_LABEL_PROJECT)",
-                    "qc label setup --webhook-url http://QC-HOST:8000/v1/hooks/label-studio")
+                    "qc label setup --webhook-url <this service's URL>/v1/hooks/label-studio")
     return Need(Prerequisite.LABEL_STUDIO, State.MET, f"{where}, project {labels.label_project!r}")
 
 
