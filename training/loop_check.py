@@ -97,8 +97,8 @@ def check_loop(settings: LoopSettings, *, probe: bool = True) -> LoopCheck:
     """Every prerequisite of a turn, met or not; `probe` tries Label Studio when configured."""
     registry = Registry(settings.models_dir)
     name = settings.model_name
-    production = _production(registry, name)
-    needs = [_training(), _model(name, production)]
+    production, problem = _production(registry, name)
+    needs = [_training(), _model(name, production, problem)]
     recipe, recipe_need = _recipe(settings, production)
     needs += [recipe_need, _weights(name, production, recipe), _holdout(settings, registry, name),
               _label_studio(settings, probe=probe)]
@@ -118,11 +118,14 @@ def require_training_needs(settings: LoopSettings) -> None:
 # -- one function per prerequisite ---------------------------------------------------------
 
 
-def _production(registry: Registry, name: str) -> ModelVersion | None:
+def _production(registry: Registry, name: str) -> tuple[ModelVersion | None, str]:
+    """The production model, or None and why (none promoted; a damaged registry folder)."""
     try:
-        return registry.production(name)
+        return registry.production(name), ""
     except NotFound:
-        return None
+        return None, f"model {name} has no production version to improve on (QC_MODEL_NAME)"
+    except QCError as error:  # a corrupt card or pointer: its message names the fix
+        return None, str(error)
 
 
 def _training() -> Need:
@@ -134,10 +137,10 @@ def _training() -> Need:
     return Need(Prerequisite.TRAINING, State.MET, "torch and Ultralytics installed")
 
 
-def _model(name: str, production: ModelVersion | None) -> Need:
+def _model(name: str, production: ModelVersion | None, problem: str) -> Need:
     if production is None:
-        return Need(Prerequisite.MODEL, State.MISSING, f"model {name} has no production version to improve on "
-                    "(QC_MODEL_NAME)", f"qc models add model.onnx --name {name} --weights best.pt --promote")
+        return Need(Prerequisite.MODEL, State.MISSING, problem,
+                    f"qc models add model.onnx --name {name} --weights best.pt --promote")
     return Need(Prerequisite.MODEL, State.MET, f"production model {production.ref}")
 
 
