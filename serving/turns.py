@@ -4,6 +4,7 @@ Example::
 
     job = begin_turn(JobStore(db), settings, asked={"auto_promote": True}, created_by="kim")  # Conflict if one runs
     turn_log(settings, job.id)                       # $QC_HOME/logs/loop-<job id>.log
+    check_turn(settings)["needs"]                    # what a turn lacks, as qc loop --check says
 
 Why a child and not a thread: a turn trains with torch for minutes to hours, and the service
 imports neither torch nor `training/` (docs/architecture.md); in a thread it would also hold
@@ -15,6 +16,7 @@ service's environment (QC_LOOP_*, QC_LABEL_*), with the service's own QC_HOME an
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from inspection.store.jobs import Job, JobKind, JobState, JobStore
 from serving.settings import ServeSettings
 
 NICE = 10  # below the service; the line comes first
+CHECK_TIMEOUT_S = 30.0  # the check tries Label Studio for 3 s at most; the rest reads files
 
 
 def turn_log(settings: ServeSettings, job_id: str) -> Path:
@@ -57,11 +60,7 @@ def start_turn(settings: ServeSettings, job_id: str, *, min_new: int | None = No
         command += ["--epochs", str(epochs)]
     if auto_promote is not None:
         command.append("--auto-promote" if auto_promote else "--wait-for-approval")
-    env = {**os.environ, "QC_HOME": str(settings.home)}
-    if settings.database_url:
-        env["QC_DATABASE_URL"] = settings.database_url
-    else:
-        env.pop("QC_DATABASE_URL", None)
+    env = _child_env(settings)
     log = turn_log(settings, job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -70,3 +69,34 @@ def start_turn(settings: ServeSettings, job_id: str, *, min_new: int | None = No
     # Reap it when it ends (no zombie while the service runs); the job row has its outcome.
     threading.Thread(target=process.wait, name=f"loop-{job_id}", daemon=True).start()
     return process
+
+
+def check_turn(settings: ServeSettings) -> dict[str, Any]:
+    """`qc loop --check --json` in the environment a turn started here would run in: every
+    prerequisite, met or missing, with its fix (training/loop_check.py). Blocking: a thread."""
+    command = [sys.executable, "-m", "qc", "loop", "--check", "--json"]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              env=_child_env(settings), timeout=CHECK_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return _unanswered(str(error))
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return _unanswered((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+
+
+def _unanswered(reason: str) -> dict[str, Any]:
+    return {"ready": False, "needs": [{"item": "training", "state": "missing",
+                                       "says": f"qc loop --check did not answer here: {reason}",
+                                       "fix": 'pip install "qc[train]" in the service\'s Python environment'}]}
+
+
+def _child_env(settings: ServeSettings) -> dict[str, str]:
+    """The service's environment with its own QC_HOME and database: what a child sees."""
+    env = {**os.environ, "QC_HOME": str(settings.home)}
+    if settings.database_url:
+        env["QC_DATABASE_URL"] = settings.database_url
+    else:
+        env.pop("QC_DATABASE_URL", None)
+    return env

@@ -384,3 +384,127 @@ def test_run_a_turn_from_the_page(start, monkeypatch):
     engineer = service.key("engineer")
     job = service.client.get(f"/v1/loop/jobs/{job_id}", headers=engineer).json()
     assert job["created_by"] == "lee" and job["params"]["via"] == "page" and job["params"]["auto_promote"] is False
+
+
+# -- what a turn lacks, in one answer (qc loop --check, the Loop page) ------------------------
+
+
+@pytest.fixture
+def loop_env(qc_home, monkeypatch) -> Path:
+    """A fresh QC_HOME with none of the loop's settings from the caller's environment."""
+    for variable in ("QC_LOOP_RECIPE", "QC_LOOP_MIN_NEW", "QC_LOOP_EPOCHS", "QC_LABEL_STUDIO_URL",
+                     "QC_LABEL_STUDIO_TOKEN", "QC_LABEL_DATASET", "QC_MODEL_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    return qc_home
+
+
+def qc(*args: str):
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def onnx_only(model: Path) -> None:
+    """As an engineer registers a model trained elsewhere: the ONNX file alone, no .pt."""
+    added = qc("models", "add", str(model), "--name", "default", "--promote")
+    assert added.exit_code == 0, added.output
+
+
+def test_qc_loop_check_on_a_fresh_home_names_every_missing_piece_and_its_fix_in_one_answer(loop_env):
+    checked = qc("loop", "--check")
+    assert checked.exit_code == 1, checked.output
+    text = checked.output
+    for missing, fix in (("model default has no production version", "qc models add model.onnx --name default"),
+                         ("QC_LOOP_RECIPE is not set", "export QC_LOOP_RECIPE=recipes/"),
+                         ("no frozen holdout", "qc models holdout default DATASET@VERSION"),
+                         ("dataset line has no version yet", "qc label pull")):
+        assert "MISSING" in text.split(missing)[0].rsplit("\n", 1)[-1], text  # marked on its own line
+        assert fix in text.split(missing, 1)[1].split("\n")[1], text  # the fix on the next line
+    assert "Label Studio is not configured" in text and "not ready: 4 missing pieces" in text
+
+    as_json = json.loads(qc("loop", "--check", "--json").output)
+    states = {need["item"]: need["state"] for need in as_json["needs"]}
+    assert as_json["ready"] is False and states == {
+        "training": "met", "model": "missing", "recipe": "missing", "weights": "note", "holdout": "missing",
+        "label_studio": "note", "dataset": "missing"}
+    assert all(need["fix"] for need in as_json["needs"] if need["state"] == "missing")
+
+
+def test_with_everything_in_place_the_check_is_ready_and_says_an_onnx_only_model_is_trained_from_its_recipe(
+        loop_env, untrained_model, tmp_path, monkeypatch):
+    onnx_only(untrained_model)
+    write_dataset(tmp_path / "frames", n=8, seed=5, width=SIZE, height=SIZE, defects=(1, 3))
+    versions.import_dataset(tmp_path / "frames" / "data.yaml", format="yolo", name="line",
+                            root=Settings().datasets_dir)
+    assert qc("models", "holdout", "default", "line@v1").exit_code == 0
+    monkeypatch.setenv("QC_LOOP_RECIPE", str(REPO / "recipes" / "synthetic-demo.yaml"))
+    checked = qc("loop", "--check", "--min-new", "8")
+    assert checked.exit_code == 0, checked.output
+    assert "ready: a turn can run" in checked.output
+    assert "default@v1 was registered without its .pt weights: the turn trains the recipe's model " \
+           "(yolo26n.yaml)" in checked.output
+    assert "8 labelled images in line@v1" in checked.output
+
+
+def test_a_turn_that_would_train_names_everything_it_lacks_at_once(loop_env, untrained_model, tmp_path):
+    from training.loop import LoopSettings, run_turn
+
+    onnx_only(untrained_model)
+    write_dataset(tmp_path / "frames", n=6, seed=6, width=SIZE, height=SIZE, defects=(1, 3))
+    versions.import_dataset(tmp_path / "frames" / "data.yaml", format="yolo", name="line",
+                            root=Settings().datasets_dir)
+    said: list[str] = []
+    turn = run_turn(LoopSettings(loop_min_new=6), say=said.append)
+    # The labels are there (line@v1, the dataset qc label pull writes when nothing names one),
+    # so the turn goes as far as training, and stops there once, naming both pieces it lacks.
+    assert turn.state.value == "failed" and list(turn.progress["steps"]) == ["pull", "check"]
+    assert "QC_LOOP_RECIPE" in turn.error and "qc models holdout default" in turn.error, turn.error
+
+
+def test_the_loop_page_lists_what_a_turn_lacks_with_the_commands_that_fix_it(start, monkeypatch):
+    monkeypatch.delenv("QC_LOOP_RECIPE", raising=False)
+    monkeypatch.delenv("QC_LABEL_STUDIO_URL", raising=False)
+    service = start()
+    sign_in(service, "lee", "engineer")
+    page = service.client.get("/loop")
+    assert page.status_code == 200
+    needs = page.text.split('id="needs"', 1)[1].split("</section>", 1)[0]
+    assert 'data-ready="false"' in page.text and "What a turn still needs" in needs
+    assert 'data-item="holdout"' in needs and "qc models holdout default DATASET@VERSION" in needs
+    assert 'data-item="recipe"' in needs and "QC_LOOP_RECIPE" in needs
+    assert 'data-item="dataset"' in needs and "qc label pull" in needs
+    assert 'data-item="weights"' in needs  # the harness registers the ONNX file alone
+    assert "학습 회차에 아직 필요한 것" in service.client.get("/loop?lang=ko").text
+
+
+@pytest.mark.slow
+def test_a_turn_from_an_onnx_only_model_trains_from_the_recipe_and_says_so(trained_model, loop_env, tmp_path,
+                                                                          monkeypatch):
+    from training.loop import LoopSettings, run_turn
+
+    onnx_only(trained_model.raw)  # a model trained elsewhere: `qc models add` without --weights
+    settings = Settings()
+    write_dataset(tmp_path / "labelled", n=40, seed=505, width=SIZE, height=SIZE, defects=(1, 4))
+    versions.import_dataset(tmp_path / "labelled" / "data.yaml", format="yolo", name="line",
+                            root=settings.datasets_dir)  # as qc label pull writes it
+    write_dataset(tmp_path / "holdout-parts", n=12, seed=303, width=SIZE, height=SIZE, defects=(3, 6))
+    versions.import_dataset(tmp_path / "holdout-parts" / "data.yaml", format="yolo", name="holdout",
+                            test_fraction=0.95, val_fraction=0.0, root=settings.datasets_dir)
+    assert qc("models", "holdout", "default", "holdout@v1").exit_code == 0
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({**PRODUCTION_RECIPE, "imgsz": 160, "epochs": 1}))
+    monkeypatch.setenv("QC_LOOP_RECIPE", str(recipe))
+    assert qc("loop", "--check", "--min-new", "20").exit_code == 0
+
+    said: list[str] = []
+    turn = run_turn(LoopSettings(loop_min_new=20, loop_epochs=1), say=said.append)
+    assert turn.state.value in ("refused", "waiting_approval"), (turn.error, turn.result.get("traceback"))
+    assert any("default@v1 has no .pt weights" in message and "from scratch" in message for message in said)
+    assert turn.result["trained_from"] == "yolo26n.yaml" and turn.result["candidate"] == "default@v2"
+    candidate = Registry(settings.models_dir).get("default", "v2")
+    assert candidate.card["trained_from"] == "yolo26n.yaml" and candidate.card["replaces"] == "default@v1"
+    assert "fine_tuned_from" not in candidate.card and candidate.card["dataset_version"] == "line@v1"
+    assert candidate.weights_path is not None  # the next turn fine-tunes
+    assert set(turn.result["after"]["per_class"]) == set(turn.result["before"]["per_class"]) != set()

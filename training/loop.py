@@ -19,7 +19,10 @@ killed half-way continues from the last finished step when `qc loop` runs again:
 3. train     fine-tune from the production model's weights (`name@vN`) with the production
              recipe (`loop_recipe`: the recipe file the production model was trained with;
              `loop_epochs` may shorten it for a fine-tune, and then replaces the recipe's
-             `time_hours` too), on the new version.
+             `time_hours` too), on the new version. A model registered without its .pt
+             (`qc models add model.onnx`) is not fine-tuned: the recipe's own model is trained
+             on the new version instead, and the turn says so. Before training, everything the
+             rest of the turn needs is checked at once (training/loop_check.py).
 4. export    ONNX at the recipe's export size, registered as the next version with its
              weights, the recipe, the dataset version and the job id in its card.
 5. evaluate  candidate and production on the model's frozen holdout (`qc models holdout`),
@@ -128,7 +131,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         from labeling.bridge import Bridge
         from labeling.client import LabelStudioUnavailable
 
-        bridge = Bridge(_label_settings(settings), db=db)
+        bridge = Bridge(label_settings_for(settings), db=db)
         try:
             version = bridge.pull()
         except LabelStudioUnavailable as error:  # the webhook may have recorded annotations
@@ -139,7 +142,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
 
     step("pull", "pulling annotations from Label Studio", pull)
     trained_on = production.card.get("dataset_version")
-    dataset = _label_settings(settings).dataset_for(trained_on)  # where the bridge pulled into
+    dataset = label_settings_for(settings).dataset_for(trained_on)  # where the bridge pulled into
 
     def check() -> dict[str, Any]:
         try:
@@ -163,6 +166,14 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         return jobs.finish(job.id, JobState.SKIPPED, result={
             "message": f"{checked['new']} new labelled images in {checked['version'] or dataset}, "
                        f"{settings.loop_min_new} needed (QC_LOOP_MIN_NEW)", **checked})
+    fine_tune = production.weights_path is not None
+    if job.done("train") is None:  # everything training needs, named at once (qc loop --check lists it all)
+        from training.loop_check import require_training_needs
+
+        require_training_needs(settings)
+        if not fine_tune:
+            say(f"{production.ref} has no .pt weights (registered with qc models add): training the recipe's "
+                "model from scratch on the new version instead of fine-tuning it")
 
     def train() -> dict[str, Any]:
         from training.recipe import Recipe
@@ -170,7 +181,8 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         from training.trainer import train as run_training
 
         recipe = _recipe(settings, production)
-        overrides = {"model": production.ref, "data": checked["version"], "name": f"loop-{job.id[-8:]}"}
+        start = production.ref if fine_tune else recipe.model  # ONNX-only: the recipe's own model
+        overrides = {"model": start, "data": checked["version"], "name": f"loop-{job.id[-8:]}"}
         if settings.loop_epochs:
             # Exactly these epochs: a recipe's time budget (time_hours) would otherwise make
             # Ultralytics stretch the fine-tune to the whole budget of the first training.
@@ -192,9 +204,11 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
                 shutil.rmtree(folder)
             run = run_training(chosen, settings=settings, run_folder=folder, progress=False, on_epoch=on_epoch)
         run = Run.open(run.folder)
-        return {"run": str(run.folder), "metrics": run.metrics, "recipe": chosen.model_dump(mode="json")}
+        return {"run": str(run.folder), "metrics": run.metrics, "recipe": chosen.model_dump(mode="json"),
+                "fine_tuned": fine_tune}
 
-    trained = step("train", f"fine-tuning {production.ref} on {checked['version']}", train)
+    trained = step("train", f"fine-tuning {production.ref} on {checked['version']}" if fine_tune else
+                   f"training from the recipe on {checked['version']} ({production.ref} has no .pt weights)", train)
 
     def export() -> dict[str, Any]:
         from inspection.models.card import model_card
@@ -204,8 +218,10 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         run = Run.open(trained["run"])
         imgsz = run.recipe.export_imgsz or run.recipe.imgsz
         path = export_onnx(run.best_weights, out_dir=run.folder / "export", imgsz=imgsz, lineage=run.lineage)
+        origin = ({"fine_tuned_from": production.ref} if trained.get("fine_tuned", True)
+                  else {"trained_from": trained["recipe"]["model"], "replaces": production.ref})
         card = model_card(path, source=f"qc loop job {job.id}", recipe=trained["recipe"],
-                          fine_tuned_from=production.ref, loop_job=job.id)  # the lineage is in the file
+                          loop_job=job.id, **origin)  # the lineage is in the file
         entry = registry.add(name, path, card=card, weights=run.best_weights)
         return {"candidate": entry.version}
 
@@ -237,6 +253,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     decision = promotion.check(registry, name, candidate)
     result = {"candidate": f"{name}@{candidate}", "production_before": production.ref, "dataset": checked["version"],
               "new_images": checked["new"], "run": trained["run"], **evaluated, "changed_verdicts": changed,
+              **({} if trained.get("fine_tuned", True) else {"trained_from": trained["recipe"]["model"]}),
               "gate": decision.table() if decision else "no production model to compare with"}
     if decision is not None and not decision.accepted:
         return jobs.finish(job.id, JobState.REFUSED, result=result)
@@ -248,7 +265,7 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
     return jobs.finish(job.id, JobState.PROMOTED, result=result)
 
 
-def _label_settings(settings: LoopSettings):
+def label_settings_for(settings: LoopSettings):
     """The labeling side's settings (QC_LABEL_*) for this turn's home and database."""
     from labeling.settings import LabelSettings
 

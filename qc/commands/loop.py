@@ -1,12 +1,15 @@
 """`qc loop`: one turn from labelled frames to a gated (and maybe promoted) model, as a job.
 
 Settings: QC_LOOP_RECIPE, QC_LOOP_MIN_NEW, QC_LOOP_EPOCHS, QC_LOOP_AUTO_PROMOTE (training/loop.py).
+`qc loop --check` lists everything a turn needs, met or missing, with the fix for each
+(training/loop_check.py); the Loop page shows the same list.
 `--job ID` works a turn the service started (`POST /v1/loop/run` runs `qc loop --job ID` as a
 child at lower CPU priority, so the line's inspections come first).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated
 
@@ -27,6 +30,10 @@ def loop(
     job: Annotated[str | None, typer.Option(help="Work the running job the service created (POST /v1/loop/run).",
                                             hidden=True)] = None,
     nice: Annotated[int, typer.Option(help="Lower this process's CPU priority by N (0-19).", min=0, max=19)] = 0,
+    check: Annotated[bool, typer.Option("--check", help="Run no turn: list every prerequisite of one, met or "
+                                        "missing, with the command that fixes each; exit 1 if any is missing.")
+                     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --check: the list as JSON.")] = False,
 ) -> None:
     """Run one turn (or resume an interrupted one); refuses while another turn runs."""
     if context.invoked_subcommand is not None:
@@ -36,6 +43,12 @@ def loop(
     given = {"loop_min_new": min_new, "loop_recipe": recipe, "loop_epochs": epochs,
              "loop_auto_promote": auto_promote}
     settings = LoopSettings(**{k: v for k, v in given.items() if v is not None})
+    if check:
+        from training.loop_check import check_loop
+
+        report = check_loop(settings)
+        typer.echo(json.dumps(report.to_json()) if as_json else report.text())
+        raise typer.Exit(0 if report.ready else 1)
     if nice:
         os.nice(nice)
     turn = run_turn(settings, job_id=job, created_by=os.environ.get("USER"),

@@ -8,6 +8,8 @@ Example::
 Server-rendered, no script: the latest turns, the chosen one's step and message (the page
 reloads itself every 5 s while it runs), its per-class metrics before and after on the frozen
 holdout, the gate's table, and the frames whose verdict changed (each a link to its image).
+Above them, while no turn runs, what a turn would lack, each with the command that fixes it:
+`qc loop --check` run in the service's environment (serving/turns.py).
 "Run a turn" posts a form with the session's CSRF token; the turn is the same job as
 `POST /v1/loop/run` and `qc loop` (serving/turns.py), so a second one is refused while one runs.
 """
@@ -28,7 +30,7 @@ from serving.deps import JobsDep, SettingsDep, UsersDep
 from serving.pages.render import render
 from serving.schemas import JobOut
 from serving.sessions import csrf_matches, session_of
-from serving.turns import begin_turn
+from serving.turns import begin_turn, check_turn
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -63,7 +65,9 @@ async def loop_page(request: Request, users: UsersDep, settings: SettingsDep, jo
     if busy:
         error = "busy"
     running = any(j.state is JobState.RUNNING for j in recent)
-    response = render(request, "loop.html", user=session.user, csrf=session.csrf, error=error,
+    # What a turn would lack, as `qc loop --check` says it (not while one runs: it reloads every 5 s).
+    check = None if running else await asyncio.to_thread(check_turn, settings)
+    response = render(request, "loop.html", user=session.user, csrf=session.csrf, error=error, check=check,
                       jobs=[JobOut.of(j, alive=jobs.alive(j)) for j in recent], job=shown, running=running,
                       classes=_class_rows(shown.result) if shown and shown.result else [])
     if shown and shown.state is JobState.RUNNING:
