@@ -35,6 +35,7 @@ SETTINGS_CLASSES = (
     ("inspection.settings", "Settings", "every part of qc: where state lives, how the detector runs"),
     ("serving.settings", "ServeSettings", "`qc serve`: the inspection service, its pages and analytics"),
     ("labeling.settings", "LabelSettings", "`qc label` and the loop's pull: the Label Studio bridge"),
+    ("training.settings", "TrainSettings", "`qc train` and every training qc runs: how it uses the machine"),
     ("training.loop", "LoopSettings", "`qc loop` and the Loop page's turns"),
 )
 # QC_* variables read outside the settings classes: (name, who reads it, what it does).
