@@ -20,6 +20,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# The largest integer SQLite's INTEGER and PostgreSQL's BIGINT hold: a client's number beyond
+# it must be refused before a query (OverflowError / DataError would be a 500, issue 25).
+SQL_INT_MAX = 2**63 - 1
+
 # The per-frame figures stored with each inspection, in the column order of
 # `inspection.analytics.image_stats.Statistic`, then the model's confidence.
 FRAME_COLUMNS = ("brightness", "contrast", "sharpness", "blue", "green", "red", "max_confidence")

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException
 
 from inspection.store.labels import LabelStore
+from inspection.store.schema import SQL_INT_MAX
 from labeling.settings import LabelSettings
 from serving.deps import StateDep
 
@@ -48,6 +49,9 @@ async def label_studio(
     if not isinstance(annotation, dict) or not isinstance(task_id, int) or not isinstance(annotation.get("id"), int):
         raise HTTPException(400, "expected Label Studio's payload with annotation.id and task.id; turn on "
                                  "'send payload' for the webhook")
+    if not (0 <= task_id <= SQL_INT_MAX and 0 <= annotation["id"] <= SQL_INT_MAX):
+        raise HTTPException(400, f"task.id and annotation.id must be in the range 0 to {SQL_INT_MAX}; "
+                                 "is this Label Studio's payload?")
     if annotation.get("was_cancelled"):
         return {"recorded": False, "reason": "the annotation was cancelled (skipped)"}
     labels = LabelStore(state.db)

@@ -1,0 +1,125 @@
+"""The service probed a second time as an attacker, a broken camera and a bad network would
+(issue 25), as a specification: each reproduction of the issue is a test here, named for what
+must hold. Decoding bombs under concurrency are in tests/test_decode_memory.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+
+from inspection.store.stations_health import Heartbeat, StationHealthStore
+from tests.service_harness import REVIEW_ALL, Service, frame, utcnow
+
+BEAT = {"agent_version": "0.1.0", "interval_s": 30, "shift": "06:00-22:00", "spool_depth": 0}
+PASSWORD = "line-side-pc-42"
+
+
+# -- 7. one station's heartbeat cannot break the station list --------------------------------
+
+
+@pytest.mark.parametrize("shift", ["25:00-26:00", "06:00-24:00", "06:61-22:00", "99:99-00:00"])
+def test_a_heartbeat_with_an_impossible_shift_is_refused_at_the_door(service, shift):
+    station = service.add_station()
+    answer = service.client.post(f"/v1/stations/{station}/heartbeat", json={**BEAT, "shift": shift},
+                                 headers=service.admin)
+    assert answer.status_code == 422 and "shift" in answer.text
+    assert service.client.get("/v1/stations", headers=service.admin).status_code == 200
+
+
+def test_a_bad_shift_stored_before_cannot_break_the_station_list(service):
+    station = service.add_station()
+    StationHealthStore(service.state.db).record(station, Heartbeat("0.1.0", 30, "25:00-26:00", {}),
+                                                at=utcnow() - timedelta(hours=1))  # overdue
+    listed = service.client.get("/v1/stations", headers=service.admin)
+    assert listed.status_code == 200, listed.text
+    assert service.client.get(f"/v1/stations/{station}/health", headers=service.admin).status_code == 200
+
+
+# -- 8. heartbeat fields are bounded ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["last_capture_at", "last_verdict_at", "agent_version"])
+def test_an_oversized_heartbeat_field_is_refused_and_not_stored(service, field):
+    station = service.add_station()
+    answer = service.client.post(f"/v1/stations/{station}/heartbeat", json={**BEAT, field: "x" * (1 << 20)},
+                                 headers=service.admin)
+    assert answer.status_code in (413, 422), answer.status_code
+    assert StationHealthStore(service.state.db).of(station) is None
+    assert len(service.client.get("/v1/stations", headers=service.admin).content) < 100_000
+
+
+def test_heartbeat_times_must_be_times(service):
+    station = service.add_station()
+    answer = service.client.post(f"/v1/stations/{station}/heartbeat",
+                                 json={**BEAT, "last_capture_at": "not a time"}, headers=service.admin)
+    assert answer.status_code == 422
+    fine = service.client.post(f"/v1/stations/{station}/heartbeat",
+                               json={**BEAT, "last_capture_at": "2026-12-07T10:00:00.123456Z"}, headers=service.admin)
+    assert fine.status_code == 200, fine.text
+
+
+# -- 9. integers are bounded to the database's range before they reach SQL ----------------------
+
+
+@pytest.mark.parametrize("where", ["task", "annotation"])
+def test_the_webhook_refuses_ids_beyond_the_databases_range_with_400(service, monkeypatch, where):
+    monkeypatch.setenv("QC_LABEL_WEBHOOK_SECRET", "right")
+    body = {"action": "ANNOTATION_CREATED", "annotation": {"id": 1, "result": []}, "task": {"id": 99}}
+    body[where]["id"] = 2**63
+    answer = service.client.post("/v1/hooks/label-studio", json=body, headers={"X-QC-Webhook-Secret": "right"})
+    assert answer.status_code == 400, answer.text
+    assert "range" in answer.json()["detail"]
+
+
+def test_heartbeat_counters_are_bounded_to_the_databases_range(service):
+    station = service.add_station()
+    answer = service.client.post(f"/v1/stations/{station}/heartbeat", json={**BEAT, "dropped": 2**63},
+                                 headers=service.admin)
+    assert answer.status_code == 422
+
+
+# -- 10. no string can end or comment out the page's embedded data ----------------------------
+
+
+def sign_in(service: Service, name: str, *, display_name: str, password: str = PASSWORD) -> None:
+    service.client.cookies.clear()  # signed out: the module shares one client
+    from inspection.store.users import UserStore
+
+    UserStore(service.state.db).add(name, password=password, role="reviewer", display_name=display_name)
+    form = service.client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    response = service.client.post("/login", data={"name": name, "password": password, "csrf": token},
+                                   follow_redirects=False)
+    assert response.status_code == 303, response.text
+
+
+@pytest.mark.parametrize("display_name", ["<!--<script>", "</script><script>alert(1)</script>",
+                                          "a & b <b>"])
+def test_the_review_page_embeds_any_display_name_as_data(service, display_name):
+    sign_in(service, f"u{abs(hash(display_name)) % 10**6}", display_name=display_name)
+    page = service.client.get("/review").text
+    embedded = re.search(r'<script type="application/json" id="config">(.*?)</script>', page, re.S).group(1)
+    assert not set(embedded) & set("<>&"), embedded  # the HTML parser sees no markup inside
+    assert json.loads(embedded)["user"]["display_name"] == display_name
+
+
+# -- 15. a reviewer's class is one the model knows ------------------------------------------------
+
+
+@pytest.mark.parametrize("class_name", ["<img src=x onerror=alert(1)>", "no-such-class"])
+def test_a_missed_box_of_a_class_the_model_does_not_know_is_refused(service, class_name):
+    station = service.add_station(REVIEW_ALL)
+    inspection = service.inspect(station, frame(seed=7)).json()["id"]
+    box = {"decision": "missed", "class": class_name, "xyxy": [1, 1, 20, 20]}
+    answer = service.client.post(f"/v1/inspections/{inspection}/reviews",
+                                 json={"decision": "defect", "boxes": [box]}, headers=service.admin)
+    assert answer.status_code == 422 and "class" in answer.json()["detail"]
+    assert service.client.get(f"/v1/inspections/{inspection}/reviews", headers=service.admin).json()["history"] == []
+    known = sorted(service.state.manager.current.detector.names.values())[0]
+    fine = service.client.post(f"/v1/inspections/{inspection}/reviews",
+                               json={"decision": "defect", "boxes": [{**box, "class": known}]}, headers=service.admin)
+    assert fine.status_code == 201, fine.text
