@@ -123,3 +123,46 @@ def test_a_missed_box_of_a_class_the_model_does_not_know_is_refused(service, cla
     fine = service.client.post(f"/v1/inspections/{inspection}/reviews",
                                json={"decision": "defect", "boxes": [{**box, "class": known}]}, headers=service.admin)
     assert fine.status_code == 201, fine.text
+
+
+# -- 13. the database password is never printed, whatever the URL looks like --------------------
+
+
+@pytest.mark.parametrize("url", [
+    "qc:SuperSecret123@127.0.0.1/qc",  # no scheme
+    "postgres//qc:SuperSecret123@127.0.0.1/qc",  # malformed schemes
+    "postgresql:/qc:SuperSecret123@127.0.0.1/qc",
+    "postgresql://qc:Super@Secret123@127.0.0.1:1/qc",  # an @ in the password, not written %40
+    "postgresql://qc:SuperSecret123@127.0.0.1:1/qc?connect_timeout=abc",  # a bad option
+])
+def test_a_bad_database_url_is_one_line_without_the_password(qc_home, monkeypatch, url):
+    from typer.testing import CliRunner
+
+    from inspection.errors import ConfigError
+    from qc.cli import app
+
+    monkeypatch.setenv("QC_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert isinstance(result.exception, ConfigError), result.exception
+    said = str(result.exception) + result.output
+    for part in ("SuperSecret123", "Super@", "Secret123"):
+        assert part not in said, said
+    assert "\n" not in str(result.exception).strip() and "QC_DATABASE_URL" in said
+
+
+# -- 14. /readyz shows no file path, whatever characters the home has ---------------------------
+
+
+@pytest.mark.parametrize("folder", ["qc home", "qc:home", "plant: line 3"])
+def test_readyz_shows_no_path_when_the_home_has_spaces_or_colons(tmp_path, untrained_model, folder):
+    from tests.service_harness import running
+    from tests.test_hardening_models import _home_with_broken_production
+
+    home = tmp_path / folder / "home"
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07this is not an ONNX model" * 40)
+    _home_with_broken_production(home, untrained_model, broken)
+    with running(home, None) as service:
+        ready = service.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["pointer_problem"]
+        assert folder not in ready.text and str(tmp_path) not in ready.text, ready.text
