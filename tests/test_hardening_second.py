@@ -166,3 +166,80 @@ def test_readyz_shows_no_path_when_the_home_has_spaces_or_colons(tmp_path, untra
         ready = service.client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["pointer_problem"]
         assert folder not in ready.text and str(tmp_path) not in ready.text, ready.text
+
+
+# -- 11, 12. sign-in failures are counted atomically, for every name alike ----------------------
+
+
+def _outcome(users, name: str, password: str) -> str:
+    from inspection.store.users import LoginRefused
+
+    try:
+        users.authenticate(name, password)
+    except LoginRefused as refused:
+        return "locked" if refused.retry_after else "wrong"
+    return "signed in"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def user_store(request, tmp_path):
+    from inspection.store.database import Database
+    from inspection.store.users import UserStore
+
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    db = Database(url)
+    db.upgrade()
+    users = UserStore(db)
+    users.add("kim", password=PASSWORD, role="reviewer")
+    yield users
+    db.dispose()
+
+
+def test_parallel_wrong_passwords_lock_the_name_as_one_at_a_time_would(user_store):
+    from tests.service_harness import concurrently
+
+    outcomes = concurrently(30, lambda i: _outcome(user_store, "kim", f"wrong-password-{i}"))
+    assert outcomes.count("wrong") <= 4 and outcomes.count("signed in") == 0, outcomes
+    assert _outcome(user_store, "kim", PASSWORD) == "locked"  # the right password waits too
+
+
+def test_the_right_password_among_a_parallel_burst_is_tried_at_most_within_the_free_failures(user_store):
+    from tests.service_harness import concurrently
+
+    guesses = [f"wrong-password-{i}" for i in range(29)] + [PASSWORD]
+    outcomes = concurrently(30, lambda i: _outcome(user_store, "kim", guesses[29 - i]))
+    assert outcomes.count("wrong") + outcomes.count("signed in") <= 5, outcomes  # at most 5 passwords checked
+
+
+def test_a_name_that_does_not_exist_is_locked_like_one_that_does(user_store):
+    existing = [_outcome(user_store, "kim", "wrong-password") for _ in range(6)]
+    missing = [_outcome(user_store, "nobody", "wrong-password") for _ in range(6)]
+    assert existing == missing == ["wrong"] * 4 + ["locked"] * 2
+
+
+def test_a_new_password_lifts_the_lock(user_store):
+    for _ in range(6):
+        _outcome(user_store, "kim", "wrong-password")
+    user_store.set_password("kim", "a-new-password-9")
+    assert _outcome(user_store, "kim", "a-new-password-9") == "signed in"
+
+
+def test_sixty_parallel_sign_ins_over_http_lock_after_the_free_failures(service):
+    from inspection.store.users import UserStore
+    from tests.service_harness import concurrently
+
+    UserStore(service.state.db).add("lee", password=PASSWORD, role="reviewer")
+    service.client.cookies.clear()
+    form = service.client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    cookies = {"qc_login_csrf": form.cookies["qc_login_csrf"]}
+
+    def attempt(i: int) -> int:
+        from starlette.testclient import TestClient
+
+        client = TestClient(service.client.app, cookies=cookies)  # one per request: no shared cookie jar
+        return client.post("/login", data={"name": "lee", "password": f"not-it-{i}", "csrf": token},
+                           follow_redirects=False).status_code
+
+    codes = concurrently(20, attempt) + concurrently(20, lambda i: attempt(20 + i))
+    assert codes.count(401) <= 4 and set(codes) <= {401, 429}, codes

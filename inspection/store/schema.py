@@ -175,6 +175,20 @@ users = Table(
     Column("locked_until", DateTime, nullable=True),  # login throttling after repeated failures
 )
 
+# Sign-in attempts per typed name, whether or not a user has it (migration 0008_login_attempts):
+# a lock that only existing names get tells which names exist (issue 25). `attempts` is
+# counted before the password is checked, in one statement, so parallel guesses cannot all
+# pass before the first failure is written. (users.failed_logins and locked_until, the first
+# place for this, are no longer used.)
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("attempts", Integer, nullable=False),  # since the last success
+    Column("locked_until", DateTime, nullable=True),
+    Column("last_at", DateTime, nullable=False, index=True),  # for tidying forgotten names
+)
+
 # A session is stored (not a signed cookie) so that sign-out, disabling a user and expiry take
 # effect at once in every worker; the cookie holds a random token whose sha256 is the id.
 sessions = Table(
