@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from datetime import timedelta
 
+import cv2
+import numpy as np
 import pytest
 
 from inspection.store.stations_health import Heartbeat, StationHealthStore
@@ -243,3 +246,91 @@ def test_sixty_parallel_sign_ins_over_http_lock_after_the_free_failures(service)
 
     codes = concurrently(20, attempt) + concurrently(20, lambda i: attempt(20 + i))
     assert codes.count(401) <= 4 and set(codes) <= {401, 429}, codes
+
+
+# -- 1. a frame missing most of its scan data is damaged, whatever marker ends it ---------------
+
+
+def progressive_jpeg(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
+    from tests.test_hardening_images import camera_jpeg
+
+    pixels = cv2.imdecode(np.frombuffer(camera_jpeg(seed, size), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def cut_after_scans(data: bytes, scans: int) -> bytes:
+    """The bytes up to the start of scan number `scans` + 1, then FFD9 (the issue's probe)."""
+    starts = [m.start() for m in re.finditer(rb"\xff\xda", data)]
+    return data[: starts[scans]] + b"\xff\xd9"
+
+
+def rle8_rows(rows: list[bytes], width: int, *, end: bytes = b"\x00\x01") -> bytes:
+    """An 8-bit BMP, run-length encoded as Windows writes it (runs, 00 00 after each row),
+    grey palette; `end` closes the bitmap (end-of-bitmap by default)."""
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    encoded = bytearray()
+    for row in rows:
+        x = 0
+        while x < len(row):
+            run = 1
+            while x + run < len(row) and run < 255 and row[x + run] == row[x]:
+                run += 1
+            encoded += bytes((run, row[x]))
+            x += run
+        encoded += b"\x00\x00"
+    encoded = encoded[:-2] + end  # the last row ends with the bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, len(rows), 1, 8, 1, len(encoded), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(encoded), 0, 0, offset) + info + palette + bytes(encoded)
+
+
+def striped_rows(width: int = 320, height: int = 240) -> list[bytes]:
+    return [bytes(((x // 16 + y // 8) % 4) * 60 for x in range(width)) for y in range(height)]
+
+
+@pytest.mark.parametrize("scans", [1, 2, 5, 9])
+def test_a_progressive_jpeg_cut_after_a_scan_is_damaged(scans):
+    from inspection.detect import imaging
+    from inspection.errors import DamagedImage
+
+    whole = progressive_jpeg(1)
+    assert len(re.findall(rb"\xff\xda", whole)) == 10
+    assert imaging.decode(whole).shape == (480, 640, 3)
+    with pytest.raises(DamagedImage, match="scan"):
+        imaging.decode(cut_after_scans(whole, scans))
+
+
+def test_an_rle8_bmp_cut_with_an_end_of_bitmap_is_damaged():
+    from inspection.detect import imaging
+    from inspection.errors import DamagedImage
+
+    rows = striped_rows()
+    whole = rle8_rows(rows, 320)
+    decoded = imaging.decode(whole)
+    assert decoded.shape == (240, 320, 3) and decoded[:, :, 0].any()
+    with pytest.raises(DamagedImage, match="rows"):
+        imaging.decode(_cut_rle(whole, 120))
+    with pytest.raises(DamagedImage):
+        imaging.decode(whole[: len(whole) // 2])  # cut with no end at all
+
+
+def _cut_rle(whole: bytes, rows: int) -> bytes:
+    """`whole` with its pixel data cut after `rows` rows and an end-of-bitmap appended; the
+    header still claims every row."""
+    offset = struct.unpack("<I", whole[10:14])[0]
+    data, pos = whole[offset:], 0
+    for _ in range(rows):
+        while data[pos:pos + 2] != b"\x00\x00":
+            pos += 2
+        pos += 2
+    return whole[:offset] + data[:pos] + b"\x00\x01"
+
+
+def test_cut_frames_are_400_on_inspect_never_pass(service):
+    station = service.add_station()  # the default rules pass every frame judged
+    for damaged, kind in ((cut_after_scans(progressive_jpeg(2), 1), "jpeg"),
+                          (_cut_rle(rle8_rows(striped_rows(), 320), 120), "bmp")):
+        answer = service.inspect(station, damaged, kind=kind)
+        assert answer.status_code == 400, answer.text
+        assert "incomplete" in answer.json()["detail"]
+    assert service.records(station) == []
