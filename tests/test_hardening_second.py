@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
 from datetime import timedelta
 
 import cv2
@@ -16,6 +17,7 @@ import pytest
 
 from inspection.store.stations_health import Heartbeat, StationHealthStore
 from tests.service_harness import REVIEW_ALL, Service, frame, utcnow
+from tests.test_hardening_service import guarded_server  # noqa: F401 - the fixture
 
 BEAT = {"agent_version": "0.1.0", "interval_s": 30, "shift": "06:00-22:00", "spool_depth": 0}
 PASSWORD = "line-side-pc-42"
@@ -334,3 +336,106 @@ def test_cut_frames_are_400_on_inspect_never_pass(service):
         assert answer.status_code == 400, answer.text
         assert "incomplete" in answer.json()["detail"]
     assert service.records(station) == []
+
+
+# -- 3, 5, 6. bodies: bounded per route, read after credentials, in time, and let go ------------
+
+
+def asgi_post(service: Service, path: str, chunks, *, headers: dict[str, str], delay_s: float = 0.0,
+              method: str = "POST", disconnect: bool = False) -> tuple[int | None, int]:
+    """Send `chunks` as the body straight to the app (no HTTP client in between, so nothing is
+    buffered for it): (the status it answered, None if none, and the body bytes it read)."""
+    import asyncio
+
+    app, sent, read = service.client.app, [], [0]
+    chunks = list(chunks)
+
+    async def receive():
+        if not chunks:
+            if disconnect:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)
+        await asyncio.sleep(delay_s)
+        chunk = chunks.pop(0)
+        read[0] += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks) or disconnect}
+
+    async def send(message):
+        sent.append(message)
+
+    async def call():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "client": ("127.0.0.1", 9), "server": ("t", 80), "state": {},
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        await asyncio.wait_for(app(scope, receive, send), 20)
+
+    service.client.portal.call(call)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    return status, read[0]
+
+
+BIG_JSON = [b'{"action": "' + b"x" * (64 << 10)] + [b"x" * (64 << 10)] * 127 + [b'"}']  # 8 MB
+
+
+def test_the_webhook_checks_its_secret_before_reading_a_large_body(service, monkeypatch):
+    monkeypatch.setenv("QC_LABEL_WEBHOOK_SECRET", "right")
+    status, read = asgi_post(service, "/v1/hooks/label-studio", BIG_JSON,
+                             headers={"content-type": "application/json"})
+    assert status == 401 and read <= 128 << 10, (status, read)  # a chunk past 64 KiB, not 8 MB
+    status, read = asgi_post(service, "/v1/hooks/label-studio", BIG_JSON,
+                             headers={"content-type": "application/json", "x-qc-webhook-secret": "right"})
+    assert status == 413 and read < 8 << 20, (status, read)  # over the hook's limit, not read whole
+
+
+def test_a_body_without_a_key_is_refused_before_it_is_read(service):
+    status, read = asgi_post(service, "/v1/stations", BIG_JSON, headers={"content-type": "application/json"})
+    assert status in (401, 413) and read <= 128 << 10, (status, read)
+
+
+def test_every_route_has_a_body_limit_sized_to_what_it_needs(service):
+    status, read = asgi_post(service, "/v1/stations", BIG_JSON,
+                             headers={"content-type": "application/json", **service.admin})
+    assert status == 413 and read <= 2 << 20, (status, read)
+    declared = {"content-type": "application/json", "content-length": str(64 << 20), **service.admin}
+    status, read = asgi_post(service, "/v1/stations", BIG_JSON, headers=declared)
+    assert status == 413 and read == 0
+    form = [b"name=" + b"a" * (1 << 20) + b"&"] * 200
+    status, read = asgi_post(service, "/login", form,
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+    assert status == 413 and read <= 2 << 20, (status, read)
+
+
+@pytest.mark.parametrize("path", ["/login", "/v1/hooks/label-studio", "/v1/stations"])
+def test_a_body_trickled_past_the_body_timeout_is_408_on_every_route(start, monkeypatch, path):
+    monkeypatch.setenv("QC_LABEL_WEBHOOK_SECRET", "right")
+    service = start(body_timeout_s=1.0)
+    headers = {"content-type": "application/json", "content-length": "1000", "x-qc-webhook-secret": "right",
+               **service.admin}
+    started = time.monotonic()
+    status, _ = asgi_post(service, path, [b" "] * 40, headers=headers, delay_s=0.1)
+    assert status == 408 and time.monotonic() - started < 3.5, status
+
+
+def test_a_client_that_disconnects_mid_body_on_v2_infer_is_an_abort_not_a_500(service):
+    status, _ = asgi_post(service, "/v2/models/default/infer", [b'{"inputs": ['], disconnect=True,
+                          headers={"content-type": "application/json", "content-length": "100000",
+                                   **service.admin})
+    metrics = service.client.get("/metrics", headers=service.admin).text
+    assert 'qc_client_aborts_total{route="/v2/models/{name}/infer"} 1.0' in metrics
+    assert 'route="/v2/models/{name}/infer",status="500"' not in metrics and status != 500
+
+
+# -- 4. headers over 16 KB are 431 however they arrive ---------------------------------------
+
+
+@pytest.mark.parametrize("size_kb", [17, 50, 100])
+def test_headers_over_16_kb_in_one_read_are_431(guarded_server, size_kb):  # noqa: F811 - the fixture
+    import socket
+
+    request = (b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (size_kb << 10)
+               + b"\r\nContent-Length: 2\r\n\r\nab")
+    with socket.create_connection(("127.0.0.1", guarded_server)) as sock:
+        sock.sendall(request)
+        sock.settimeout(3)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")

@@ -15,10 +15,11 @@ acknowledged with recorded false, so Label Studio does not keep a failing hook.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Request
 
 from inspection.store.labels import LabelStore
 from inspection.store.schema import SQL_INT_MAX
@@ -28,12 +29,25 @@ from serving.deps import StateDep
 router = APIRouter(prefix="/v1/hooks", tags=["labeling"])
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+_PAYLOAD = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "Label Studio's webhook payload (send_payload on)."}}}}}
 
 
-@router.post("/label-studio")
+async def _payload(request: Request) -> dict[str, Any]:
+    """The JSON object the hook was sent (its size is bounded by serving/body_limits.py)."""
+    try:
+        payload = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HTTPException(400, f"the body is not JSON ({error}); expected Label Studio's payload") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(400, "expected Label Studio's payload, a JSON object")
+    return payload
+
+
+@router.post("/label-studio", openapi_extra=_PAYLOAD)
 async def label_studio(
     state: StateDep,
-    payload: Annotated[dict[str, Any], Body(description="Label Studio's webhook payload (send_payload on).")],
+    request: Request,
     secret: Annotated[str | None, Header(alias="X-QC-Webhook-Secret")] = None,
 ) -> dict[str, Any]:
     settings = LabelSettings()
@@ -41,6 +55,7 @@ async def label_studio(
     if not expected or not secret or not secrets.compare_digest(secret.encode(), expected.encode()):
         raise HTTPException(401, "missing or wrong X-QC-Webhook-Secret; the service's QC_LABEL_WEBHOOK_SECRET "
                                  "must be the secret qc label setup gave Label Studio")
+    payload = await _payload(request)  # read only once the secret is right (issue 25)
     action = payload.get("action")
     if action not in ANNOTATION_ACTIONS:
         return {"recorded": False, "reason": f"action {action!r} is not an annotation"}
