@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -60,6 +60,9 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    # DCT coefficients a progressive JPEG's decoder holds for the whole frame, whatever the
+    # reduction (libjpeg buffers every scan's coefficients until the last); 0 for others.
+    coefficients: int = field(default=0, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -73,10 +76,23 @@ class ImageHeader:
         return math.ceil(self.width / reduce), math.ceil(self.height / reduce)
 
     def decoded_pixels(self, reduce: int = 1) -> int:
-        """What decoding at `reduce` allocates, in pixels (3 bytes each): the unit of the
-        service's memory bounds (serving/decode_budget.py)."""
+        """The pixels decoding at `reduce` returns (3 bytes each)."""
         width, height = self.decoded_wh(reduce)
         return width * height
+
+    def decode_cost(self, reduce: int = 1) -> int:
+        """What decoding at `reduce` allocates at its peak, in units of 3 bytes (a BGR pixel):
+        what a decode reserves from the service's memory bound (serving/decode_budget.py).
+        Measured peak RSS over the decoded size (5000 x 5000, 2026-12-07, this 2-core EPYC):
+        OpenCV's PNG and BMP decoders hold two copies of the pixels (6.0 bytes a pixel, 5.3 for
+        a run-length BMP); libjpeg-turbo's baseline decode one (3.0); a progressive JPEG adds
+        2 bytes for every DCT coefficient of the whole frame (6.0 for 4:2:0, 9.0 for 4:4:4 at
+        full size; 81 MB for 5 MB of pixels at 1/4), which the pixel count alone missed
+        (issue 25: a 1 KB BMP raised RSS by 572 MB where 300 MB were counted)."""
+        pixels = self.decoded_pixels(reduce)
+        if self.format != "jpeg":
+            return 2 * pixels
+        return pixels + math.ceil(2 * self.coefficients / 3)
 
 
 def probe(data: bytes) -> ImageHeader:
@@ -246,9 +262,23 @@ def _probe_jpeg(data: bytes) -> ImageHeader:
             if pos + 9 > len(data):
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader("jpeg", width, height)
+            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+            coefficients = _coefficients(data[pos + 4: pos + 2 + length], width, height) if progressive else 0
+            return ImageHeader("jpeg", width, height, coefficients)
         pos += 2 + length
     raise ImageError("truncated JPEG: no frame header found; the file is cut short or corrupt")
+
+
+def _coefficients(sof: bytes, width: int, height: int) -> int:
+    """DCT coefficients of every component of a frame (its SOF segment: sampling factors),
+    blocks padded to whole MCUs as libjpeg allocates them."""
+    count = sof[5] if len(sof) > 5 else 0
+    sampling = [(sof[7 + 3 * i] >> 4, sof[7 + 3 * i] & 0x0F) for i in range(count) if 7 + 3 * i < len(sof)]
+    if not sampling:
+        return 3 * 64 * math.ceil(width / 8) * math.ceil(height / 8)
+    h_max, v_max = max(1, *(h for h, _ in sampling)), max(1, *(v for _, v in sampling))
+    mcus_x, mcus_y = math.ceil(width / (8 * h_max)), math.ceil(height / (8 * v_max))
+    return sum(64 * mcus_x * h * mcus_y * v for h, v in sampling)
 
 
 def reduction_for(
