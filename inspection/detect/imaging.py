@@ -22,6 +22,12 @@ change coefficients without any warning: no decoder can see those without a chec
 random byte flips were caught in 289 of 300 frames). Bytes after the end-of-image marker
 (cameras that pad to a block size) are ignored, as libjpeg ignores them.
 
+What strict libjpeg does not see, checked here before decoding: a progressive JPEG that ends
+after any complete scan (cut, FFD9 appended) decodes without a warning to a blurred picture of
+the whole part, so its scans must bring every coefficient of every component to full
+precision; and a run-length BMP closed early by an end-of-bitmap code, whose missing rows
+OpenCV fills with colour 0, must reach its last row (issue 25).
+
 Example::
 
     >>> import cv2, numpy as np
