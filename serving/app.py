@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 
 from serving import errors, logs
 from serving.alarms import AlarmEvaluator
+from serving.body_limits import BodyLimits
 from serving.metrics import Metrics
 from serving.pages.render import STATIC
 from serving.request_context import RequestContext
@@ -112,6 +113,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     errors.install(app)
 
+    app.add_middleware(BodyLimits, settings=settings)  # inside RequestContext: its refusals are counted
     app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     for module in (health, inspect, inspections, reviews, stations, references, products, heartbeats, models,

@@ -3,9 +3,13 @@
 Why: the per-image limit (QC_MAX_PIXELS) stops one bomb, not eight. A 1,080-byte RLE8 BMP
 that claims 10000 x 10000 is under the 100 MP limit and costs ~443 MB of RSS to decode; eight
 at once cost 3.75 GB, and one 8.8 KB /v2 request can carry eight (issue 9). So each request
-reserves the pixels its frames will decode to (a JPEG decoded at 1/4 reserves 1/16) before
-anything is decoded, and holds them until its answer is written, since the decoded pixels wait
-in the batcher's queue until then. A request whose frames could never fit (over
+reserves what decoding its frames allocates, in 3-byte pixels (a baseline JPEG decoded at 1/4
+reserves 1/16 of its pixels; a PNG or BMP twice its pixels, since OpenCV holds two copies; a
+progressive JPEG its coefficient buffers too: `ImageHeader.decode_cost`) before anything is
+decoded, on every route that decodes (inspect, /v2 infer, the reference upload, drawn
+images), and holds them until its answer is written, since the decoded pixels wait in the
+batcher's queue until then. Decoding therefore never holds more than QC_MAX_PIXELS_IN_FLIGHT
+x 3 bytes at once (600 MB by default; docs/serving.md). A request whose frames could never fit (over
 QC_MAX_REQUEST_PIXELS) is refused with 413; one that does not fit *now*, because others hold
 the budget (QC_MAX_PIXELS_IN_FLIGHT), with 503 and Retry-After, like a full queue.
 
@@ -15,7 +19,7 @@ images share one budget.
 Example::
 
     budget = DecodeBudget(in_flight=200_000_000, per_request=100_000_000)
-    with budget.reserve(header.decoded_pixels(reduce)):
+    with budget.reserve(header.decode_cost(reduce)):
         pixels = imaging.decode(data, reduce=reduce)
 """
 

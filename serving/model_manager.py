@@ -94,6 +94,11 @@ class ModelManager:
         )  # warms up: a model that cannot run fails here, before it is switched in
         return LoadedModel(entry.name, entry.version, detector)
 
+    def classes(self) -> frozenset[str] | None:
+        """The served model's class names (None before one is loaded: nothing to check against)."""
+        current = self.current
+        return frozenset(current.detector.names.values()) if current is not None else None
+
     def check_classes(self, rules: StationRules) -> None:
         """`ConfigError` (422) when `rules` name a class the served model does not detect."""
         current = self.current

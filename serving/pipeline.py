@@ -137,16 +137,17 @@ class Frame:
 
 def decoded_pixels(detector: Detector, header: imaging.ImageHeader, settings: ServeSettings, *,
                    whole: bool = False) -> int:
-    """The pixels `Frame.decode` will allocate for this frame (a JPEG decoded at 1/4 holds
-    1/16; a tiled station's frame, `whole`, is decoded at full size): what a request reserves
-    from the decode budget before decoding."""
+    """What `Frame.decode` will allocate for this frame, in 3-byte pixels (a baseline JPEG
+    decoded at 1/4 holds 1/16; a PNG twice its pixels; a tiled station's frame, `whole`, is
+    decoded at full size; `ImageHeader.decode_cost`): what a request reserves from the decode
+    budget before decoding."""
     if whole:
-        return header.decoded_pixels(1)
+        return header.decode_cost(1)
     if settings.decode == "auto":
         factor = imaging.reduction_for(header, input_hw=detector.input_hw)
     else:
         factor = int(settings.decode)
-    return header.decoded_pixels(factor)
+    return header.decode_cost(factor)
 
 
 @dataclass

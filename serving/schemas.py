@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, overload
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from inspection.products import PRODUCT_ID, ProductProfile
 from inspection.roles import Role
@@ -20,7 +20,8 @@ from inspection.store.keys import ApiKey
 from inspection.store.products import Product
 from inspection.store.records import STATION_ID, InspectionRecord, Station
 from inspection.store.reviews import BoxCorrection, BoxDecision, Disposition, FrameDecision, Review
-from inspection.store.stations_health import StationHealth
+from inspection.store.schema import SQL_INT_MAX
+from inspection.store.stations_health import StationHealth, parse_shift
 
 
 def _iso_8601(value: object) -> object:
@@ -108,20 +109,41 @@ class StationIn(BaseModel):
     rules: StationRules = Field(default_factory=StationRules)
 
 
+def _shift(value: str | None) -> str | None:
+    if value is not None:
+        parse_shift(value)  # ValueError -> 422 naming the field
+    return value
+
+
+def _timestamp(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("not an ISO 8601 time; send e.g. 2026-11-30T08:00:00.123Z") from None
+    return value
+
+
+Shift = Annotated[str | None, Field(max_length=11, description="HH:MM-HH:MM UTC when silence is flagged; "
+                                                               "null: always"), AfterValidator(_shift)]
+Timestamp = Annotated[str | None, Field(max_length=40), AfterValidator(_timestamp)]
+Counter = Annotated[int, Field(ge=0, le=SQL_INT_MAX)]
+
+
 class HeartbeatIn(BaseModel):
-    """What a station agent reports every interval (agent/runner.py `Agent.health`)."""
+    """What a station agent reports every interval (agent/runner.py `Agent.health`). Every
+    field is bounded: the station list shows it to every caller (issue 25)."""
 
     agent_version: str = Field(max_length=32)
     interval_s: float = Field(gt=0, le=86400, description="seconds between beats")
-    shift: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$",
-                              description="HH:MM-HH:MM UTC when silence is flagged; null: always")
-    last_capture_at: str | None = None
-    last_verdict_at: str | None = None
-    spool_depth: int = Field(default=0, ge=0)
-    dropped: int = Field(default=0, ge=0)
-    deadline_misses: int = Field(default=0, ge=0)
-    rejected: int = Field(default=0, ge=0)
-    captured: int = Field(default=0, ge=0)
+    shift: Shift = None
+    last_capture_at: Timestamp = None
+    last_verdict_at: Timestamp = None
+    spool_depth: Counter = 0
+    dropped: Counter = 0
+    deadline_misses: Counter = 0
+    rejected: Counter = 0
+    captured: Counter = 0
     source_problem: str | None = Field(default=None, max_length=1000)
     service_problem: str | None = Field(default=None, max_length=1000)
 

@@ -58,6 +58,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # received since the request began, while its headers are incomplete
+        self._header_tail = b""  # the last bytes of them: an end of headers may be split across reads
         self._arm()
 
     def _arm(self) -> None:
@@ -78,12 +79,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._handling():
             self._arm()  # the first bytes of a new request: its headers are due in time
-            self._header_bytes += len(data)
+            # Only the bytes up to the end of the headers count (a body may follow in the same
+            # read); headers of 100 KB that arrive in one read are as over the bound as ones
+            # that arrive in pieces (issue 25), so this is checked before the parser sees them.
+            seen = self._header_tail + data
+            end = seen.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end + 4 - len(self._header_tail)
+            self._header_tail = seen[-3:]
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._too_large()
+                return
         super().data_received(data)
         if self._handling():
             self._disarm()  # the headers are parsed: the request is the app's now
-            self._header_bytes = 0
-        elif self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            self._header_bytes, self._header_tail = 0, b""
+
+    def _too_large(self) -> None:
+        if not self.transport.is_closing():
             self.logger.info("closing a connection whose request headers passed %d bytes", MAX_HEADER_BYTES)
             self.transport.write(_HEADERS_TOO_LARGE)
             self.transport.close()

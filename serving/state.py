@@ -19,6 +19,7 @@ import asyncio
 import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inspection.errors import ModelError
@@ -155,11 +156,11 @@ class AppState:
             "providers": model.detector.providers if model else [],
             "database": "ok" if database else "unreachable",
             "queue_depth": self.batcher.depth,
-            "last_model_error": without_paths(self.manager.last_error),
+            "last_model_error": without_paths(self.manager.last_error, (self.settings.home,)),
             # QC_PROVIDERS=auto in a GPU build that ended on the CPU: still ready (a slow line
             # beats a stopped one), but said here, in qc_providers_missing and by its alert.
             "missing_providers": model.detector.backend.missing_providers if model else [],
-            "pointer_problem": without_paths(self.manager.pointer_problem),
+            "pointer_problem": without_paths(self.manager.pointer_problem, (self.settings.home,)),
         }
         return bool(model and database), body
 
@@ -167,9 +168,12 @@ class AppState:
 _PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/:;,'\"()]+)+/?")
 
 
-def without_paths(text: str | None) -> str | None:
+def without_paths(text: str | None, roots: tuple[Path, ...] = ()) -> str | None:
     """`text` with absolute file paths cut to their last component ("…/model.onnx"): an
-    unauthenticated probe learns what failed, not where the files live."""
+    unauthenticated probe learns what failed, not where the files live. The known `roots`
+    (QC_HOME) go first, whole: a folder name with a space or a colon would end the pattern."""
     if text is None:
         return None
+    for known in sorted({str(p) for root in roots for p in (root, root.resolve())}, key=len, reverse=True):
+        text = text.replace(known + "/", "/").replace(known, "…")
     return _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)

@@ -234,7 +234,7 @@ def test_concurrent_decodes_share_one_budget_the_rest_get_503(start, monkeypatch
     real = serving.state.run_batch
     monkeypatch.setattr(serving.state, "run_batch",
                         lambda model, frames, **kw: (time.sleep(1.0), real(model, frames, **kw))[1])
-    one = 320 * 240
+    one = 2 * 320 * 240  # a PNG's decode costs twice its pixels (ImageHeader.decode_cost)
     service = start(max_pixels_in_flight=int(one * 1.5), max_batch=1, max_wait_ms=0)
     station = service.add_station()
     responses = concurrently(3, lambda i: service.inspect(station, frame("png", seed=300 + i), kind="png"))

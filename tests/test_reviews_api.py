@@ -114,14 +114,15 @@ def test_a_decision_appends_to_the_trail_shrinks_the_queue_and_is_counted(servic
     replay = service.client.post(f"/v1/inspections/{ids[0]}/reviews", headers=headers,
                                  json={"decision": "false_alarm", "note": "dust", "client_id": "c1"})
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    known = min(service.state.manager.current.detector.names.values())  # a class the model detects
     second = service.client.post(f"/v1/inspections/{ids[0]}/reviews", headers=headers, json={
-        "decision": "defect", "boxes": [{"decision": "missed", "class": "short", "xyxy": [10, 10, 50, 60]}]})
+        "decision": "defect", "boxes": [{"decision": "missed", "class": known, "xyxy": [10, 10, 50, 60]}]})
     assert second.status_code == 201
     history = service.client.get(f"/v1/inspections/{ids[0]}/reviews").json()
     assert [r["decision"] for r in history["history"]] == ["false_alarm", "defect"]
     assert history["latest"]["id"] == second.json()["id"] and history["latest"]["reviewer"] == "kim"
     missed = [b for b in history["latest"]["boxes"] if b["decision"] == "missed"]
-    assert missed == [{"decision": "missed", "class": "short", "xyxy": [10.0, 10.0, 50.0, 60.0],
+    assert missed == [{"decision": "missed", "class": known, "xyxy": [10.0, 10.0, 50.0, 60.0],
                        "detection": None, "model_class": None}]
     assert service.client.get("/v1/reviews", params={"station": station}).json()["remaining"] == 2
     metrics = service.client.get("/metrics", headers=service.admin).text

@@ -8,7 +8,10 @@ A few of Schemathesis' checks are relaxed where our answers are intentional:
 - `positive_data_acceptance` expects every schema-valid request to succeed, but a valid-looking
   frame can still be a corrupt image, a station can be unknown, a model version missing.
 
-Every route is exercised, including DELETE /v1/keys/{key_id}; a case that would revoke the
+Every route is exercised, the review routes with a person's session cookie and CSRF token as
+the review page sends them, over a service where a station has sent a heartbeat; and
+sequences of requests follow the links Schemathesis infers between operations (stateful), so
+what one request stores is read by the next. DELETE /v1/keys/{key_id} is exercised too; a case that would revoke the
 key the run itself authenticates with revokes a spare admin key instead (the run would
 otherwise saw off its own branch and answer 401 from then on, hiding every later check).
 Every status the service answers is declared (serving/schemas.py `problems`), and refusals'
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,8 @@ from inspection.rules import StationRules
 from inspection.store.database import Database
 from inspection.store.keys import KeyStore
 from inspection.store.records import RecordStore
+from inspection.store.stations_health import Heartbeat, StationHealthStore
+from inspection.store.users import UserStore
 from serving.app import create_app
 from serving.settings import ServeSettings
 
@@ -58,8 +64,16 @@ def service(untrained_model, tmp_path_factory):
     store = RecordStore(db)
     store.add_station("line1", rules=StationRules())
     store.add_station("line2", rules=StationRules.parse({"default": {"fail_conf": 1e-6, "review_conf": 1e-6}}))
+    # A station whose agent has reported, long ago, inside its shift: GET /v1/stations and its
+    # health render it silent (a heartbeat's values broke that listing for everyone, issue 25).
+    StationHealthStore(db).record("line1", Heartbeat("0.1.0", 30, "00:00-23:59", {"spool_depth": 3}),
+                                  at=datetime(2026, 1, 1))
+    users = UserStore(db)
+    person = users.add("schemathesis", password="schemathesis-pass-1", role="reviewer")
+    cookie, session = users.open_session(person, idle=timedelta(hours=8), lifetime=timedelta(hours=8))
     db.dispose()
     app = create_app(service_settings)
+    SESSION.update({"Cookie": f"qc_session={cookie}", "X-CSRF-Token": session.csrf})
     yield app, {"Authorization": f"Bearer {token}"}, key_id(token), key_id(spare)
     from schemathesis.python import asgi
 
@@ -78,6 +92,15 @@ schema.config.generation.update(max_examples=MAX_EXAMPLES)
 
 def key_id(token: str) -> str:
     return token.split("_")[1]  # qc_<id>_<secret>
+
+
+SESSION: dict[str, str] = {}  # a reviewer's sign-in cookie and CSRF token (the `service` fixture)
+
+
+def credentials(case, key_headers: dict[str, str]) -> dict[str, str]:
+    """The review routes as the review page calls them (a person's session cookie and its
+    CSRF token); every other route with the admin key."""
+    return SESSION if "/reviews" in case.path else key_headers
 
 
 # Intentional answers (see the module docstring); everything else must be < 500.
@@ -106,12 +129,39 @@ def test_no_request_gives_a_server_error_and_answers_match_the_schema(case, serv
     app, headers, own_key, spare_key = service
     if case.method == "DELETE" and (case.path_parameters or {}).get("key_id") == own_key:
         case.path_parameters["key_id"] = spare_key  # never revoke the key this run uses
+    headers = credentials(case, headers)
     response = case.call(app=app, headers=headers)
     assert response.status_code < 500 or response.status_code in INTENTIONAL, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
     )
     transport = {"app": app, "headers": headers}
     case.validate_response(response, headers=headers, excluded_checks=RELAXED, transport_kwargs=transport)
+
+
+@pytest.mark.slow  # minutes on 2 busy cores; `make test` (CI) runs it
+def test_sequences_of_requests_following_the_schemas_links_give_no_server_error(service):
+    """Stateful: Schemathesis chains operations by the links it infers from the schema (a
+    station created, then its rules, heartbeat, health and reference read; an inspection's
+    id into its reviews and trail), so values one request stores reach the next one's
+    readers, as a heartbeat's shift reached every caller of GET /v1/stations (issue 25)."""
+    app, key_headers, own_key, spare_key = service
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case) -> None:
+            if case.method == "DELETE" and (case.path_parameters or {}).get("key_id") == own_key:
+                case.path_parameters["key_id"] = spare_key
+
+        def get_call_kwargs(self, case) -> dict:
+            return {"app": app, "headers": credentials(case, key_headers)}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+            assert response.status_code < 500 or response.status_code in INTENTIONAL, (
+                f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}")
+            case.validate_response(response, headers=kwargs.get("headers"), excluded_checks=RELAXED,
+                                   transport_kwargs=kwargs)
+
+    Workflow.run(settings=settings(max_examples=max(5, MAX_EXAMPLES // 2), stateful_step_count=6, deadline=None,
+                                   suppress_health_check=list(HealthCheck)))
 
 
 def test_the_run_never_revokes_its_own_key(service):

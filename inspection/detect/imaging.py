@@ -22,6 +22,12 @@ change coefficients without any warning: no decoder can see those without a chec
 random byte flips were caught in 289 of 300 frames). Bytes after the end-of-image marker
 (cameras that pad to a block size) are ignored, as libjpeg ignores them.
 
+What strict libjpeg does not see, checked here before decoding: a progressive JPEG that ends
+after any complete scan (cut, FFD9 appended) decodes without a warning to a blurred picture of
+the whole part, so its scans must bring every coefficient of every component to full
+precision; and a run-length BMP closed early by an end-of-bitmap code, whose missing rows
+OpenCV fills with colour 0, must reach its last row (issue 25).
+
 Example::
 
     >>> import cv2, numpy as np
@@ -33,8 +39,9 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -59,6 +66,9 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    # DCT coefficients a progressive JPEG's decoder holds for the whole frame, whatever the
+    # reduction (libjpeg buffers every scan's coefficients until the last); 0 for others.
+    coefficients: int = field(default=0, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -72,10 +82,23 @@ class ImageHeader:
         return math.ceil(self.width / reduce), math.ceil(self.height / reduce)
 
     def decoded_pixels(self, reduce: int = 1) -> int:
-        """What decoding at `reduce` allocates, in pixels (3 bytes each): the unit of the
-        service's memory bounds (serving/decode_budget.py)."""
+        """The pixels decoding at `reduce` returns (3 bytes each)."""
         width, height = self.decoded_wh(reduce)
         return width * height
+
+    def decode_cost(self, reduce: int = 1) -> int:
+        """What decoding at `reduce` allocates at its peak, in units of 3 bytes (a BGR pixel):
+        what a decode reserves from the service's memory bound (serving/decode_budget.py).
+        Measured peak RSS over the decoded size (5000 x 5000, 2026-12-07, this 2-core EPYC):
+        OpenCV's PNG and BMP decoders hold two copies of the pixels (6.0 bytes a pixel, 5.3 for
+        a run-length BMP); libjpeg-turbo's baseline decode one (3.0); a progressive JPEG adds
+        2 bytes for every DCT coefficient of the whole frame (6.0 for 4:2:0, 9.0 for 4:4:4 at
+        full size; 81 MB for 5 MB of pixels at 1/4), which the pixel count alone missed
+        (issue 25: a 1 KB BMP raised RSS by 572 MB where 300 MB were counted)."""
+        pixels = self.decoded_pixels(reduce)
+        if self.format != "jpeg":
+            return 2 * pixels
+        return pixels + math.ceil(2 * self.coefficients / 3)
 
 
 def probe(data: bytes) -> ImageHeader:
@@ -124,12 +147,16 @@ def _probe_bmp(data: bytes) -> ImageHeader:
 
 
 def _check_bmp_complete(data: bytes, header: ImageHeader) -> None:
-    """An uncompressed BMP must hold all the rows its header declares (OpenCV would fill the
-    missing ones). Run-length encoded ones cannot be checked without decoding them."""
+    """A BMP must hold all the rows its header declares (OpenCV would fill the missing ones):
+    an uncompressed one the bytes for them, a run-length encoded one codes that reach its last
+    row before its end-of-bitmap (or before its data ends)."""
     if len(data) < 34 or struct.unpack("<I", data[14:18])[0] < 40:
         return
     offset = struct.unpack("<I", data[10:14])[0]
     bits, compression = struct.unpack("<HI", data[28:34])
+    if (compression, bits) in ((1, 8), (2, 4)):  # BI_RLE8, BI_RLE4
+        _check_rle_complete(data[offset:], header, nibbles=compression == 2)
+        return
     if compression not in (0, 3) or bits == 0:  # BI_RGB, BI_BITFIELDS
         return
     stride = (header.width * bits + 31) // 32 * 4
@@ -141,6 +168,85 @@ def _check_bmp_complete(data: bytes, header: ImageHeader) -> None:
         )
 
 
+def _check_rle_complete(codes: bytes, header: ImageHeader, *, nibbles: bool) -> None:
+    """Follow the run-length codes (runs, end-of-line, delta, absolute runs) without drawing
+    a pixel: the rows they reach must be all the header declares. A frame cut and closed with
+    an end-of-bitmap (00 01) decodes without complaint, its missing rows filled with colour 0."""
+    row, pos, end = 0, 0, len(codes) - 1
+    while pos < end:
+        count, value = codes[pos], codes[pos + 1]
+        pos += 2
+        if count:  # a run of `count` pixels
+            continue
+        if value == 0:  # end of line
+            row += 1
+        elif value == 1:  # end of bitmap
+            break
+        elif value == 2:  # delta: right, then up
+            if pos + 1 < len(codes):
+                row += codes[pos + 1]
+            pos += 2
+        else:  # an absolute run of `value` pixels, padded to a 16-bit boundary
+            size = (value + 1) // 2 if nibbles else value
+            pos += size + (size & 1)
+    if row + 1 < header.height:  # the last row may end with the bitmap, without its end-of-line
+        raise DamagedImage(
+            f"corrupt BMP (incomplete): its run-length codes reach {row + 1:,} of the {header.height:,} "
+            "rows its header declares; the frame was cut short")
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """Every component's every coefficient must reach its final precision in some scan.
+    libjpeg (even strict) decodes a progressive JPEG that ends after any complete scan, an
+    end-of-image marker appended, without a warning: the first scan alone is a blurred
+    picture of the whole part, and a verdict on it can be PASS (issue 25). A sequential JPEG
+    written one component per scan must have a scan for each."""
+    progressive, components = False, 0
+    final: dict[int, set[int]] = {}  # component id -> coefficients seen at full precision
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:  # entropy-coded data, up to the next marker
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xD9:
+            break
+        if marker in (0x00, 0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # a stuffed byte, markers without a length
+            pos += 2
+            continue
+        length = struct.unpack(">H", data[pos + 2: pos + 4])[0]
+        segment = data[pos + 4: pos + 2 + length]
+        if marker in _SOF_MARKERS and len(segment) >= 6:
+            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+            components = segment[5]
+            final = {segment[6 + 3 * i]: set() for i in range(components) if 6 + 3 * i < len(segment)}
+        elif marker == 0xDA and len(segment) >= 1:
+            count = segment[0]
+            ids = [segment[1 + 2 * i] for i in range(count) if 1 + 2 * i < len(segment)]
+            tail = segment[1 + 2 * count: 4 + 2 * count]
+            ss, se, al = (tail[0], tail[1], tail[2] & 0x0F) if len(tail) == 3 else (0, 63, 0)
+            if not progressive:
+                ss, se, al = 0, 63, 0
+            for component in ids:
+                if al == 0 and component in final:
+                    final[component].update(range(ss, min(se, 63) + 1))
+            if all(len(seen) == 64 for seen in final.values()):
+                return  # complete (a baseline frame: at its first scan, without reading the scan data)
+        pos += 2 + length
+    missing = [c for c, seen in final.items() if len(seen) < 64]
+    if components and missing:
+        raise DamagedImage(
+            f"incomplete JPEG: its scans end before {len(missing)} of {len(final)} colour components "
+            "are complete (a progressive frame cut after a scan, an end marker appended)")
+
+
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in scan data FF is followed by 00 or a restart
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -162,9 +268,23 @@ def _probe_jpeg(data: bytes) -> ImageHeader:
             if pos + 9 > len(data):
                 break
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageHeader("jpeg", width, height)
+            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+            coefficients = _coefficients(data[pos + 4: pos + 2 + length], width, height) if progressive else 0
+            return ImageHeader("jpeg", width, height, coefficients)
         pos += 2 + length
     raise ImageError("truncated JPEG: no frame header found; the file is cut short or corrupt")
+
+
+def _coefficients(sof: bytes, width: int, height: int) -> int:
+    """DCT coefficients of every component of a frame (its SOF segment: sampling factors),
+    blocks padded to whole MCUs as libjpeg allocates them."""
+    count = sof[5] if len(sof) > 5 else 0
+    sampling = [(sof[7 + 3 * i] >> 4, sof[7 + 3 * i] & 0x0F) for i in range(count) if 7 + 3 * i < len(sof)]
+    if not sampling:
+        return 3 * 64 * math.ceil(width / 8) * math.ceil(height / 8)
+    h_max, v_max = max(1, *(h for h, _ in sampling)), max(1, *(v for _, v in sampling))
+    mcus_x, mcus_y = math.ceil(width / (8 * h_max)), math.ceil(height / (8 * v_max))
+    return sum(64 * mcus_x * h * mcus_y * v for h, v in sampling)
 
 
 def reduction_for(
@@ -219,8 +339,13 @@ def decode(
 
 
 def _decode_jpeg(data: bytes, header: ImageHeader, reduce: int) -> np.ndarray:
-    """libjpeg-turbo in strict mode: its warnings (corrupt or missing scan data) are errors."""
+    """libjpeg-turbo in strict mode: its warnings (corrupt or missing scan data) are errors;
+    scans missing whole are found first (`_check_jpeg_scans`)."""
     width, height = header.decoded_wh(reduce)
+    try:
+        _check_jpeg_scans(data)
+    except DamagedImage as damaged:
+        raise DamagedImage(f"{damaged}; the frame is corrupt or incomplete, send it again from the camera") from None
     try:
         image = simplejpeg.decode_jpeg(data, colorspace="BGR", min_width=width, min_height=height,
                                        strict=True)

@@ -43,17 +43,36 @@ def normalise_url(url: str) -> str:
 
 
 _PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:?/+")  # "postgresql://", and the typos "postgres//", "postgresql:/"
+
+
+def url_secret(url: str) -> str:
+    """The password in `url`, found without parsing it (a URL too broken to parse still has
+    one): what lies between the user's ":" and the last "@" (a password may hold "@")."""
+    if "@" not in url:
+        return ""
+    userinfo = _SCHEME.sub("", url.rsplit("@", 1)[0], count=1)
+    return userinfo.split(":", 1)[1] if ":" in userinfo else ""
 
 
 def without_password(text: str, url: str = "") -> str:
-    """`text` with the password of any URL in it (and of `url`, wherever it appears) masked."""
-    masked = _PASSWORD.sub(r"\1***@", text)
-    found = _PASSWORD.search(url)
-    if found:
-        secret = found.group(0)[len(found.group(1)):-1]
-        if secret:
-            masked = masked.replace(secret, "***")
-    return masked
+    """`text` with the password of any URL in it (and of `url`, wherever it appears, whole or
+    in the pieces a parser may have cut it into at an "@") masked."""
+    secret = url_secret(url)
+    pieces = [secret, *(p for p in secret.split("@") if len(p) >= 3)] if secret else []
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def _check_url(url: str) -> None:
+    """Refuse what cannot work before any parser sees it (and prints it), in one line."""
+    if not url.startswith(("sqlite:", "sqlite+", "postgresql://", "postgresql+", "postgres://")):
+        raise ConfigError(f"database URL {without_password(url, url)!r} cannot be used: no known scheme; "
+                          "set QC_DATABASE_URL to sqlite:///path/qc.db or postgresql://user:password@host:5432/db")
+    if url_secret(url).count("@"):
+        raise ConfigError(f"database URL {without_password(url, url)!r} cannot be used: its password holds '@', "
+                          "which must be written %40 in QC_DATABASE_URL")
 
 
 def _private_sqlite_file(path: Path) -> None:
@@ -71,6 +90,7 @@ def _private_sqlite_file(path: Path) -> None:
 
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
+        _check_url(url)
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
@@ -87,7 +107,7 @@ class Database:
             )
         except Exception as error:  # noqa: BLE001 - bad URL or missing driver: a ConfigError naming the fix
             raise ConfigError(
-                f"database URL {without_password(url)!r} cannot be used "
+                f"database URL {without_password(url, url)!r} cannot be used "
                 f"({without_password(str(error), url)}); use sqlite:///path/qc.db or "
                 "postgresql://user:password@host:5432/db"
             ) from None  # the chained error's traceback would print the URL again
@@ -111,16 +131,16 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         from alembic import command
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DBAPIError
 
         try:
             command.upgrade(self._alembic_config(), revision)
-        except OperationalError as error:  # the first connection: server down, wrong password
+        except DBAPIError as error:  # the first connection: server down, wrong password, a bad option
             reason = without_password(str(error.orig or error).strip().splitlines()[0][:200], self.url)
             raise ConfigError(
                 f"database {self.engine.url.render_as_string(hide_password=True)}: cannot connect "
                 f"({reason}); check QC_DATABASE_URL and that the server is up"
-            ) from error
+            ) from None  # the chained error's traceback would print the URL again
 
     def revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

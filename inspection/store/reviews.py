@@ -18,6 +18,7 @@ index in `detection`, the corrected class), and every missed defect a reviewer d
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -135,9 +136,11 @@ class ReviewStore:
 
     def add(self, inspection_id: str, *, reviewer: str, decision: FrameDecision | str,
             boxes: list[BoxCorrection] | None = None, disposition: Disposition | str | None = None,
-            note: str = "", client_id: str | None = None) -> tuple[Review, bool]:
+            note: str = "", client_id: str | None = None,
+            classes: Collection[str] | None = None) -> tuple[Review, bool]:
         """Append a decision; returns (review, True), or (the stored one, False) when this
-        reviewer already sent `client_id` (a retry from a page that lost the answer)."""
+        reviewer already sent `client_id` (a retry from a page that lost the answer). With
+        `classes` (the served model's), a drawn or corrected box must name one of them."""
         if client_id:
             existing = self._by_client(reviewer, client_id)
             if existing is not None:
@@ -148,6 +151,7 @@ class ReviewStore:
                                .where(inspections.c.id == inspection_id)).mappings().first()
         if row is None:
             raise NotFound(f"inspection {inspection_id} does not exist")
+        _check_classes(boxes or [], classes)
         values = _values(inspection_id, row, reviewer=reviewer, decision=FrameDecision(decision), boxes=boxes,
                          disposition=disposition, note=note, client_id=client_id)
         try:
@@ -303,6 +307,19 @@ def _values(inspection_id: str, row, *, reviewer: str, decision: FrameDecision,
         "boxes": [b.to_json() for b in completed + drawn], "note": note,
         "model_verdict": Verdict(row["verdict"]).value, "client_id": client_id or None,
     }
+
+
+def _check_classes(boxes: list[BoxCorrection], classes: Collection[str] | None) -> None:
+    """A class a reviewer names becomes a training label: one the model cannot learn (or an
+    HTML string, issue 25) is refused, not stored."""
+    if classes is None:
+        return
+    for box in boxes:
+        name = box.class_name.strip()  # an empty one is refused below, with its own reason
+        if box.decision in (BoxDecision.MISSED, BoxDecision.WRONG_CLASS) and name and name not in classes:
+            known = ", ".join(sorted(classes)[:20])
+            raise ConfigError(f"class {box.class_name[:64]!r} of a {box.decision.value} box is not one the model "
+                              f"detects; choose one of: {known}")
 
 
 def _checked_drawn(box: BoxCorrection, width: int, height: int) -> BoxCorrection:

@@ -22,6 +22,10 @@ from inspection.analytics.image_stats import Statistic
 
 metadata = MetaData()
 
+# The largest integer SQLite's INTEGER and PostgreSQL's BIGINT hold: a client's number beyond
+# it must be refused before a query (OverflowError / DataError would be a 500, issue 25).
+SQL_INT_MAX = 2**63 - 1
+
 # The per-frame figures stored with each inspection: the image statistics, declared once as
 # `inspection.analytics.image_stats.Statistic` (in its order), then the model's best confidence.
 # (Migrations keep their own frozen copy: a later statistic is a new migration.)
@@ -173,6 +177,20 @@ users = Table(
     Column("disabled_at", DateTime, nullable=True),
     Column("failed_logins", Integer, nullable=False, default=0),  # since the last success
     Column("locked_until", DateTime, nullable=True),  # login throttling after repeated failures
+)
+
+# Sign-in attempts per typed name, whether or not a user has it (migration 0008_login_attempts):
+# a lock that only existing names get tells which names exist (issue 25). `attempts` is
+# counted before the password is checked, in one statement, so parallel guesses cannot all
+# pass before the first failure is written. (users.failed_logins and locked_until, the first
+# place for this, are no longer used.)
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("attempts", Integer, nullable=False),  # since the last success
+    Column("locked_until", DateTime, nullable=True),
+    Column("last_at", DateTime, nullable=False, index=True),  # for tidying forgotten names
 )
 
 # A session is stored (not a signed cookie) so that sign-out, disabling a user and expiry take

@@ -15,6 +15,7 @@ of the last beat.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -36,6 +37,19 @@ class Heartbeat:
     counters: dict[str, Any] = field(default_factory=dict)  # last capture/verdict, spool depth, drops, misses
 
 
+def parse_shift(shift: str) -> tuple[time, time]:
+    """`"06:00-22:00"` -> (06:00, 22:00); ValueError naming the fix for anything else (hour 25,
+    minute 61, "6-22"), so one station's typo cannot break every reader of its health."""
+    match = re.fullmatch(r"(\d\d:\d\d)-(\d\d:\d\d)", shift)
+    try:
+        if match is None:
+            raise ValueError
+        return time.fromisoformat(match[1]), time.fromisoformat(match[2])
+    except ValueError:
+        raise ValueError(f"shift {shift[:40]!r} is not HH:MM-HH:MM with hours 00-23 and minutes 00-59 "
+                         "(UTC; e.g. 22:00-06:00 passes midnight)") from None
+
+
 @dataclass(frozen=True)
 class StationHealth:
     station_id: str
@@ -46,9 +60,12 @@ class StationHealth:
     counters: dict[str, Any]
 
     def in_shift(self, now: datetime) -> bool:
-        if not self.shift:
+        try:
+            start, end = parse_shift(self.shift) if self.shift else (None, None)
+        except ValueError:  # stored before shifts were checked at the door: watch it always
             return True
-        start, end = (time.fromisoformat(part) for part in self.shift.split("-"))
+        if start is None or end is None:
+            return True
         moment = now.time()
         return start <= moment < end if start <= end else moment >= start or moment < end
 

@@ -11,9 +11,11 @@ Example::
 
 Why argon2id (argon2-cffi) here and sha256 for API keys (inspection/store/keys.py): a person
 chooses a password, which can be guessed, so its hash must be slow; a key's secret is 32
-random bytes. Login throttling is kept in the row (`failed_logins`, `locked_until`), so it
-holds across workers and restarts: after `FREE_FAILURES` wrong passwords a name is locked for
-`LOCK_BASE`, doubling with each further failure up to `LOCK_MAX`.
+random bytes. Login throttling is kept in the database (`login_attempts`, one row per typed
+name, existing or not, so a lock tells nothing about which names exist), so it holds across
+workers and restarts: after `FREE_FAILURES` wrong passwords a name is locked for `LOCK_BASE`,
+doubling with each further failure up to `LOCK_MAX`. Each attempt is counted before its
+password is checked, so a burst of parallel guesses gets no more checks than one at a time.
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from inspection.errors import ConfigError, Conflict, NotFound, QCError
 from inspection.roles import Role
 from inspection.store.database import Database
 from inspection.store.records import utcnow
-from inspection.store.schema import sessions, users
+from inspection.store.schema import login_attempts, sessions, users
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
 FREE_FAILURES = 5
 LOCK_BASE = timedelta(seconds=30)
 LOCK_MAX = timedelta(minutes=15)
+_FORGET_AFTER = timedelta(days=1)  # attempts on a name untried this long are forgotten
 
 _hasher = PasswordHasher()  # argon2id with the library's current RFC 9106 low-memory profile
 # Compared against when the name does not exist, so that a wrong name costs as long as a
@@ -136,40 +139,62 @@ class UserStore:
                 password_hash=_hasher.hash(password), failed_logins=0, locked_until=None, disabled_at=None))
             if not done.rowcount:
                 raise NotFound(f"user {name} does not exist; add it with qc users add {name}")
+            conn.execute(delete(login_attempts).where(login_attempts.c.name == name))
             conn.execute(delete(sessions).where(sessions.c.user_name == name))
 
     def authenticate(self, name: str, password: str) -> User:
-        """The user, or LoginRefused (one message for a wrong name or password)."""
+        """The user, or LoginRefused (one message for a wrong name or password; a name that
+        does not exist is counted and locked like one that does)."""
         wrong = LoginRefused("wrong user name or password")
+        typed = name.strip().lower()[:64]
+        _, lock = self._count_attempt(typed)  # before the (slow) check: parallel guesses queue here
         with self.db.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.name == name.strip().lower())).mappings().first()
-        if row is None:
-            _verify(_DUMMY_HASH, password)
-            raise wrong
-        now = utcnow()
-        if row["locked_until"] is not None and row["locked_until"] > now:
-            wait = int((row["locked_until"] - now).total_seconds()) + 1
-            raise LoginRefused(f"too many failed sign-ins; try again in {wait} s", retry_after=wait)
-        if not _verify(row["password_hash"], password):
-            failures = row["failed_logins"] + 1
-            lock = None
-            if failures >= FREE_FAILURES:
-                lock = now + min(LOCK_BASE * 2 ** (failures - FREE_FAILURES), LOCK_MAX)
-            with self.db.engine.begin() as conn:
-                conn.execute(update(users).where(users.c.name == row["name"]).values(
-                    failed_logins=users.c.failed_logins + 1, locked_until=lock))
+            row = conn.execute(select(users).where(users.c.name == typed)).mappings().first()
+        if not _verify(row["password_hash"] if row else _DUMMY_HASH, password) or row is None:
             if lock is not None:
-                wait = int((lock - now).total_seconds())
+                wait = max(1, int((lock - utcnow()).total_seconds()))
                 raise LoginRefused(f"too many failed sign-ins; try again in {wait} s", retry_after=wait)
             raise wrong
         if row["disabled_at"] is not None:
             raise LoginRefused("this account is disabled; ask an admin (qc users passwd re-enables it)")
-        values: dict = {"failed_logins": 0, "locked_until": None}
-        if _hasher.check_needs_rehash(row["password_hash"]):
-            values["password_hash"] = _hasher.hash(password)
         with self.db.engine.begin() as conn:
-            conn.execute(update(users).where(users.c.name == row["name"]).values(**values))
+            conn.execute(delete(login_attempts).where(login_attempts.c.name == typed))
+            if _hasher.check_needs_rehash(row["password_hash"]):
+                conn.execute(update(users).where(users.c.name == typed).values(password_hash=_hasher.hash(password)))
         return _user(row)
+
+    def _count_attempt(self, typed: str) -> tuple[int, datetime | None]:
+        """Count one attempt on `typed`, atomically: (its number since the last success, the
+        lock it set). LoginRefused while the name is locked. From the `FREE_FAILURES`th on,
+        the attempt locks the name before its password is checked (a success lifts it), so
+        the attempts after it wait for the lock, however many arrive at once."""
+        for _ in range(3):  # a first attempt on a name may race another's insert
+            now = utcnow()
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(delete(login_attempts).where(login_attempts.c.last_at < now - _FORGET_AFTER))
+                    counted = conn.execute(update(login_attempts).where(
+                        login_attempts.c.name == typed,
+                        or_(login_attempts.c.locked_until.is_(None), login_attempts.c.locked_until <= now),
+                    ).values(attempts=login_attempts.c.attempts + 1, last_at=now))  # the row stays locked to us
+                    if not counted.rowcount:
+                        locked = conn.execute(select(login_attempts.c.locked_until)
+                                              .where(login_attempts.c.name == typed)).scalar()
+                        if locked is not None:
+                            wait = int((locked - now).total_seconds()) + 1
+                            raise LoginRefused(f"too many failed sign-ins; try again in {wait} s", retry_after=wait)
+                        conn.execute(login_attempts.insert().values(name=typed, attempts=1, last_at=now))
+                    attempt = int(conn.execute(select(login_attempts.c.attempts)
+                                               .where(login_attempts.c.name == typed)).scalar_one())
+                    lock = None
+                    if attempt >= FREE_FAILURES:
+                        lock = now + min(LOCK_BASE * 2 ** (attempt - FREE_FAILURES), LOCK_MAX)
+                        conn.execute(update(login_attempts).where(login_attempts.c.name == typed)
+                                     .values(locked_until=lock))
+                    return attempt, lock
+            except IntegrityError:
+                continue
+        raise LoginRefused("too many sign-ins at once; try again in 1 s", retry_after=1)
 
     # -- sessions --------------------------------------------------------------------------
 

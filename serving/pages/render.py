@@ -12,6 +12,7 @@ font, a script or an image from elsewhere even by mistake.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import Request
@@ -34,6 +35,19 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+# Inside <script> the HTML parser ends the element at "</script" and treats "<!--" specially
+# (a display name "<!--<script>" left the rest of the page inside the script, issue 25): data
+# embedded in a page carries none of < > & as such, only their JSON escapes.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def script_json(value: object) -> str:
+    """`value` as JSON that no string in it can end, comment out or reopen the script element
+    holding it; the page reads it back with JSON.parse."""
+    return json.dumps(value, ensure_ascii=False).translate(_SCRIPT_SAFE)
 
 
 def language(request: Request) -> str:

@@ -15,23 +15,38 @@ acknowledged with recorded false, so Label Studio does not keep a failing hook.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Request
 
+from inspection.store.schema import SQL_INT_MAX
 from labeling.settings import LabelSettings
 from serving.deps import LabelsDep
 
 router = APIRouter(prefix="/v1/hooks", tags=["labeling"])
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+_PAYLOAD = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "Label Studio's webhook payload (send_payload on)."}}}}}
 
 
-@router.post("/label-studio")
+async def _payload(request: Request) -> dict[str, Any]:
+    """The JSON object the hook was sent (its size is bounded by serving/body_limits.py)."""
+    try:
+        payload = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HTTPException(400, f"the body is not JSON ({error}); expected Label Studio's payload") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(400, "expected Label Studio's payload, a JSON object")
+    return payload
+
+
+@router.post("/label-studio", openapi_extra=_PAYLOAD)
 async def label_studio(
     labels: LabelsDep,
-    payload: Annotated[dict[str, Any], Body(description="Label Studio's webhook payload (send_payload on).")],
+    request: Request,
     secret: Annotated[str | None, Header(alias="X-QC-Webhook-Secret")] = None,
 ) -> dict[str, Any]:
     settings = LabelSettings()
@@ -39,6 +54,7 @@ async def label_studio(
     if not expected or not secret or not secrets.compare_digest(secret.encode(), expected.encode()):
         raise HTTPException(401, "missing or wrong X-QC-Webhook-Secret; the service's QC_LABEL_WEBHOOK_SECRET "
                                  "must be the secret qc label setup gave Label Studio")
+    payload = await _payload(request)  # read only once the secret is right (issue 25)
     action = payload.get("action")
     if action not in ANNOTATION_ACTIONS:
         return {"recorded": False, "reason": f"action {action!r} is not an annotation"}
@@ -47,6 +63,9 @@ async def label_studio(
     if not isinstance(annotation, dict) or not isinstance(task_id, int) or not isinstance(annotation.get("id"), int):
         raise HTTPException(400, "expected Label Studio's payload with annotation.id and task.id; turn on "
                                  "'send payload' for the webhook")
+    if not (0 <= task_id <= SQL_INT_MAX and 0 <= annotation["id"] <= SQL_INT_MAX):
+        raise HTTPException(400, f"task.id and annotation.id must be in the range 0 to {SQL_INT_MAX}; "
+                                 "is this Label Studio's payload?")
     if annotation.get("was_cancelled"):
         return {"recorded": False, "reason": "the annotation was cancelled (skipped)"}
     recorded = await asyncio.to_thread(

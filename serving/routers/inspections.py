@@ -91,7 +91,7 @@ def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, state: Sta
     try:
         header = imaging.probe(data)
         reduce = _display_reduction(header)
-        with state.decode_budget.reserve(header.decoded_pixels(reduce)):  # 503 when others hold it
+        with state.decode_budget.reserve(header.decode_cost(reduce)):  # 503 when others hold it
             image = imaging.decode(data, reduce=reduce, header=header, max_pixels=state.settings.max_pixels)
             return _drawn(image, record)
     except ImageTooLarge:  # over the decode budget: 413, as for a frame posted now

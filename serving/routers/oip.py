@@ -56,6 +56,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from inspection.detect import imaging
@@ -132,6 +133,8 @@ class _V2Route(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
+            except ClientDisconnect:
+                raise  # the client left mid-body: a 499 abort (serving/request_context.py), not a 500
             except Exception as error:  # noqa: BLE001 - every error answers in the protocol's shape
                 return await error_response(request, error)
 

@@ -43,7 +43,8 @@ async def set_reference(station: str, request: Request, state: StateDep, images:
     imaging.check_size(header, max_pixels=state.settings.max_pixels)
 
     def store() -> StationReferenceOut:
-        imaging.decode(data, max_pixels=state.settings.max_pixels, header=header)  # whole, or 400
+        with state.decode_budget.reserve(header.decode_cost()):  # shared with every decode: 413, 503
+            imaging.decode(data, max_pixels=state.settings.max_pixels, header=header)  # whole, or 400
         sha = images.put(data, header.format)  # the image first: a row never names a missing file
         reference = state.references.set(
             station, image_sha256=sha, image_format=header.format, image_wh=(header.width, header.height),

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from inspection.rules import Verdict
 from inspection.store.reviews import FrameDecision, QueueFilter, Review, ReviewState
-from serving.deps import MetricsDep, Person, ReviewsDep, SettingsDep, StoreDep
+from serving.deps import MetricsDep, Person, ReviewsDep, SettingsDep, StateDep, StoreDep
 from serving.metrics import Metrics
 from serving.schemas import (
     BulkIn,
@@ -108,12 +108,12 @@ def bulk_review(body: BulkIn, where: FilterDep, reviews: ReviewsDep, person: Per
 @router.post("/v1/inspections/{inspection_id}/reviews", response_model=ReviewOut, status_code=201,
              responses={200: {"model": ReviewOut, "description": "a retry: the decision stored before"}})
 def add_review(inspection_id: str, body: ReviewIn, reviews: ReviewsDep, store: StoreDep, person: Person,
-               metrics: MetricsDep, response: Response) -> ReviewOut:
+               metrics: MetricsDep, response: Response, state: StateDep) -> ReviewOut:
     """Append a decision on one inspection (it supersedes the earlier ones, which stay)."""
     record = store.inspection(inspection_id)
     review, created = reviews.add(inspection_id, reviewer=person.name, decision=body.decision,
                                   boxes=[b.correction() for b in body.boxes], disposition=body.disposition,
-                                  note=body.note, client_id=body.client_id)
+                                  note=body.note, client_id=body.client_id, classes=state.manager.classes())
     if created:
         _count(metrics, review, record.station_id)
     else:

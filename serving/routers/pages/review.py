@@ -14,7 +14,6 @@ or an image from elsewhere even by mistake.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Annotated
 from urllib.parse import quote
@@ -28,7 +27,7 @@ from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
 from serving.deps import ImagesDep, ManagerDep, ReferencesDep, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import catalogue, translator
-from serving.pages.render import language, render
+from serving.pages.render import language, render, script_json
 from serving.sessions import (
     LOGIN_CSRF_COOKIE,
     clear_session_cookie,
@@ -123,7 +122,7 @@ def review_page(request: Request, users: UsersDep, settings: SettingsDep, store:
         "messages": catalogue(lang),
     }
     return render(request, "review.html", user=session.user, csrf=session.csrf,
-                   config=json.dumps(config, ensure_ascii=False).replace("</", "<\\/"))
+                   config=script_json(config))
 
 
 @router.get("/review/image/{inspection_id}")
