@@ -51,6 +51,7 @@ def _register() -> None:
     from qc.commands import (
         dataset,
         evaluate,
+        goodonly,
         label,
         loop,
         models,
@@ -73,6 +74,7 @@ def _register() -> None:
     app.command("report")(report.report)
     app.command("simulate")(simulate.simulate)
     app.add_typer(dataset.app, name="dataset")
+    app.add_typer(goodonly.app, name="goodonly")
     app.add_typer(label.app, name="label")
     app.add_typer(loop.app, name="loop")
     app.add_typer(models.app, name="models")
