@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from inspection.data.synth.generator import make_sample
 from inspection.data.synth.optics import jitter
-from inspection.detect.goodonly import VERSION, GoodOnlyModel, Params
+from inspection.detect.goodonly import VERSION, GoodOnlyModel, Params, grow
+from inspection.detections import Detections
 from inspection.errors import ConfigError, ImageError, ModelError
 from qc.cli import app
 
@@ -87,6 +88,27 @@ def test_defective_frames_score_above_good_ones(model, golden):
            for i, f in enumerate(good_frames(golden, 10, seed=4))]
 
     assert min(bad) > max(good)
+
+
+def test_boxes_grow_to_the_inspectors_size_and_overlapping_ones_merge():
+    tight = Detections(xyxy=np.float32([[10, 10, 14, 16], [20, 12, 24, 14], [200, 200, 210, 230]]),
+                       confidence=np.float32([0.6, 0.9, 0.7]), class_id=np.zeros(3), names={0: "anomaly"},
+                       image_wh=(SIZE, SIZE))
+
+    grown = grow(tight, 30)
+
+    assert grown.xyxy.tolist() == [[0, 0, 37, 28], [190, 200, 220, 230]]  # clipped at the image's edge
+    assert grown.confidence.tolist() == pytest.approx([0.9, 0.7])
+    assert grow(tight, 0) is tight
+
+
+def test_a_model_built_to_grow_boxes_reports_them_grown(golden):
+    params = Params(box_min_side=40)
+    model = GoodOnlyModel.build(golden, good_frames(golden, 8, seed=11), params=params)
+    judged = model.predict(painted(good_frames(golden, 1, seed=12)[0], (100, 60, 116, 74)))
+
+    sides = judged.detections.xyxy[:, 2:] - judged.detections.xyxy[:, :2]
+    assert len(sides) and (sides >= 40).all()
 
 
 def test_boxes_stay_in_frame_pixels_when_the_part_moved(model, golden):

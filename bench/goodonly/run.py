@@ -22,7 +22,7 @@ board is used to build or tune:
 
 Reported: class-agnostic mAP50 (COCOeval, over the boxes the model gives), the DeepPCB
 F-score (IoU > 0.33), image AUROC, false alarms per good frame, build seconds per part, ms per
-frame (alignment included, decoded frame). Writes the `goodonly-deeppcb` section of BENCHMARKS.md.
+frame (CPU time, one thread, alignment included, decoded frame). Writes the `goodonly-deeppcb` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from inspection.detect.goodonly import (
     Params,
     _regions,
     choose_threshold,
+    grow,
     outside,
     to_golden,
 )
@@ -223,18 +224,25 @@ class TuningPart:
     painted: list[tuple[np.ndarray, np.ndarray, Aligned]]  # frame, boxes, its alignment
 
 
-def tuning_parts(templates: list[Path], *, good: int, painted: int, seed: int) -> list[TuningPart]:
-    parts = []
-    for index, path in enumerate(tqdm(templates, desc="tuning parts", unit="part", file=sys.stderr)):
-        rng = np.random.default_rng([seed, index])
-        golden = read_grey(path)
-        moved = [to_golden(jitter(golden, rng), golden)[0] for _ in range(good)]
-        frames = []
-        for _ in range(painted):
-            frame, boxes = paint_defects(jitter(golden, rng), rng)
-            frames.append((frame, boxes, align(frame, golden)))
-        parts.append(TuningPart(golden, moved, frames))
-    return parts
+def tuning_parts(templates: list[Path], *, good: int, painted: int, seed: int, workers: int) -> list[TuningPart]:
+    from multiprocessing import get_context
+
+    jobs = [(index, path, good, painted, seed) for index, path in enumerate(templates)]
+    with get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        return list(tqdm(pool.imap(_tuning_part, jobs), total=len(jobs), desc="tuning parts", unit="part",
+                         file=sys.stderr))
+
+
+def _tuning_part(job: tuple) -> TuningPart:
+    index, path, good, painted, seed = job
+    rng = np.random.default_rng([seed, index])
+    golden = read_grey(path)
+    moved = [to_golden(jitter(golden, rng), golden)[0] for _ in range(good)]
+    frames = []
+    for _ in range(painted):
+        frame, boxes = paint_defects(jitter(golden, rng), rng)
+        frames.append((frame, boxes, align(frame, golden)))
+    return TuningPart(golden, moved, frames)
 
 
 def held_out(moved: list[np.ndarray], share: float) -> list[np.ndarray]:
@@ -304,54 +312,88 @@ class Scored:
     build_s: list[float]
 
 
-def score_val(images: list[Path], params: Params, floor: Floor, *, good: int, seed: int
+def score_val(images: list[Path], params: Params, floor: Floor, *, good: int, seed: int, workers: int
               ) -> tuple[Scored, Scored, list[Detections]]:
+    """Each val image judged by both modes, in `workers` processes (image by image; the
+    results do not depend on how many)."""
+    from multiprocessing import get_context
+
     ours = Scored([], [], [], [], [], [])
     plain = Scored([], [], [], [], [], [])
     truths = []
-    for index, image in enumerate(tqdm(images, desc="val boards", unit="image", file=sys.stderr)):
-        rng = np.random.default_rng([seed, 10_000 + index])
-        golden = read_grey(template_of(image))
-        frame = read_grey(image)
-        good_frames = [jitter(golden, rng) for _ in range(good)]
-        started = time.perf_counter()
-        model = GoodOnlyModel.build(golden, good_frames, params=params)
-        ours.build_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        moved = [to_golden(f, golden)[0] for f in good_frames]
-        plain_floor = floor_for(golden, moved, opening=floor.opening, min_area=floor.min_area, base=params)
-        plain.build_s.append(time.perf_counter() - started)
-        truths.append(Detections(xyxy=truth_of(image), confidence=np.ones(len(truth_of(image))),
-                                 class_id=np.zeros(len(truth_of(image))), names=NAMES, image_wh=(640, 640)))
-        unseen = jitter(golden, rng)  # a good frame never used to build
-        for target, is_good in ((frame, False), (unseen, True)):
-            started = time.perf_counter()
-            judged = model.predict(target)
-            ours.ms.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            aligned = align(target, golden)
-            found, score = plain_floor.judge(plain_floor.anomaly(target, aligned.reference))
-            plain.ms.append((time.perf_counter() - started) * 1000)
-            for scored, boxes, image_score in ((ours, judged.detections, judged.score), (plain, found, score)):
-                if is_good:
-                    scored.good_boxes.append(len(boxes))
-                    scored.good_scores.append(image_score)
-                else:
-                    scored.predictions.append(boxes)
-                    scored.bad_scores.append(image_score)
+    jobs = [(index, image, params, floor, good, seed) for index, image in enumerate(images)]
+    with get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        for result in tqdm(pool.imap(_score_one, jobs), total=len(jobs), desc="val boards", unit="image",
+                           file=sys.stderr):
+            truth, per_mode = result
+            truths.append(truth)
+            for scored, (found, bad_score, good_boxes, good_score, ms, build_s) in zip((ours, plain), per_mode,
+                                                                                      strict=True):
+                scored.predictions.append(found)
+                scored.bad_scores.append(bad_score)
+                scored.good_boxes.append(good_boxes)
+                scored.good_scores.append(good_score)
+                scored.ms += ms
+                scored.build_s.append(build_s)
     return ours, plain, truths
 
 
-def summary(scored: Scored, truths: list[Detections]) -> dict[str, float]:
-    from inspection.evaluate.metrics import evaluate
+def _score_one(job: tuple) -> tuple[Detections, list[tuple]]:
+    index, image, params, floor, good, seed = job
+    rng = np.random.default_rng([seed, 10_000 + index])
+    golden = read_grey(template_of(image))
+    frame = read_grey(image)
+    good_frames = [jitter(golden, rng) for _ in range(good)]
+    started = time.process_time()
+    moved = [to_golden(f, golden)[0] for f in good_frames]  # what GoodOnlyModel.build does first
+    aligning = time.process_time() - started
+    model = GoodOnlyModel.fit(golden, moved, params=params)
+    build_ours = time.process_time() - started
+    started = time.process_time()
+    plain_floor = floor_for(golden, moved, opening=floor.opening, min_area=floor.min_area, base=params)
+    build_plain = aligning + time.process_time() - started
+    boxes = truth_of(image)
+    truth = Detections(xyxy=boxes, confidence=np.ones(len(boxes)), class_id=np.zeros(len(boxes)), names=NAMES,
+                       image_wh=(640, 640))
+    unseen = jitter(golden, rng)  # a good frame never used to build
+    results: dict[str, dict[bool, tuple[Detections, float, float]]] = {"ours": {}, "plain": {}}
+    for target, is_good in ((frame, False), (unseen, True)):
+        started = time.process_time()
+        judged = model.predict(target)
+        results["ours"][is_good] = (judged.detections, judged.score, (time.process_time() - started) * 1000)
+        started = time.process_time()
+        aligned = align(target, golden)
+        found, score = plain_floor.judge(plain_floor.anomaly(target, aligned.reference))
+        results["plain"][is_good] = (found, score, (time.process_time() - started) * 1000)
+    per_mode = []
+    for key, build_s in (("ours", build_ours), ("plain", build_plain)):
+        bad, good_one = results[key][False], results[key][True]
+        per_mode.append((bad[0], bad[1], len(good_one[0]), good_one[1], [bad[2], good_one[2]], build_s))
+    return truth, per_mode
 
-    result = evaluate(scored.predictions, truths, names=NAMES, deploy_conf=0.5, criterion="deeppcb")
+
+def training_box_side() -> int:
+    """The median shorter side of the training boards' label boxes: DeepPCB's annotators'
+    margin, the one number read from labels (of the training boards, never of val)."""
+    sides = [min(box[2] - box[0], box[3] - box[1]) for image in listed("boards-train.txt") for box in truth_of(image)]
+    return int(round(statistics.median(sides)))
+
+
+def summary(scored: Scored, truths: list[Detections], *, min_side: int = 0) -> dict[str, float]:
+    from inspection.evaluate.metrics import box_iou, evaluate
+
+    predictions = [grow(found, min_side) for found in scored.predictions]
+    result = evaluate(predictions, truths, names=NAMES, deploy_conf=0.5, criterion="deeppcb")
     assert result.deeppcb is not None
     tp = fp = fn = 0
-    for found, truth in zip(scored.predictions, truths, strict=True):
+    touched = 0
+    for found, truth in zip(predictions, truths, strict=True):
         a, b, c = counts(found.xyxy, truth.xyxy)
         tp, fp, fn = tp + a, fp + b, fn + c
+        if len(found) and len(truth):
+            touched += int((box_iou(found.xyxy, truth.xyxy) > 0).any(axis=0).sum())
     return {
+        "touched": touched / max(1, sum(len(t) for t in truths)),
         "map50": result.map50,
         "precision": result.deeppcb.precision,
         "recall": result.deeppcb.recall,
@@ -372,6 +414,8 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=200, help="val images to score (of 200)")
     parser.add_argument("--false-alarms", type=float, default=0.1, help="boxes per good frame allowed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="processes judging val images")
+    parser.add_argument("--params", help="skip tuning: k,r,min_area,opening,floor_min_area (e.g. from a run before)")
     parser.add_argument("--no-write", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core per frame, as a service worker runs it; the other is busy
@@ -380,30 +424,44 @@ def main() -> None:
     train_templates = sorted({template_of(p) for p in listed("boards-train.txt")})
     picked = spread_pick(train_templates, args.tune_templates)
     started = time.perf_counter()
-    parts = tuning_parts(picked, good=args.good, painted=args.painted, seed=args.seed)
-    params, grid = tune_goodonly(parts, base)
-    floor, floor_grid = tune_floor(parts, base)
+    if args.params:  # tuned before (its grids are not repeated here)
+        k, r, area, opening, floor_area = args.params.split(",")
+        params = replace(base, k=float(k), edge_tolerance=int(r), min_area=int(area))
+        floor = Floor(int(opening), int(floor_area))
+        grid: list[list] = []
+        floor_grid: list[list] = []
+    else:
+        parts = tuning_parts(picked, good=args.good, painted=args.painted, seed=args.seed,
+                             workers=args.workers)
+        params, grid = tune_goodonly(parts, base)
+        floor, floor_grid = tune_floor(parts, base)
     tuning_s = time.perf_counter() - started
     print(f"tuned: {params}; floor {floor} ({tuning_s:.0f} s)", file=sys.stderr)
 
     val = spread_pick(listed("boards-val.txt"), args.val) if args.val < 200 else listed("boards-val.txt")
-    ours, plain, truths = score_val(val, params, floor, good=args.good, seed=args.seed)
-    a, b = summary(ours, truths), summary(plain, truths)
-    for name, s in (("good-only", a), ("floor", b)):
+    ours, plain, truths = score_val(val, params, floor, good=args.good, seed=args.seed, workers=args.workers)
+    side = training_box_side()
+    a_tight, b_tight = summary(ours, truths), summary(plain, truths)
+    a, b = summary(ours, truths, min_side=side), summary(plain, truths, min_side=side)
+    for name, s in (("good-only tight", a_tight), ("floor tight", b_tight), ("good-only grown", a),
+                    ("floor grown", b)):
         print(name, {k: round(v, 4) for k, v in s.items()}, file=sys.stderr)
 
     def row(name: str, how: str, s: dict[str, float]) -> list:
         return [name, how, f"{s['map50']:.3f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f']:.3f}",
-                f"{s['fp_per_defective']:.2f}", f"{s['auroc']:.3f}", f"{s['false_alarms']:.3f}",
-                f"{s['build_s']:.2f}", f"{s['ms']:.1f}"]
+                f"{s['touched']:.3f}", f"{s['fp_per_defective']:.2f}", f"{s['auroc']:.3f}",
+                f"{s['false_alarms']:.3f}", f"{s['build_s']:.2f}", f"{s['ms']:.1f}"]
 
     header = ["mode", "tuned on training templates", "mAP50 (agnostic)", "P", "R", "F (IoU>0.33)",
-              "false boxes / defective image", "image AUROC", "false alarms / good frame",
-              "build s / part", "ms / frame"]
+              "truth boxes touched", "false boxes / defective image", "image AUROC",
+              "false alarms / good frame", "build CPU s / part", "CPU ms / frame"]
+    ours_how = f"k {params.k:g}, r {params.edge_tolerance}, min area {params.min_area}"
+    floor_how = f"opening {floor.opening}, min area {floor.min_area}"
     rows = [
-        row("good-only band (inspection/detect/goodonly.py)",
-            f"k {params.k:g}, r {params.edge_tolerance}, min area {params.min_area}", a),
-        row("thresholded difference (floor)", f"opening {floor.opening}, min area {floor.min_area}", b),
+        row("good-only band, tight boxes", ours_how, a_tight),
+        row("thresholded difference (floor), tight boxes", floor_how, b_tight),
+        row(f"good-only band, boxes grown to {side} px", ours_how, a),
+        row(f"thresholded difference (floor), boxes grown to {side} px", floor_how, b),
     ]
     goals = [
         ["image AUROC >= 0.97", f"{a['auroc']:.3f}", f"{a['auroc'] - 0.97:+.3f}"],
@@ -423,10 +481,17 @@ def main() -> None:
         f"{args.false_alarms:g} false boxes per good frame. Scored on {len(val)} images of the "
         f"`boards.yaml` val boards (never seen), {sum(len(t) for t in truths)} boxes, classes ignored; "
         "good frames for AUROC and false alarms: one unseen jittered copy of each val template. "
-        "mAP50 ranks only the boxes the model reports (no sub-threshold candidates). One OpenCV "
-        "thread per frame, on a machine shared with other work."),
+        "mAP50 ranks only the boxes the model reports (no sub-threshold candidates). Times are CPU "
+        "time of the process (one OpenCV thread), alignment included, the frame already decoded: "
+        "the machine was shared with other work, so wall time there says little."),
         table(header, rows),
-        "Goals of issue 23 (good-only band):",
+        (f"Tight boxes hug the anomaly's own pixels; DeepPCB's annotators draw theirs with a margin "
+         f"(30-60 px around defects of 5-20), so few tight boxes reach IoU 0.33 although they sit on "
+         f"the defects ('truth boxes touched'). Grown: each box grown about its centre to {side} px a "
+         f"side and overlapping ones merged (`goodonly.grow`, `qc goodonly build --box-min-side`); "
+         f"{side} px is the median shorter side of the training boards' label boxes, the one figure "
+         "taken from labels, and of the training boards only. False alarms are counted on tight boxes."),
+        "Goals of issue 23 (good-only band, grown boxes):",
         table(["goal", "measured", "met by (+) / missed by (-)"], goals),
         "Tuning grid, good-only band (F on painted training templates):",
         table(["k", "r", "min area", "tp", "fp", "fn", "F"], sorted(grid, key=lambda r: -r[-1])[:8]),

@@ -45,6 +45,11 @@ def build(
     spread_floor: Annotated[
         float, typer.Option("--spread-floor", min=0, help="The least spread per pixel, in grey levels (sensor noise).")
     ] = 4.0,
+    box_min_side: Annotated[
+        int, typer.Option("--box-min-side", min=0,
+                          help="Grow boxes to at least this many pixels a side (as your inspectors draw them); "
+                          "overlapping grown boxes merge. 0: tight around the anomaly.")
+    ] = 0,
     holdout: Annotated[
         float, typer.Option("--holdout", min=0.05, max=0.9,
                             help="Share of the good frames held out of the statistics to choose the threshold.")
@@ -64,7 +69,7 @@ def build(
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; name a file such as {out / ('part' + SUFFIX)}")
     params = Params(k=k, spread_floor=spread_floor, edge_tolerance=edge_tolerance, min_area=min_area,
-                    false_alarms=false_alarms, holdout=holdout)
+                    false_alarms=false_alarms, holdout=holdout, box_min_side=box_min_side)
     params.check()
     golden_pixels = read_file(golden)  # an unreadable golden stops here, named
     found, missing = expand(good)
