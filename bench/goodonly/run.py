@@ -473,9 +473,11 @@ def main() -> None:
         "## Good-only model on DeepPCB, unseen boards (issue 23)",
         (f"`nice -n 19 python bench/goodonly/run.py --tune-templates {args.tune_templates} --painted "
         f"{args.painted} --good {args.good} --val {args.val} --false-alarms {args.false_alarms:g}` "
-        "(bench/goodonly/run.py). No defect image and no label used to build or tune: (k, r, min "
-        f"area) tuned on {len(picked)} templates of the `boards.yaml` training boards with synthetic "
-        f"defects painted on jittered copies ({tuning_s:.0f} s); each val image judged against a model "
+        "(bench/goodonly/run.py). No defect image and no label used to build or tune: "
+        + (f"(k, r, min area) given by --params {args.params} (tuned by an earlier run); " if args.params else
+           f"(k, r, min area) tuned on {len(picked)} templates of the `boards.yaml` training boards with "
+           f"synthetic defects painted on jittered copies ({tuning_s:.0f} s); ")
+        + "each val image judged against a model "
         f"built from its template and {args.good} jittered copies (sub-pixel to 2 px shift, exposure, "
         "noise, JPEG), threshold chosen on the held-out share for "
         f"{args.false_alarms:g} false boxes per good frame. Scored on {len(val)} images of the "

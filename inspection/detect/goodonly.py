@@ -3,6 +3,8 @@ nothing downloaded (issue 23, item 1).
 
 Example::
 
+    import glob
+
     import cv2
     from inspection.detect.goodonly import GoodOnlyModel, Params
 
