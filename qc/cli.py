@@ -52,6 +52,7 @@ def _register() -> None:
         dataset,
         db,
         evaluate,
+        goodonly,
         keys,
         label,
         loop,
@@ -76,6 +77,7 @@ def _register() -> None:
     app.command("report")(report.report)
     app.command("simulate")(simulate.simulate)
     app.add_typer(dataset.app, name="dataset")
+    app.add_typer(goodonly.app, name="goodonly")
     app.add_typer(label.app, name="label")
     app.add_typer(loop.app, name="loop")
     app.add_typer(models.app, name="models")

@@ -36,6 +36,8 @@ from inspection.evaluate.metrics import Criterion, Evaluation, evaluate
 RANKING_CONF = 0.001
 NMS_IOU = 0.7
 MAX_DET = 300
+# The one class of class-agnostic scoring (a good-only model's boxes, and every truth box).
+AGNOSTIC = {0: "anomaly"}
 
 
 class ReferencePredictor:
@@ -69,11 +71,14 @@ def score(
     progress: bool = True,
     label: str = "eval",
     source: str = "the data",
+    agnostic: bool = False,
 ) -> ScoredSplit:
     """Run `predict` over every readable image of `samples` and score it against the truth.
-    `source` names the data in error messages."""
+    `source` names the data in error messages; `agnostic` scores every truth box as one class
+    (`AGNOSTIC`), for a model that finds anomalies without naming them."""
     return score_many({label: predict}, names=names, samples=samples, deploy_conf=deploy_conf,
-                      criterion=criterion, progress=progress, label=label, source=source)[label]
+                      criterion=criterion, progress=progress, label=label, source=source,
+                      agnostic=agnostic)[label]
 
 
 def score_many(
@@ -86,6 +91,7 @@ def score_many(
     progress: bool = True,
     label: str = "eval",
     source: str = "the data",
+    agnostic: bool = False,
 ) -> dict[str, ScoredSplit]:
     """`score` for several predictors in one pass: each image is read and its labels parsed
     once, then given to every predictor. Returns a `ScoredSplit` per key of `predictors`."""
@@ -113,6 +119,9 @@ def score_many(
                 skipped.append(problem)
                 continue
             unlabelled += missing
+        if agnostic:
+            truth = Detections(xyxy=truth.xyxy, confidence=truth.confidence, class_id=np.zeros(len(truth)),
+                               names=AGNOSTIC, image_wh=truth.image_wh)
         reference: np.ndarray | None = None
         if any(isinstance(p, ReferencePredictor) for p in predictors.values()):
             if sample.reference is None:
@@ -137,7 +146,7 @@ def score_many(
         raise DatasetError(f"{source}: no image could be read with its labels ({named})")
     return {
         key: ScoredSplit(
-            evaluation=evaluate(predicted, truths, names=names, deploy_conf=deploy_conf,
+            evaluation=evaluate(predicted, truths, names=AGNOSTIC if agnostic else names, deploy_conf=deploy_conf,
                                 criterion=criterion),
             paths=list(paths),
             skipped=list(skipped),
@@ -169,6 +178,30 @@ def score_onnx(
     return score(predict, names=names, samples=samples, deploy_conf=deploy_conf,
                  criterion=criterion, progress=progress, label=f"eval {split}",
                  source=f"{data} ({split})")
+
+
+def score_goodonly(
+    model: Path,
+    data: str,
+    *,
+    split: str,
+    deploy_conf: float = 0.25,
+    criterion: Criterion = "coco",
+    progress: bool = True,
+) -> ScoredSplit:
+    """Score a good-only model (inspection/detect/goodonly.py) on `split` of `data`,
+    class-agnostic: its boxes are "anomaly", and any truth box, whatever its class, is one to
+    find. Every image is judged against the model's own golden part (one station's)."""
+    from inspection.detect.goodonly import GoodOnlyModel
+    from inspection.errors import DatasetError
+
+    judge = GoodOnlyModel.load(model)
+    names, samples = load_split(data, split=split)
+    if not samples:
+        raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
+    return score(lambda pixels: judge.predict(pixels).detections, names=names, samples=samples,
+                 deploy_conf=deploy_conf, criterion=criterion, progress=progress, label=f"eval {split}",
+                 source=f"{data} ({split})", agnostic=True)
 
 
 def onnx_predictor(

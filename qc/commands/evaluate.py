@@ -35,7 +35,8 @@ class Criterion(StrEnum):
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX detection model to score.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX detection model to score, or a good-only "
+                                        "model (.qcgood; scored class-agnostic: any truth box is an anomaly).")],
     data: Annotated[
         str,
         typer.Option(
@@ -83,8 +84,9 @@ def evaluate(
 ) -> None:
     """Score a model on labelled images: COCO mAP50 and mAP50-95 (COCOeval), and
     per-class precision, recall and F1 at the deploy threshold."""
+    from inspection.detect.goodonly import is_goodonly_file
     from inspection.errors import ConfigError
-    from inspection.evaluate.scoring import score_onnx, warn
+    from inspection.evaluate.scoring import score_goodonly, score_onnx, warn
 
     if report is not None and importlib.util.find_spec("matplotlib") is None:
         # Checked before scoring: the split is not scored only to fail at the plots.
@@ -95,8 +97,11 @@ def evaluate(
         from inspection.detect.tiling import Tiling
 
         tiling = Tiling(size=tile, overlap=tile_overlap)
-    scored = score_onnx(model, data, split=split, deploy_conf=conf, criterion=criterion.value,
-                        providers=chosen, tiling=tiling)
+    if is_goodonly_file(model):
+        scored = score_goodonly(model, data, split=split, deploy_conf=conf, criterion=criterion.value)
+    else:
+        scored = score_onnx(model, data, split=split, deploy_conf=conf, criterion=criterion.value,
+                            providers=chosen, tiling=tiling)
     warn(skipped=scored.skipped, unlabelled=scored.unlabelled)
     result, paths = scored.evaluation, scored.paths
     page = None

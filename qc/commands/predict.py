@@ -100,7 +100,8 @@ def _own_reference(path: Path):
 
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX detection model.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX detection model, or a good-only model "
+                                        "(.qcgood, from qc goodonly build).")],
     conf: Annotated[float, typer.Option(help="Confidence threshold.", min=0, max=1)] = 0.25,
     iou: Annotated[float, typer.Option(help="IoU threshold of non-maximum suppression.", min=0, max=1)] = 0.7,
     imgsz: Annotated[
@@ -134,7 +135,8 @@ def predict(
 ) -> None:
     """Detect defects in images; print {"image", "width", "height", "detections"} per line.
 
-    With a reference model each line also has "alignment": {"score", "shift"}. Unreadable
+    With a reference model each line also has "alignment": {"score", "shift"}; a good-only
+    model (.qcgood) adds "anomaly_score", and --save draws its anomaly map too. Unreadable
     images are reported on stderr by name and the others still run; the exit code is 1 if any
     image failed.
     """
@@ -142,15 +144,20 @@ def predict(
 
     from inspection.detect.detector import Detector
     from inspection.detect.drawing import draw
+    from inspection.detect.goodonly import is_goodonly_file
     from inspection.errors import ImageError
     from inspection.settings import Settings
 
     if decode not in ("auto", "1", "2", "4", "8"):
         raise typer.BadParameter("use auto, 1, 2, 4 or 8", param_hint="--decode")
-    settings = Settings()
-    chosen = provider_list(providers, settings)
     if save:
         _prepare_save(save)
+    if is_goodonly_file(model):  # its own golden; conf, providers and tiles do not apply
+        from qc.commands.goodonly import predict_goodonly
+
+        predict_goodonly(model, paths, save=save)
+    settings = Settings()
+    chosen = provider_list(providers, settings)
     detector = Detector(
         model,
         providers=chosen,

@@ -71,3 +71,27 @@ def expose(scene: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     noisy: np.ndarray = cv2.add(image, cv2.multiply(noise, spread))
     noisy += 0.5  # round, not truncate, in the cast below
     return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
+
+
+def jitter(frame: np.ndarray, rng: np.random.Generator, *, max_shift: float = 2.0,
+           exposure: float = 0.08, noise: float = 3.0, jpeg: bool = True) -> np.ndarray:
+    """Another shot of the same good part as a line camera takes it: the part moved in its
+    fixture by up to `max_shift` pixels (sub-pixel too), the exposure a few percent off
+    (`exposure`: the gain's spread, with an offset of a third of it in grey levels), sensor
+    noise of `noise` grey levels, and a JPEG round trip (quality 80-95) as the camera sends it.
+    Used to stand in for good frames where a data set has one golden image per part (DeepPCB)."""
+    height, width = frame.shape[:2]
+    dx, dy = rng.uniform(-max_shift, max_shift, 2)
+    warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+    moved = cv2.warpAffine(frame, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    gain = 1 + rng.uniform(-exposure, exposure)
+    offset = rng.uniform(-exposure, exposure) * 255 / 3
+    shot = moved.astype(np.float32) * np.float32(gain) + np.float32(offset)
+    shot += rng.normal(0, noise, shot.shape).astype(np.float32)
+    out = np.clip(shot + 0.5, 0, 255).astype(np.uint8)
+    if jpeg:
+        ok, encoded = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if ok else None
+        if decoded is not None:
+            out = decoded.astype(np.uint8, copy=False)
+    return out
