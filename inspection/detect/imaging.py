@@ -201,7 +201,7 @@ def _check_jpeg_scans(data: bytes) -> None:
     end-of-image marker appended, without a warning: the first scan alone is a blurred
     picture of the whole part, and a verdict on it can be PASS (issue 25). A sequential JPEG
     written one component per scan must have a scan for each."""
-    progressive, components = False, 0
+    progressive, components, scans = False, 0, 0
     final: dict[int, set[int]] = {}  # component id -> coefficients seen at full precision
     pos = 2
     while pos + 4 <= len(data):
@@ -227,6 +227,7 @@ def _check_jpeg_scans(data: bytes) -> None:
             components = segment[5]
             final = {segment[6 + 3 * i]: set() for i in range(components) if 6 + 3 * i < len(segment)}
         elif marker == 0xDA and len(segment) >= 1:
+            scans += 1
             count = segment[0]
             ids = [segment[1 + 2 * i] for i in range(count) if 1 + 2 * i < len(segment)]
             tail = segment[1 + 2 * count: 4 + 2 * count]
@@ -240,6 +241,8 @@ def _check_jpeg_scans(data: bytes) -> None:
                 return  # complete (a baseline frame: at its first scan, without reading the scan data)
         pos += 2 + length
     missing = [c for c, seen in final.items() if len(seen) < 64]
+    if components and not scans:
+        raise DamagedImage("truncated JPEG: the file ends before its first scan (cut short in its header)")
     if components and missing:
         raise DamagedImage(
             f"incomplete JPEG: its scans end before {len(missing)} of {len(final)} colour components "
