@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from inspection.models.registry import Registry
 from inspection.roles import Role
@@ -48,7 +48,7 @@ from serving.alarms import AlarmEvaluator
 from serving.auth import Authenticator
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
-from serving.sessions import CSRF_HEADER, SAFE_METHODS, Actor, actor_of, csrf_matches, session_of
+from serving.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Actor, actor_of, csrf_matches, session_of
 from serving.settings import ServeSettings
 from serving.state import AppState
 
@@ -225,11 +225,20 @@ def check_station(key: ApiKey, station: str) -> None:
         raise HTTPException(status_code=403, detail=f"this station key is not for station {station}")
 
 
+# The review routes take a staff key or the pages' session: declared as two alternative
+# security schemes, so the OpenAPI document (and Schemathesis) knows a signed-in request needs
+# no Authorization header. The cookie itself is read by serving/sessions.py.
+session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
+                              description="the review pages' sign-in session (POST /login), with X-CSRF-Token "
+                                          "on changes")
+
+
 async def current_person(
     request: Request,
     state: StateDep,
     users: UsersDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _session: Annotated[str | None, Depends(session_cookie)],
 ) -> Actor:
     """A staff key (Authorization: Bearer), else the review page's session cookie; changes
     through the cookie need the session's CSRF token in X-CSRF-Token."""
