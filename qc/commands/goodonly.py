@@ -105,14 +105,10 @@ def predict_goodonly(model_path: Path, paths: list[str], *, save: Path | None) -
     from inspection.detect.goodonly import GoodOnlyModel, overlay
     from inspection.detect.imaging import read_file
     from inspection.errors import ImageError
-    from qc.commands.predict import expand, save_names
+    from qc.commands.predict import inputs
 
     model = GoodOnlyModel.load(model_path)
-    found, missing = expand(paths)
-    names = save_names(found) if save else {}
-    failed = bool(missing)
-    for text in missing:
-        print(f"{text}: no such file, folder or matching pattern", file=sys.stderr)
+    found, names, failed = inputs(paths, save=save is not None)
     for path, _ in found:
         try:
             frame = read_file(path)

@@ -57,6 +57,15 @@ def _relative(path: Path, root: Path) -> Path:
         return Path(path.name)
 
 
+def inputs(paths: list[str], *, save: bool) -> tuple[list[Found], dict[Path, Path], bool]:
+    """The images PATHS name, their --save names, and whether any PATH named nothing (each such
+    PATH is said on stderr): what `qc predict` reads, for an ONNX model or a .qcgood."""
+    found, missing = expand(paths)
+    for text in missing:
+        print(f"{text}: no such file, folder or matching pattern", file=sys.stderr)
+    return found, save_names(found) if save else {}, bool(missing)
+
+
 def save_names(found: list[Found]) -> dict[Path, Path]:
     """Each image's file name under --save: its path relative to its argument, made unique
     when two arguments give the same one (f.jpg, f-2.jpg, ...); a file named twice keeps one."""
@@ -178,11 +187,7 @@ def predict(
         from inspection.detect.imaging import read_file
 
         golden = read_file(reference)  # an unreadable reference stops here, named
-    found, missing = expand(paths)
-    names = save_names(found) if save else {}
-    failed = bool(missing)
-    for text in missing:
-        print(f"{text}: no such file, folder or matching pattern", file=sys.stderr)
+    found, names, failed = inputs(paths, save=save is not None)
     for path, _ in found:
         try:
             data = path.read_bytes()
