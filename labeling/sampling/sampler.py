@@ -17,6 +17,13 @@ why a frame is worth labelling; each has a share of the budget reserved for it, 
 policy's order of priority (an unused share passes on), and what is left of the budget goes
 to any candidate by the same priority (random_pass excepted: `takes_leftover`).
 
+Set-level strategies (`SetLine`: typical_diverse, uncertain_diverse, class_quota) take their
+share in the same order of priority, choosing among the station-day's whole candidate set
+(every frame with a stored image, with or without a reason of its own) and knowing what the
+lines above them picked. Those that need the detector's embeddings get them from
+`embeddings` (labeling/sampling/embeddings.py), computed per station-day and only when such a
+line is in the policy.
+
 A pick records every reason that applies (with its figures: margin, class, share), not only
 the one that won it its place. Deterministic: same records, same policy, same picks. Records
 are read through the stores' public reads (`RecordStore.with_images_since`, `shadows_of`,
@@ -25,18 +32,22 @@ are read through the stores' public reads (`RecordStore.with_images_since`, `sha
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import numpy as np
+
+from inspection.errors import ConfigError
 from inspection.rules import StationRules, Verdict
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
 from labeling.sampling.policy import SamplingPolicy
-from labeling.sampling.strategies import Candidate, Found, Strategy
+from labeling.sampling.strategies import Candidate, Found, Selection, SetLine, Strategy
 
 
 class Training(Protocol):
@@ -49,6 +60,14 @@ class Training(Protocol):
     def entries(self) -> list[dict[str, Any]]: ...
 
     def label_text(self, entry: Mapping[str, Any]) -> str: ...
+
+
+class Embeddings(Protocol):
+    """Where set-level strategies get each frame's embedding (labeling/sampling/embeddings.py)."""
+
+    def vectors(self, records: Sequence[InspectionRecord]) -> dict[str, np.ndarray]:
+        """One vector per inspection id; a frame whose image cannot be read is left out."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -71,17 +90,25 @@ def class_shares(labels: Iterable[str], names: dict[int, str]) -> dict[str, floa
     return {name: (counts[name] / total if total else 0.0) for name in {*names.values(), *counts}}
 
 
-# A candidate frame and its reasons: (record, {strategy name: what it found}), in policy order.
+# A candidate frame and its reasons: (candidate, {strategy name: what it found}), in policy order.
 _Reasons = dict[str, Found]
 
 
 def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = None, exclude: Iterable[str] = (),
-           now: datetime | None = None) -> list[Pick]:
+           now: datetime | None = None, embeddings: Embeddings | None = None,
+           class_ap: Mapping[str, float] | None = None) -> list[Pick]:
     """The frames to label now under `policy`; `training` is the DatasetVersion the model
     learnt from (for rare classes; None: no class counts as rare); `exclude` the inspections
-    already sent."""
+    already sent; `embeddings` the detector's features (needed by typical_diverse and
+    uncertain_diverse); `class_ap` the production model's AP50 per class on its holdout
+    (uncertain_diverse's class weakness)."""
     now = now or utcnow()
     excluded = set(exclude)
+    needing = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_embeddings]
+    if needing and embeddings is None:
+        raise ConfigError(f"strategy {', '.join(needing)} needs the detector's embeddings of each frame: sample "
+                          "with the production model (qc label sample), or leave the line out of the policy")
+    set_level = any(isinstance(s, SetLine) for s in policy.strategies)
     store, reviews = RecordStore(db), ReviewStore(db)
     shares = (class_shares((training.label_text(e) for e in training.entries), training.names)
               if training is not None else {})
@@ -91,47 +118,68 @@ def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = 
     latest = reviews.latest(ids)
     strategies: list[Strategy] = list(policy.strategies)
     rules: dict[str, StationRules] = {}
-    groups: dict[tuple[str, str], list[tuple[InspectionRecord, _Reasons]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[Candidate, _Reasons]]] = defaultdict(list)
     for record in records:
         if record.station_id not in rules:
             rules[record.station_id] = store.station(record.station_id).rules
         candidate = Candidate(record, rules[record.station_id], latest.get(record.id), shadows.get(record.id, []),
-                              shares)
+                              shares, dict(class_ap or {}))
         reasons = {s.name: found for s in strategies if (found := s.found(candidate)) is not None}
-        if reasons:
-            groups[(record.station_id, record.created_at.date().isoformat())].append((record, reasons))
+        if reasons or set_level:  # a set-level strategy chooses among every frame, reason or not
+            groups[(record.station_id, record.created_at.date().isoformat())].append((candidate, reasons))
     picks = []
     for (station, day), candidates in sorted(groups.items()):
+        if needing and embeddings is not None:
+            vectors = embeddings.vectors([c.record for c, _ in candidates])
+            candidates = [(dataclasses.replace(c, embedding=vectors.get(c.id)), r) for c, r in candidates]
         picks += _fill(station, day, candidates, policy)
     return picks
 
 
-def _fill(station: str, day: str, candidates: list[tuple[InspectionRecord, _Reasons]],
+def _fill(station: str, day: str, candidates: list[tuple[Candidate, _Reasons]],
           policy: SamplingPolicy) -> list[Pick]:
     budget = policy.budget_per_station_day
     chosen: dict[str, Pick] = {}
+    picked: list[Candidate] = []
+
+    def keep(candidate: Candidate, reasons: _Reasons, first: dict[str, Any]) -> None:
+        details = [{"reason": name, **found.detail} for name, found in reasons.items() if name != first["reason"]]
+        record = candidate.record
+        chosen[record.id] = Pick(inspection_id=record.id, station=station, day=day,
+                                 verdict=Verdict(record.verdict).value, reasons=[first, *details])
+        picked.append(candidate)
 
     def take(reason: str, limit: int) -> None:
         ranked = sorted((c for c in candidates if reason in c[1]), key=lambda c: (c[1][reason].rank, c[0].id))
-        for record, reasons in ranked:
+        for candidate, reasons in ranked:
             if len(chosen) >= budget or limit <= 0:
                 return
-            if record.id in chosen:
+            if candidate.id in chosen:
                 continue
-            details = [{"reason": name, **found.detail} for name, found in reasons.items()]
-            first = next(d for d in details if d["reason"] == reason)
-            chosen[record.id] = Pick(inspection_id=record.id, station=station, day=day,
-                                     verdict=Verdict(record.verdict).value,
-                                     reasons=[first, *(d for d in details if d is not first)])
+            keep(candidate, reasons, {"reason": reason, **reasons[reason].detail})
             limit -= 1
+
+    def choose(strategy: SetLine, limit: int) -> None:
+        limit = min(limit, budget - len(chosen))
+        reasons_of = {c.id: r for c, r in candidates}
+        pool = [c for c, _ in candidates if c.id not in chosen]
+        for candidate, found in strategy.choose(pool, limit, Selection(budget, list(picked)))[:max(limit, 0)]:
+            if candidate.id not in chosen:
+                keep(candidate, reasons_of[candidate.id], {"reason": strategy.name, **found.detail})
 
     carried = 0.0
     for strategy in policy.strategies:  # reserved shares, an unused share passing on
         quota = strategy.share * budget + carried
         before = len(chosen)
-        take(strategy.name, int(quota + 1e-9))
+        if isinstance(strategy, SetLine):
+            choose(strategy, int(quota + 1e-9))
+        else:
+            take(strategy.name, int(quota + 1e-9))
         carried = quota - (len(chosen) - before)
     for strategy in policy.strategies:  # what is left of the budget
         if strategy.takes_leftover:
-            take(strategy.name, budget)
+            if isinstance(strategy, SetLine):
+                choose(strategy, budget)
+            else:
+                take(strategy.name, budget)
     return list(chosen.values())

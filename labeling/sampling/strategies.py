@@ -24,33 +24,66 @@ The strategies shipped, in the shipped policy's priority order:
 - rare_class: a box of a class with fewer than `fraction` of the training boxes.
 - random_pass: PASS frames, chosen by a hash of (seed, id): reproducible, and the only way to
   see the defects the model misses entirely.
+
+Set-level strategies (`SetLine`) choose among a station-day's whole candidate set at once,
+each frame with the detector's own embedding (labeling/sampling/embeddings.py):
+
+- typical_diverse (cold start, small budgets; TypiClust, Hacohen et al. 2022): the candidates
+  clustered with as many clusters as the strategy's part of the budget (plus one per frame
+  already picked, whose clusters count as covered), and the densest frame of each uncovered
+  cluster, largest clusters first.
+- uncertain_diverse (later rounds; after PPAL, CVPR 2024): each frame's uncertainty is its most
+  uncertain box (1 - |2 confidence - 1|) weighted by its class's weakness on the holdout
+  (1 - AP50; 1 for a class with no holdout figure), the `pool_factor` x budget most uncertain
+  kept, then spread by greedy k-center over the embeddings, away from the frames already
+  picked.
+- class_quota: every class the model predicted in the station-day gets at least `min_share`
+  of the budget (at least one frame), rarest classes first, the frames closest to their
+  class's thresholds first: rare defect classes are not starved by frequent ones. Listed
+  first it guarantees the minimum; later, it tops up what the lines before it left short.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from inspection.rules import StationRules, Verdict
 from inspection.store.records import InspectionRecord
 from inspection.store.reviews import BoxDecision, FrameDecision, Review
+from labeling.sampling.clustering import k_center, kmeans, typicality
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A frame as the strategies see it: its record, its station's current rules, its latest
-    review, its shadow results, and the share of each class in the training boxes (empty when
-    the training data is unknown)."""
+    review, its shadow results, the share of each class in the training boxes (empty when
+    the training data is unknown), the production model's AP50 per class on its holdout
+    (empty when unknown), and the frame's embedding (set only for set-level strategies that
+    need one; None when its image could not be read)."""
 
     record: InspectionRecord
     rules: StationRules
     review: Review | None = None
     shadows: list[dict[str, Any]] = field(default_factory=list)
     training_shares: dict[str, float] = field(default_factory=dict)
+    class_ap: Mapping[str, float] = field(default_factory=dict)
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def classes(self) -> set[str]:
+        return {d["class"] for d in self.record.detections}
 
     @property
     def verdict(self) -> Verdict:
@@ -176,11 +209,149 @@ class RandomPass(PolicyLine):
         return Found({"draw": draw}, rank=draw)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What a set-level strategy knows of the station-day beyond its pool: the whole budget and
+    the frames picked before it (by the lines above it in the policy)."""
+
+    budget: int
+    chosen: Sequence[Candidate] = ()
+
+
+class SetLine(PolicyLine):
+    """A strategy that chooses among the whole candidate set (`choose`), not frame by frame.
+    It gets its reserved share only (`takes_leftover` False): a set-level choice made for a
+    part of the budget is not stretched to the rest."""
+
+    takes_leftover: ClassVar[bool] = False
+    needs_embeddings: ClassVar[bool] = False  # the sampler computes them only when a line needs them
+
+    def found(self, candidate: Candidate) -> Found | None:
+        return None  # no reason of its own per frame: its picks carry their figures from `choose`
+
+    def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
+        """Up to `limit` frames of `pool` (never picked yet), in the order taken, with why."""
+        raise NotImplementedError(f"{type(self).__name__} must say what it chooses: define choose()")
+
+
+def _vectors(candidates: Sequence[Candidate]) -> np.ndarray:
+    return np.asarray([c.embedding for c in candidates], dtype=np.float64)
+
+
+class TypicalDiverse(SetLine):
+    name: ClassVar[str] = "typical_diverse"
+    needs_embeddings: ClassVar[bool] = True
+    neighbours: int = Field(ge=1)  # the nearest neighbours a frame's density is measured over (TypiClust: 20)
+    seed: int  # of the k-means seeding: same frames, same seed, same picks
+
+    def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
+        pool = [c for c in pool if c.embedding is not None]
+        covered = [c for c in selection.chosen if c.embedding is not None]
+        if not pool or limit <= 0:
+            return []
+        points = _vectors([*pool, *covered])
+        labels = kmeans(points, limit + len(covered), seed=self.seed)
+        taken_clusters = {int(label) for label in labels[len(pool):]}
+        clusters = sorted({int(label) for label in labels[:len(pool)]} - taken_clusters,
+                          key=lambda c: (-int((labels == c).sum()), c))
+        picks = []
+        for cluster in clusters[:limit]:
+            members = [i for i in range(len(pool)) if labels[i] == cluster]
+            density = typicality(points[members], self.neighbours)
+            best = max(range(len(members)), key=lambda j: (density[j], -j))
+            size = int((labels == cluster).sum())
+            picks.append((pool[members[best]], Found({"cluster_size": size, "clusters": int(labels.max()) + 1,
+                                                      "typicality": round(float(density[best]), 4)},
+                                                     rank=-size)))
+        return picks
+
+
+class UncertainDiverse(SetLine):
+    name: ClassVar[str] = "uncertain_diverse"
+    needs_embeddings: ClassVar[bool] = True
+    pool_factor: float = Field(ge=1)  # the most uncertain `pool_factor` x budget frames are spread by k-center
+
+    def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
+        if limit <= 0:
+            return []
+        scored = [(u, c) for c in pool if c.embedding is not None and (u := uncertainty(c))[0] > 0]
+        scored.sort(key=lambda s: (-s[0][0], s[1].id))
+        kept = scored[:math.ceil(self.pool_factor * limit - 1e-9)]
+        if not kept:
+            return []
+        centres = [c.embedding for c in selection.chosen if c.embedding is not None]
+        spread = k_center(_vectors([c for _, c in kept]), limit,
+                          centres=np.asarray(centres, dtype=np.float64) if centres else None)
+        picks = []
+        for index, distance in spread:
+            (score, detail), candidate = kept[index]
+            picks.append((candidate, Found({**detail, "uncertainty": round(score, 4),
+                                            "distance": None if distance is None else round(distance, 4),
+                                            "pool": len(kept)}, rank=-score)))
+        return picks
+
+
+def uncertainty(candidate: Candidate) -> tuple[float, dict[str, Any]]:
+    """The frame's uncertainty: its most uncertain box, 1 - |2 confidence - 1| (1 at 0.5, 0 at
+    0 or 1), times its class's weakness on the holdout, 1 - AP50 (1 when the class has no
+    holdout figure). (0.0, {}) for a frame without boxes."""
+    best: tuple[float, dict[str, Any]] = (0.0, {})
+    for d in candidate.record.detections:
+        ap = candidate.class_ap.get(d["class"])
+        weakness = 1.0 - ap if ap is not None else 1.0
+        score = (1.0 - abs(2 * float(d["confidence"]) - 1.0)) * weakness
+        if score > best[0]:
+            best = (score, {"class": d["class"], "confidence": d["confidence"],
+                            "class_ap": None if ap is None else round(ap, 4)})
+    return best
+
+
+class ClassQuota(SetLine):
+    name: ClassVar[str] = "class_quota"
+    min_share: float = Field(gt=0, le=1)  # of each station-day's budget, for every class predicted there
+
+    def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
+        minimum = max(1, math.ceil(self.min_share * selection.budget - 1e-9))
+        frequency = Counter(cls for c in pool for cls in c.classes)
+        have = Counter(cls for c in selection.chosen for cls in c.classes)
+        order = sorted(frequency, key=lambda cls: (frequency[cls], cls))  # rarest first
+        ranked = {cls: sorted((c for c in pool if cls in c.classes), key=lambda c: (_margin(c, cls), c.id))
+                  for cls in order}
+        picks: list[tuple[Candidate, Found]] = []
+        taken: set[str] = set()
+        while len(picks) < limit:
+            progressed = False
+            for cls in order:  # round by round, one frame per class short of its minimum
+                if len(picks) >= limit:
+                    break
+                if have[cls] >= minimum:
+                    continue
+                candidate = next((c for c in ranked[cls] if c.id not in taken), None)
+                if candidate is None:
+                    continue
+                taken.add(candidate.id)
+                have.update(candidate.classes)
+                margin = _margin(candidate, cls)
+                picks.append((candidate, Found({"class": cls, "minimum": minimum, "frames_of_class": frequency[cls],
+                                                "margin": round(margin, 4)}, rank=margin)))
+                progressed = True
+            if not progressed:
+                break
+        return picks
+
+
+def _margin(candidate: Candidate, cls: str) -> float:
+    """How close the class's closest box is to the class's fail or review threshold."""
+    rule = candidate.rules.for_class(cls)
+    return min(min(abs(d["confidence"] - rule.fail_conf), abs(d["confidence"] - rule.review_conf))
+               for d in candidate.record.detections if d["class"] == cls)
+
+
 def _draw(seed: int, inspection_id: str) -> float:
     digest = hashlib.sha256(f"{seed}:{inspection_id}".encode()).hexdigest()
     return int(digest[:12], 16) / 16**12
 
 
 SHIPPED: tuple[type[PolicyLine], ...] = (ReviewerDisagreement, ShadowDisagreement, ReviewBand, LowMargin, RareClass,
-                                        RandomPass)
+                                        RandomPass, TypicalDiverse, UncertainDiverse, ClassQuota)
 """The strategies a policy names by their `name` alone; any other by "module:ClassName"."""
