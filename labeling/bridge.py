@@ -21,6 +21,13 @@ always, so the frozen holdout (an older version) is untouched. Each new image's 
 its inspection id, station, Label Studio project, task and annotation ids, and why it was
 picked. The annotations pulled are also kept as a Label Studio JSON export under
 $QC_HOME/labeling/pulls/, which the version's manifest names as its source.
+
+The same version takes, as the sampling policy says (labeling/sampling/policy.yaml):
+labels from review (labeling/reviewed.py: frames a reviewer decided on the review page,
+never sent to Label Studio, lineage labelled_by "review" with the reviewer and time), and
+good frames as negatives (labeling/negatives.py: PASS frames as background images, lineage
+labelled_by "pass_negative"). Neither needs Label Studio: `pull(fetch=False)`, or `qc label
+pull` with no QC_LABEL_STUDIO_URL, writes them alone.
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from inspection.data import versions
 from inspection.data.formats import LabelledImage, Problem, labelstudio
-from inspection.errors import ConfigError, DatasetError, NotFound
+from inspection.detections import Detections
+from inspection.errors import ConfigError, DatasetError, ModelError, NotFound
 from inspection.models.registry import Registry
 from inspection.store.database import Database
 from inspection.store.image_stores import open_image_store
@@ -45,9 +53,11 @@ from inspection.store.labels import LabelState, LabelStore
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
 from labeling.client import LabelStudioUnavailable, Project, Studio
+from labeling import negatives, reviewed
 from labeling.config import check_label_config, label_config
 from labeling.sampling.policy import SamplingPolicy
-from labeling.sampling.sampler import Pick, sample
+from labeling.sampling.sampler import Embeddings, Pick, sample
+from labeling.sampling.strategies import SetLine
 from labeling.settings import LabelSettings
 from labeling.tasks import task_for
 
@@ -148,18 +158,51 @@ class Bridge:
 
     def sample(self, policy: SamplingPolicy | None = None, *, queue: bool = False) -> list[Pick]:
         """What the active-learning sampler picks now (labeling/sampling/) among the frames
-        never sent to this project, judged against the dataset the production model learnt
-        from (its rare classes; none when that dataset is not here); with `queue`, the picks
-        are also queued, each with its reasons, to be sent by the next push."""
+        never sent to this project (nor labelled by review, unless the policy asks for a second
+        pass), judged against the dataset the production model learnt from (its rare classes;
+        none when that dataset is not here), with the production model's embeddings and holdout
+        AP when a strategy needs them; with `queue`, the picks are also queued, each with its
+        reasons, to be sent by the next push."""
         policy = policy or SamplingPolicy.load()
         try:
             training = versions.open_version(self.dataset_name(), root=self.settings.datasets_dir)
         except DatasetError:
             training = None
-        picks = sample(self.db, policy, training=training, exclude=self.labels.known())
+        exclude = self.labels.known()
+        if not policy.review_labels.second_pass:
+            exclude |= {r.inspection_id for r in self.reviews.decided() if r.decision in policy.labels_from_review}
+        needs = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_embeddings]
+        embeddings = self.embeddings(required_by=", ".join(needs)) if needs else None
+        picks = sample(self.db, policy, training=training, exclude=exclude, embeddings=embeddings,
+                       class_ap=self.class_ap())
         if queue and picks:
             self.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
         return picks
+
+    def embeddings(self, *, required_by: str = "") -> Embeddings | None:
+        """The production model's embeddings of stored frames (labeling/sampling/embeddings.py);
+        None without a production model, unless `required_by` names what needs them (then a
+        ConfigError says how to get one)."""
+        from labeling.sampling.embeddings import DetectorEmbeddings
+
+        try:
+            entry = self.registry.production(self.settings.model_name)
+            return DetectorEmbeddings(entry.model_path, self.images)
+        except (NotFound, ModelError) as error:
+            if not required_by:
+                return None
+            raise ConfigError(f"strategy {required_by} needs the production model's embeddings: {error}") from error
+
+    def class_ap(self) -> dict[str, float]:
+        """The production model's AP50 per class on its frozen holdout ({} when not evaluated)."""
+        try:
+            entry = self.registry.production(self.settings.model_name)
+        except NotFound:
+            return {}
+        holdout = self.registry.holdout(self.settings.model_name)
+        evaluation = (entry.card.get("evaluations") or {}).get(holdout) if holdout else None
+        per_class = (evaluation or {}).get("per_class") or {}
+        return {name: float(v["ap50"]) for name, v in per_class.items() if isinstance(v, dict) and v.get("ap50") is not None}
 
     # -- push ------------------------------------------------------------------------------
 
@@ -269,20 +312,76 @@ class Bridge:
             trained_on = None
         return self.settings.dataset_for(trained_on)
 
-    def pull(self, *, fetch: bool = True) -> versions.DatasetVersion | None:
-        """New annotations as the next version of the dataset; None when nothing new."""
+    def pull(self, *, fetch: bool | None = None, policy: SamplingPolicy | None = None) -> versions.DatasetVersion | None:
+        """New labels as the next version of the dataset; None when nothing new. The labels:
+        Label Studio's annotations (fetched first when `fetch`, by default when Label Studio is
+        configured), the frames labelled by review and PASS frames as background images, as
+        `policy` says (the shipped policy by default)."""
+        policy = policy or SamplingPolicy.load()
+        if fetch is None:
+            fetch = bool(self.settings.label_studio_url)
         if fetch:
             self.fetch_annotations()
         labelled = self.labels.tasks(self.project_title, states=[LabelState.LABELLED])
-        if not labelled:
-            return None
         name = self.dataset_name()
         try:
             previous = versions.open_version(name, root=self.settings.datasets_dir)
         except DatasetError:
             previous = None
+        old_entries = previous.entries if previous else []
+        by_review = reviewed.labelled_reviews(
+            self.db, policy.labels_from_review, skip=self.labels.known(),
+            already={e["lineage"]["inspection_id"]: e["lineage"].get("review_id") for e in old_entries
+                     if e.get("lineage", {}).get("labelled_by") == reviewed.LABELLED_BY})
+        if not labelled and not by_review:
+            return None
         names = previous.names if previous else self.model_names()
-        export = self._write_export(labelled)
+        fresh: list[LabelledImage] = []
+        problems: list[Problem] = []
+        export = self._write_export(labelled) if labelled else None
+        if export is not None:
+            fresh, problems = self._from_studio(export, labelled, names)
+            if not fresh and not by_review:
+                shown = "; ".join(str(p) for p in problems[:3])
+                raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); "
+                                   f"see {export}")
+        from_studio = [i.lineage["inspection_id"] for i in fresh]
+        folder = self.settings.home / "labeling" / "pulls"
+        for item in reviewed.reviewed_images(self.db, names=names, decisions=policy.labels_from_review,
+                                             image_file=lambda r: self._image_file(r, folder),
+                                             reviews=by_review):
+            if isinstance(item, Problem):
+                problems.append(item)
+            else:
+                fresh.append(self._with_reference(item, folder))
+        if not fresh:
+            shown = "; ".join(str(p) for p in problems[:3])
+            raise DatasetError(f"none of the {len(by_review)} reviewed frames could be a label ({shown})")
+        background = self._negatives(fresh, old_entries, policy, folder)
+        new_hashes = {self.records.inspection(item.lineage["inspection_id"]).image_sha256
+                      for item in [*fresh, *background]}
+        kept = [image for image in (previous.images() if previous else [])
+                if image.lineage.get("sha256") not in new_hashes]
+        split = (previous.manifest.get("split") if previous else None) or {}
+        source: dict[str, Any] = (
+            {"format": "labelstudio", "path": str(export), "labelstudio_project": self.project_title}
+            if export is not None else {"format": "review", "path": None})
+        version = versions.write_version(
+            [*kept, *fresh, *background, *problems], name=name,
+            source={**source, "images": str(self.settings.images_dir), "base": previous.ref if previous else None,
+                    "new_images": len(fresh) + len(background),
+                    "labelled_by": {"labelstudio": len(from_studio), "review": len(fresh) - len(from_studio),
+                                    "pass_negative": len(background)}},
+            names=names, root=self.settings.datasets_dir,
+            test_fraction=split.get("test_fraction", versions.DEFAULT_TEST_FRACTION),
+            val_fraction=split.get("val_fraction", versions.DEFAULT_VAL_FRACTION),
+        )
+        if from_studio:
+            self.labels.mark_pulled(self.project_title, from_studio, version.ref)
+        return version
+
+    def _from_studio(self, export: Path, labelled, names: dict[int, str]) -> tuple[list[LabelledImage], list[Problem]]:
+        """The Label Studio export's frames, each with its lineage (and reference)."""
         fresh: list[LabelledImage] = []
         problems: list[Problem] = []
         by_id = {row.inspection_id: row for row in labelled}
@@ -294,32 +393,49 @@ class Bridge:
             record = self.records.inspection(row.inspection_id)
             lineage = {**item.lineage, "station": record.station_id, "labelstudio_project": self.project_title,
                        "model": f"{record.model_name}@{record.model_version}", "reasons": row.reasons,
-                       "labelstudio_annotated_at": row.annotated_at}
-            # A frame judged against its station's reference keeps that reference in the dataset:
-            # a reference recipe trains on the pair as the service composed it.
-            reference = self._reference_file(record, export.parent) if record.reference_version else None
-            if reference is not None:
-                lineage["reference_version"] = record.reference_version
-            fresh.append(dataclasses.replace(item, lineage=lineage, reference=reference))
-        if not fresh:
-            shown = "; ".join(str(p) for p in problems[:3])
-            raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); "
-                               f"see {export}")
-        new_hashes = {self.records.inspection(item.lineage["inspection_id"]).image_sha256 for item in fresh}
-        kept = [image for image in (previous.images() if previous else [])
-                if image.lineage.get("sha256") not in new_hashes]
-        split = (previous.manifest.get("split") if previous else None) or {}
-        version = versions.write_version(
-            [*kept, *fresh, *problems], name=name,
-            source={"format": "labelstudio", "path": str(export), "images": str(self.settings.images_dir),
-                    "base": previous.ref if previous else None, "labelstudio_project": self.project_title,
-                    "new_images": len(fresh)},
-            names=names, root=self.settings.datasets_dir,
-            test_fraction=split.get("test_fraction", versions.DEFAULT_TEST_FRACTION),
-            val_fraction=split.get("val_fraction", versions.DEFAULT_VAL_FRACTION),
-        )
-        self.labels.mark_pulled(self.project_title, [i.lineage["inspection_id"] for i in fresh], version.ref)
-        return version
+                       "labelstudio_annotated_at": row.annotated_at, "labelled_by": "labelstudio"}
+            fresh.append(self._with_reference(dataclasses.replace(item, lineage=lineage), export.parent))
+        return fresh, problems
+
+    def _with_reference(self, item: LabelledImage, folder: Path) -> LabelledImage:
+        """A frame judged against its station's reference keeps that reference in the dataset:
+        a reference recipe trains on the pair as the service composed it."""
+        record = self.records.inspection(item.lineage["inspection_id"])
+        if not record.reference_version:
+            return item
+        reference = self._reference_file(record, folder)
+        return dataclasses.replace(item, lineage={**item.lineage, "reference_version": record.reference_version},
+                                   reference=reference)
+
+    def _negatives(self, fresh: list[LabelledImage], old_entries: list[dict[str, Any]], policy: SamplingPolicy,
+                   folder: Path) -> list[LabelledImage]:
+        """PASS frames as background images beside this pull's labelled frames (labeling/negatives.py)."""
+        per_station: dict[str, int] = {}
+        for item in fresh:
+            station = item.lineage.get("station")
+            if station:
+                per_station[station] = per_station.get(station, 0) + 1
+        wanted = negatives.negatives_wanted(per_station, policy.negatives.share)
+        if not any(wanted.values()):
+            return []
+        taken = {e["sha256"] for e in old_entries} | {
+            self.records.inspection(i.lineage["inspection_id"]).image_sha256 for i in fresh}
+        excluded = self.labels.known() | {r.inspection_id for r in self.reviews.decided()}
+        since = utcnow() - timedelta(days=policy.window_days)
+        frames = [r for r in self.records.with_images_since(since)
+                  if negatives.is_candidate(r) and r.id not in excluded and r.image_sha256 not in taken
+                  and r.station_id in wanted]
+        if not frames:
+            return []
+        chosen = negatives.choose_negatives(frames, wanted=wanted, embeddings=self.embeddings(),
+                                            seed=policy.negatives.seed)
+        background = []
+        for record, how in chosen:
+            item = LabelledImage(path=self._image_file(record, folder),
+                                 detections=Detections.empty(names=None, image_wh=(record.width, record.height)),
+                                 lineage=negatives.lineage(record, how))
+            background.append(self._with_reference(item, folder))
+        return background
 
     def _write_export(self, rows) -> Path:
         """The labelled tasks as a Label Studio JSON export, images named by their stored path."""

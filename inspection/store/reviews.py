@@ -210,6 +210,15 @@ class ReviewStore:
             rows = conn.execute(select(reviews).where(reviews.c.id.in_(newest))).mappings().all()
         return {r["inspection_id"]: _review(r) for r in rows}
 
+    def decided(self) -> list[Review]:
+        """Every frame's current review where it is a decision (not a retraction), oldest first:
+        the frames a reviewer has labelled (labeling/reviewed.py)."""
+        newest = select(func.max(reviews.c.id)).group_by(reviews.c.inspection_id)
+        query = (select(reviews).where(reviews.c.id.in_(newest), reviews.c.decision != FrameDecision.RETRACTED.value)
+                 .order_by(reviews.c.id))
+        with self.db.engine.connect() as conn:
+            return [_review(r) for r in conn.execute(query).mappings()]
+
     def queue(self, where: QueueFilter, *, limit: int = 50,
               cursor: str | None = None) -> tuple[list[QueueItem], str | None]:
         """Flagged frames, newest (or oldest) first, with their latest review; pass the

@@ -12,6 +12,17 @@ Each line of `strategies` is `{use: NAME, share: S, ...settings}`: NAME is a shi
 name (labeling/sampling/strategies.py) or "package.module:ClassName" for one of your own, a
 `PolicyLine` subclass whose other fields are the line's settings. The policy is the one place
 that says which strategies run: there is no list of them to edit elsewhere.
+
+Two sections say what enters a dataset version besides Label Studio's annotations (both
+optional in a policy file; left out, they are off, as before them):
+
+- `review_labels: {use: true, decisions: [defect, false_alarm], second_pass: false}`: a frame
+  a reviewer decided on the review page (every box confirmed, corrected or drawn) is labelled;
+  it enters the next version directly (labeling/reviewed.py), and the sampler no longer sends
+  it to Label Studio unless `second_pass` asks for one.
+- `negatives: {share: 0.1, seed: 0}`: PASS frames of a station enter as background images
+  (empty label files) up to `share` of that station's new images in a version, chosen for
+  diversity (labeling/negatives.py).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspection.errors import ConfigError, validation_problems
+from inspection.store.reviews import FrameDecision
 from labeling.sampling.strategies import SHIPPED, PolicyLine
 
 
@@ -50,13 +62,49 @@ def strategy_class(use: str) -> type[PolicyLine]:
     return found
 
 
+class ReviewLabels(BaseModel):
+    """Whether frames decided on the review page are labels (every key required)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    use: bool
+    decisions: list[FrameDecision] = Field(min_length=1)  # the frame decisions that count: defect, false_alarm
+    second_pass: bool  # send them to Label Studio as well (the sampler may pick them)
+
+    @field_validator("decisions")
+    @classmethod
+    def _no_retraction(cls, decisions: list[FrameDecision]) -> list[FrameDecision]:
+        if FrameDecision.RETRACTED in decisions:
+            raise ValueError("a retraction is no label; list defect and/or false_alarm")
+        return decisions
+
+
+class Negatives(BaseModel):
+    """PASS frames as background images (every key required)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    share: float = Field(ge=0, lt=1)  # of each station's new images in a version, at most
+    seed: int  # of the first frame when no embeddings order them (a hash of seed and id)
+
+
+REVIEW_LABELS_OFF = ReviewLabels(use=False, decisions=[FrameDecision.DEFECT], second_pass=True)
+NEGATIVES_OFF = Negatives(share=0.0, seed=0)
+
+
 class SamplingPolicy(BaseModel):
-    """Every field is required: a policy says what it does (labeling/sampling/policy.yaml)."""
+    """Every field is required: a policy says what it does (labeling/sampling/policy.yaml);
+    `review_labels` and `negatives` may be left out (off), as in policies written before them."""
 
     model_config = ConfigDict(extra="forbid")
     budget_per_station_day: int = Field(ge=0)
     window_days: int = Field(ge=1)
     strategies: list[PolicyLine] = Field(min_length=1)  # in priority order
+    review_labels: ReviewLabels = REVIEW_LABELS_OFF
+    negatives: Negatives = NEGATIVES_OFF
+
+    @property
+    def labels_from_review(self) -> list[FrameDecision]:
+        """The frame decisions that make a reviewed frame labelled ([] when off)."""
+        return list(self.review_labels.decisions) if self.review_labels.use else []
 
     @field_validator("strategies", mode="before")
     @classmethod

@@ -205,8 +205,8 @@ class RandomPass(PolicyLine):
     def found(self, candidate: Candidate) -> Found | None:
         if candidate.verdict is not Verdict.PASS:
             return None
-        draw = round(_draw(self.seed, candidate.record.id), 6)
-        return Found({"draw": draw}, rank=draw)
+        value = round(draw(self.seed, candidate.record.id), 6)
+        return Found({"draw": value}, rank=value)
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,8 @@ def _margin(candidate: Candidate, cls: str) -> float:
                for d in candidate.record.detections if d["class"] == cls)
 
 
-def _draw(seed: int, inspection_id: str) -> float:
+def draw(seed: int, inspection_id: str) -> float:
+    """A reproducible number in [0, 1) for (seed, inspection id)."""
     digest = hashlib.sha256(f"{seed}:{inspection_id}".encode()).hexdigest()
     return int(digest[:12], 16) / 16**12
 
