@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
 from inspection.errors import ConfigError, Conflict
@@ -174,6 +175,146 @@ def test_a_new_strategy_is_one_class_and_one_line_of_policy(db, tmp_path):
     picks = {p.inspection_id: p for p in sample(db, loaded)}
     assert set(night) <= set(picks) and not set(day) & set(picks)  # confident FAILs: no shipped reason
     assert picks[night[0]].reasons == [{"reason": "night_shift", "hour": 0}]
+
+
+def frame(i: int, at, confidence=None, cls="dent", **values) -> Candidate:
+    """A candidate (no database) with its embedding at `at`."""
+    detections = [] if confidence is None else [{"class": cls, "class_id": 1, "confidence": confidence,
+                                                 "box": [1, 1, 20, 20]}]
+    record = InspectionRecord(id=f"f{i:03d}", station_id="a", verdict=Verdict.FAIL, rule="r", model_name="m",
+                              model_version="v1", rules_version=1, width=64, height=64, detections=detections,
+                              timings={}, image_sha256="a" * 64, image_format="png")
+    return Candidate(record, RULES, embedding=np.asarray(at, dtype=np.float64), **values)
+
+
+def blob(start: int, centre, spread, **values) -> list[Candidate]:
+    """A tight core at `centre` (the densest frame, first) with looser frames around it."""
+    cx, cy = centre
+    offsets = [(0, 0), (0.1, 0), (0, 0.1)] + [(spread * np.cos(a), spread * np.sin(a))
+                                               for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
+    return [frame(start + i, (cx + dx, cy + dy), **values) for i, (dx, dy) in enumerate(offsets)]
+
+
+def test_typical_diverse_picks_the_densest_frame_of_each_cluster_largest_first_as_typiclust():
+    from labeling.sampling.strategies import Selection, TypicalDiverse
+
+    big, middle, small = blob(0, (0, 0), 1.0), blob(100, (20, 0), 1.0)[:6], blob(200, (0, 20), 1.0)[:4]
+    pool = [*small, *middle, *big]  # the order given does not matter
+    strategy = TypicalDiverse(share=0.3, neighbours=2, seed=0)
+    picks = strategy.choose(pool, 3, Selection(budget=10))
+    assert [c.id for c, _ in picks] == [big[0].id, middle[0].id, small[0].id]  # one per cluster, the core
+    assert [f.detail["cluster_size"] for _, f in picks] == [9, 6, 4]
+    assert all(f.detail["clusters"] == 3 and f.detail["typicality"] > 0 for _, f in picks)
+    # A cluster holding a frame picked before (by a line above) is covered: the others are chosen.
+    covered = strategy.choose([c for c in pool if c is not big[0]], 2, Selection(budget=10, chosen=[big[0]]))
+    assert {c.id for c, _ in covered} == {middle[0].id, small[0].id}
+    assert strategy.choose(pool, 3, Selection(budget=10)) == picks  # deterministic
+
+
+def test_uncertain_diverse_keeps_the_most_uncertain_weighted_by_class_weakness_then_spreads_by_k_center():
+    from labeling.sampling.strategies import Selection, UncertainDiverse, uncertainty
+
+    weak = {"dent": 0.2, "crack": 0.9}  # holdout AP50: dent is the weak class
+    twins = [frame(i, (0, 0), 0.5, class_ap=weak) for i in range(4)]  # the most uncertain, all alike
+    apart = [frame(10, (5, 0), 0.45, class_ap=weak), frame(11, (0, 5), 0.4, class_ap=weak)]
+    strong = frame(20, (9, 9), 0.5, cls="crack", class_ap=weak)  # as unsure, but of a class the model knows
+    confident = frame(30, (-9, -9), 0.98, class_ap=weak)
+    assert uncertainty(twins[0])[0] == pytest.approx(0.8) and uncertainty(strong)[0] == pytest.approx(0.1)
+    assert uncertainty(frame(40, (0, 0)))[0] == 0.0  # no box, no uncertainty
+
+    strategy = UncertainDiverse(share=0.3, pool_factor=2)
+    picks = strategy.choose([*twins, *apart, strong, confident], 3, Selection(budget=10))
+    # One twin, then the farthest (a tie goes to the more uncertain); the crack never made the pool.
+    assert [c.id for c, _ in picks] == [twins[0].id, apart[0].id, apart[1].id]
+    first, second, _ = (f.detail for _, f in picks)
+    assert first == {"class": "dent", "confidence": 0.5, "class_ap": 0.2, "uncertainty": 0.8, "distance": None,
+                     "pool": 6}
+    assert second["distance"] == pytest.approx(5.0) and second["uncertainty"] == pytest.approx(0.72)
+    # Spread away from what was picked before it, too (a pool of five: the three twins left and both apart).
+    wider = UncertainDiverse(share=0.3, pool_factor=5)
+    after = wider.choose([*twins[1:], *apart], 1, Selection(budget=10, chosen=[twins[0]]))
+    assert [c.id for c, _ in after] == [apart[0].id]
+
+
+def test_class_quotas_give_every_predicted_class_its_minimum_rarest_first():
+    from labeling.sampling.strategies import ClassQuota, Selection
+
+    dents = [frame(i, (0, 0), 0.5 + i / 100) for i in range(8)]
+    cracks = [frame(10 + i, (0, 0), 0.9, cls="crack") for i in range(2)]
+    scratch = [frame(20, (0, 0), 0.9, cls="scratch")]
+    quota = ClassQuota(share=0.5, min_share=0.2)  # 2 frames of each class in a budget of 10
+    picks = quota.choose([*dents, *cracks, *scratch], 5, Selection(budget=10))
+    classes = [f.detail["class"] for _, f in picks]
+    assert classes == ["scratch", "crack", "dent", "crack", "dent"]  # round by round, the rarest first
+    assert [c.id for c, _ in picks if c.classes == {"dent"}] == [dents[0].id, dents[1].id]  # nearest the threshold
+    assert picks[0][1].detail == {"class": "scratch", "minimum": 2, "frames_of_class": 1, "margin": 0.4}
+    # Frames picked before count towards the minimum.
+    topped = quota.choose([*dents[2:], *cracks], 5, Selection(budget=10, chosen=dents[:2]))
+    assert [f.detail["class"] for _, f in topped] == ["crack", "crack"]
+
+
+class Looks:
+    """Embeddings for the test below: each frame's place, by inspection id."""
+
+    def __init__(self, places):
+        self.places = places
+
+    def vectors(self, records):
+        return {r.id: np.asarray(self.places[r.id], dtype=np.float64) for r in records if r.id in self.places}
+
+
+def test_set_level_lines_share_the_budget_with_the_others_and_every_pick_keeps_all_its_reasons(db):
+    from labeling.sampling.sampler import sample
+
+    store = RecordStore(db)
+    store.add_station("a", rules=RULES)
+    rare = add(store, "a", Verdict.FAIL, 0.9, cls="crack")
+    unsure = [add(store, "a", Verdict.REVIEW, 0.3) for _ in range(4)]
+    quiet = [add(store, "a", Verdict.PASS) for _ in range(6)]
+    places = {rare: (0, 9), **{i: (n, 0) for n, i in enumerate(unsure)},
+              **{i: (20 + n, 20) for n, i in enumerate(quiet)}}
+    lines = [{"use": "class_quota", "share": 0.25, "min_share": 0.25},
+             {"use": "typical_diverse", "share": 0.25, "neighbours": 2, "seed": 0},
+             {"use": "uncertain_diverse", "share": 0.5, "pool_factor": 2},
+             {"use": "review", "share": 0.0}]
+    picks = sample(db, policy(strategies=lines), embeddings=Looks(places), class_ap={"dent": 0.4})
+    first = {p.inspection_id: p.reasons[0] for p in picks}
+    assert len(picks) == 4 and [r["reason"] for r in first.values()].count("uncertain_diverse") == 2
+    assert first[rare] == {"reason": "class_quota", "class": "crack", "minimum": 1, "frames_of_class": 1,
+                           "margin": 0.4}  # a quarter of 4: the one crack, the rarest class
+    typical = next(r for r in first.values() if r["reason"] == "typical_diverse")
+    assert typical["cluster_size"] == 6  # the PASS frames: the largest cluster nothing covered yet
+    spread = [p for p in picks if p.reasons[0]["reason"] == "uncertain_diverse"]
+    assert {p.inspection_id for p in spread} <= set(unsure) and spread[1].reasons[0]["distance"] == 3.0
+    for pick in spread:  # the reason it won, then every other reason that applies, with figures
+        assert pick.reasons[0]["uncertainty"] == 0.36 and pick.reasons[1:] == [{"reason": "review", "rule": "r"}]
+    with pytest.raises(ConfigError, match="typical_diverse, uncertain_diverse needs the detector's embeddings"):
+        sample(db, policy(strategies=lines))
+
+
+def test_embeddings_come_from_the_detector_itself_without_touching_the_served_file(untrained_model, tmp_path):
+    import hashlib
+
+    import cv2
+
+    from inspection.store.images import ImageStore
+    from labeling.sampling.embeddings import DetectorEmbeddings
+
+    before = hashlib.sha256(untrained_model.read_bytes()).hexdigest()
+    images = ImageStore(tmp_path / "images")
+    rng = np.random.default_rng(0)
+    shas = [images.put(cv2.imencode(".png", rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))[1].tobytes(), "png")
+            for _ in range(2)]
+    records = [InspectionRecord(station_id="a", verdict=Verdict.PASS, rule="r", model_name="m", model_version="v1",
+                                rules_version=1, width=120, height=90, detections=[], timings={},
+                                image_sha256=sha, image_format="png") for sha in [*shas, shas[0], "f" * 64]]
+    embeddings = DetectorEmbeddings(untrained_model, images)
+    assert embeddings.feature.startswith("/model.")  # the head's input at its coarsest scale
+    vectors = embeddings.vectors(records)
+    assert set(vectors) == {r.id for r in records[:3]}  # an image gone: no embedding, no error
+    a, b, same = (vectors[r.id] for r in records[:3])
+    assert np.linalg.norm(a) == pytest.approx(1.0) and np.array_equal(a, same) and not np.array_equal(a, b)
+    assert hashlib.sha256(untrained_model.read_bytes()).hexdigest() == before
 
 
 def test_one_loop_turn_at_a_time_and_an_abandoned_one_is_taken_over(db):
