@@ -6,6 +6,7 @@ to the policy's share of that station's new images, spread over what the line lo
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import cv2
@@ -197,3 +198,32 @@ def test_negatives_are_spread_over_the_embeddings_one_per_look_of_the_line():
     chosen = choose_negatives(records, wanted={"a": 2}, embeddings=Looks(), seed=0)
     assert len(chosen) == 2 and {tuple(looks[r.id]) for r, _ in chosen} == {(1.0, 0.0), (0.0, 1.0)}
     assert chosen[1][1]["picked_by"] == "k_center" and chosen[1][1]["distance"] == pytest.approx(1.4142, abs=1e-3)
+
+
+def test_qc_label_pull_and_a_loop_turn_take_labels_from_review_with_no_label_studio_configured(
+        home, untrained_model, monkeypatch):
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+    from training.loop import LoopSettings, run_turn
+
+    for variable in ("QC_LABEL_STUDIO_URL", "QC_LOOP_RECIPE", "QC_LABEL_DATASET", "QC_MODEL_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    bridge, reviews, cli = home, ReviewStore(home.db), CliRunner()
+    first = frame(bridge, 70, Verdict.FAIL, [("dent", 0.9, (4, 4, 20, 20))])
+    reviews.add(first, reviewer="kim", decision=FrameDecision.DEFECT)
+    pulled = cli.invoke(app, ["label", "pull"])
+    assert pulled.exit_code == 0, pulled.output
+    assert json.loads(pulled.stdout)["version"] == "line@v2"
+    assert json.loads(pulled.stdout)["labelled_by"] == {"labelstudio": 0, "review": 1, "pass_negative": 0}
+    assert "nothing new to pull" in cli.invoke(app, ["label", "pull"]).output
+
+    added = cli.invoke(app, ["models", "add", str(untrained_model), "--name", "default", "--promote"])
+    assert added.exit_code == 0, added.output
+    second = frame(bridge, 71, Verdict.FAIL, [("dent", 0.9, (4, 4, 20, 20))])
+    reviews.add(second, reviewer="lee", decision=FrameDecision.DEFECT)
+    turn = run_turn(LoopSettings(loop_min_new=1))
+    pull = turn.progress["steps"]["pull"]
+    assert (pull["version"], pull["note"]) == ("line@v3", "Label Studio not configured; labels from review only")
+    assert second in turn.progress["steps"]["check"]["inspections"]
+    assert turn.state.value == "failed" and "QC_LOOP_RECIPE" in turn.error  # the rest of the turn needs more

@@ -10,9 +10,10 @@ Example::
 Steps, each recorded in the job row (inspection/store/jobs.py) with its outputs, so a turn
 killed half-way continues from the last finished step when `qc loop` runs again:
 
-1. pull      annotations from Label Studio into the next dataset version (when configured;
-             otherwise the dataset's newest version is used as it is). Label Studio down: what
-             the webhook recorded is pulled, and the turn goes on.
+1. pull      annotations from Label Studio (when configured), frames labelled on the review
+             page and PASS frames as background images (as the sampling policy says) into the
+             next dataset version; nothing new: the dataset's newest version is used as it is.
+             Label Studio down: what the webhook recorded is pulled, and the turn goes on.
 2. check     how many images the newest version has that the production model never saw
              (by image hash against the version named in its card); fewer than
              `loop_min_new` ends the turn as `skipped`.
@@ -126,12 +127,15 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         return outputs
 
     def pull() -> dict[str, Any]:
-        if not settings.label_studio_url:
-            return {"version": None, "note": "Label Studio not configured; using the dataset as it is"}
         from labeling.bridge import Bridge
         from labeling.client import LabelStudioUnavailable
 
         bridge = Bridge(label_settings_for(settings), db=db)
+        if not settings.label_studio_url:  # labels from review and PASS negatives need no Label Studio
+            version = bridge.pull(fetch=False)
+            return {"version": version.ref if version else None,
+                    "note": "Label Studio not configured; labels from review only" if version else
+                            "Label Studio not configured and nothing new from review; using the dataset as it is"}
         try:
             version = bridge.pull()
         except LabelStudioUnavailable as error:  # the webhook may have recorded annotations

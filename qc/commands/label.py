@@ -60,14 +60,20 @@ def push(
 
 
 @app.command("pull")
-def pull() -> None:
-    """Fetch annotations and write those new since the last pull as the next dataset version."""
-    version = _bridge().pull()
+def pull(
+    policy: Annotated[Path | None, typer.Option(help="Sampling policy YAML: its review_labels and negatives "
+                                                "(default: the shipped one).")] = None,
+) -> None:
+    """Write what was labelled since the last pull as the next dataset version: Label Studio's
+    annotations (fetched when QC_LABEL_STUDIO_URL is set), frames labelled on the review page,
+    and PASS frames as background images, as the policy says."""
+    version = _bridge().pull(policy=_policy(policy))
     if version is None:
-        typer.echo("nothing new to pull: no task was labelled since the last pull", err=True)
+        typer.echo("nothing new to pull: no task labelled and no frame reviewed since the last pull", err=True)
         return
     typer.echo(json.dumps({"version": version.ref, "images": len(version.entries),
-                           "new": version.manifest["source"].get("new_images")}))
+                           "new": version.manifest["source"].get("new_images"),
+                           "labelled_by": version.manifest["source"].get("labelled_by")}))
 
 
 @app.command("status")
