@@ -52,8 +52,8 @@ from inspection.store.images import ImageStore
 from inspection.store.labels import LabelState, LabelStore
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
-from labeling.client import LabelStudioUnavailable, Project, Studio
 from labeling import negatives, reviewed
+from labeling.client import LabelStudioUnavailable, Project, Studio
 from labeling.config import check_label_config, label_config
 from labeling.sampling.policy import SamplingPolicy
 from labeling.sampling.sampler import Embeddings, Pick, sample
@@ -202,7 +202,8 @@ class Bridge:
         holdout = self.registry.holdout(self.settings.model_name)
         evaluation = (entry.card.get("evaluations") or {}).get(holdout) if holdout else None
         per_class = (evaluation or {}).get("per_class") or {}
-        return {name: float(v["ap50"]) for name, v in per_class.items() if isinstance(v, dict) and v.get("ap50") is not None}
+        return {name: float(v["ap50"]) for name, v in per_class.items()
+                if isinstance(v, dict) and v.get("ap50") is not None}
 
     # -- push ------------------------------------------------------------------------------
 
@@ -312,7 +313,8 @@ class Bridge:
             trained_on = None
         return self.settings.dataset_for(trained_on)
 
-    def pull(self, *, fetch: bool | None = None, policy: SamplingPolicy | None = None) -> versions.DatasetVersion | None:
+    def pull(self, *, fetch: bool | None = None,
+             policy: SamplingPolicy | None = None) -> versions.DatasetVersion | None:
         """New labels as the next version of the dataset; None when nothing new. The labels:
         Label Studio's annotations (fetched first when `fetch`, by default when Label Studio is
         configured), the frames labelled by review and PASS frames as background images, as

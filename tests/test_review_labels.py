@@ -124,8 +124,8 @@ def test_a_frame_reviewed_box_by_box_enters_the_next_version_labelled_by_review_
     assert later is not None and later.manifest["source"]["base"] == "line@v2"
     moved = by_inspection(later)[corrected]
     assert (moved["lineage"]["reviewer"], moved["lineage"]["review_id"]) == ("park", again.id)
-    assert [i for i in later.images() if i.lineage.get("inspection_id") == corrected][0].detections.class_names == [
-        "dent"]
+    relabelled = next(i for i in later.images() if i.lineage.get("inspection_id") == corrected)
+    assert relabelled.detections.class_names == ["dent"]
 
 
 def test_the_policy_decides_whether_reviewed_frames_are_labels_and_whether_label_studio_sees_them_again(home):

@@ -54,7 +54,7 @@ def add(store, station, verdict, confidence=None, cls="dent", when=None):
 
 
 def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path):
-    from labeling.sampling.policy import SamplingPolicy
+    from labeling.sampling.policy import SamplingPolicy, policy_path
 
     shipped = SamplingPolicy.load()
     assert shipped.budget_per_station_day > 0
@@ -73,6 +73,8 @@ def test_the_shipped_policy_loads_and_a_policy_missing_a_key_is_refused(tmp_path
         policy(shares={"hunch": 0.5})
     with pytest.raises(ValueError, match="review is listed twice"):
         policy(strategies=[{"use": "review", "share": 0.1}, {"use": "review", "share": 0.2}])
+    for example in ("policy-cold-start.yaml", "policy-later-rounds.yaml"):  # shipped beside it, to start from
+        assert SamplingPolicy.load(policy_path().with_name(example)).review_labels.use
     old = tmp_path / "old.yaml"
     old.write_text("budget_per_station_day: 5\nwindow_days: 7\nshares: {review: 1}\n")
     with pytest.raises(ConfigError, match="old form of the policy; list the strategies"):

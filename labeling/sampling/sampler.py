@@ -128,11 +128,13 @@ def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = 
         if reasons or set_level:  # a set-level strategy chooses among every frame, reason or not
             groups[(record.station_id, record.created_at.date().isoformat())].append((candidate, reasons))
     picks = []
-    for (station, day), candidates in sorted(groups.items()):
-        if needing and embeddings is not None:
-            vectors = embeddings.vectors([c.record for c, _ in candidates])
-            candidates = [(dataclasses.replace(c, embedding=vectors.get(c.id)), r) for c, r in candidates]
-        picks += _fill(station, day, candidates, policy)
+    for (station, day), group in sorted(groups.items()):
+        if needing and embeddings is not None:  # per station-day: only the frames this run may pick
+            vectors = embeddings.vectors([c.record for c, _ in group])
+            picks += _fill(station, day, [(dataclasses.replace(c, embedding=vectors.get(c.id)), r) for c, r in group],
+                           policy)
+        else:
+            picks += _fill(station, day, group, policy)
     return picks
 
 
