@@ -343,10 +343,6 @@ class Bridge:
         export = self._write_export(labelled) if labelled else None
         if export is not None:
             fresh, problems = self._from_studio(export, labelled, names)
-            if not fresh and not by_review:
-                shown = "; ".join(str(p) for p in problems[:3])
-                raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); "
-                                   f"see {export}")
         from_studio = [i.lineage["inspection_id"] for i in fresh]
         folder = self.settings.home / "labeling" / "pulls"
         for item in reviewed.reviewed_images(self.db, names=names, decisions=policy.labels_from_review,
@@ -356,9 +352,11 @@ class Bridge:
                 problems.append(item)
             else:
                 fresh.append(self._with_reference(item, folder))
-        if not fresh:
+        if not fresh and export is not None:
             shown = "; ".join(str(p) for p in problems[:3])
-            raise DatasetError(f"none of the {len(by_review)} reviewed frames could be a label ({shown})")
+            raise DatasetError(f"none of the {len(labelled)} labelled tasks could be read ({shown}); see {export}")
+        if not fresh:  # reviews only, none usable (a class the dataset lacks, an image gone): nothing new
+            return None
         background = self._negatives(fresh, old_entries, policy, folder)
         new_hashes = {self.records.inspection(item.lineage["inspection_id"]).image_sha256
                       for item in [*fresh, *background]}

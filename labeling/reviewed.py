@@ -18,9 +18,9 @@ a background image. Only the frame's current review counts (a later decision rep
 retraction withdraws it).
 
 Left out: frames sent to Label Studio (`skip`: its annotation is the label there, a second
-pass the policy asked for), frames without a stored image, and frames whose current review is
-already in the previous version (`already`: inspection id -> review id in its lineage); a
-frame whose review changed since enters again with the new one.
+pass the policy asked for), frames without a stored image (never kept, or removed since), and
+frames whose current review is already in the previous version (`already`: inspection id ->
+review id in its lineage); a frame whose review changed since enters again with the new one.
 """
 
 from __future__ import annotations
@@ -65,7 +65,12 @@ def reviewed_images(db: Database, *, names: Mapping[int, str], decisions: Collec
             continue
         if record.image_sha256 is None:
             continue
-        path = image_file(record)
+        try:
+            path = image_file(record)
+        except (NotFound, OSError):
+            continue
+        if not path.is_file():  # removed by retention since the review: nothing to train on
+            continue
         defects = [b for b in review.boxes if b.is_defect] if review.decision is FrameDecision.DEFECT else []
         unknown = sorted({b.class_name for b in defects if b.class_name not in ids})
         if unknown:
