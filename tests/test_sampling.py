@@ -319,6 +319,44 @@ def test_embeddings_come_from_the_detector_itself_without_touching_the_served_fi
     assert hashlib.sha256(untrained_model.read_bytes()).hexdigest() == before
 
 
+def test_the_bridge_samples_with_the_production_models_embeddings_and_asks_for_one_when_there_is_none(
+        qc_home, untrained_model, monkeypatch):
+    import cv2
+    from typer.testing import CliRunner
+
+    from labeling.bridge import Bridge
+    from labeling.sampling.policy import SamplingPolicy, policy_path
+    from labeling.settings import LabelSettings
+    from qc.cli import app
+
+    monkeypatch.delenv("QC_MODEL_NAME", raising=False)
+    bridge = Bridge(LabelSettings(home=qc_home))
+    bridge.records.add_station("a", rules=RULES)
+    rng = np.random.default_rng(1)
+    for i in range(6):  # two looks of the line: dark and bright parts
+        pixels = rng.integers(0, 60, (96, 96, 3), dtype=np.uint8) + (150 if i % 2 else 0)
+        sha = bridge.images.put(cv2.imencode(".png", pixels.astype(np.uint8))[1].tobytes(), "png")
+        bridge.records.save_inspection(InspectionRecord(
+            station_id="a", verdict=Verdict.REVIEW, rule="r", model_name="m", model_version="v1", rules_version=1,
+            width=96, height=96, detections=[{"class": "dent", "class_id": 0, "confidence": 0.3, "box": [1, 1, 9, 9]}],
+            timings={}, image_sha256=sha, image_format="png"))
+    cold = SamplingPolicy.load(policy_path().with_name("policy-cold-start.yaml")).model_copy(
+        update={"budget_per_station_day": 2})
+    with pytest.raises(ConfigError, match="typical_diverse needs the production model's embeddings"):
+        bridge.sample(cold)
+
+    added = CliRunner().invoke(app, ["models", "add", str(untrained_model), "--name", "default", "--promote"])
+    assert added.exit_code == 0, added.output
+    picks = bridge.sample(cold)
+    # Half the budget of 2 to typical_diverse (the class quota's 0.4 frame passing on to it), and
+    # what is left to the REVIEW band; each pick with the reason it won first, then the others.
+    assert [p.reasons[0]["reason"] for p in picks] == ["typical_diverse", "review"]
+    typical = picks[0].reasons
+    assert typical[0]["clusters"] == 1 and typical[0]["cluster_size"] == 6 and typical[0]["typicality"] > 0
+    assert typical[1:] == [{"reason": "review", "rule": "r"}]
+    bridge.db.dispose()
+
+
 def test_one_loop_turn_at_a_time_and_an_abandoned_one_is_taken_over(db):
     from sqlalchemy import update
 
