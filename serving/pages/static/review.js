@@ -288,6 +288,18 @@
     $("loading").hidden = true;
     image.style.visibility = "";
     fitImage();
+    fetchAhead();
+  }
+
+  // The next frame's image, fetched while this one is judged: it shows at once when its turn
+  // comes, and even when the connection drops meanwhile (the browser keeps it).
+  function fetchAhead() {
+    const next = items[current + 1];
+    if (!next || !next.inspection.image_stored) return;
+    const ahead = new Image();
+    ahead.addEventListener("load", () => { $("frame").dataset.ahead = next.inspection.id; });
+    ahead.src = `/review/image/${next.inspection.id}`;
+    fetchAhead.kept = ahead;  // held, so the browser does not drop it before it loads
   }
 
   function setDecisionsEnabled(enabled) {
@@ -922,8 +934,8 @@
   window.addEventListener("online", flush);
   fillFilters();
   showUnsaved();
+  const wanted = location.hash.slice(1);  // read first: opening the first frame rewrites the hash
   loadQueue(false).then(() => {
-    const wanted = location.hash.slice(1);
     const index = items.findIndex((i) => i.inspection.id === wanted);
     if (index > 0) open(index);
     flush();
