@@ -330,7 +330,8 @@ class BoxIn(BaseModel):
 class ReviewIn(BaseModel):
     decision: FrameDecision = Field(description="defect, false_alarm, or retracted (undo of the only decision)")
     boxes: list[BoxIn] = Field(default_factory=list, max_length=500,
-                               description="detections not named follow the frame decision")
+                               description="detections not named follow the frame decision; in a "
+                               "defect frame, `undecided` leaves one for later (a false alarm decides all)")
     disposition: Disposition | None = Field(default=None, description="default: ng_confirmed for a defect, "
                                             "ok_released for a false alarm")
     note: str = Field(default="", max_length=2000)

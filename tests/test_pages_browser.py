@@ -77,9 +77,11 @@ def _flag(db, settings, station: str, images: list[Path], names: dict[int, str],
                                "box": [round(cx - w / 2, 2), round(cy - h / 2, 2), round(cx + w / 2, 2),
                                        round(cy + h / 2, 2)], "area": round(w * h, 1)})
         verdict = Verdict.FAIL if n % 3 == 0 else Verdict.REVIEW
+        top = detections[0]["class"] if detections else "scratch"  # the rule's words, as rules.decide writes them
         record = InspectionRecord(
-            station_id=station, verdict=verdict, rule="scratch 0.90 >= fail_conf 0.6" if verdict is Verdict.FAIL
-            else "review band 0.05-0.6", model_name="default", model_version="v1", rules_version=1,
+            station_id=station, verdict=verdict, rule=f"{top}: 1 at or above fail_conf 0.6 (best 0.90), 0 tolerated"
+            if verdict is Verdict.FAIL else f"{top}: confidence 0.45 in the review band [0.05, 0.6)",
+            model_name="default", model_version="v1", rules_version=1,
             width=width, height=height, detections=detections, timings={"total_ms": 12.0},
             part_id=f"{station.upper()}-{n:04d}", image_sha256=files.put(image.read_bytes(), "jpeg"),
             image_format="jpeg")
@@ -194,6 +196,12 @@ def wait_loaded(page) -> None:
                            "!document.getElementById('empty').hidden")
 
 
+def wait_image(page) -> None:
+    """The open frame's image has loaded: only then does the page take a decision."""
+    page.wait_for_function("document.querySelector('#decide button[data-key=d]') && "
+                           "!document.querySelector('#decide button[data-key=d]').disabled")
+
+
 def wait_saved(page) -> None:
     page.wait_for_function("document.getElementById('unsaved').hidden", timeout=20000)
 
@@ -210,8 +218,7 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     sign_in_by_keyboard(page, live)
     assert left(page) == 20
     assert page.locator("#queue li").count() == 20
-    page.wait_for_function(
-        "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
+    wait_image(page)
     assert page.locator("#boxes rect").count() >= 1, "the detections are drawn over the frame"
     trail = page.locator("#trail").get_attribute("href")  # from the frame to its datasets and models
     followed = page.request.get(f"{live.url}{trail}")
@@ -228,6 +235,7 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     page.keyboard.press("d")
     decided[first] = "defect"
     # Frame 2: wrong class on its first box (class picker by digit), then a missed defect drawn with the mouse.
+    wait_image(page)
     second = current_id(page)
     page.keyboard.press("1")
     page.keyboard.press("w")
@@ -249,6 +257,7 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     decided[second] = "defect"
     # Frames 3 to 10: one key each.
     for n in range(8):
+        wait_image(page)
         frame_id = current_id(page)
         key = "f" if n % 2 else "d"
         page.keyboard.press(key)
@@ -263,8 +272,14 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     assert live.remaining(station="line1") == 10
 
     # The connection drops: decisions wait in the browser, shown as unsaved, and go when it is back.
+    # (A frame is decided only once its image has loaded; the page fetches the next frame's
+    # image ahead, so the next one shows even offline.)
+    wait_image(page)
+    page.wait_for_function("document.getElementById('frame').dataset.ahead === "
+                           "document.querySelector('#queue li.current + li').dataset.id")
     page.context.set_offline(True)
     for _ in range(2):
+        wait_image(page)
         frame_id = current_id(page)
         page.keyboard.press("f")
         decided[frame_id] = "false_alarm"
@@ -281,12 +296,14 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     wait_saved(page)
     assert live.reviews(undone)[-1]["decision"] == "retracted"
     page.wait_for_function(f"document.querySelector('#queue li.current').dataset.id === '{undone}'")
+    wait_image(page)
     page.keyboard.press("f")
     wait_saved(page)
 
     page.reload()
     wait_loaded(page)
     while left(page) > 0:
+        wait_image(page)
         frame_id = current_id(page)
         page.keyboard.press("d")
         decided[frame_id] = "defect"

@@ -132,6 +132,34 @@ def test_a_decision_appends_to_the_trail_shrinks_the_queue_and_is_counted(servic
     assert "qc_review_delay_seconds_count 2.0" in metrics
 
 
+def test_one_box_corrected_writes_one_row_and_leaves_the_other_boxes_undecided(service):
+    from inspection.rules import Verdict
+    from inspection.store.records import InspectionRecord, RecordStore
+
+    csrf = sign_in(service)
+    station, _ = flag(service, 0)
+    known = sorted(service.state.manager.current.detector.names.values())[:3]
+    assert len(known) >= 2
+    detections = [{"class": name, "class_id": i, "confidence": 0.9, "box": [10.0 + 30 * i, 10.0, 30.0 + 30 * i, 40.0],
+                   "area": 600.0} for i, name in enumerate(known)]
+    record, _ = RecordStore(service.state.db).save_inspection(InspectionRecord(
+        station_id=station, verdict=Verdict.FAIL, rule="test", model_name="default", model_version="v1",
+        rules_version=1, width=320, height=240, detections=detections, timings={}))
+    url = f"/v1/inspections/{record.id}/reviews"
+    # What the page sends when the reviewer presses 1 then X: box 0 rejected, the others undecided.
+    body = {"decision": "defect", "boxes": [{"decision": "false_alarm", "detection": 0}] + [
+        {"decision": "undecided", "detection": i} for i in range(1, len(known))]}
+    first = service.client.post(url, headers={"X-CSRF-Token": csrf}, json={**body, "client_id": "x1"})
+    assert first.status_code == 201, first.text
+    assert [b["decision"] for b in first.json()["boxes"]] == ["false_alarm"] + ["undecided"] * (len(known) - 1)
+    # The same decision again (a key pressed twice, with the page's next client_id): the stored row.
+    again = service.client.post(url, headers={"X-CSRF-Token": csrf}, json={**body, "client_id": "x2"})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert len(service.client.get(url).json()["history"]) == 1
+    metrics = service.client.get("/metrics", headers=service.admin).text
+    assert 'qc_review_box_decisions_total{decision="confirmed"}' not in metrics
+
+
 def test_a_staff_key_reviews_without_a_session_and_is_named_in_the_trail(service):
     _, ids = flag(service, 1, FAIL_ALL)
     key = service.key("reviewer")

@@ -198,6 +198,39 @@ def test_a_retried_decision_with_the_same_client_id_is_stored_once(records, revi
     assert len(reviews.history(frame.id)) == 1
 
 
+def test_the_same_decision_again_is_not_a_second_row(records, reviews):
+    frame = flagged(records, classes=("short", "spur"))
+    first, created = reviews.add(frame.id, reviewer="kim", decision="defect", note="bridge", client_id="a")
+    again, created_again = reviews.add(frame.id, reviewer="kim", decision="defect", note="bridge", client_id="b")
+    assert (created, created_again) == (True, False) and again == first
+    assert len(reviews.history(frame.id)) == 1, "a key pressed twice is one row in the audit trail"
+    # What changes something is a row: a new note, another reviewer standing by the decision.
+    reviews.add(frame.id, reviewer="kim", decision="defect", note="bridge, left edge")
+    reviews.add(frame.id, reviewer="lee", decision="defect", note="bridge, left edge")
+    assert [(r.reviewer, r.note) for r in reviews.history(frame.id)] == [
+        ("kim", "bridge"), ("kim", "bridge, left edge"), ("lee", "bridge, left edge")]
+
+
+def test_one_box_corrected_leaves_the_other_boxes_undecided(records, reviews):
+    frame = flagged(records, classes=("short", "spur", "mousebite"))
+    undecided = [BoxCorrection(BoxDecision.UNDECIDED, name, (0, 0, 0, 0), detection=i)
+                 for i, name in ((1, "spur"), (2, "mousebite"))]
+    review, _ = reviews.add(frame.id, reviewer="kim", decision="defect", boxes=[
+        BoxCorrection(BoxDecision.FALSE_ALARM, "short", (0, 0, 0, 0), detection=0), *undecided])
+    assert [b.decision for b in review.boxes] == [BoxDecision.FALSE_ALARM, BoxDecision.UNDECIDED,
+                                                  BoxDecision.UNDECIDED]
+    assert [b.is_defect for b in review.boxes] == [False, True, True], "the model's box stands until decided"
+    # D then decides the rest: a new row, the undecided boxes confirmed, the correction kept.
+    decided, created = reviews.add(frame.id, reviewer="kim", decision="defect", boxes=[
+        BoxCorrection(BoxDecision.FALSE_ALARM, "short", (0, 0, 0, 0), detection=0)])
+    assert created and [b.decision for b in decided.boxes] == [BoxDecision.FALSE_ALARM, BoxDecision.CONFIRMED,
+                                                               BoxDecision.CONFIRMED]
+    # A false alarm decides every box, whatever was left undecided.
+    rejected, _ = reviews.add(frame.id, reviewer="kim", decision="false_alarm", boxes=undecided)
+    assert {b.decision for b in rejected.boxes} == {BoxDecision.FALSE_ALARM}
+    assert len(reviews.history(frame.id)) == 3
+
+
 def test_the_queue_holds_unreviewed_flagged_frames_newest_first_and_retracting_returns_one(records, reviews):
     passed = flagged(records, verdict="PASS")
     old, middle, new = flagged(records), flagged(records, verdict="REVIEW"), flagged(records)

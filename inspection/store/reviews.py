@@ -14,6 +14,10 @@ supersedes the older ones, and undo is a new row too (the state before, or `retr
 labelling loop reads `Review.boxes`: for every model detection its `BoxDecision` (the model's
 index in `detection`, the corrected class), and every missed defect a reviewer drew, all as
 `xyxy` in the original image's pixels.
+
+A decision identical to the frame's current one by the same reviewer (the same frame decision,
+disposition, boxes and note: a key pressed twice, a frame decided again after going back) is not
+a new row: `add` returns the stored one, so the audit trail holds what changed, once.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class BoxDecision(StrEnum):
     FALSE_ALARM = "false_alarm"  # not a defect
     WRONG_CLASS = "wrong_class"  # a real defect of another class (`class_name`)
     MISSED = "missed"  # a defect the model did not report, drawn by the reviewer
+    # Not decided yet: the reviewer corrected other boxes of the frame and has not judged this
+    # one. Only a `defect` frame keeps it (a box correction must not confirm the boxes beside
+    # it); the model's box stands for it, as a label too, until the reviewer decides it.
+    UNDECIDED = "undecided"
 
 
 class Disposition(StrEnum):
@@ -89,6 +97,7 @@ class BoxCorrection:
 
     @property
     def is_defect(self) -> bool:
+        # An undecided box counts as the model said it: a defect, until the reviewer says no.
         return self.decision is not BoxDecision.FALSE_ALARM
 
 
@@ -154,6 +163,9 @@ class ReviewStore:
         _check_classes(boxes or [], classes)
         values = _values(inspection_id, row, reviewer=reviewer, decision=FrameDecision(decision), boxes=boxes,
                          disposition=disposition, note=note, client_id=client_id)
+        current = self._current(inspection_id)
+        if current is not None and _same_decision(current, values):
+            return current, False
         try:
             with self.db.engine.begin() as conn:
                 new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
@@ -186,6 +198,14 @@ class ReviewStore:
                 new_id = conn.execute(reviews.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
                 made.append(_review({**values, "id": new_id}, verdict_at=row["created_at"]))
         return made
+
+    def _current(self, inspection_id: str) -> Review | None:
+        """The inspection's newest review (its current judgement), if any."""
+        query = (select(reviews).where(reviews.c.inspection_id == inspection_id)
+                 .order_by(reviews.c.id.desc()).limit(1))
+        with self.db.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _review(row) if row else None
 
     def _by_client(self, reviewer: str, client_id: str) -> Review | None:
         query = select(reviews).where(reviews.c.reviewer == reviewer, reviews.c.client_id == client_id)
@@ -298,6 +318,8 @@ def _values(inspection_id: str, row, *, reviewer: str, decision: FrameDecision,
     for index, detection in enumerate(detections):
         chosen = given.get(index)
         choice = chosen.decision if chosen is not None else default
+        if choice is BoxDecision.UNDECIDED and decision is not FrameDecision.DEFECT:
+            choice = default  # a false alarm decides every box; a retraction drops them all
         name = chosen.class_name if chosen is not None and choice is BoxDecision.WRONG_CLASS else detection["class"]
         completed.append(BoxCorrection(decision=choice, class_name=name,
                                        xyxy=_xyxy(detection["box"]),
@@ -316,6 +338,15 @@ def _values(inspection_id: str, row, *, reviewer: str, decision: FrameDecision,
         "boxes": [b.to_json() for b in completed + drawn], "note": note,
         "model_verdict": Verdict(row["verdict"]).value, "client_id": client_id or None,
     }
+
+
+def _same_decision(current: Review, values: dict[str, Any]) -> bool:
+    """Whether the row about to be written says nothing `current` does not: same reviewer,
+    frame decision, disposition, boxes and note."""
+    return (current.reviewer == values["reviewer"] and current.decision.value == values["decision"]
+            and (current.disposition.value if current.disposition else None) == values["disposition"]
+            and current.note == values["note"]
+            and [b.to_json() for b in current.boxes] == values["boxes"])
 
 
 def _check_classes(boxes: list[BoxCorrection], classes: Collection[str] | None) -> None:

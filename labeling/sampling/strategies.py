@@ -135,7 +135,8 @@ class ReviewerDisagreement(PolicyLine):
         review = candidate.review
         if review is None or review.decision is FrameDecision.RETRACTED:
             return None
-        changed = [b for b in review.boxes if b.decision is not BoxDecision.CONFIRMED]
+        # An undecided box is no disagreement: the reviewer has not judged it.
+        changed = [b for b in review.boxes if b.decision not in (BoxDecision.CONFIRMED, BoxDecision.UNDECIDED)]
         if not changed and not (review.decision is FrameDecision.FALSE_ALARM and candidate.verdict is not Verdict.PASS):
             return None
         return Found({"reviewer": review.reviewer, "decision": review.decision.value,

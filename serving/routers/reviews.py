@@ -106,7 +106,8 @@ def bulk_review(body: BulkIn, where: FilterDep, reviews: ReviewsDep, person: Per
 
 
 @router.post("/v1/inspections/{inspection_id}/reviews", response_model=ReviewOut, status_code=201,
-             responses={200: {"model": ReviewOut, "description": "a retry: the decision stored before"}})
+             responses={200: {"model": ReviewOut, "description": "a retry, or the same decision as the current one: "
+                                             "the row stored before (nothing written)"}})
 def add_review(inspection_id: str, body: ReviewIn, reviews: ReviewsDep, store: StoreDep, person: Person,
                metrics: MetricsDep, response: Response, state: StateDep) -> ReviewOut:
     """Append a decision on one inspection (it supersedes the earlier ones, which stay)."""

@@ -4,6 +4,10 @@
 // put in an outbox in localStorage *before* it is sent, and sent in order with a client_id, so
 // a reload, a dropped connection or an expired session loses nothing: the outbox is sent again
 // (the server stores a client_id once) and the header shows how many are not yet saved.
+//
+// Nothing is decided on a frame whose image has not loaded (the keys and buttons wait for it),
+// a box correction leaves the other boxes "not decided yet" (sent as `undecided`), and a
+// decision identical to the frame's current one is not sent at all.
 "use strict";
 
 (function () {
@@ -28,6 +32,8 @@
   let showReference = false;
   let zoom = {scale: 1, x: 0, y: 0};
   let mode = null;         // null, "draw", "picker", "help", "bulk", "note"
+  let imageReady = false;  // the open frame's image has loaded: only then are decisions taken
+  let draft = null;        // the missed-defect box being drawn with the keyboard: [x1, y1, x2, y2]
   let pickerDone = null;
   let retryTimer = null;
   let flushing = false;
@@ -37,6 +43,34 @@
   const store = (key, value) => localStorage.setItem(key, JSON.stringify(value));
   const newId = () => Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
   const fmt = (iso) => when.format(new Date(iso));
+
+  // What a reviewer reads for each stored code (the codes stay in the API and the trail).
+  const WORDS = {
+    undecided: t("not decided yet"), confirmed: t("real defect"), false_alarm: t("not a defect"),
+    wrong_class: t("defect of another class"), missed: t("missed defect"),
+  };
+  const FRAME_WORDS = {
+    defect: t("Defect"), false_alarm: t("False alarm"), retracted: t("undone (back in the queue)"),
+    ng_confirmed: t("NG confirmed"), ok_released: t("OK released"),
+  };
+  const DECISION_KEYS = new Set(["d", "f", "c", "x", "w", "m", "g", "o"]);
+
+  // The rule that flagged the frame, in words (the rule's own text stays in the tooltip).
+  function ruleInWords(rule) {
+    let m = /^(.+): (\d+) at or above fail_conf ([\d.]+) \(best ([\d.]+)\), (\d+) tolerated$/.exec(rule);
+    if (m) {
+      return t("{count} {class} found with confidence {fail} or more (best {best}); {max} allowed")
+        .replace("{count}", m[2]).replace("{class}", m[1]).replace("{fail}", m[3]).replace("{best}", m[4])
+        .replace("{max}", m[5]);
+    }
+    m = /^(.+): confidence ([\d.]+) in the review band \[([\d.]+), ([\d.]+)\)$/.exec(rule);
+    if (m) {
+      return t("{class} at confidence {conf}: too unsure to pass or fail (between {low} and {high}), a person decides")
+        .replace("{class}", m[1]).replace("{conf}", m[2]).replace("{low}", m[3]).replace("{high}", m[4]);
+    }
+    if (rule.startsWith("cannot align to reference")) return t("the frame could not be lined up with its reference image");
+    return rule;
+  }
 
   // -- talking to the API ----------------------------------------------------------------
 
@@ -207,15 +241,21 @@
     if (body && body.decision !== "retracted") {
       for (const box of body.boxes || []) {
         if (box.decision === "missed") work.drawn.push({class: box.class, xyxy: box.xyxy});
-        else if (box.detection !== null && box.detection !== undefined) work.boxes[box.detection] = {decision: box.decision, class: box.class};
+        else if (box.detection !== null && box.detection !== undefined && box.decision !== "undecided") {
+          work.boxes[box.detection] = {decision: box.decision, class: box.class};
+        }
       }
+      // A body sent before boxes were named one by one: the frame decision decides them.
+      if (!(body.boxes || []).length) fillBoxes(work.decision === "false_alarm" ? "false_alarm" : "confirmed", item);
     }
     $("note").value = work.note;
-    const image = $("image");
+    cancelDraw();
+    if (mode === "picker") closePicker(null);
     const i = item.inspection;
     showReference = false;
-    image.src = i.image_stored ? `/review/image/${i.id}` : "";
-    image.alt = `${i.station} ${i.part_id || ""}`;
+    $("stage").classList.remove("reference");
+    showImage(i.image_stored ? `/review/image/${i.id}` : "");
+    $("image").alt = `${i.station} ${i.part_id || ""}`;
     $("boxes").setAttribute("viewBox", `0 0 ${i.width} ${i.height}`);
     $("boxes").setAttribute("preserveAspectRatio", "none");
     resetZoom();
@@ -226,10 +266,76 @@
     history.replaceState(null, "", `${location.pathname}${location.search}#${i.id}`);
   }
 
+  // The image, and whether decisions may be taken: not before it has loaded (what was not seen
+  // cannot be judged). A frame without a stored image can be skipped or bulk-decided, not judged.
+  function showImage(url) {
+    const image = $("image");
+    imageReady = false;
+    setDecisionsEnabled(false);
+    $("loading").textContent = url ? t("Loading the image…") : t("This frame's image was not stored; it cannot be judged here.");
+    $("loading").hidden = false;
+    image.style.visibility = "hidden";
+    if (!url) { image.removeAttribute("src"); return; }
+    image.src = url;
+    if (image.complete && image.naturalWidth > 0) imageLoaded();
+  }
+
+  function imageLoaded() {
+    const image = $("image");
+    if (!image.getAttribute("src") || !image.naturalWidth) return;
+    imageReady = true;
+    setDecisionsEnabled(true);
+    $("loading").hidden = true;
+    image.style.visibility = "";
+    fitImage();
+    fetchAhead();
+  }
+
+  // The next frame's image, fetched while this one is judged: it shows at once when its turn
+  // comes, and even when the connection drops meanwhile (the browser keeps it).
+  function fetchAhead() {
+    const next = items[current + 1];
+    if (!next || !next.inspection.image_stored) return;
+    const ahead = new Image();
+    ahead.addEventListener("load", () => { $("frame").dataset.ahead = next.inspection.id; });
+    ahead.src = `/review/image/${next.inspection.id}`;
+    fetchAhead.kept = ahead;  // held, so the browser does not drop it before it loads
+  }
+
+  function setDecisionsEnabled(enabled) {
+    document.querySelectorAll("#decide button[data-key]").forEach((button) => {
+      if (DECISION_KEYS.has(button.dataset.key)) button.disabled = !enabled;
+    });
+  }
+
+  // The whole frame in sight: the image scaled (up or down) to the stage, boxes drawn over it.
+  function fitImage() {
+    if (current < 0 || !items[current]) return;
+    const i = items[current].inspection;
+    const image = $("image");
+    const width = image.naturalWidth || i.width, height = image.naturalHeight || i.height;
+    const stage = $("stage");
+    const scale = Math.min(stage.clientWidth / width, stage.clientHeight / height);
+    if (!(scale > 0)) return;
+    image.style.width = `${Math.floor(width * scale)}px`;
+    image.style.height = `${Math.floor(height * scale)}px`;
+    renderBoxes();
+  }
+
+  $("image").addEventListener("load", imageLoaded);
+  $("image").addEventListener("error", () => {
+    if (!$("image").getAttribute("src")) return;
+    imageReady = false;
+    setDecisionsEnabled(false);
+    $("loading").textContent = t("The image could not be loaded; decisions wait until it shows (J: next frame).");
+    $("loading").hidden = false;
+  });
+  window.addEventListener("resize", fitImage);
+
   function renderFacts(item) {
     const i = item.inspection;
     const facts = [
-      [t("Verdict"), i.verdict], [t("Rule"), i.rule], [t("Part"), i.part_id || "—"],
+      [t("Verdict"), i.verdict], [t("Why flagged"), ruleInWords(i.rule)], [t("Part"), i.part_id || "—"],
       [t("Station"), i.station], [t("Time"), fmt(i.created_at)],
       [t("Model"), `${i.model.name}@${i.model.version}`], [t("Rules"), `v${i.rules_version}`],
       ...(i.reference ? [[t("Reference"), `v${i.reference.version} · ${t("alignment")} ${i.reference.alignment_score}`]] : []),
@@ -241,6 +347,7 @@
       const dt = document.createElement("dt"); dt.textContent = name;
       const dd = document.createElement("dd"); dd.textContent = value;
       if (name === t("Verdict")) dd.className = `verdict ${value}`;
+      if (name === t("Why flagged")) { dd.title = i.rule; dd.id = "rule"; }
       dl.append(dt, dd);
     }
     // Where this frame went after review: its Label Studio task, the dataset versions holding
@@ -260,17 +367,23 @@
     const i = items[current].inspection;
     if (!i.reference) { setStatus(t("This frame was not judged against a reference image."), true); return; }
     showReference = !showReference;
-    $("image").src = showReference ? `/review/reference/${i.id}` : `/review/image/${i.id}`;
+    showImage(showReference ? `/review/reference/${i.id}` : `/review/image/${i.id}`);
     $("stage").classList.toggle("reference", showReference);
     setStatus(showReference ? t("Showing the reference image (R: back to the frame).") : "");
   }
 
   function boxDecision(index) {
-    const given = work.boxes[index];
-    if (given) return given;
-    if (work.decision === "defect") return {decision: "confirmed"};
-    if (work.decision === "false_alarm") return {decision: "false_alarm"};
-    return null;
+    return work.boxes[index] || null;  // null: not decided yet
+  }
+
+  // Every model box not decided one by one gets `decision` (D confirms them, F rejects all).
+  function fillBoxes(decision, item) {
+    (item || items[current]).inspection.detections.forEach((d, index) => {
+      const given = work.boxes[index];
+      if (decision === "false_alarm" || !given || given.decision === "undecided") {
+        work.boxes[index] = {decision, class: d.class};
+      }
+    });
   }
 
   function renderBoxes() {
@@ -279,7 +392,12 @@
     svg.style.display = showBoxes ? "" : "none";
     const item = items[current];
     const i = item.inspection;
-    const font = Math.max(8, i.width / 45);
+    // Labels are sized for the screen (about 13 px whatever the image's size) and placed where
+    // they overlap no other label: above the box, below it, inside it, or stacked beside.
+    const shown = $("image").getBoundingClientRect().width || i.width;
+    const font = Math.max(4, 13 * i.width / shown);
+    const placed = [];
+    const overlaps = (r) => placed.some((p) => r.x < p.x + p.w && p.x < r.x + r.w && r.y < p.y + p.h && p.y < r.y + r.h);
     const list = $("box-list");
     list.textContent = "";
     const draw = (xyxy, cls, label, key) => {
@@ -289,31 +407,58 @@
       rect.setAttribute("width", Math.max(1, x2 - x1)); rect.setAttribute("height", Math.max(1, y2 - y1));
       rect.setAttribute("class", cls);
       rect.setAttribute("vector-effect", "non-scaling-stroke");
-      const text = document.createElementNS(SVG, "text");
-      text.setAttribute("x", x1); text.setAttribute("y", Math.max(font, y1 - 2));
-      text.setAttribute("font-size", font);
-      text.setAttribute("class", cls);
-      text.textContent = `${key} ${label}`;
-      svg.append(rect, text);
+      svg.append(rect);
+      if (!label) return;
+      const text = `${key} ${label}`;
+      const w = text.length * font * 0.62 + font * 0.4, h = font * 1.25;
+      const fitX = (x) => Math.max(0, Math.min(i.width - w, x));
+      const candidates = [
+        {x: fitX(x1), y: y1 - h - 1}, {x: fitX(x1), y: y2 + 1}, {x: fitX(x1), y: y1 + 1},
+        {x: fitX(x2 + 2), y: y1}, {x: fitX(x1 - w - 2), y: y1},
+      ].filter((c) => c.y >= 0 && c.y + h <= i.height);
+      let spot = candidates.find((c) => !overlaps({...c, w, h}));
+      if (!spot) {  // crowded: stack below the others
+        spot = {x: fitX(x1), y: Math.max(0, y1)};
+        while (overlaps({...spot, w, h}) && spot.y + h < i.height) spot.y += h;
+      }
+      placed.push({...spot, w, h});
+      const plate = document.createElementNS(SVG, "rect");
+      plate.setAttribute("x", spot.x); plate.setAttribute("y", spot.y);
+      plate.setAttribute("width", w); plate.setAttribute("height", h);
+      plate.setAttribute("class", "plate");
+      const label_ = document.createElementNS(SVG, "text");
+      label_.setAttribute("x", spot.x + font * 0.2); label_.setAttribute("y", spot.y + font);
+      label_.setAttribute("font-size", font);
+      label_.setAttribute("class", `${cls} label`);
+      label_.textContent = text;
+      svg.append(plate, label_);
     };
     i.detections.forEach((d, index) => {
       const state = boxDecision(index);
-      const cls = `box ${state ? state.decision : "open"}${index === selected ? " selected" : ""}`;
-      const name = state && state.decision === "wrong_class" ? `${d.class}→${state.class}` : d.class;
+      const decision = state ? state.decision : "undecided";
+      const cls = `box ${decision}${index === selected ? " selected" : ""}`;
+      const name = decision === "wrong_class" ? `${d.class}→${state.class}` : d.class;
       draw(d.box, cls, `${name} ${d.confidence.toFixed(2)}`, index + 1);
       const li = document.createElement("li");
       li.className = cls;
-      li.textContent = `${index + 1}. ${name} ${d.confidence.toFixed(2)} — ${state ? t(state.decision) : t("open")}`;
+      li.textContent = `${index + 1}. ${name} ${d.confidence.toFixed(2)} — ${WORDS[decision] || decision}`;
       li.addEventListener("click", () => { selected = index; renderBoxes(); });
       list.appendChild(li);
     });
     work.drawn.forEach((box, n) => {
-      draw(box.xyxy, "box missed", `${box.class} (${t("missed")})`, "+");
+      draw(box.xyxy, "box missed", `${box.class} (${WORDS.missed})`, "+");
       const li = document.createElement("li");
       li.className = "box missed";
-      li.textContent = `+${n + 1}. ${box.class} — ${t("missed")}`;
+      li.textContent = `+${n + 1}. ${box.class} — ${WORDS.missed}`;
       list.appendChild(li);
     });
+    if (draft) {
+      draw(draft, "box drawing", null, "");
+      const li = document.createElement("li");
+      li.className = "box missed drawing";
+      li.textContent = `+ ${t("new box")}: ${draft.map((v) => Math.round(v)).join(", ")}`;
+      list.appendChild(li);
+    }
   }
 
   async function loadHistory(id) {
@@ -323,8 +468,10 @@
     list.textContent = "";
     for (const review of result.data.history.slice().reverse()) {
       const li = document.createElement("li");
-      const parts = [fmt(review.created_at), review.reviewer, t(review.decision)];
-      if (review.disposition) parts.push(t(review.disposition));
+      const parts = [fmt(review.created_at), review.reviewer, FRAME_WORDS[review.decision] || review.decision];
+      if (review.disposition) parts.push(FRAME_WORDS[review.disposition] || review.disposition);
+      const undecided = (review.boxes || []).filter((b) => b.decision === "undecided").length;
+      if (undecided) parts.push(`${undecided} ${WORDS.undecided}`);
       if (review.note) parts.push(`“${review.note}”`);
       li.textContent = parts.join(" · ");
       list.appendChild(li);
@@ -338,7 +485,8 @@
     const boxes = [];
     item.inspection.detections.forEach((d, index) => {
       const state = boxDecision(index);
-      if (state) boxes.push({decision: state.decision, detection: index, class: state.class || d.class});
+      boxes.push({decision: state ? state.decision : "undecided", detection: index,
+                  class: state ? state.class || d.class : d.class});
     });
     for (const box of work.drawn) boxes.push({decision: "missed", class: box.class, xyxy: box.xyxy});
     return {client_id: newId(), decision: work.decision, boxes, disposition: work.disposition, note: work.note};
@@ -349,6 +497,11 @@
     const before = latestBody(item);
     const wasOpen = !decisionOf(item);
     const body = bodyOfWork();
+    if (before && sameDecision(strip(before), strip(body))) {
+      renderBoxes();
+      setStatus(t("Already saved; nothing changed."));
+      return;  // a key pressed twice is not a second row in the trail
+    }
     const undo = load(UNDO);
     undo.push({inspection_id: item.inspection.id, before: before ? strip(before) : null, was_open: wasOpen});
     store(UNDO, undo.slice(-200));
@@ -360,6 +513,17 @@
     setStatus(message || t("Saved on this device; sending…"));
   }
 
+  // The server completes boxes (classes, the frame decision for boxes not named), so compare
+  // what it would store: frame decision, disposition, note, each box's decision and class.
+  function sameDecision(a, b) {
+    const boxes = (body) => JSON.stringify(body.boxes.map((x) => [x.decision, x.detection ?? null, x.class,
+      x.decision === "missed" ? x.xyxy.map((v) => Math.round(v)) : null]));
+    const disposition = (body) => body.disposition || (body.decision === "defect" ? "ng_confirmed"
+      : body.decision === "false_alarm" ? "ok_released" : null);
+    return a.decision === b.decision && disposition(a) === disposition(b) && (a.note || "") === (b.note || "")
+      && boxes(a) === boxes(b);
+  }
+
   function strip(body) {
     return {decision: body.decision, note: body.note || "", disposition: body.disposition || null,
             boxes: (body.boxes || []).map((b) => b.decision === "missed"
@@ -369,13 +533,22 @@
 
   function stateFilter() { return new FormData($("filters")).get("state") || "unreviewed"; }
 
+  // The frame decision a box correction implies: a defect while any box is (or may be, not
+  // decided yet) a defect or one was drawn; a false alarm once every box is not a defect.
   function derivedDecision() {
     const item = items[current];
     const anyDefect = work.drawn.length > 0 || item.inspection.detections.some((d, index) => {
       const state = work.boxes[index];
-      return state ? state.decision !== "false_alarm" : work.decision !== "false_alarm";
+      return !state || state.decision !== "false_alarm";
     });
     return anyDefect ? "defect" : "false_alarm";
+  }
+
+  // Decisions wait for the image: what was not seen cannot be judged.
+  function canDecide() {
+    if (imageReady) return true;
+    setStatus(t("The image has not loaded yet; decide when you can see it."), true);
+    return false;
   }
 
   function decideFrame(decision) {
@@ -384,9 +557,9 @@
       return;
     }
     work.decision = decision;
-    // A defect keeps the per-box corrections made so far (the open boxes become confirmed);
-    // a false alarm makes every box one.
-    if (decision === "false_alarm") work.boxes = {};
+    // A defect keeps the per-box corrections made so far (the boxes not decided yet become
+    // real defects); a false alarm makes every box not a defect.
+    fillBoxes(decision === "false_alarm" ? "false_alarm" : "confirmed");
     work.disposition = decision === "defect" ? "ng_confirmed" : "ok_released";
     work.note = $("note").value;
     save(decision === "defect" ? t("Defect") : t("False alarm"));
@@ -407,6 +580,7 @@
   }
 
   function setDisposition(disposition) {
+    if (!work.decision && disposition === "ok_released") fillBoxes("false_alarm");
     work.decision = work.decision || (disposition === "ng_confirmed" ? "defect" : "false_alarm");
     work.disposition = disposition;
     work.note = $("note").value;
@@ -472,6 +646,7 @@
       list.appendChild(li);
     });
     pickerDone = (n) => classes[n];
+    if (mode === "draw") cancelDraw();
     mode = "picker";
     $("picker").hidden = false;
     $("picker").dataset.done = "";
@@ -481,8 +656,76 @@
   function closePicker(name) {
     $("picker").hidden = true;
     mode = null;
-    if (name && pick.callback) pick.callback(name);
+    const callback = pick.callback;
     pick.callback = null;
+    if (callback) callback(name);  // null: cancelled
+  }
+
+  function toImage(event) {
+    const rect = $("boxes").getBoundingClientRect();
+    const i = items[current].inspection;
+    return [(event.clientX - rect.left) / rect.width * i.width, (event.clientY - rect.top) / rect.height * i.height];
+  }
+
+  // -- drawing a missed defect: with the mouse (drag) or the keyboard alone -----------------
+  //
+  // M puts a box in the middle of the frame; the arrow keys move it, Shift+arrows make it wider
+  // or taller (→ ↓) and narrower or shorter (← ↑), in steps of a 40th of the frame, finer when
+  // zoomed in (+); Enter keeps it and asks for the class, Esc drops it. A mouse drag draws it.
+
+  function startDraw() {
+    const i = items[current].inspection;
+    const side = Math.min(i.width, i.height) / 6;
+    draft = [i.width / 2 - side / 2, i.height / 2 - side / 2, i.width / 2 + side / 2, i.height / 2 + side / 2];
+    mode = "draw";
+    $("stage").classList.add("drawing");
+    renderBoxes();
+    setStatus(t("New box: arrow keys move it, Shift+arrows size it (or drag with the mouse); Enter keeps it, Esc drops it."));
+  }
+
+  function cancelDraw() {
+    draft = null;
+    if (mode === "draw") mode = null;
+    $("stage").classList.remove("drawing");
+  }
+
+  function moveDraft(key, resize) {
+    const i = items[current].inspection;
+    const step = Math.max(1, Math.round(Math.min(i.width, i.height) / 40 / zoom.scale));
+    const dx = key === "ArrowRight" ? step : key === "ArrowLeft" ? -step : 0;
+    const dy = key === "ArrowDown" ? step : key === "ArrowUp" ? -step : 0;
+    let [x1, y1, x2, y2] = draft;
+    if (resize) {
+      x2 = Math.max(x1 + 2, Math.min(i.width, x2 + dx));
+      y2 = Math.max(y1 + 2, Math.min(i.height, y2 + dy));
+    } else {
+      const w = x2 - x1, h = y2 - y1;
+      x1 = Math.max(0, Math.min(i.width - w, x1 + dx)); y1 = Math.max(0, Math.min(i.height - h, y1 + dy));
+      x2 = x1 + w; y2 = y1 + h;
+    }
+    draft = [x1, y1, x2, y2];
+    renderBoxes();
+  }
+
+  function finishDraw(box) {
+    const i = items[current].inspection;
+    const clamp = (v, hi) => Math.max(0, Math.min(hi, v));
+    const xyxy = [clamp(Math.min(box[0], box[2]), i.width), clamp(Math.min(box[1], box[3]), i.height),
+                  clamp(Math.max(box[0], box[2]), i.width), clamp(Math.max(box[1], box[3]), i.height)]
+      .map((v) => Math.round(v * 10) / 10);
+    cancelDraw();
+    if (xyxy[2] - xyxy[0] < 2 || xyxy[3] - xyxy[1] < 2) { renderBoxes(); setStatus(t("Too small; press M and drag again."), true); return; }
+    draft = xyxy;  // shown while the class is picked
+    renderBoxes();
+    pick(t("Class of the missed defect"), (name) => {
+      draft = null;
+      if (!name) { renderBoxes(); return; }
+      work.drawn.push({class: name, xyxy});
+      work.decision = "defect";
+      work.disposition = "ng_confirmed";
+      work.note = $("note").value;
+      save(t("Missed defect"));
+    });
   }
 
   function toImage(event) {
@@ -492,16 +735,14 @@
   }
 
   let dragStart = null;
-  let preview = null;
   $("stage").addEventListener("pointerdown", (event) => {
     if (current < 0) return;
     event.preventDefault();
     if (mode === "draw") {
-      dragStart = toImage(event);
-      preview = document.createElementNS(SVG, "rect");
-      preview.setAttribute("class", "box missed drawing");
-      preview.setAttribute("vector-effect", "non-scaling-stroke");
-      $("boxes").appendChild(preview);
+      const [x, y] = toImage(event);
+      dragStart = [x, y];
+      draft = [x, y, x, y];
+      renderBoxes();
     } else {
       dragStart = {x: event.clientX - zoom.x, y: event.clientY - zoom.y, pan: true};
     }
@@ -514,9 +755,8 @@
       return;
     }
     const [x, y] = toImage(event);
-    const [x0, y0] = dragStart;
-    preview.setAttribute("x", Math.min(x, x0)); preview.setAttribute("y", Math.min(y, y0));
-    preview.setAttribute("width", Math.abs(x - x0)); preview.setAttribute("height", Math.abs(y - y0));
+    draft = [Math.min(x, dragStart[0]), Math.min(y, dragStart[1]), Math.max(x, dragStart[0]), Math.max(y, dragStart[1])];
+    renderBoxes();
   });
   $("stage").addEventListener("pointerup", (event) => {
     if (!dragStart) return;
@@ -524,20 +764,7 @@
     dragStart = null;
     if (start.pan) return;
     const [x, y] = toImage(event);
-    const i = items[current].inspection;
-    const clamp = (v, hi) => Math.max(0, Math.min(hi, v));
-    const xyxy = [clamp(Math.min(x, start[0]), i.width), clamp(Math.min(y, start[1]), i.height),
-                  clamp(Math.max(x, start[0]), i.width), clamp(Math.max(y, start[1]), i.height)].map((v) => Math.round(v * 10) / 10);
-    mode = null;
-    $("stage").classList.remove("drawing");
-    if (xyxy[2] - xyxy[0] < 2 || xyxy[3] - xyxy[1] < 2) { renderBoxes(); setStatus(t("Too small; press M and drag again."), true); return; }
-    pick(t("Class of the missed defect"), (name) => {
-      work.drawn.push({class: name, xyxy});
-      work.decision = "defect";
-      work.disposition = "ng_confirmed";
-      work.note = $("note").value;
-      save(t("Missed defect"));
-    });
+    finishDraw([start[0], start[1], x, y]);
   });
 
   function applyZoom() {
@@ -590,6 +817,7 @@
   function handleKey(key, event) {
     const item = items[current];
     if (!item && !["?", "a", "A"].includes(key)) return false;
+    if (DECISION_KEYS.has(key) && !canDecide()) return true;
     switch (key) {
       case "j": case "ArrowDown": case "ArrowRight": next(); return true;
       case "k": case "ArrowUp": case "ArrowLeft": previous(); return true;
@@ -599,13 +827,9 @@
       case "x": decideBox("false_alarm"); return true;
       case "w":
         if (selected < 0) { setStatus(t("Select a box first (Tab or 1–9)."), true); return true; }
-        pick(t("The right class"), (name) => decideBox("wrong_class", name));
+        pick(t("The right class"), (name) => { if (name) decideBox("wrong_class", name); });
         return true;
-      case "m":
-        mode = "draw";
-        $("stage").classList.add("drawing");
-        setStatus(t("Drag a box over the missed defect."));
-        return true;
+      case "m": startDraw(); return true;
       case "g": setDisposition("ng_confirmed"); return true;
       case "o": setDisposition("ok_released"); return true;
       case "u": case "z": undo(); return true;
@@ -640,6 +864,7 @@
       else if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
         mode = null; $("note").blur();
+        if (!canDecide()) return;
         work.note = $("note").value;
         work.decision = work.decision || derivedDecision();
         save(t("Note saved."));
@@ -665,7 +890,12 @@
       else if (event.key === "d") bulk("defect");
       return;
     }
-    if (mode === "draw" && event.key === "Escape") { mode = null; $("stage").classList.remove("drawing"); setStatus(""); return; }
+    if (mode === "draw") {
+      if (event.key === "Escape") { cancelDraw(); renderBoxes(); setStatus(""); event.preventDefault(); return; }
+      if (event.key === "Enter") { event.preventDefault(); finishDraw(draft); return; }
+      if (event.key.startsWith("Arrow")) { event.preventDefault(); moveDraft(event.key, event.shiftKey); return; }
+      if (!["+", "=", "-", "0", "b", "B"].includes(event.key)) { event.preventDefault(); return; }
+    }
     if (handleKey(event.key.length === 1 ? event.key.toLowerCase() : event.key, event)) {
       event.preventDefault();
     }
@@ -685,8 +915,16 @@
     for (const element of form.elements) {
       if (element.name && query.has(element.name)) element.value = query.get(element.name);
     }
+    // The folded filters show how many of them are set, so a narrowed queue is never a surprise.
+    const countMore = () => {
+      const set = Array.from($("more-filters").querySelectorAll("select, input")).filter((e) => e.value).length;
+      $("more-count").textContent = set ? String(set) : "";
+    };
+    countMore();
+    form.addEventListener("change", countMore);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
+      $("more-filters").open = false;
       const query = filterQuery();
       history.replaceState(null, "", `${location.pathname}?${query}`);
       loadQueue(false);
@@ -696,8 +934,8 @@
   window.addEventListener("online", flush);
   fillFilters();
   showUnsaved();
+  const wanted = location.hash.slice(1);  // read first: opening the first frame rewrites the hash
   loadQueue(false).then(() => {
-    const wanted = location.hash.slice(1);
     const index = items.findIndex((i) => i.inspection.id === wanted);
     if (index > 0) open(index);
     flush();
