@@ -21,6 +21,9 @@ Left out: frames sent to Label Studio (`skip`: its annotation is the label there
 pass the policy asked for), frames without a stored image (never kept, or removed since), and
 frames whose current review is already in the previous version (`already`: inspection id ->
 review id in its lineage); a frame whose review changed since enters again with the new one.
+A frame with a box still undecided (one box corrected, the others not looked at yet) is not
+labelled either: its undecided boxes are only the model's word, so it stays for Label Studio
+until the reviewer decides the rest.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from inspection.detections import Detections
 from inspection.errors import NotFound
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore
-from inspection.store.reviews import FrameDecision, Review, ReviewStore
+from inspection.store.reviews import BoxDecision, FrameDecision, Review, ReviewStore
 
 LABELLED_BY = "review"
 
@@ -46,7 +49,8 @@ def labelled_reviews(db: Database, decisions: Collection[FrameDecision], *, skip
     """The current reviews that label their frame and are not in the dataset yet."""
     already = already or {}
     return [r for r in ReviewStore(db).decided()
-            if r.decision in decisions and r.inspection_id not in skip and already.get(r.inspection_id) != r.id]
+            if r.decision in decisions and r.inspection_id not in skip and already.get(r.inspection_id) != r.id
+            and not any(b.decision is BoxDecision.UNDECIDED for b in r.boxes)]
 
 
 def reviewed_images(db: Database, *, names: Mapping[int, str], decisions: Collection[FrameDecision],

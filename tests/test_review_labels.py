@@ -128,6 +128,21 @@ def test_a_frame_reviewed_box_by_box_enters_the_next_version_labelled_by_review_
     assert relabelled.detections.class_names == ["dent"]
 
 
+def test_a_frame_with_a_box_still_undecided_is_not_labelled_until_the_reviewer_decides_the_rest(home):
+    bridge = home
+    reviews = ReviewStore(bridge.db)
+    half = frame(bridge, 5, Verdict.FAIL, [("dent", 0.9, (4, 4, 20, 20)), ("dent", 0.6, (30, 30, 50, 50))])
+    reviews.add(half, reviewer="kim", decision=FrameDecision.DEFECT, boxes=[
+        BoxCorrection(BoxDecision.WRONG_CLASS, "crack", (4, 4, 20, 20), detection=0),
+        BoxCorrection(BoxDecision.UNDECIDED, "dent", (30, 30, 50, 50), detection=1)])
+    assert bridge.pull() is None  # the second box is only the model's word yet
+    reviews.add(half, reviewer="kim", decision=FrameDecision.DEFECT, boxes=[
+        BoxCorrection(BoxDecision.WRONG_CLASS, "crack", (4, 4, 20, 20), detection=0),
+        BoxCorrection(BoxDecision.CONFIRMED, "dent", (30, 30, 50, 50), detection=1)])
+    version = bridge.pull()
+    assert version is not None and half in by_inspection(version)
+
+
 def test_the_policy_decides_whether_reviewed_frames_are_labels_and_whether_label_studio_sees_them_again(home):
     bridge = home
     reviewed = frame(bridge, 11, Verdict.FAIL, [("dent", 0.9, (4, 4, 20, 20))])
