@@ -64,7 +64,6 @@ from inspection.store.analytics import (
     AlarmKind,
     AlarmRecord,
     AnalyticsStore,
-    FrameWindow,
     FrozenLimits,
     Grouping,
     alarm_key,
@@ -277,7 +276,7 @@ class AlarmEvaluator:
         found: list[Condition] = []
         named = set()
         light_moved = any(f.cause is Cause.LIGHTING for f in report.findings)
-        mix = self._moved_with_the_defects(reference, recent, report.findings, drift)
+        mix = self._moved_with_the_defects(frozen, report.findings, drift)
         for finding in report.findings:
             rule = f"drift:{finding.statistic}"
             key = alarm_key(station, ALL_CLASSES, rule)
@@ -305,9 +304,7 @@ class AlarmEvaluator:
         unconfirmed = {key for key in named if self._drift_seen.get(key, 0) < self.settings.drift_confirmations}
         return found, (known | named) - unconfirmed
 
-    @staticmethod
-    def _moved_with_the_defects(reference: FrameWindow, recent: FrameWindow, findings: list[Finding],
-                                drift: DriftSettings) -> set[str]:
+    def _moved_with_the_defects(self, frozen: FrozenLimits, findings: list[Finding], drift: DriftSettings) -> set[str]:
         """The statistics of equipment findings that did not move among the passing frames:
         the images moved because more (or other) defective parts came, which look different,
         not because the light or the lens did. A lamp or a lens that changed moves the
@@ -315,7 +312,10 @@ class AlarmEvaluator:
         equipment = {f.statistic for f in findings if f.source is Source.EQUIPMENT}
         if not equipment:
             return set()
-        before, after = reference.passing(), recent.passing()
+        station = frozen.station_id
+        before = self.store.frames(station, after=frozen.baseline_from, until=frozen.baseline_to, last=500,
+                                   passing=True)
+        after = self.store.frames(station, after=frozen.baseline_to, last=self.settings.drift_window, passing=True)
         if min(len(before.times), len(after.times)) < drift.min_frames:
             return set()
         good = compare_windows(before.stats, after.stats, drift, recent_times=after.times,

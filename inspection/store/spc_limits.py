@@ -79,19 +79,11 @@ class FrameWindow:
     confidence: np.ndarray  # (N,)
     times: list[datetime]
     alignment: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) scores, NaN: not aligned
-    passed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (N,) the verdict was PASS
 
     @property
     def aligned(self) -> np.ndarray:
         """The alignment scores of the frames judged against a reference image."""
         return self.alignment[~np.isnan(self.alignment)] if len(self.alignment) else self.alignment
-
-    def passing(self) -> FrameWindow:
-        """The frames judged PASS: what the images look like apart from the defective parts."""
-        keep = self.passed if len(self.passed) == len(self.times) else np.zeros(len(self.times), bool)
-        return FrameWindow(self.stats[keep], self.confidence[keep], [t for t, k in zip(self.times, keep, strict=True) if k],
-                           self.alignment[keep] if len(self.alignment) == len(keep) else self.alignment,
-                           self.passed[keep] if len(self.passed) == len(keep) else self.passed)
 
 
 
@@ -137,17 +129,18 @@ class LimitStore:
         return Subgroups(size=size, failed=failed, defects=found, times=times, first_index=first)
 
     def frames(self, station: str, *, after: datetime | None = None, until: datetime | None = None,
-               last: int | None = None) -> FrameWindow:
+               last: int | None = None, passing: bool = False) -> FrameWindow:
         """Image statistics and max confidences of a station's frames (those that have them),
-        oldest first: the `last` ones when given."""
+        oldest first: the `last` ones when given; only those judged PASS with `passing`."""
         columns = [inspections.c[name] for name in FRAME_COLUMNS]
-        query = select(inspections.c.created_at, inspections.c.alignment_score, inspections.c.verdict,
-                       *columns).where(
+        query = select(inspections.c.created_at, inspections.c.alignment_score, *columns).where(
             inspections.c.station_id == station, inspections.c.brightness.is_not(None))
         if after is not None:
             query = query.where(inspections.c.created_at > after)
         if until is not None:
             query = query.where(inspections.c.created_at <= until)
+        if passing:
+            query = query.where(inspections.c.verdict == Verdict.PASS.value)
         query = query.order_by(inspections.c.created_at.desc(), inspections.c.id.desc())
         if last:
             query = query.limit(last)
@@ -155,10 +148,9 @@ class LimitStore:
             rows = conn.execute(query).all()[::-1]
         if not rows:
             return FrameWindow(stack([]), np.zeros(0), [])
-        values = np.array([[float(v) for v in r[3:]] for r in rows], np.float64)
+        values = np.array([[float(v) for v in r[2:]] for r in rows], np.float64)
         alignment = np.array([np.nan if r[1] is None else float(r[1]) for r in rows], np.float64)
-        passed = np.array([r[2] == Verdict.PASS.value for r in rows], bool)
-        return FrameWindow(values[:, :-1], values[:, -1], [r[0] for r in rows], alignment, passed)
+        return FrameWindow(values[:, :-1], values[:, -1], [r[0] for r in rows], alignment)
 
 
     # -- frozen limits ---------------------------------------------------------------------
