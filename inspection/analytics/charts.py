@@ -18,6 +18,7 @@ chart also reads when printed or opened alone); every text is escaped.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,13 @@ def _ticks(high: float, count: int = 4) -> list[float]:
             step *= factor
             break
     return [i * step for i in range(int(high / step) + 2) if i * step <= high * 1.0001 + step]
+
+
+def text_width(text: str, size: float) -> float:
+    """About how wide `text` is drawn at font size `size`: a Hangul or other wide character
+    takes a full em, a Latin letter or digit about 0.6 of one. The legend places each entry
+    after the previous one's width; counting every character as Latin overlapped Korean names."""
+    return sum(size if unicodedata.east_asian_width(c) in ("W", "F") else 0.6 * size for c in text)
 
 
 def _label(value: float, percent: bool) -> str:
@@ -122,10 +130,10 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     legend_x = left
     for number, line in enumerate(series):
         colour = line.colour or PALETTE[number % len(PALETTE)]
-        out.append(f'<rect x="{legend_x}" y="{height - 8}" width="10" height="3" fill="{colour}"/>'
-                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">'
-                   f'{escape(line.name)}</text>')
-        legend_x += 24 + 6 * len(line.name)
+        out.append(f'<g class="legend"><rect x="{legend_x:.1f}" y="{height - 8}" width="10" height="3" '
+                   f'fill="{colour}"/><text x="{legend_x + 14:.1f}" y="{height - 3}" font-size="10" fill="#5b6570">'
+                   f'{escape(line.name)}</text></g>')
+        legend_x += 14 + text_width(line.name, 10) + 12
     out.append("</svg>")
     return "".join(out)
 

@@ -75,6 +75,14 @@ class IncidentRecord:
         return min((a.since for a in self.alarms if a.since is not None), default=self.opened_at)
 
     @property
+    def headline(self) -> AlarmRecord:
+        """The alarm that says most of it: equipment before the defect rate, the station's own
+        chart before a class's, EWMA before CUSUM before WE1 before the other rules."""
+        kinds = {kind: i for i, kind in enumerate(self.kinds)}
+        order = {"EWMA": 0, "CUSUM": 1, "WE1": 2}
+        return min(self.alarms, key=lambda a: (kinds.get(a.kind, 9), a.class_name != "", order.get(a.rule, 5), a.id))
+
+    @property
     def active(self) -> list[AlarmRecord]:
         return [a for a in self.alarms if a.cleared_at is None]
 

@@ -24,9 +24,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from inspection.analytics.charts import Series, line_chart, pareto_chart
 from inspection.analytics.plant_time import PlantClock
+from inspection.analytics.shifts import shift_label
 from inspection.analytics.spc import ChartKind, Side, shewhart_chart
 from inspection.roles import Role
-from inspection.store.analytics import ALL_CLASSES, AlarmRecord, AnalyticsStore, FrozenLimits, IncidentRecord
+from inspection.store.analytics import ALL_CLASSES, AlarmRecord, AnalyticsStore, FrozenLimits
 from inspection.store.records import utcnow
 from serving.deps import AlarmId, AnalyticsDep, IncidentId, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import LANGUAGES, translator
@@ -63,21 +64,6 @@ def rule_words(t) -> dict[str, str]:
               if not rule.startswith(("EWMA", "CUSUM"))}
     words["drift"] = t("drift: the images moved against the baseline's")
     return words
-
-
-def headline(incident: IncidentRecord) -> AlarmRecord:
-    """The alarm that says most of an incident: the station's own chart before a class's,
-    equipment before the defect rate, EWMA before the other rules."""
-    order = {"EWMA": 0, "CUSUM": 1, "WE1": 2}
-    kinds = {kind: i for i, kind in enumerate(incident.kinds)}
-    return min(incident.alarms, key=lambda a: (kinds.get(a.kind, 9), a.class_name != ALL_CLASSES,
-                                               order.get(a.rule, 5), a.id))
-
-
-def shift_label(key: str, t) -> str:
-    """'2026-03-02 night' with the shift's name in the page's language."""
-    day, _, name = key.partition(" ")
-    return f"{day} {t(name)}" if name else key
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
@@ -129,7 +115,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
         data=data, range=range if range in RANGES else "24h", ranges=list(RANGES), station=station or "",
         stations=stations, rate_chart=rate_chart, pareto_chart=pareto_svg, control_charts=control,
         incidents=open_incidents, unacknowledged=sum(i.acknowledged_at is None for i in open_incidents),
-        done_incidents=done_incidents, headline=headline, text=text, rule_words=rule_words(t),
+        done_incidents=done_incidents, text=text, rule_words=rule_words(t),
         shift_label=lambda key: shift_label(key, t),
         local=lambda v: clock.format(v, lang=lang), timezone=settings.timezone,
         engineer=session.user.role.covers(Role.ENGINEER), limits=analytics.limits(station))
