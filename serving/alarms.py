@@ -195,8 +195,9 @@ class AlarmEvaluator:
         found: list[Condition] = []
 
         def condition(rule: Rule, detail: Phrase, index: int) -> Condition:
-            text = Phrase("{what}: defect rate up (subgroup {subgroup} after the baseline, {failed}/{size} failed; "
-                          "baseline {baseline}): {detail}", what=what, subgroup=str(groups.first_index + index + 1),
+            text = Phrase("{what}: defect rate up (subgroup {subgroup} after the baseline, at {at}: {failed}/{size} "
+                          "failed; baseline {baseline}): {detail}", what=what,
+                          subgroup=str(groups.first_index + index + 1), at=When(groups.times[index]),
                           failed=str(counts[index]), size=str(groups.size), baseline=f"{limits.centre:.2%}",
                           detail=detail)
             return Condition(AlarmKind.SPC, frozen.station_id, frozen.class_name, rule.value, text,
@@ -249,9 +250,10 @@ class AlarmEvaluator:
             index = len(groups) - min(HOLD_SUBGROUPS, len(groups)) + int(recent[-1])
             found.append(Condition(
                 AlarmKind.SPC, frozen.station_id, frozen.class_name, u_rule(rule),
-                Phrase("{what}: defects per part up (subgroup {subgroup} after the baseline, {defects} defects on "
-                       "{size} parts; baseline {baseline} per part): u-chart, Western Electric {rule} (z {z}σ)",
-                       what=what, subgroup=str(groups.first_index + index + 1), defects=str(counts[index]),
+                Phrase("{what}: defects per part up (subgroup {subgroup} after the baseline, at {at}: {defects} "
+                       "defects on {size} parts; baseline {baseline} per part): u-chart, Western Electric {rule} "
+                       "(z {z}σ)", what=what, subgroup=str(groups.first_index + index + 1),
+                       at=When(groups.times[index]), defects=str(counts[index]),
                        size=str(groups.size), baseline=f"{limits.centre:.3f}", rule=rule.value,
                        z=f"{z[index]:+.1f}"),
                 side=Side.ABOVE.value, since=groups.times[index]))
