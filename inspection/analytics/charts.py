@@ -66,7 +66,9 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     """Lines over time: `series` share the x positions `x`; `markers` are vertical lines (a model
     or rules change) with their labels; `highlight` rings the points of the first series at these
     indices (alarms)."""
-    left, right, top, bottom = 56, 12, 24 if title else 10, 34
+    # The bottom holds the time labels (baseline at height - 20) and below them the legend
+    # (baseline at height - 3), each a line of its own.
+    left, right, top, bottom = 56, 12, 24 if title else 10, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     high = max(values, default=0.0) * 1.1 or (0.01 if percent else 1.0)
@@ -96,7 +98,7 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     if x:
         for index in sorted({0, len(x) // 2, len(x) - 1}):
             anchor = "start" if index == 0 else ("end" if index == len(x) - 1 else "middle")
-            out.append(f'<text x="{px(x[index]):.1f}" y="{height - 12}" font-size="11" text-anchor="{anchor}" '
+            out.append(f'<text x="{px(x[index]):.1f}" y="{height - 20}" font-size="11" text-anchor="{anchor}" '
                        f'fill="#5b6570">{escape(x[index].strftime("%m-%d %H:%M"))}</text>')
     for when, label in markers:
         if x and start <= when <= end:

@@ -44,6 +44,9 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+# Drawn at about the size shown (two charts a row beside the incident list at 1366 px), so
+# their text reads at its own size instead of scaled down.
+CHART_WIDTH, CHART_HEIGHT = 480, 190
 RANGES = {"8h": timedelta(hours=8), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
@@ -94,10 +97,10 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
                                     Series(t("Review"), [p["review"] / p["inspected"] if p["inspected"] else None
                                                          for p in points], dashed=True)],
                             markers=markers, title=t("Defect rate") + (f" · {station}" if station else ""),
-                            height=220)
+                            width=CHART_WIDTH, height=CHART_HEIGHT)
     pareto = data["pareto"]
     pareto_svg = pareto_chart([p["class"] for p in pareto], [p["failed_parts"] for p in pareto],
-                              title=t("Pareto of defect classes")) if pareto else ""
+                              title=t("Pareto of defect classes"), width=CHART_WIDTH, height=CHART_HEIGHT) if pareto else ""
     control = [_control_chart(analytics, f, t, plant) for f in analytics.limits(station)
                if f.class_name == ALL_CLASSES]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
@@ -140,7 +143,8 @@ def _control_chart(analytics: AnalyticsStore, frozen: FrozenLimits, t, plant) ->
         [Series(t("Fraction defective") if is_p else t("Defects per part"), list(chart.values)),
          Series(t("Upper control limit"), list(chart.upper), dashed=True, colour="#c62828"),
          Series(t("Centre"), [frozen.limits.centre] * len(groups), dashed=True, colour="#2e7d32")],
-        highlight=sorted({a.index for a in chart.alarms if a.side is Side.ABOVE}), percent=is_p, height=220,
+        highlight=sorted({a.index for a in chart.alarms if a.side is Side.ABOVE}), percent=is_p,
+        width=CHART_WIDTH, height=CHART_HEIGHT,
         title=f"{t('p-chart') if is_p else t('u-chart')} · {frozen.station_id} (n = {frozen.subgroup_size})")
 
 
