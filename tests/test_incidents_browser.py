@@ -75,7 +75,8 @@ def live(untrained_model, tmp_path_factory):
 def post_parts(url: str, admin: dict, station: str, n: int, share: float, rng, first: int) -> None:
     with httpx.Client(base_url=url, headers={**admin, "Content-Type": "image/png"}, timeout=30) as client:
         for i in range(n):
-            response = client.post(f"/v1/stations/{station}/inspect", content=part(bool(rng.random() < share), first + i))
+            image = part(bool(rng.random() < share), first + i)
+            response = client.post(f"/v1/stations/{station}/inspect", content=image)
             assert response.status_code == 200, response.text
 
 

@@ -129,7 +129,7 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
             cy = py(min(ringed, high))
             out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{cy:.1f}" '
                        f'r="6" fill="none" stroke="#c62828" stroke-width="2"/>')
-    legend_x = left
+    legend_x: float = left
     for number, line in enumerate(series):
         colour = line.colour or PALETTE[number % len(PALETTE)]
         out.append(f'<g class="legend"><rect x="{legend_x:.1f}" y="{height - 8}" width="10" height="3" '

@@ -11,7 +11,8 @@ Example::
     ...               cause=Word("lens or focus"))
     >>> text.render(clock=PlantClock("Asia/Seoul"))
     'sharpness down 40% since 2026-03-02 14:20: lens or focus'
-    >>> korean = {"{statistic} down {percent}% since {since}: {cause}": "{since}부터 {statistic} {percent}% 감소: {cause}",
+    >>> korean = {"{statistic} down {percent}% since {since}: {cause}":
+    ...               "{since}부터 {statistic} {percent}% 감소: {cause}",
     ...           "sharpness": "선명도", "lens or focus": "렌즈 또는 초점"}
     >>> text.render(lambda s: korean.get(s, s), PlantClock("Asia/Seoul"))
     '2026-03-02 14:20부터 선명도 40% 감소: 렌즈 또는 초점'

@@ -36,7 +36,8 @@ from inspection.store.schema import (
 from inspection.store.spc_limits import ALL_CLASSES, FrameWindow, FrozenLimits, LimitStore, Subgroups
 
 __all__ = ["ALL_CLASSES", "BUCKET", "NO_PRODUCT", "AlarmKind", "AlarmRecord", "AnalyticsStore", "FrameWindow",
-           "FrozenLimits", "Grouping", "IncidentRecord", "RateRow", "Subgroups", "alarm_key", "day_range", "floor_bucket",
+           "FrozenLimits", "Grouping", "IncidentRecord", "RateRow", "Subgroups", "alarm_key", "day_range",
+           "floor_bucket",
            "frame_columns"]
 
 

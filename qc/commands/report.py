@@ -37,7 +37,8 @@ class Language(StrEnum):
 REPORT_HTML = """<!doctype html>
 <html lang="{{ lang }}"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
-body { font-family: system-ui, "Noto Sans", "Noto Sans CJK KR", "Malgun Gothic", sans-serif; margin: 18px; color: #1b1f24; }
+body { font-family: system-ui, "Noto Sans", "Noto Sans CJK KR", "Malgun Gothic", sans-serif; margin: 18px;
+  color: #1b1f24; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 18px; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #d5dbe1; padding: 3px 10px; text-align: right; } th:first-child { text-align: left; }
@@ -46,7 +47,8 @@ td.text { text-align: left; }
 svg { max-width: 100%; height: auto; } @media print { h2 { break-after: avoid; } svg { break-inside: avoid; } }
 </style></head><body>
 <h1>{{ title }}</h1>
-<p class="window">{{ window }} ({{ data.timezone }}){% if data.station %} · {{ _("Station") }} {{ data.station }}{% endif %}</p>
+<p class="window">{{ window }} ({{ data.timezone }})
+{%- if data.station %} · {{ _("Station") }} {{ data.station }}{% endif %}</p>
 <p class="tiles"><span>{{ _("Inspected") }} <b>{{ data.total.inspected }}</b></span>
 <span>{{ _("Defect rate") }} <b>{{ "%.2f"|format(data.total.defect_rate * 100) }}%</b></span>
 <span>{{ _("First-pass yield") }} <b>{{ "%.2f"|format(data.total.first_pass_yield * 100) }}%</b></span>
@@ -54,8 +56,10 @@ svg { max-width: 100%; height: auto; } @media print { h2 { break-after: avoid; }
 {{ rate_chart|safe }}
 {% if pareto_chart %}{{ pareto_chart|safe }}{% endif %}
 {% for title, group, rows in tables %}<h2>{{ title }}</h2>
-<table><tr><th></th><th>{{ _("Inspected") }}</th><th>FAIL</th><th>REVIEW</th><th>{{ _("Defect rate") }}</th><th>{{ _("First-pass yield") }}</th></tr>
-{% for r in rows %}<tr><th>{% if group == "shift" %}{{ shift_label(r.key) }}{% else %}{{ r.key or _("No product") }}{% endif %}</th>
+<table><tr><th></th><th>{{ _("Inspected") }}</th><th>FAIL</th><th>REVIEW</th><th>{{ _("Defect rate") }}</th>
+<th>{{ _("First-pass yield") }}</th></tr>
+{% for r in rows %}<tr><th>
+{%- if group == "shift" %}{{ shift_label(r.key) }}{% else %}{{ r.key or _("No product") }}{% endif %}</th>
 <td>{{ r.inspected }}</td><td>{{ r.failed }}</td><td>{{ r.review }}</td>
 <td>{{ "%.2f"|format(r.defect_rate * 100) }}%</td>
 <td>{{ "%.2f"|format(r.first_pass_yield * 100) }}%</td></tr>{% endfor %}
@@ -167,8 +171,8 @@ def write_report(db, settings, since, until, title: str, out: Path, *, station: 
     from jinja2 import Environment, select_autoescape
 
     from inspection.analytics.charts import Series, line_chart, pareto_chart
-    from inspection.store.analytics import AnalyticsStore
     from inspection.analytics.shifts import shift_label
+    from inspection.store.analytics import AnalyticsStore
     from serving.pages.language import translator
 
     t = translator(lang)

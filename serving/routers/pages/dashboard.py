@@ -8,7 +8,8 @@ Reviewers and above see it and acknowledge incidents (the alarms that fired toge
 station, inspection/store/incidents.py), once each; engineers also freeze limits (plain forms
 with the session's CSRF token). The figures and charts come first, the incident list beside
 them, so both are above the fold of a 1366x768 monitor. Every time is plant time
-(inspection/analytics/plant_time.py), every alarm text in the page's language. Server-rendered with SVG charts: no script, nothing fetched
+(inspection/analytics/plant_time.py), every alarm text in the page's language.
+Server-rendered with SVG charts: no script, nothing fetched
 from elsewhere (the review pages' Content Security Policy). The same data as JSON is
 serving/routers/analytics.py.
 """
@@ -100,7 +101,8 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
                             width=CHART_WIDTH, height=CHART_HEIGHT)
     pareto = data["pareto"]
     pareto_svg = pareto_chart([p["class"] for p in pareto], [p["failed_parts"] for p in pareto],
-                              title=t("Pareto of defect classes"), width=CHART_WIDTH, height=CHART_HEIGHT) if pareto else ""
+                              title=t("Pareto of defect classes"), width=CHART_WIDTH,
+                              height=CHART_HEIGHT) if pareto else ""
     control = [_control_chart(analytics, f, t, plant) for f in analytics.limits(station)
                if f.class_name == ALL_CLASSES]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
