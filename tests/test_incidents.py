@@ -156,3 +156,38 @@ def test_a_phrase_survives_storage_and_renders_in_plant_time():
                   change=Phrase("since {since}", since=When(datetime(2026, 3, 1, 21, 0))), cause=Word("x"))
     assert Phrase.loads(text.dumps()) == text
     assert text.render(clock=PlantClock("Asia/Seoul")) == "station line1: since 2026-03-02 06:00"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def before_incidents(request, tmp_path):
+    """A database migrated up to the revision before incidents (0008)."""
+    from inspection.store.database import Database
+
+    url = f"sqlite:///{tmp_path / 'qc.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    database = Database(url)
+    database.upgrade("0008_login_attempts")
+    yield database
+    database.dispose()
+
+
+def test_alarms_stored_before_incidents_become_an_incident_each_and_new_ones_group(before_incidents):
+    from inspection.store.schema import alarms
+
+    db = before_incidents
+    now = utcnow()
+    with db.engine.begin() as conn:
+        for rule, active, by in (("EWMA", True, None), ("CUSUM", False, "kim")):
+            conn.execute(alarms.insert().values(
+                station_id="line1", class_name="", kind="spc", rule=rule, side="above", message=f"{rule} up",
+                raised_at=now, active_key=f"line1||{rule}" if active else None, acknowledged_by=by,
+                acknowledged_at=now if by else None, cleared_at=None if active else now, note=""))
+    db.upgrade()
+    analytics = AnalyticsStore(db)
+    old = {i.rules[0]: i for i in analytics.incidents()}
+    assert set(old) == {"EWMA", "CUSUM"}
+    assert old["EWMA"].open and old["EWMA"].acknowledged_by is None
+    assert not old["CUSUM"].open and old["CUSUM"].acknowledged_by == "kim"
+    assert old["EWMA"].alarms[0].text() == "EWMA up"  # no phrase: the stored text
+    new = analytics.raise_alarm(AlarmKind.SPC, "line1", "", "WE1", "WE1 up")
+    assert new.incident_id not in {i.id for i in old.values()}  # ids continue past the old ones
+    assert analytics.raise_alarm(AlarmKind.SPC, "line1", "x", "WE1", "up").incident_id == new.incident_id
