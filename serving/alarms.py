@@ -21,11 +21,18 @@ One evaluation, and why it is cheap enough to run every half minute:
    the baseline's frames (inspection/analytics/drift.py): a finding named in
    QC_DRIFT_CONFIRMATIONS consecutive evaluations is an equipment alarm (or a model alarm when
    only the confidences moved). bench/analytics shows why one check is not enough: a window
-   checked again and again would otherwise repeat a rare false finding.
+   checked again and again would otherwise repeat a rare false finding. An image statistic
+   that moved in all frames but not in the passing ones moved with the defect rate (more
+   defective parts, which look different): that is a mix alarm, which names no equipment.
 4. A condition already stored is not stored again (the alarms table's unique active key,
    which also holds across service processes); a condition that ended is cleared, so a later
    one is a new alarm. Each new alarm goes to the webhook and MQTT; a failed delivery is
    logged and never stops the evaluation (the alarm is stored and shown either way).
+5. Each alarm joins its station's open incident (inspection/store/incidents.py): the alarms
+   that fire together at a station are one problem, acknowledged once.
+
+Texts: each alarm's message is a `Phrase` (inspection/analytics/phrases.py), stored with its
+English rendering in plant time (QC_TIMEZONE); pages render it in the reader's language.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from inspection.analytics.drift import DriftSettings, Source, compare_windows
+from inspection.analytics.drift import Cause, DriftSettings, Finding, Source, compare_windows
+from inspection.analytics.phrases import Phrase, When, Word
+from inspection.analytics.plant_time import PlantClock
 from inspection.analytics.spc import (
     ChartKind,
     CusumSettings,
@@ -82,13 +91,43 @@ def chart_rules(text: str) -> list[Rule]:
         raise ValueError(f"QC_SPC_RULES {text!r}: use any of {', '.join(r.value for r in Rule)}") from None
 
 
+def subject(station: str, class_name: str = ALL_CLASSES) -> Phrase:
+    """What an alarm is about: the station, or one class at it."""
+    if class_name:
+        return Phrase("station {station}, class {class_name}", station=station, class_name=class_name)
+    return Phrase("station {station}", station=station)
+
+
+def moved(change: float) -> Phrase:
+    """A relative change in words: up 12%, down 40%."""
+    template = "up {percent}%" if change > 0 else "down {percent}%"
+    return Phrase(template, percent=f"{abs(change) * 100:.0f}")
+
+
+def finding_phrase(finding: Finding, *, light_moved: bool) -> Phrase:
+    """A drift finding in words, its time in plant time (drift.py's own message keeps UTC)."""
+    statistic = Word(finding.statistic)
+    if finding.cause is Cause.COLOUR:
+        change = Phrase("{statistic} {direction} against the light", statistic=statistic,
+                        direction=moved(finding.change))
+    elif finding.cause in (Cause.FOCUS, Cause.CONTRAST) and light_moved:
+        change = Phrase("{statistic} {direction} beyond what the light explains", statistic=statistic,
+                        direction=moved(finding.change))
+    else:
+        change = Phrase("{statistic} {direction}", statistic=statistic, direction=moved(finding.change))
+    if finding.since is not None:
+        return Phrase("{change} since {since}: {cause}", change=change, since=When(finding.since),
+                      cause=Word(finding.cause.value))
+    return Phrase("{change}: {cause}", change=change, cause=Word(finding.cause.value))
+
+
 @dataclass(frozen=True)
 class Condition:
     kind: AlarmKind
     station: str
     class_name: str
     rule: str
-    message: str
+    phrase: Phrase
     side: str | None = None
     since: datetime | None = None
 
@@ -103,6 +142,7 @@ class AlarmEvaluator:
         self.store, self.settings, self.metrics = store, settings, metrics
         self.rules = chart_rules(settings.spc_rules)
         self.notifiers = notifiers if notifiers is not None else notifiers_of(settings)
+        self.clock = PlantClock(settings.timezone)
         self._drift_seen: dict[str, int] = {}  # key -> consecutive evaluations naming it
 
     def evaluate(self) -> list[AlarmRecord]:
@@ -124,7 +164,8 @@ class AlarmEvaluator:
         raised = []
         for condition in holding:
             alarm = self.store.raise_alarm(condition.kind, condition.station, condition.class_name, condition.rule,
-                                           condition.message, side=condition.side, since=condition.since)
+                                           condition.phrase.render(clock=self.clock), side=condition.side,
+                                           since=condition.since, phrase=condition.phrase)
             if alarm is not None:
                 raised.append(alarm)
         held = {c.key for c in holding}
@@ -150,26 +191,30 @@ class AlarmEvaluator:
         limits, counts = frozen.limits, groups.failed
         sizes = np.full(len(groups), groups.size)
         last = len(groups) - 1
-        what = f"station {frozen.station_id}" + (f", class {frozen.class_name}" if frozen.class_name else "")
+        what = subject(frozen.station_id, frozen.class_name)
         found: list[Condition] = []
 
-        def condition(rule: Rule, detail: str, index: int) -> Condition:
-            number = groups.first_index + index + 1
-            return Condition(AlarmKind.SPC, frozen.station_id, frozen.class_name, rule.value,
-                             f"{what}: defect rate up (subgroup {number} after the baseline, "
-                             f"{counts[index]}/{groups.size} failed; baseline {limits.centre:.2%}): {detail}",
+        def condition(rule: Rule, detail: Phrase, index: int) -> Condition:
+            text = Phrase("{what}: defect rate up (subgroup {subgroup} after the baseline, at {at}: {failed}/{size} "
+                          "failed; baseline {baseline}): {detail}", what=what,
+                          subgroup=str(groups.first_index + index + 1), at=When(groups.times[index]),
+                          failed=str(counts[index]), size=str(groups.size), baseline=f"{limits.centre:.2%}",
+                          detail=detail)
+            return Condition(AlarmKind.SPC, frozen.station_id, frozen.class_name, rule.value, text,
                              side=Side.ABOVE.value, since=groups.times[index])
 
         if Rule.EWMA in self.rules:
             chart = ewma(limits, counts, sizes, EwmaSettings(s.ewma_lambda, s.ewma_width))
             if chart.above[-1]:
-                found.append(condition(Rule.EWMA, f"EWMA {chart.statistic[-1]:.2%} above its limit "
-                                       f"{chart.upper[-1]:.2%}", last))
+                found.append(condition(Rule.EWMA, Phrase("EWMA {value} above its limit {limit}",
+                                                         value=f"{chart.statistic[-1]:.2%}",
+                                                         limit=f"{chart.upper[-1]:.2%}"), last))
         if Rule.CUSUM in self.rules:
             sums = cusum(limits, counts, sizes, CusumSettings(s.cusum_shift, s.cusum_h))
             if sums.above[-1]:
-                found.append(condition(Rule.CUSUM, f"CUSUM {sums.upper_sum[-1]:.1f} defective parts more than "
-                                       f"the baseline allows (h {s.cusum_h:g})", last))
+                found.append(condition(Rule.CUSUM, Phrase(
+                    "CUSUM {value} defective parts more than the baseline allows (h {h})",
+                    value=f"{sums.upper_sum[-1]:.1f}", h=f"{s.cusum_h:g}"), last))
         zone = [r for r in self.rules if r in ZONE_RULES]
         if zone:
             z = limits.standardise(counts, sizes)
@@ -177,7 +222,8 @@ class AlarmEvaluator:
                 recent = np.flatnonzero(hits[-HOLD_SUBGROUPS:])
                 if side is Side.ABOVE and len(recent):
                     index = len(groups) - min(HOLD_SUBGROUPS, len(groups)) + int(recent[-1])
-                    found.append(condition(rule, f"Western Electric {rule.value} (z {z[index]:+.1f}σ)", index))
+                    found.append(condition(rule, Phrase("Western Electric {rule} (z {z}σ)", rule=rule.value,
+                                                        z=f"{z[index]:+.1f}"), index))
         return found, keys
 
     def _u_chart(self, frozen: FrozenLimits) -> tuple[list[Condition], set[str]]:
@@ -195,7 +241,7 @@ class AlarmEvaluator:
         limits, counts = frozen.limits, groups.defects
         sizes = np.full(len(groups), groups.size)
         z = limits.standardise(counts, sizes)
-        what = f"station {frozen.station_id}" + (f", class {frozen.class_name}" if frozen.class_name else "")
+        what = subject(frozen.station_id, frozen.class_name)
         found: list[Condition] = []
         for (rule, side), hits in rule_hits(z, zone).items():
             recent = np.flatnonzero(hits[-HOLD_SUBGROUPS:])
@@ -204,9 +250,12 @@ class AlarmEvaluator:
             index = len(groups) - min(HOLD_SUBGROUPS, len(groups)) + int(recent[-1])
             found.append(Condition(
                 AlarmKind.SPC, frozen.station_id, frozen.class_name, u_rule(rule),
-                f"{what}: defects per part up (subgroup {groups.first_index + index + 1} after the baseline, "
-                f"{counts[index]} defects on {groups.size} parts; baseline {limits.centre:.3f} per part): "
-                f"u-chart, Western Electric {rule.value} (z {z[index]:+.1f}σ)",
+                Phrase("{what}: defects per part up (subgroup {subgroup} after the baseline, at {at}: {defects} "
+                       "defects on {size} parts; baseline {baseline} per part): u-chart, Western Electric {rule} "
+                       "(z {z}σ)", what=what, subgroup=str(groups.first_index + index + 1),
+                       at=When(groups.times[index]), defects=str(counts[index]),
+                       size=str(groups.size), baseline=f"{limits.centre:.3f}", rule=rule.value,
+                       z=f"{z[index]:+.1f}"),
                 side=Side.ABOVE.value, since=groups.times[index]))
         return found, keys
 
@@ -228,6 +277,8 @@ class AlarmEvaluator:
                                  reference_alignment=reference.aligned, recent_alignment=recent.aligned)
         found: list[Condition] = []
         named = set()
+        light_moved = any(f.cause is Cause.LIGHTING for f in report.findings)
+        mix = self._moved_with_the_defects(frozen, report.findings, drift)
         for finding in report.findings:
             rule = f"drift:{finding.statistic}"
             key = alarm_key(station, ALL_CLASSES, rule)
@@ -235,14 +286,43 @@ class AlarmEvaluator:
             self._drift_seen[key] = self._drift_seen.get(key, 0) + 1
             if self._drift_seen[key] < self.settings.drift_confirmations:
                 continue
-            kind = AlarmKind.EQUIPMENT if finding.source is Source.EQUIPMENT else AlarmKind.MODEL
-            found.append(Condition(kind, station, ALL_CLASSES, rule, f"station {station}: {finding.message}",
-                                   since=finding.since))
+            if finding.source is Source.MODEL:
+                kind, text = AlarmKind.MODEL, Phrase(
+                    "{what}: the model's confidence moved while the images did not: relabel and retrain",
+                    what=subject(station))
+            elif finding.statistic in mix:
+                kind, text = AlarmKind.MIX, Phrase(
+                    "{what}: {change} with the defect rate while the passing parts look as before: the mix of "
+                    "parts changed, not the equipment", what=subject(station),
+                    change=Phrase("{statistic} {direction}", statistic=Word(finding.statistic),
+                                  direction=moved(finding.change)))
+            else:
+                kind, text = AlarmKind.EQUIPMENT, Phrase("{what}: {finding}", what=subject(station),
+                                                         finding=finding_phrase(finding, light_moved=light_moved))
+            found.append(Condition(kind, station, ALL_CLASSES, rule, text, since=finding.since))
         for key in known - named:
             self._drift_seen.pop(key, None)
         # A finding not yet confirmed keeps its alarm (if any) neither raised nor cleared.
         unconfirmed = {key for key in named if self._drift_seen.get(key, 0) < self.settings.drift_confirmations}
         return found, (known | named) - unconfirmed
+
+    def _moved_with_the_defects(self, frozen: FrozenLimits, findings: list[Finding], drift: DriftSettings) -> set[str]:
+        """The statistics of equipment findings that did not move among the passing frames:
+        the images moved because more (or other) defective parts came, which look different,
+        not because the light or the lens did. A lamp or a lens that changed moves the
+        passing parts' images too. Empty when too few frames passed to judge."""
+        equipment = {f.statistic for f in findings if f.source is Source.EQUIPMENT}
+        if not equipment:
+            return set()
+        station = frozen.station_id
+        before = self.store.frames(station, after=frozen.baseline_from, until=frozen.baseline_to, last=500,
+                                   passing=True)
+        after = self.store.frames(station, after=frozen.baseline_to, last=self.settings.drift_window, passing=True)
+        if min(len(before.times), len(after.times)) < drift.min_frames:
+            return set()
+        good = compare_windows(before.stats, after.stats, drift, recent_times=after.times,
+                               reference_alignment=before.aligned, recent_alignment=after.aligned)
+        return equipment - {f.statistic for f in good.findings if f.source is Source.EQUIPMENT}
 
     # -- delivery and gauges -----------------------------------------------------------------
 

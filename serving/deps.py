@@ -274,3 +274,6 @@ EngineerPerson = Annotated[Actor, Depends(current_engineer)]
 # An alarm's id is a database integer: one beyond 64 bits is a 422, not an overflow in the driver.
 AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the alarm's id")]
 """The `alarm_id` path parameter of the analytics API and the dashboard's forms."""
+
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the incident's id")]
+"""The `incident_id` path parameter of the analytics API and the dashboard's forms."""

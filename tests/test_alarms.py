@@ -268,15 +268,20 @@ def test_through_the_service_a_step_change_is_alarmed_shown_and_acknowledged(unt
         csrf = sign_in(service, "kim")
         page = service.client.get("/dashboard")
         assert page.status_code == 200 and "script-src 'none'" in page.headers["content-security-policy"]
-        assert 'data-open-alarms="4"' in page.text and "<svg" in page.text
-        first = raised[0]["id"]
-        done = service.client.post(f"/dashboard/alarms/{first}/acknowledge",
+        # The four alarms fired together at one station: one incident, acknowledged once.
+        assert 'data-open-incidents="1"' in page.text and "<svg" in page.text
+        assert len({a["incident"] for a in raised}) == 1
+        incident = raised[0]["incident"]
+        done = service.client.post(f"/dashboard/incidents/{incident}/acknowledge",
                                    data={"csrf": csrf, "note": "feeder jam cleared"}, follow_redirects=False)
         assert done.status_code == 303
-        assert service.client.post(f"/dashboard/alarms/{first}/acknowledge", data={"csrf": "forged"}).status_code == 403
+        assert service.client.post(f"/dashboard/incidents/{incident}/acknowledge",
+                                   data={"csrf": "forged"}).status_code == 403
         listed = service.client.get("/v1/analytics/alarms", params={"unacknowledged": "false"}).json()["alarms"]
-        acknowledged = next(a for a in listed if a["id"] == first)
-        assert (acknowledged["acknowledged_by"], acknowledged["note"]) == ("kim", "feeder jam cleared")
+        assert {(a["acknowledged_by"], a["note"]) for a in listed if a["id"] in {r["id"] for r in raised}} == {
+            ("kim", "feeder jam cleared")}
+        assert service.client.get("/v1/analytics/incidents", params={"unacknowledged": "true"}).json() == {
+            "incidents": []}
         summary = service.client.get("/v1/analytics/summary", headers=service.key("reviewer")).json()
         assert summary["total"]["inspected"] == 160 and summary["by_station"][0]["key"] == station
         station_key = service.key("station", (station,))

@@ -2,9 +2,9 @@
 specification of what a shift lead sees: frames posted through the real service (uvicorn on a
 free port) under rules that fail a chosen share, a baseline frozen by an engineer, a changeover
 from M8 to M10 bolts that steps the line from ~8% to ~50% FAIL, the evaluator's alarms (the
-p-chart's EWMA and CUSUM, the u-chart's Western Electric rule 1) on the dashboard beside both
-control charts and the defect rate per product, one acknowledged with a note by a reviewer; no
-request leaves 127.0.0.1. Screenshots for docs/analytics.md are written here.
+p-chart's EWMA and CUSUM, the u-chart's Western Electric rule 1) as one incident on the
+dashboard beside both control charts and the defect rate per product, acknowledged once with a
+note by a reviewer; no request leaves 127.0.0.1. Screenshots for docs/analytics.md are written here.
 
 Never `playwright install`: the browser is /usr/bin/chromium; without it these tests skip."""
 
@@ -109,12 +109,15 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url("**/dashboard**")
-        alarms = page.locator("li.alarm")
-        assert alarms.count() == len(raised)
-        ewma = page.locator("li.alarm", has_text="EWMA").filter(has_not_text="· 0 ·").first
-        assert "defect rate up" in ewma.inner_text()
-        u_alarm = page.locator("li.alarm", has_text="u:WE1").first
-        assert "defects per part up" in u_alarm.inner_text()
+        incidents = page.locator("li.incident")
+        assert incidents.count() == 1  # the alarms fired together at one station: one problem
+        incident = incidents.first
+        incident.locator("details summary").click()
+        assert incident.locator("[data-alarm]").count() == len(raised)
+        ewma = next(a for a in raised if a["rule"] == "EWMA" and a["class"] == "")
+        assert "defect rate up" in incident.locator(f"[data-alarm='{ewma['id']}']").inner_text()
+        u_alarm = next(a for a in raised if a["rule"] == "u:WE1")
+        assert "defects per part up" in incident.locator(f"[data-alarm='{u_alarm['id']}']").inner_text()
         # The rate over time, the station's p-chart and its u-chart (each with its ringed alarms).
         assert page.locator("svg.chart").count() >= 3
         assert page.locator("svg.chart", has_text="u-chart · line-3").count() == 1
@@ -126,20 +129,19 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_IMAGES / "dashboard-alarm.png"), full_page=True)
 
-        ewma.locator("input[name=note]").fill("nozzle 2 clogged; cleaned at 14:20")
-        ewma.locator("button[type=submit]").click()
+        incident.locator("input[name=note]").fill("nozzle 2 clogged; cleaned at 14:20")
+        incident.locator("button[type=submit]").click()
         page.wait_for_load_state()
-        assert page.locator("li.alarm").count() == len(raised) - 1
-        page.locator("details summary").click()
-        done = page.locator("[data-acknowledged]").first.inner_text()
+        assert page.locator("li.incident form.ack").count() == 0  # acknowledged once, for all its alarms
+        done = page.locator("li.incident [data-acknowledged]").first.inner_text()
         assert "Kim" in done or "kim" in done
         assert "nozzle 2 clogged" in done
         page.screenshot(path=str(DOCS_IMAGES / "dashboard-acknowledged.png"), full_page=True)
 
         page.goto(f"{url}/dashboard?lang=ko")
-        assert "미확인 경보" in page.content() and "제품별" in page.content() and "u 관리도" in page.content()
+        assert "이상 사례" in page.content() and "제품별" in page.content() and "u 관리도" in page.content()
         context.close()
         browser.close()
     assert requested and all(u.startswith(url) for u in requested), [u for u in requested if not u.startswith(url)]
     listed = httpx.get(f"{url}/v1/analytics/alarms", headers=admin).json()["alarms"]
-    assert sum(a["acknowledged_by"] == "kim" for a in listed) == 1
+    assert sum(a["acknowledged_by"] == "kim" for a in listed) == len(raised)

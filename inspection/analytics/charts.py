@@ -18,6 +18,7 @@ chart also reads when printed or opened alone); every text is escaped.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,13 @@ def _ticks(high: float, count: int = 4) -> list[float]:
     return [i * step for i in range(int(high / step) + 2) if i * step <= high * 1.0001 + step]
 
 
+def text_width(text: str, size: float) -> float:
+    """About how wide `text` is drawn at font size `size`: a Hangul or other wide character
+    takes a full em, a Latin letter or digit about 0.6 of one. The legend places each entry
+    after the previous one's width; counting every character as Latin overlapped Korean names."""
+    return sum(size if unicodedata.east_asian_width(c) in ("W", "F") else 0.6 * size for c in text)
+
+
 def _label(value: float, percent: bool) -> str:
     if percent:
         return f"{value * 100:.3g}%"
@@ -58,7 +66,9 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     """Lines over time: `series` share the x positions `x`; `markers` are vertical lines (a model
     or rules change) with their labels; `highlight` rings the points of the first series at these
     indices (alarms)."""
-    left, right, top, bottom = 56, 12, 24 if title else 10, 34
+    # The bottom holds the time labels (baseline at height - 20) and below them the legend
+    # (baseline at height - 3), each a line of its own.
+    left, right, top, bottom = 56, 12, 24 if title else 10, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     high = max(values, default=0.0) * 1.1 or (0.01 if percent else 1.0)
@@ -88,7 +98,7 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
     if x:
         for index in sorted({0, len(x) // 2, len(x) - 1}):
             anchor = "start" if index == 0 else ("end" if index == len(x) - 1 else "middle")
-            out.append(f'<text x="{px(x[index]):.1f}" y="{height - 12}" font-size="11" text-anchor="{anchor}" '
+            out.append(f'<text x="{px(x[index]):.1f}" y="{height - 20}" font-size="11" text-anchor="{anchor}" '
                        f'fill="#5b6570">{escape(x[index].strftime("%m-%d %H:%M"))}</text>')
     for when, label in markers:
         if x and start <= when <= end:
@@ -119,13 +129,13 @@ def line_chart(x: Sequence[datetime], series: Sequence[Series], *, title: str = 
             cy = py(min(ringed, high))
             out.append(f'<circle class="alarm" cx="{px(x[index]):.1f}" cy="{cy:.1f}" '
                        f'r="6" fill="none" stroke="#c62828" stroke-width="2"/>')
-    legend_x = left
+    legend_x: float = left
     for number, line in enumerate(series):
         colour = line.colour or PALETTE[number % len(PALETTE)]
-        out.append(f'<rect x="{legend_x}" y="{height - 8}" width="10" height="3" fill="{colour}"/>'
-                   f'<text x="{legend_x + 14}" y="{height - 3}" font-size="10" fill="#5b6570">'
-                   f'{escape(line.name)}</text>')
-        legend_x += 24 + 6 * len(line.name)
+        out.append(f'<g class="legend"><rect x="{legend_x:.1f}" y="{height - 8}" width="10" height="3" '
+                   f'fill="{colour}"/><text x="{legend_x + 14:.1f}" y="{height - 3}" font-size="10" fill="#5b6570">'
+                   f'{escape(line.name)}</text></g>')
+        legend_x += 14 + text_width(line.name, 10) + 12
     out.append("</svg>")
     return "".join(out)
 

@@ -31,6 +31,7 @@ The rules, and why:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -191,3 +192,9 @@ def shift_of(instant: datetime, settings: ShiftSettings) -> ShiftKey:
             if instant in span:
                 return span.key
     raise AssertionError(f"no shift contains {instant.isoformat()}")  # spans tile the time line
+
+
+def shift_label(key: str, translate: Callable[[str], str]) -> str:
+    """A by-shift row's key ('2026-03-02 night') with the shift's name in a reader's language."""
+    day, _, name = key.partition(" ")
+    return f"{day} {translate(name)}" if name else key

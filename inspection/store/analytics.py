@@ -12,8 +12,8 @@ Example::
     alarm = analytics.raise_alarm(AlarmKind.SPC, "line1-cam2", "", "EWMA", "...")  # None: already raised
     analytics.summary(since, until, shifts=plant)         # what the dashboard shows
 
-Each part is also a store of its own (`RollupStore`, `LimitStore`, `AlarmStore`) for a reader
-that needs only it.
+Each part is also a store of its own (`RollupStore`, `LimitStore`, `AlarmStore` and its
+`IncidentStore`) for a reader that needs only it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any
 from inspection.analytics.image_stats import ImageStats, Statistic
 from inspection.analytics.shifts import ShiftSettings
 from inspection.detections import Detections
-from inspection.store.alarms import AlarmKind, AlarmRecord, AlarmStore, alarm_key
+from inspection.store.alarms import AlarmKind, AlarmRecord, alarm_key
 from inspection.store.database import Database
+from inspection.store.incidents import IncidentRecord, IncidentStore
 from inspection.store.records import iso_z
 from inspection.store.rollups import BUCKET, NO_PRODUCT, Grouping, RateRow, RollupStore, day_range, floor_bucket
 from inspection.store.schema import (
@@ -35,7 +36,8 @@ from inspection.store.schema import (
 from inspection.store.spc_limits import ALL_CLASSES, FrameWindow, FrozenLimits, LimitStore, Subgroups
 
 __all__ = ["ALL_CLASSES", "BUCKET", "NO_PRODUCT", "AlarmKind", "AlarmRecord", "AnalyticsStore", "FrameWindow",
-           "FrozenLimits", "Grouping", "RateRow", "Subgroups", "alarm_key", "day_range", "floor_bucket",
+           "FrozenLimits", "Grouping", "IncidentRecord", "RateRow", "Subgroups", "alarm_key", "day_range",
+           "floor_bucket",
            "frame_columns"]
 
 
@@ -48,8 +50,8 @@ def frame_columns(stats: ImageStats, detections: Detections) -> dict[str, Any]:
     return {name: round(float(figures[name]), 4) for name in FRAME_COLUMNS}
 
 
-class AnalyticsStore(RollupStore, LimitStore, AlarmStore):
-    """Rollups, limits and alarms over one database (each part's methods are its own)."""
+class AnalyticsStore(RollupStore, LimitStore, IncidentStore):
+    """Rollups, limits, alarms and their incidents over one database (each part's methods are its own)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -76,6 +78,8 @@ class AnalyticsStore(RollupStore, LimitStore, AlarmStore):
             "review": self.review_summary(since, until, station=station),
             "versions": [{**e, "at": iso_z(e["at"])} for e in self.versions(since, until, station=station)],
             "alarms": [a.to_json() for a in self.alarms(since=since, until=until, station=station)],
+            "incidents": [i.to_json() for i in self.incidents(since=since, until=until, station=station,
+                                                                limit=200)],
         }
 
     # -- subgroups and frames for the charts and the alarms ---------------------------------

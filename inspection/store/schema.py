@@ -297,8 +297,32 @@ alarms = Table(
     Column("acknowledged_by", String(64), nullable=True),
     Column("acknowledged_at", DateTime, nullable=True),
     Column("note", Text, nullable=False, default=""),
+    # The incident it belongs to (migration 0009_incidents; inspection/store/incidents.py), and
+    # its text as a template and values (inspection/analytics/phrases.py), so each reader gets
+    # it in their language; NULL for an alarm stored before.
+    Column("incident_id", Integer, nullable=True),
+    Column("phrase", Text, nullable=True),
     UniqueConstraint("active_key", name="uq_alarms_active"),
     Index("ix_alarms_time", "raised_at"),
+    Index("ix_alarms_incident", "incident_id"),
+)
+
+# Incidents: the alarms that fire together at a station, one problem acknowledged once
+# (migration 0009_incidents). `active_key` (the station) is set while any of its alarms holds;
+# its unique constraint keeps one open incident per station, across service processes too.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("opened_at", DateTime, nullable=False),
+    Column("closed_at", DateTime, nullable=True),
+    Column("active_key", String(64), nullable=True),
+    Column("acknowledged_by", String(64), nullable=True),
+    Column("acknowledged_at", DateTime, nullable=True),
+    Column("note", Text, nullable=False, default=""),
+    UniqueConstraint("active_key", name="uq_incidents_active"),
+    Index("ix_incidents_time", "opened_at"),
 )
 
 # The last heartbeat of each station's agent (inspection/store/stations_health.py): one row per

@@ -129,9 +129,9 @@ class LimitStore:
         return Subgroups(size=size, failed=failed, defects=found, times=times, first_index=first)
 
     def frames(self, station: str, *, after: datetime | None = None, until: datetime | None = None,
-               last: int | None = None) -> FrameWindow:
+               last: int | None = None, passing: bool = False) -> FrameWindow:
         """Image statistics and max confidences of a station's frames (those that have them),
-        oldest first: the `last` ones when given."""
+        oldest first: the `last` ones when given; only those judged PASS with `passing`."""
         columns = [inspections.c[name] for name in FRAME_COLUMNS]
         query = select(inspections.c.created_at, inspections.c.alignment_score, *columns).where(
             inspections.c.station_id == station, inspections.c.brightness.is_not(None))
@@ -139,6 +139,8 @@ class LimitStore:
             query = query.where(inspections.c.created_at > after)
         if until is not None:
             query = query.where(inspections.c.created_at <= until)
+        if passing:
+            query = query.where(inspections.c.verdict == Verdict.PASS.value)
         query = query.order_by(inspections.c.created_at.desc(), inspections.c.id.desc())
         if last:
             query = query.limit(last)
@@ -149,6 +151,7 @@ class LimitStore:
         values = np.array([[float(v) for v in r[2:]] for r in rows], np.float64)
         alignment = np.array([np.nan if r[1] is None else float(r[1]) for r in rows], np.float64)
         return FrameWindow(values[:, :-1], values[:, -1], [r[0] for r in rows], alignment)
+
 
     # -- frozen limits ---------------------------------------------------------------------
 

@@ -70,4 +70,6 @@ def choose(*, cookie: str | None, accept_language: str | None) -> str:
 # Shown through a variable (t(review.decision), _(user.role.value)), so no extractor sees them;
 # the catalogue must still translate them.
 DYNAMIC_MESSAGES = ("reviewer", "engineer", "admin", "defect", "false_alarm", "retracted", "ng_confirmed",
-                    "ok_released", "confirmed", "wrong_class", "missed", "undecided")
+                    "ok_released", "confirmed", "wrong_class", "missed", "undecided",
+                    # alarm kinds (AlarmKind) and the default shift names (QC_SHIFTS), on the dashboard
+                    "spc", "equipment", "model", "mix", "early", "late", "night")

@@ -8,8 +8,15 @@ Example::
          -H "Content-Type: application/json" -d '{"station": "line1-cam2", "since": "...", "until": "..."}'
     open http://127.0.0.1:8000/dashboard        # signed in as a reviewer or above
 
-Who may do what: reading and acknowledging alarms needs a reviewer (a signed-in person or a
-staff key, as the review routes; never a station key); freezing limits and running the
+Incidents are the alarms that fired together at a station (inspection/store/incidents.py):
+acknowledging one acknowledges all its alarms, once.
+
+    curl -H "Authorization: Bearer $KEY" "http://127.0.0.1:8000/v1/analytics/incidents?unacknowledged=true"
+    curl -X POST -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \\
+         -d '{"note": "nozzle 2 cleaned"}' http://127.0.0.1:8000/v1/analytics/incidents/7/acknowledge
+
+Who may do what: reading and acknowledging alarms and incidents needs a reviewer (a signed-in
+person or a staff key, as the review routes; never a station key); freezing limits and running the
 evaluator needs an engineer. Times given without an offset are plant time (QC_TIMEZONE).
 """
 
@@ -24,7 +31,7 @@ from pydantic import BaseModel, Field
 from inspection.roles import Role
 from inspection.store.analytics import Grouping
 from inspection.store.records import utcnow
-from serving.deps import AlarmId, AlarmsDep, AnalyticsDep, Person, SettingsDep, StoreDep
+from serving.deps import AlarmId, AlarmsDep, AnalyticsDep, IncidentId, Person, SettingsDep, StoreDep
 from serving.settings import ServeSettings
 
 router = APIRouter(tags=["analytics"])
@@ -94,6 +101,23 @@ class Acknowledgement(BaseModel):
 @router.post("/v1/analytics/alarms/{alarm_id}/acknowledge")
 def acknowledge(alarm_id: AlarmId, body: Acknowledgement, person: Person, analytics: AnalyticsDep) -> dict[str, Any]:
     return analytics.acknowledge(alarm_id, by=person.name, note=body.note).to_json()
+
+
+@router.get("/v1/analytics/incidents")
+def list_incidents(person: Person, analytics: AnalyticsDep, unacknowledged: bool = False,
+                   still_open: Annotated[bool, Query(alias="open")] = False, station: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Incidents, newest first, each with its rules, classes and alarms; `open`: only those
+    whose alarms still hold."""
+    found = analytics.incidents(unacknowledged=unacknowledged, open_only=still_open, station=station, limit=limit)
+    return {"incidents": [i.to_json() for i in found]}
+
+
+@router.post("/v1/analytics/incidents/{incident_id}/acknowledge")
+def acknowledge_incident(incident_id: IncidentId, body: Acknowledgement, person: Person,
+                         analytics: AnalyticsDep) -> dict[str, Any]:
+    """Acknowledge the incident and every alarm in it."""
+    return analytics.acknowledge_incident(incident_id, by=person.name, note=body.note).to_json()
 
 
 class Freeze(BaseModel):

@@ -1,18 +1,22 @@
-"""The plant dashboard: rates, Pareto, control charts and alarms, for people signed in.
+"""The plant dashboard: rates, Pareto, control charts and incidents, for people signed in.
 
 Example::
 
     open http://127.0.0.1:8000/dashboard        # signed in as a reviewer or above
 
-Reviewers and above see it and acknowledge alarms; engineers also freeze limits (plain forms
-with the session's CSRF token). Server-rendered with SVG charts: no script, nothing fetched
+Reviewers and above see it and acknowledge incidents (the alarms that fired together at a
+station, inspection/store/incidents.py), once each; engineers also freeze limits (plain forms
+with the session's CSRF token). The figures and charts come first, the incident list beside
+them, so both are above the fold of a 1366x768 monitor. Every time is plant time
+(inspection/analytics/plant_time.py), every alarm text in the page's language.
+Server-rendered with SVG charts: no script, nothing fetched
 from elsewhere (the review pages' Content Security Policy). The same data as JSON is
 serving/routers/analytics.py.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote
 
@@ -20,11 +24,13 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from inspection.analytics.charts import Series, line_chart, pareto_chart
+from inspection.analytics.plant_time import PlantClock
+from inspection.analytics.shifts import shift_label
 from inspection.analytics.spc import ChartKind, Side, shewhart_chart
 from inspection.roles import Role
-from inspection.store.analytics import ALL_CLASSES, AnalyticsStore, FrozenLimits
+from inspection.store.analytics import ALL_CLASSES, AlarmRecord, AnalyticsStore, FrozenLimits
 from inspection.store.records import utcnow
-from serving.deps import AlarmId, AnalyticsDep, SettingsDep, StoreDep, UsersDep
+from serving.deps import AlarmId, AnalyticsDep, IncidentId, SettingsDep, StoreDep, UsersDep
 from serving.pages.language import LANGUAGES, translator
 from serving.pages.render import language, templates
 from serving.sessions import LANGUAGE_COOKIE, csrf_matches, session_of
@@ -39,13 +45,29 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+# Drawn at about the size shown (two charts a row beside the incident list at 1366 px), so
+# their text reads at its own size instead of scaled down.
+CHART_WIDTH, CHART_HEIGHT = 480, 190
 RANGES = {"8h": timedelta(hours=8), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
-def _local(value: datetime | None, settings: ServeSettings) -> str:
-    if value is None:
-        return ""
-    return value.replace(tzinfo=UTC).astimezone(settings.zone).strftime("%Y-%m-%d %H:%M")
+
+
+def rule_words(t) -> dict[str, str]:
+    """What each rule means, in the page's language (a rule chip's title and the legend)."""
+    words = {
+        "EWMA": t("EWMA: a small, lasting rise"),
+        "CUSUM": t("CUSUM: defective parts piling up beyond the baseline"),
+        "WE1": t("WE1: one subgroup beyond 3σ"),
+        "WE2": t("WE2: two of three subgroups beyond 2σ"),
+        "WE3": t("WE3: four of five subgroups beyond 1σ"),
+        "WE4": t("WE4: eight subgroups in a row above the centre"),
+        "TREND": t("TREND: six subgroups rising in a row"),
+    }
+    words |= {f"u:{rule}": t("u-chart") + ", " + text for rule, text in list(words.items())
+              if not rule.startswith(("EWMA", "CUSUM"))}
+    words["drift"] = t("drift: the images moved against the baseline's")
+    return words
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
@@ -57,6 +79,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     lang = language(request)
     t = translator(lang)
+    clock = PlantClock(settings.timezone)
     span = RANGES.get(range, RANGES["24h"])
     end = utcnow() + timedelta(minutes=15)
     start = end - span
@@ -66,7 +89,7 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     step = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)
     points = analytics.series(start, end, station=station, step=step)
     def plant(value: datetime) -> datetime:  # charts are labelled in plant time, as the page says
-        return value.replace(tzinfo=UTC).astimezone(settings.zone).replace(tzinfo=None)
+        return clock.local(value).replace(tzinfo=None)
 
     times = [plant(p["start"]) for p in points]
     markers = [(plant(e["at"]), f"{e['station']}: {e['label']}")
@@ -74,21 +97,32 @@ def dashboard(request: Request, users: UsersDep, settings: SettingsDep, analytic
     rate_chart = line_chart(times, [Series(t("Defect rate"), [p["defect_rate"] for p in points]),
                                     Series(t("Review"), [p["review"] / p["inspected"] if p["inspected"] else None
                                                          for p in points], dashed=True)],
-                            markers=markers, title=t("Defect rate") + (f" · {station}" if station else ""))
+                            markers=markers, title=t("Defect rate") + (f" · {station}" if station else ""),
+                            width=CHART_WIDTH, height=CHART_HEIGHT)
     pareto = data["pareto"]
     pareto_svg = pareto_chart([p["class"] for p in pareto], [p["failed_parts"] for p in pareto],
-                              title=t("Pareto of defect classes")) if pareto else ""
+                              title=t("Pareto of defect classes"), width=CHART_WIDTH,
+                              height=CHART_HEIGHT) if pareto else ""
     control = [_control_chart(analytics, f, t, plant) for f in analytics.limits(station)
                if f.class_name == ALL_CLASSES]
     stations = sorted({r["key"] for r in analytics.summary(start, end, shifts=settings.plant_shifts)["by_station"]}
                       | ({station} if station else set()))
+    # Open: unacknowledged, or still holding; the acknowledged ones that ended go below them.
+    shown = analytics.incidents(limit=60)
+    open_incidents = [i for i in shown if i.acknowledged_at is None or i.open]
+    done_incidents = [i for i in shown if i.acknowledged_at is not None and not i.open][:20]
+
+    def text(alarm: AlarmRecord) -> str:
+        return alarm.text(t, clock, lang=lang)
+
     html = templates.get_template("dashboard.html").render(
         _=t, lang=lang, languages=LANGUAGES, path=request.url.path, user=session.user, csrf=session.csrf,
         data=data, range=range if range in RANGES else "24h", ranges=list(RANGES), station=station or "",
         stations=stations, rate_chart=rate_chart, pareto_chart=pareto_svg, control_charts=control,
-        open_alarms=list(analytics.alarms(unacknowledged=True, limit=50)),
-        recent_alarms=[a for a in analytics.alarms(limit=20) if a.acknowledged_at is not None],
-        local=lambda v: _local(v, settings), timezone=settings.timezone,
+        incidents=open_incidents, unacknowledged=sum(i.acknowledged_at is None for i in open_incidents),
+        done_incidents=done_incidents, text=text, rule_words=rule_words(t),
+        shift_label=lambda key: shift_label(key, t),
+        local=lambda v: clock.format(v, lang=lang), timezone=settings.timezone,
         engineer=session.user.role.covers(Role.ENGINEER), limits=analytics.limits(station))
     response = HTMLResponse(html, headers=HEADERS)
     if request.query_params.get("lang") in LANGUAGES:
@@ -112,6 +146,7 @@ def _control_chart(analytics: AnalyticsStore, frozen: FrozenLimits, t, plant) ->
          Series(t("Upper control limit"), list(chart.upper), dashed=True, colour="#c62828"),
          Series(t("Centre"), [frozen.limits.centre] * len(groups), dashed=True, colour="#2e7d32")],
         highlight=sorted({a.index for a in chart.alarms if a.side is Side.ABOVE}), percent=is_p,
+        width=CHART_WIDTH, height=CHART_HEIGHT,
         title=f"{t('p-chart') if is_p else t('u-chart')} · {frozen.station_id} (n = {frozen.subgroup_size})")
 
 
@@ -122,6 +157,16 @@ def _form_person(request: Request, users, settings: ServeSettings, csrf: str):
     if not csrf_matches(csrf, session.csrf):
         raise HTTPException(403, "wrong CSRF token; reload the page and try again")
     return session
+
+
+@router.post("/dashboard/incidents/{incident_id}/acknowledge", include_in_schema=False)
+def acknowledge_incident_form(incident_id: IncidentId, request: Request, users: UsersDep, settings: SettingsDep,
+                              analytics: AnalyticsDep, csrf: Annotated[str, Form(max_length=128)],
+                              note: Annotated[str, Form(max_length=2000)] = ""):
+    """One acknowledgement for the incident and every alarm in it."""
+    session = _form_person(request, users, settings, csrf)
+    analytics.acknowledge_incident(incident_id, by=session.user.name, note=note)
+    return RedirectResponse("/dashboard", status_code=303)
 
 
 @router.post("/dashboard/alarms/{alarm_id}/acknowledge", include_in_schema=False)

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from inspection.analytics.plant_time import PlantClock
 from inspection.errors import Conflict, NotFound
 from inspection.roles import Role
 from inspection.store.jobs import JobKind, JobState
@@ -69,7 +70,8 @@ async def loop_page(request: Request, users: UsersDep, settings: SettingsDep, jo
     check = None if running else await asyncio.to_thread(check_turn, settings)
     response = render(request, "loop.html", user=session.user, csrf=session.csrf, error=error, check=check,
                       jobs=[JobOut.of(j, alive=jobs.alive(j)) for j in recent], job=shown, running=running,
-                      classes=_class_rows(shown.result) if shown and shown.result else [])
+                      classes=_class_rows(shown.result) if shown and shown.result else [],
+                      local=PlantClock(settings.timezone).format, timezone=settings.timezone)  # times in plant time
     if shown and shown.state is JobState.RUNNING:
         response.headers["Refresh"] = "5"  # follow the turn without a script
     return response
