@@ -114,6 +114,10 @@ def test_the_decision_buttons_and_the_whole_frame_fit_1366x768_in_english_and_ko
     rule = page.get_attribute("#rule", "title")  # the rule's own text, e.g. "...in the review band [0.05, 0.6)"
     assert "review band" in rule and rule not in page.text_content("#facts"), "in words, not the raw code"
     assert "a person decides" in page.text_content("#rule")
+    # One calendar: the plant's year-first time in the queue and the facts, in both languages,
+    # and From/To typed the same way (not the browser's own month-first date picker).
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", page.text_content("#queue li.current .when").strip())
+    assert page.get_attribute("input[name=since]", "placeholder") == "YYYY-MM-DD HH:MM"
     page.screenshot(path=str(screenshots(tmp_path) / "review-1366x768.png"))
     # The class picker opens beside the frame, not over it, and the buttons stay in sight.
     page.keyboard.press("w")

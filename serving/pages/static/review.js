@@ -17,9 +17,12 @@
   const SVG = "http://www.w3.org/2000/svg";
   const OUTBOX = `qc-review-outbox:${cfg.user.name}`;
   const UNDO = `qc-review-undo:${cfg.user.name}`;
-  const when = new Intl.DateTimeFormat(cfg.lang === "ko" ? "ko-KR" : "en-GB", {
+  // One calendar for every page and both languages: plant time as 2026-03-02 14:20:05, the
+  // dashboard's and the report's format (inspection/analytics/plant_time.py). Swedish is the
+  // locale whose Intl format is exactly that; the zone is the plant's, not the browser's.
+  const when = new Intl.DateTimeFormat("sv-SE", {
     timeZone: cfg.timezone, year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", second: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
   });
 
   let items = [];          // [{inspection, review}] in queue order
@@ -88,7 +91,14 @@
   function filterQuery() {
     const form = new FormData($("filters"));
     const query = new URLSearchParams();
-    for (const [name, value] of form.entries()) if (value) query.set(name, value);
+    for (const [name, value] of form.entries()) {
+      if (!value) continue;
+      // From/To are typed as plant time, "2026-03-02" or "2026-03-02 14:20": the API reads a
+      // time without an offset as plant time; a day alone means its start (From) or end (To).
+      const plant = (name === "since" || name === "until") ? String(value).trim().replace(" ", "T") : value;
+      query.set(name, plant.length === 10 && (name === "since" || name === "until")
+        ? `${plant}T${name === "since" ? "00:00:00" : "23:59:59"}` : plant);
+    }
     return query;
   }
 

@@ -121,7 +121,7 @@ def review_page(request: Request, users: UsersDep, settings: SettingsDep, store:
         "classes": sorted(set(model.detector.names.values())) if model else [],
         "messages": catalogue(lang),
     }
-    return render(request, "review.html", user=session.user, csrf=session.csrf,
+    return render(request, "review.html", user=session.user, csrf=session.csrf, timezone=settings.timezone,
                    config=script_json(config))
 
 
