@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -143,7 +144,8 @@ class label_studio:  # a context manager, named as one reads in a with statement
     """A real Label Studio for the run (bench's own data folder), or none for `direct`."""
 
     def __init__(self, oracle: str, work: Path) -> None:
-        self.oracle, self.work, self.server = oracle, work, None
+        self.oracle, self.work = oracle, work
+        self.server: Any = None
 
     def __enter__(self):
         if self.oracle == "direct":

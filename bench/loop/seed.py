@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,15 @@ def frame_bytes(frame: Frame) -> bytes:
     from inspection.data.synth.optics import jitter
 
     template = cv2.imread(str(frame.template), cv2.IMREAD_UNCHANGED)
+    if template is None:
+        raise SystemExit(f"{frame.template}: cannot be read; DeepPCB's copy is damaged")
     shot = jitter(template, np.random.default_rng(frame.jitter_seed))
     ok, encoded = cv2.imencode(".jpg", shot, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return encoded.tobytes()
 
 
-def yolo_folder(folder: Path, items: list[tuple[str, bytes | Path, Path, str]]) -> Path:
+def yolo_folder(folder: Path, items: Sequence[tuple[str, bytes | Path, Path, str]]) -> Path:
     """A YOLO data.yaml over (name, image bytes or file, template, label text): files linked
     where they exist (DeepPCB stays read-only), templates beside as `templates/`."""
     for kind in ("images", "labels", "templates"):
@@ -172,8 +175,8 @@ def start_model(work: Path, seed: int, drawn: Drawn, sizes: Sizes) -> tuple[Path
     the recipe file and the training seconds."""
     folder = work / f"seed{seed}" / "start"
     marker = folder / "start.json"
-    wanted = {"start": [p.name for p in drawn.start], "epochs": sizes.start_epochs,
-              "recipe": recipe_text(epochs=sizes.start_epochs, seed=seed)}
+    text = recipe_text(epochs=sizes.start_epochs, seed=seed)
+    wanted = {"start": [p.name for p in drawn.start], "epochs": sizes.start_epochs, "recipe": text}
     if marker.is_file():
         known = json.loads(marker.read_text())
         if {k: known.get(k) for k in wanted} == wanted:
@@ -181,7 +184,7 @@ def start_model(work: Path, seed: int, drawn: Drawn, sizes: Sizes) -> tuple[Path
     folder.mkdir(parents=True, exist_ok=True)
     home = Home(folder / "home")
     recipe = folder / "recipe.yaml"
-    recipe.write_text(wanted["recipe"])
+    recipe.write_text(text)
     data = yolo_folder(folder / "data", [(p.stem, p, template_of(p), label_text(p)) for p in drawn.start])
     home.qc("dataset", "import", str(data), "--format", "yolo", "--name", "pcb")
     started = time.monotonic()
@@ -222,7 +225,8 @@ class SeedRun:
             picked: list[str] = []
             for turn, (budget, adds) in enumerate(zip(self.sizes.budgets, increments(self.sizes.budgets),
                                                       strict=True), start=1):
-                turns.append(self.turn(arm, turn, budget, adds, served, frames, picked, recipe, drawn))
+                turns.append(self.turn(arm, turn, budget, adds, served, frames, picked, recipe, drawn,
+                                       before=turns[-1] if turn > 1 else None, start=base))
         verdicts = {v: sum(s.verdict == v for s in served) for v in ("PASS", "REVIEW", "FAIL")}
         return {"scenario": str(self.scenario), "seed": self.seed, "sizes": asdict(self.sizes),
                 "pool": {"frames": len(drawn.pool), "defective": sum(not f.good for f in drawn.pool),
@@ -287,7 +291,8 @@ class SeedRun:
         return served, frames
 
     def turn(self, arm: Arm, turn: int, budget: int, adds: int, served: list[Served],
-             frames: dict[str, tuple[Frame, bytes]], picked: list[str], recipe: Path, drawn: Drawn) -> Turn:
+             frames: dict[str, tuple[Frame, bytes]], picked: list[str], recipe: Path, drawn: Drawn, *,
+             before: Turn | None, start: dict) -> Turn:
         env = {"QC_LABEL_PROJECT": f"loop-bench-{self.scenario}-{self.seed}-{arm}-{os.getpid()}",
                "QC_LABEL_DATASET": f"pcb-{arm}", "QC_LOOP_RECIPE": str(recipe),
                "QC_LOOP_EPOCHS": str(self.sizes.fine_tune_epochs), "QC_LOOP_AUTO_PROMOTE": "false"}
@@ -313,11 +318,17 @@ class SeedRun:
             new = choose(arm, served, already=set(picked), count=adds, seed=self.seed, turn=turn)
             if self.studio is not None and new:
                 self.home.qc("label", "push", *new, env=env)
+        if not new:  # nothing left that this arm would label (few flagged frames): the model stays
+            print(f"{self.scenario} seed {self.seed} {arm}: nothing new to label at {budget}", flush=True)
+            return Turn(arm=str(arm), budget=budget, spent=len(picked), scores=before.scores if before else start,
+                        seconds={"pick and answer": time.monotonic() - started, "qc loop": 0.0},
+                        gate="nothing new to label", reasons=reasons)
         picked += new
         if self.studio is not None:
             self.answer(env, frames)
         else:
-            items = [(p.stem, p, template_of(p), label_text(p)) for p in drawn.start]
+            items: list[tuple[str, bytes | Path, Path, str]] = [
+                (p.stem, p, template_of(p), label_text(p)) for p in drawn.start]
             for inspection_id in picked:
                 frame, data = frames[inspection_id]
                 items.append((frame.name, data, frame.template, label_text(frame.image) if frame.image else ""))
@@ -351,6 +362,7 @@ class SeedRun:
             tasks = list(bridge.labels.tasks(settings.label_project, states=[LabelState.PUSHED]))
             for task in tasks:
                 record = bridge.records.inspection(task.inspection_id)
+                assert task.task_id is not None and record.image_sha256 is not None  # pushed: both are set
                 bridge.studio.annotate(task.task_id, truth[record.image_sha256])
         finally:
             bridge.db.dispose()
