@@ -127,6 +127,10 @@ def test_the_area_is_the_curves_mean_score_over_the_labels():
     assert area([(0, 0.2)]) == 0.2
 
 
+def test_an_arm_that_ran_out_of_frames_keeps_its_score_to_the_last_budget():
+    assert area([(0, 0.2), (10, 0.4)], until=100) == pytest.approx((10 * 0.3 + 90 * 0.4) / 100)
+
+
 def test_labels_per_point_of_map50_gained():
     assert labels_per_point(spent=50, score=0.45, start=0.30) == pytest.approx(50 / 15)
     assert math.isinf(labels_per_point(spent=50, score=0.29, start=0.30))

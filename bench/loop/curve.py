@@ -6,8 +6,8 @@ and the plot.
     labels_per_point(spent=50, score=0.45, start=0.30)        # 3.33 labels per point of mAP50
 
 `area` is the trapezoid area under the curve from the start model (0 labels) to the last
-budget, divided by that budget: the curve's mean score, in the score's own units, so arms
-and runs with the same budgets compare directly.
+budget (level after an arm's last point), divided by that budget: the curve's mean score,
+in the score's own units, so arms and runs with the same budgets compare directly.
 """
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def area(points: Sequence[tuple[float, float]]) -> float:
-    """Normalised area under (labels, score) points, sorted by labels; one point: its score."""
+def area(points: Sequence[tuple[float, float]], *, until: float | None = None) -> float:
+    """Normalised area under (labels, score) points, sorted by labels; one point: its score.
+    With `until` past the last point, the curve stays level to it: an arm that ran out of
+    frames to label (FAIL and REVIEW only, on a good line) keeps its model, and the areas
+    of all arms cover the same labels."""
     ordered = sorted(points)
     if not ordered:
         raise ValueError("no points")
+    if until is not None and until > ordered[-1][0]:
+        ordered.append((until, ordered[-1][1]))
     if len(ordered) == 1 or ordered[-1][0] == ordered[0][0]:
         return ordered[-1][1]
     total = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in itertools.pairwise(ordered))
@@ -44,6 +49,7 @@ def plot(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], path: Pa
     matplotlib.use("Agg")  # no display on a bench machine
     import matplotlib.pyplot as plt
 
+    until = max(x for seeds in curves.values() for points in seeds for x, _ in points)
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for (arm, seeds), colour in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red"),
                                     strict=False):
@@ -52,7 +58,8 @@ def plot(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], path: Pa
             axes.plot(xs, ys, color=colour, alpha=0.2, linewidth=1)
         mean = mean_curve(seeds)
         xs, ys = zip(*mean, strict=True)
-        axes.plot(xs, ys, color=colour, marker="o", linewidth=2, label=f"{arm} (area {area(mean):.3f})")
+        axes.plot(xs, ys, color=colour, marker="o", linewidth=2,
+                  label=f"{arm} (area {area(mean, until=until):.3f})")
     axes.set_xlabel("labels spent")
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)

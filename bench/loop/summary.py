@@ -117,8 +117,8 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
         mean = mean_curve(per_seed)
         start = mean[0][1]
         per_point = [labels_per_point(spent=x, score=y, start=start) for x, y in mean[1:]]
-        area_rows.append([LABELS[Arm(arm)], cell([area(c) for c in per_seed]),
-                          cell([area(curve(r, arm, "fscore")) for r in results]),
+        area_rows.append([LABELS[Arm(arm)], cell([area(c, until=budgets[-1]) for c in per_seed]),
+                          cell([area(curve(r, arm, "fscore"), until=budgets[-1]) for r in results]),
                           " / ".join("no gain" if math.isinf(p) else f"{p:.1f}" for p in per_point)])
     lines += [(f"Area under each curve (the mean score over 0-{budgets[-1]} labels, start model at 0), and labels "
                "spent per point (0.01) of mAP50 gained over the start model at each budget:"), "",
