@@ -5,7 +5,7 @@ good parts) and on the all-defective pool, over paired seeds and budgets of labe
     .venv/bin/python bench/loop/run.py                               # both scenarios, 5 seeds (hours)
     .venv/bin/python bench/loop/run.py --scenario line --seeds 1 --first-seed 3 --work W
     .venv/bin/python bench/loop/run.py --with-results W/results      # report seeds run before
-    nice -n 10 .venv/bin/python bench/loop/run.py --quick            # 1 seed, tiny sizes: the path, in minutes
+    nice -n 10 .venv/bin/python bench/loop/run.py --quick            # 1 seed, tiny sizes: the path only
 
 Per seed and scenario (bench/loop/seed.py): the start model (the reference recipe on the
 seed's labelled start boards, trained once per seed), the pool (bench/loop/pool.py) judged by
@@ -15,8 +15,11 @@ budget (cumulative: 25, then 50, then 100 labels), answered from the ground trut
 Label Studio's API, each candidate scored by `qc eval` on `--eval-data` (default
 `boards.yaml` val: three boards never trained on). Each seed's result is written to
 `WORK/results/SCENARIO-seedN.json` as soon as it is done, so seeds run in separate
-invocations combine with `--with-results`. The section (bench/loop/summary.py) goes into
-BENCHMARKS.md with the machine, the plots into docs/images/loop-SCENARIO.png.
+invocations combine with `--with-results`. `--quick` (both scenarios, 12 turns of 1 epoch)
+took 48 min with `--oracle direct` on 2 cores that other work kept busy (load 5-13); its
+turns are fixed costs (composing, export, the gate's holdout), not training. The section
+(bench/loop/summary.py) goes into BENCHMARKS.md with the machine, the plots into
+docs/images/loop-SCENARIO.png.
 """
 
 from __future__ import annotations
