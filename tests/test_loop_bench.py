@@ -1,0 +1,174 @@
+"""The loop bench's pure parts (bench/loop/), as specifications: the pools its scenarios
+draw, paired seeds, the arms' picks, the area under a curve and the section it writes. On
+synthetic file names: no DeepPCB, no training, no service; well under a second."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.loop.arms import Arm, Served, choose, increments, policy_text
+from bench.loop.curve import area, labels_per_point, mean_curve
+from bench.loop.pool import Scenario, draw
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = [Path(f"/data/images/train/{board:05d}{n:03d}.jpg") for board in (41, 13000, 20085) for n in range(100)]
+
+
+def template(image: Path) -> Path:
+    return Path("/data/templates/train") / image.name
+
+
+def drawn(scenario: Scenario, seed: int = 0, **sizes):
+    return draw(scenario, seed=seed, images=IMAGES, template_of=template, **({"start": 50, "pool": 200} | sizes))
+
+
+# -- the pools -------------------------------------------------------------------------------
+
+
+def test_a_line_is_mostly_good_parts_with_defective_boards_at_the_plants_rate():
+    line = drawn(Scenario.LINE, pool=200, defect_rate=0.05)
+    assert len(line.pool) == 200
+    assert line.defect_rate == pytest.approx(0.05)
+    assert sum(not f.good for f in line.pool) == 10
+
+
+def test_a_good_part_is_a_jittered_template_and_its_golden_part_is_that_template():
+    good = [f for f in drawn(Scenario.LINE).pool if f.good]
+    assert all(f.image is None and f.jitter_seed is not None for f in good)
+    assert all(f.template.parent == Path("/data/templates/train") for f in good)
+    assert len({f.name for f in good}) == len(good)  # one record per shot, even of one template
+
+
+def test_the_defective_pool_is_every_frame_a_defective_board_never_in_the_start_set():
+    pool = drawn(Scenario.DEFECTIVE)
+    assert pool.defect_rate == 1.0
+    assert not {f.image for f in pool.pool} & set(pool.start)
+    assert all(f.template == template(f.image) for f in pool.pool if f.image)
+
+
+def test_defective_boards_of_a_line_are_never_in_the_start_set():
+    line = drawn(Scenario.LINE, defect_rate=0.2)
+    assert not {f.image for f in line.pool if f.image} & set(line.start)
+
+
+def test_too_few_images_for_the_sizes_is_refused_with_the_numbers():
+    with pytest.raises(ValueError, match="300 labelled images cannot give a start set of 200 and a pool of 200"):
+        drawn(Scenario.DEFECTIVE, start=200, pool=200)
+
+
+# -- paired seeds ----------------------------------------------------------------------------
+
+
+def test_a_seed_draws_the_same_start_set_and_pool_every_time():
+    for scenario in Scenario:
+        assert drawn(scenario, seed=3) == drawn(scenario, seed=3)
+
+
+def test_both_scenarios_of_a_seed_start_from_the_same_labelled_boards():
+    assert drawn(Scenario.LINE, seed=4).start == drawn(Scenario.DEFECTIVE, seed=4).start
+
+
+def test_other_seeds_draw_other_start_sets_and_pools():
+    assert drawn(Scenario.LINE, seed=1).start != drawn(Scenario.LINE, seed=2).start
+    assert drawn(Scenario.LINE, seed=1).pool != drawn(Scenario.LINE, seed=2).pool
+
+
+def test_every_arm_of_a_seed_picks_from_one_pool_the_same_way_every_run():
+    served = [Served(f"id{i}", ("PASS", "REVIEW", "FAIL")[i % 3]) for i in range(90)]
+    for arm in (Arm.RANDOM, Arm.FLAGGED):
+        first = choose(arm, served, already=set(), count=10, seed=5, turn=1)
+        assert first == choose(arm, served, already=set(), count=10, seed=5, turn=1)
+        assert first != choose(arm, served, already=set(), count=10, seed=6, turn=1)
+
+
+# -- the arms --------------------------------------------------------------------------------
+
+
+def test_budgets_are_cumulative_and_each_turn_adds_the_difference():
+    assert increments([25, 50, 100]) == [25, 25, 50]
+    with pytest.raises(ValueError, match="rising positive"):
+        increments([50, 25])
+
+
+def test_later_turns_never_pick_a_frame_again():
+    served = [Served(f"id{i}", "PASS") for i in range(40)]
+    first = choose(Arm.RANDOM, served, already=set(), count=25, seed=0, turn=1)
+    second = choose(Arm.RANDOM, served, already=set(first), count=25, seed=0, turn=2)
+    assert len(second) == 15 and not set(first) & set(second)
+
+
+def test_the_flagged_arm_labels_fail_and_review_frames_only_and_spends_less_when_few_are_flagged():
+    served = [Served("a", "PASS"), Served("b", "FAIL"), Served("c", "REVIEW"), Served("d", "PASS")]
+    assert sorted(choose(Arm.FLAGGED, served, already=set(), count=3, seed=0, turn=1)) == ["b", "c"]
+
+
+def test_the_policy_arm_is_the_shipped_policy_with_the_turns_budget():
+    shipped = (REPO / "labeling" / "sampling" / "policy.yaml").read_text()
+    import yaml
+
+    policy = yaml.safe_load(policy_text(shipped, 25))
+    assert policy["budget_per_station_day"] == 25
+    assert policy["strategies"] == yaml.safe_load(shipped)["strategies"]
+    with pytest.raises(ValueError, match="qc label sample"):
+        choose(Arm.POLICY, [], already=set(), count=1, seed=0, turn=1)
+
+
+# -- curves ----------------------------------------------------------------------------------
+
+
+def test_the_area_is_the_curves_mean_score_over_the_labels():
+    assert area([(0, 0.30), (25, 0.40), (50, 0.45), (100, 0.50)]) == pytest.approx(
+        (25 * 0.35 + 25 * 0.425 + 50 * 0.475) / 100)
+    assert area([(100, 0.5), (0, 0.5)]) == pytest.approx(0.5)  # order does not matter
+    assert area([(0, 0.2)]) == 0.2
+
+
+def test_an_arm_that_ran_out_of_frames_keeps_its_score_to_the_last_budget():
+    assert area([(0, 0.2), (10, 0.4)], until=100) == pytest.approx((10 * 0.3 + 90 * 0.4) / 100)
+
+
+def test_labels_per_point_of_map50_gained():
+    assert labels_per_point(spent=50, score=0.45, start=0.30) == pytest.approx(50 / 15)
+    assert math.isinf(labels_per_point(spent=50, score=0.29, start=0.30))
+
+
+def test_the_mean_curve_averages_each_budget_over_the_seeds():
+    mean = mean_curve([[(0, 0.2), (25, 0.4)], [(0, 0.4), (24, 0.6)]])
+    assert [x for x, _ in mean] == [0, 24.5]
+    assert [y for _, y in mean] == pytest.approx([0.3, 0.5])
+
+
+# -- the section ---------------------------------------------------------------------------
+
+
+def result(scenario: str, seed: int, gain: float) -> dict:
+    """A seed's result as seed.py writes it: the policy `gain` mAP50 above random."""
+    turns = []
+    for arm, extra in (("policy", gain), ("random", 0.0), ("flagged", -0.01)):
+        for budget, score in ((25, 0.40), (50, 0.45), (100, 0.50)):
+            turns.append({"arm": arm, "budget": budget, "spent": budget, "gate": "waiting_approval",
+                          "scores": {"map50": score + extra, "map50_95": 0.2, "fscore": score + extra},
+                          "seconds": {"pick and answer": 10.0, "qc loop": 400.0, "scoring": 30.0},
+                          "reasons": {"review": 5} if arm == "policy" else {}})
+    return {"scenario": scenario, "seed": seed, "oracle": "label-studio",
+            "sizes": {"start": 200, "pool": 600, "budgets": [25, 50, 100], "start_epochs": 25,
+                      "fine_tune_epochs": 10},
+            "pool": {"frames": 600, "defective": 30, "verdicts": {"PASS": 500, "REVIEW": 60, "FAIL": 40}},
+            "eval": {"data": "/d/boards.yaml", "split": "val"}, "start": {"map50": 0.3, "map50_95": 0.1, "fscore": 0.3},
+            "turns": turns, "timings": {"start model training": 900.0, "serving the pool": 60.0}}
+
+
+def test_the_section_reports_each_budget_the_paired_deltas_the_goals_and_the_plot(tmp_path):
+    from bench.loop.summary import section
+
+    results = [result("line", s, 0.06 if s < 4 else 0.0) for s in range(5)]
+    results += [result("defective", s, 0.01) for s in range(5)]
+    body = section(json.loads(json.dumps(results)), images=tmp_path)
+    assert "policy beats random by ≥ 0.05 mAP50 in 4 of 5 seeds (goal: 4 of 5): **met**" in body
+    assert "+0.060, +0.060, +0.060, +0.060, +0.000" in body
+    assert "the slowest turn at budget 50 (pick, answer, pull, train, gate) took 6.8 min" in body
+    assert (tmp_path / "loop-line.png").stat().st_size > 0 and (tmp_path / "loop-defective.png").is_file()
