@@ -72,7 +72,7 @@ def test_the_good_only_flag_makes_a_reference_recipe_and_checks_its_options():
     recipe = Recipe.model_validate({**reference_defaults(), "data": "GOOD@v1", "good_only": True})
     assert recipe.reference is not None and recipe.good_only is not None
     assert recipe.good_only.kinds == list(Kind)
-    with pytest.raises(ConfigError, match="good_only.*count"):
+    with pytest.raises(ConfigError, match=r"good_only.*count"):
         Recipe.checked({**reference_defaults(), "good_only": {"count": [3, 1]}}, source="r.yaml")
     with pytest.raises(ConfigError, match="kinds"):
         Recipe.checked({**reference_defaults(), "good_only": {"kinds": ["sticker"]}}, source="r.yaml")

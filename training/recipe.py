@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspection.detect.reference import Motion
-from training.synthetic_defects import Kind as DefectKind
 from inspection.errors import ConfigError, validation_problems
+from training.synthetic_defects import Kind as DefectKind
 
 # Transforms that change pixels only, never the geometry: a defect stays where its box says.
 # Geometry (flips, small shifts and scales) is left to Ultralytics' own augmentations, which
@@ -135,7 +135,8 @@ class GoodOnlyOptions(BaseModel):
         if not 1 <= self.count[0] <= self.count[1] <= 16:
             raise ValueError(f"good_only count {list(self.count)}: give [least, most] with 1 <= least <= most <= 16")
         if not 0 < self.size[0] <= self.size[1] <= 0.5:
-            raise ValueError(f"good_only size {list(self.size)}: give [least, most] shares with 0 < least <= most <= 0.5")
+            raise ValueError(f"good_only size {list(self.size)}: give [least, most] shares with "
+                             "0 < least <= most <= 0.5")
         return self
 
 

@@ -153,7 +153,7 @@ def cut_paste(image: np.ndarray, rng: np.random.Generator, extent: float, place:
 def painter(image: np.ndarray, rng: np.random.Generator, extent: float, place: Placer) -> None:
     """One of the project's painters, drawn on a window of the frame: they size a defect by
     the canvas (a scratch is 7-24 % of its side), so the window is about 6 times `extent`."""
-    side = int(min(min(image.shape[:2]), max(32.0, 6 * extent)))
+    side = int(min(*image.shape[:2], max(32.0, 6 * extent)))
     x0, y0 = place(side)
     canvas = Canvas(image[y0:y0 + side, x0:x0 + side].astype(np.float32), "plain")
     stamp = DRAWERS[PAINTERS[int(rng.integers(len(PAINTERS)))]](canvas, rng)
@@ -163,7 +163,8 @@ def painter(image: np.ndarray, rng: np.random.Generator, extent: float, place: P
     image[y0:y0 + side, x0:x0 + side] = np.clip(canvas.image + 0.5, 0, 255).astype(np.uint8)
 
 
-MAKERS: dict[Kind, Callable[[np.ndarray, np.random.Generator, float, Placer], None]] = {Kind.NOISE_MASK: noise_mask, Kind.CUT_PASTE: cut_paste, Kind.PAINTER: painter}
+Maker = Callable[[np.ndarray, np.random.Generator, float, "Placer"], None]
+MAKERS: dict[Kind, Maker] = {Kind.NOISE_MASK: noise_mask, Kind.CUT_PASTE: cut_paste, Kind.PAINTER: painter}
 
 
 # --- helpers -----------------------------------------------------------------------------------

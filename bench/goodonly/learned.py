@@ -208,6 +208,7 @@ def write(args, rows, results, *, metrics, recipe_text, threshold, val, truths, 
          "(`goodonly.grow`), as bench/goodonly/run.py does (the training boards' median label side). "
          f"Detector CPU time per 640x640 frame (one thread, alignment included): {ms:.0f} ms."),
         table(header, rows),
+        *([args.note] if args.note else []),
         (f"Time to build the learned model: {minutes:.1f} min of training on 2 shared CPU cores for "
          f"{metrics['epochs_completed']} epochs (plus the synthetic data and composites, in the run's "
          "setup), for one model that judges any board against its golden part; the training-free band "
@@ -241,6 +242,7 @@ def main() -> None:
     judge.add_argument("--tune", type=int, default=40, help="training-board good frames to choose the threshold")
     judge.add_argument("--false-alarms", type=float, default=0.1, help="boxes per good frame allowed")
     judge.add_argument("--seed", type=int, default=0)
+    judge.add_argument("--note", default="", help="a paragraph on how this run was made, printed with it")
     judge.add_argument("--no-write", action="store_true", help="print, do not write BENCHMARKS.md")
     args = parser.parse_args()
     use_repo_home()
