@@ -135,8 +135,8 @@ def cut_paste(image: np.ndarray, rng: np.random.Generator, extent: float, place:
     patch = patch * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
     # Turn the patch about its centre inside a square canvas that holds it at any angle.
     side = int(math.ceil(math.hypot(pw, ph))) + 2
-    canvas = np.zeros((side, side, 3), np.float32)
-    mask = np.zeros((side, side), np.float32)
+    canvas: np.ndarray = np.zeros((side, side, 3), np.float32)
+    mask: np.ndarray = np.zeros((side, side), np.float32)
     ox, oy = (side - pw) // 2, (side - ph) // 2
     canvas[oy:oy + ph, ox:ox + pw] = patch
     mask[oy:oy + ph, ox:ox + pw] = 1
