@@ -137,7 +137,7 @@ def test_qc_train_good_only_learns_from_good_frames_and_qc_eval_scores_it_class_
     trained = runner.invoke(app, ["train", "--good-only", "--data", good_version, "--epochs", "1", "--imgsz", "160",
                                   "--batch", "8", "--name", "good"])
     assert trained.exit_code == 0, trained.output
-    run = Path(json.loads(trained.output.strip().splitlines()[-1])["run"])
+    run = Path(json.loads(trained.stdout.strip().splitlines()[-1])["run"])
     assert "good_only:" in (run / "recipe.yaml").read_text()
     exported = runner.invoke(app, ["export", str(run), "--no-check"])
     assert exported.exit_code == 0, exported.output
