@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from inspection.detect.reference import Motion
 from inspection.errors import ConfigError, validation_problems
+from training.synthetic_defects import Kind as DefectKind
 
 # Transforms that change pixels only, never the geometry: a defect stays where its box says.
 # Geometry (flips, small shifts and scales) is left to Ultralytics' own augmentations, which
@@ -94,6 +95,17 @@ def _default_augment() -> list[AugmentStep]:
 REFERENCE_SAFE_AUGMENT = frozenset({"MotionBlur", "GaussianBlur", "GaussNoise", "Blur", "Defocus"})
 
 
+def reference_defaults() -> dict[str, Any]:
+    """Geometry and augmentation for a reference recipe given no other (`qc train --good-only`
+    without --recipe): the defaults less what would mix the planes."""
+    return {
+        "geometry": {"fliplr": 0.5, "flipud": 0.5, "translate": 0.05, "scale": 0.2, "degrees": 0.0,
+                     "mosaic": 1.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.3},
+        "augment": [{"name": "GaussNoise", "p": 0.3, "std_range": [0.02, 0.06]},
+                    {"name": "MotionBlur", "p": 0.1, "blur_limit": [3, 5]}],
+    }
+
+
 class ReferenceOptions(BaseModel):
     """`reference:` in a recipe: train on frames composed with their aligned golden part."""
 
@@ -102,6 +114,30 @@ class ReferenceOptions(BaseModel):
     shift: float = Field(default=3.0, ge=0, le=32, description="random misregistration, pixels")
     degrees: float = Field(default=0.5, ge=0, le=10, description="random misregistration, degrees")
     motion: Motion = Field(default=Motion.TRANSLATION, description="alignment: translation or euclidean")
+
+
+class GoodOnlyOptions(BaseModel):
+    """`good_only:` in a recipe: train from good frames and the golden part alone, on synthetic
+    defects made from them (training/synthetic_defects.py), all labelled `anomaly`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: int = Field(default=2, ge=1, le=32, description="defective copies made of each good frame")
+    keep_good: bool = Field(default=True, description="each good frame also trains as itself, without a box")
+    count: tuple[int, int] = Field(default=(1, 3), description="defects per copy, least and most")
+    size: tuple[float, float] = Field(default=(0.03, 0.15),
+                                      description="a defect's extent, as a share of the frame's shorter side")
+    kinds: list[DefectKind] = Field(default_factory=lambda: list(DefectKind), min_length=1)
+    min_box: int = Field(default=0, ge=0, description="label boxes grown to this many pixels a side")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GoodOnlyOptions:
+        if not 1 <= self.count[0] <= self.count[1] <= 16:
+            raise ValueError(f"good_only count {list(self.count)}: give [least, most] with 1 <= least <= most <= 16")
+        if not 0 < self.size[0] <= self.size[1] <= 0.5:
+            raise ValueError(f"good_only size {list(self.size)}: give [least, most] shares with "
+                             "0 < least <= most <= 0.5")
+        return self
 
 
 class Recipe(BaseModel):
@@ -148,6 +184,10 @@ class Recipe(BaseModel):
     reference: ReferenceOptions | None = Field(
         default=None, description="true (or options) to judge frames against their golden part",
     )
+    good_only: GoodOnlyOptions | None = Field(
+        default=None, description="true (or options): train on good frames with synthetic defects, "
+        "one class `anomaly`; implies reference: true",
+    )
 
     @field_validator("reference", mode="before")
     @classmethod
@@ -155,6 +195,21 @@ class Recipe(BaseModel):
         if value is True:
             return ReferenceOptions()
         return None if value is False else value
+
+    @field_validator("good_only", mode="before")
+    @classmethod
+    def _good_only_flag(cls, value: Any) -> Any:
+        if value is True:
+            return GoodOnlyOptions()
+        return None if value is False else value
+
+    @model_validator(mode="after")
+    def _good_only_judges_against_the_golden_part(self) -> Recipe:
+        # Synthetic defects are only anomalies against the golden part: without it, a model
+        # would learn what the painters draw, not what differs from the part.
+        if self.good_only is not None and self.reference is None:
+            self.reference = ReferenceOptions()
+        return self
 
     @model_validator(mode="after")
     def _planes_alike(self) -> Recipe:
@@ -222,7 +277,7 @@ class Recipe(BaseModel):
 
     def _dump(self) -> dict[str, Any]:
         dump = self.model_dump(mode="json")
-        for key in ("reference", "nbs"):  # added later: recipes without them keep their hashes
+        for key in ("reference", "nbs", "good_only"):  # added later: recipes without them keep their hashes
             if dump.get(key) is None:
                 dump.pop(key, None)
         return dump

@@ -164,6 +164,11 @@ def train(
     try:
         (folder / "recipe.yaml").write_text(recipe.to_yaml())
         data = prepare(recipe.data, workdir=folder / "data", references=recipe.reference is not None)
+        if recipe.good_only is not None:
+            from training.goodonly_data import synthesize_data
+
+            data = synthesize_data(data, workdir=folder / "synthetic", options=recipe.good_only,
+                                   seed=recipe.seed)
         if recipe.reference is not None:
             from training.reference_data import compose_data
 

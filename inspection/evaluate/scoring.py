@@ -177,7 +177,16 @@ def score_onnx(
     predict = onnx_predictor(model, names=names, data=data, providers=providers, tiling=tiling)
     return score(predict, names=names, samples=samples, deploy_conf=deploy_conf,
                  criterion=criterion, progress=progress, label=f"eval {split}",
-                 source=f"{data} ({split})")
+                 source=f"{data} ({split})", agnostic=finds_anomalies(model) and names != AGNOSTIC)
+
+
+def finds_anomalies(model: Path) -> bool:
+    """Whether the ONNX `model` names one class, `anomaly` (a good-only model trained on
+    synthetic defects, training/goodonly_data.py): it is scored class-agnostic."""
+    from inspection.detect.model_info import parse_metadata
+    from inspection.detect.onnx_file import read_metadata
+
+    return parse_metadata(read_metadata(model)).names == AGNOSTIC
 
 
 def score_goodonly(
@@ -218,7 +227,8 @@ def onnx_predictor(
     detector = Detector(model, providers=providers or settings.provider_list(), conf=RANKING_CONF,
                         iou=NMS_IOU, max_det=MAX_DET, threads=settings.threads,
                         cache_dir=settings.home / "trt-cache")
-    check_classes(model=model, model_names=detector.names, data=data, data_names=names)
+    if detector.names != AGNOSTIC:  # an anomaly model is scored against any truth box
+        check_classes(model=model, model_names=detector.names, data=data, data_names=names)
     # One image per call: minimal letterbox padding then depends on the image alone, as for
     # a frame on the line, not on which images share a batch.
     if tiling is not None:

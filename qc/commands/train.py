@@ -25,18 +25,27 @@ def train(
     fraction: Annotated[float | None, typer.Option(help="Train on this fraction of the images.")] = None,
     time_hours: Annotated[float | None, typer.Option(help="Stop after this many hours.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
+    good_only: Annotated[
+        bool, typer.Option("--good-only", help="Train from good frames and their golden part alone: synthetic "
+                           "defects made on them, one class `anomaly` (the recipe's good_only: options, "
+                           "or the defaults).")
+    ] = False,
 ) -> None:
     """Train a detector offline from a recipe; options given here override the recipe.
 
     Prints the run folder, which holds the recipe, the dataset version and the metrics.
     """
-    from training.recipe import Recipe
+    from training.recipe import Recipe, reference_defaults
     from training.trainer import train as run_training
 
-    base = Recipe.load(recipe) if recipe else Recipe()
+    # A good-only model judges against the golden part: without a recipe it starts from
+    # settings that keep the frame and reference planes apart.
+    base = Recipe.load(recipe) if recipe else Recipe.model_validate(reference_defaults() if good_only else {})
     given = {"data": data, "model": model, "epochs": epochs, "imgsz": imgsz, "batch": batch,
              "name": name, "device": device, "seed": seed, "fraction": fraction, "time_hours": time_hours}
     overrides = {key: value for key, value in given.items() if value is not None}
+    if good_only and base.good_only is None:
+        overrides["good_only"] = True
     options = " ".join(f"--{key.replace('_', '-')}" for key in overrides)
     # Checked as the recipe file is: a bad --fraction is a ConfigError, not a traceback.
     chosen = Recipe.checked({**base.model_dump(), **overrides},
