@@ -204,6 +204,30 @@ def score_goodonly(
                  source=f"{data} ({split})", agnostic=True)
 
 
+def gate_evaluation(model: Path, data: str, *, split: str, progress: bool = True) -> dict:
+    """The evaluation a registry version keeps in its card for the promotion gate
+    (inspection/models/gate.py), on `split` of its frozen holdout `data`. An ONNX model: its
+    scores on the data's classes (`score_onnx`). A good-only model (.qcgood) names none of
+    them: scored against the data's classes, every class's AP and recall are 0, so the first
+    supervised model that finds them replaces it through the usual gate. Its class-agnostic
+    scores (`score_goodonly`: how many defects it did find, whatever their class) are kept
+    beside them under "agnostic", for the engineer who approves the replacement."""
+    from inspection.detect.goodonly import is_goodonly_file
+    from inspection.errors import DatasetError
+
+    model = Path(model)
+    if not is_goodonly_file(model):
+        return score_onnx(model, data, split=split, progress=progress).evaluation.to_json()
+    agnostic = score_goodonly(model, data, split=split, progress=progress)
+    names, samples = load_split(data, split=split)
+    if not samples:
+        raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
+    named = score(lambda pixels: Detections.empty(names=names, image_wh=(pixels.shape[1], pixels.shape[0])),
+                  names=names, samples=samples, progress=False, label=f"eval {split}",
+                  source=f"{data} ({split})")
+    return {**named.evaluation.to_json(), "goodonly": True, "agnostic": agnostic.evaluation.to_json()}
+
+
 def onnx_predictor(
     model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None,
     tiling: Tiling | None = None,

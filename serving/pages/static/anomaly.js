@@ -1,0 +1,65 @@
+// The anomaly map over the frame on the review page, for frames judged by a good-only model
+// (GET /review/anomaly/{id}: a transparent PNG, warm where the frame is unlike good).
+//
+// Kept apart from review.js: it only watches which frame #image shows (/review/image/{id}) and,
+// while the "Anomaly map" box (#anomaly-toggle) is ticked, lays the map over it inside #zoom,
+// so it zooms and pans with the frame. A frame judged by any other model has no map (404): the
+// overlay hides and the status line says so. The choice is remembered in this browser.
+(function () {
+  "use strict";
+  const toggle = document.getElementById("anomaly-toggle");
+  const image = document.getElementById("image");
+  const zoom = document.getElementById("zoom");
+  if (!toggle || !image || !zoom) return;
+  const config = JSON.parse(document.getElementById("config").textContent || "{}");
+  const messages = config.messages || {};
+  const t = (text) => messages[text] || text;
+  const KEY = "qc.review.anomaly";
+
+  const overlay = document.createElement("img");
+  overlay.id = "anomaly";
+  overlay.alt = "";
+  overlay.hidden = true;
+  // Over the frame, the boxes' SVG above it: laid out by the frame alone, never clicked.
+  Object.assign(overlay.style, {
+    position: "absolute", inset: "0", width: "100%", height: "100%", maxWidth: "none", maxHeight: "none",
+    minWidth: "0", pointerEvents: "none",
+  });
+  zoom.insertBefore(overlay, image.nextSibling);
+
+  function shownId() {
+    const match = /\/review\/image\/([^/?#]+)$/.exec(image.getAttribute("src") || "");
+    return match ? match[1] : null;
+  }
+
+  function say(text) {
+    const status = document.getElementById("status");
+    if (status) { status.textContent = text; status.classList.toggle("error", !!text); }
+  }
+
+  function update() {
+    const id = shownId();
+    if (!toggle.checked || !id) {
+      overlay.hidden = true;
+      overlay.removeAttribute("src");
+      return;
+    }
+    const wanted = `/review/anomaly/${id}`;
+    if (overlay.getAttribute("src") !== wanted) overlay.src = wanted;
+  }
+
+  overlay.addEventListener("load", () => { overlay.hidden = !toggle.checked; });
+  overlay.addEventListener("error", () => {
+    overlay.hidden = true;
+    if (toggle.checked && shownId()) say(t("No anomaly map: this frame was not judged by a good-only model."));
+  });
+  toggle.addEventListener("change", () => {
+    try { localStorage.setItem(KEY, toggle.checked ? "1" : "0"); } catch (e) { /* private mode */ }
+    toggle.blur();  // the review keys go back to the page
+    update();
+  });
+  // review.js changes #image's src when it opens a frame or shows the reference (R).
+  new MutationObserver(update).observe(image, {attributes: true, attributeFilter: ["src"]});
+  try { toggle.checked = localStorage.getItem(KEY) === "1"; } catch (e) { /* private mode */ }
+  update();
+})();
