@@ -68,7 +68,8 @@ def reviewed_boxes(review: Review | None) -> list[tuple[str, tuple[float, float,
 def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
              reasons: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """The task to import: data {image, inspection_id, station, verdict, image_sha256,
-    reasons, and a good-only model's boxes as `anomalies` (x1, y1, x2, y2 in pixels)} and one prediction: the reviewer's boxes (model_version "review:<name>", score 1)
+    reasons, and a good-only model's boxes as `anomalies` (x1, y1, x2, y2 in pixels)} and one
+    prediction: the reviewer's boxes (model_version "review:<name>", score 1)
     where a reviewer corrected the frame, else the model's (model_version "name@vN", the
     model that judged the frame) with their confidences."""
     image_wh = (record.width, record.height)

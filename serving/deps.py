@@ -44,8 +44,8 @@ from inspection.store.reviews import ReviewStore
 from inspection.store.stations_health import StationHealthStore
 from inspection.store.trail import Trails
 from inspection.store.users import UserStore
-from serving.anomaly_maps import AnomalyMaps
 from serving.alarms import AlarmEvaluator
+from serving.anomaly_maps import AnomalyMaps
 from serving.auth import Authenticator
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager

@@ -38,9 +38,9 @@ from inspection.store.reviews import ReviewStore
 from inspection.store.stations_health import StationHealthStore
 from inspection.store.trail import Trails
 from inspection.store.users import UserStore
-from serving.anomaly_maps import AnomalyMaps
 from serving.admission import FairAdmission
 from serving.alarms import AlarmEvaluator
+from serving.anomaly_maps import AnomalyMaps
 from serving.auth import Authenticator
 from serving.batcher import MicroBatcher
 from serving.decode_budget import DecodeBudget

@@ -180,8 +180,8 @@ def test_a_frame_judged_by_an_onnx_model_has_no_anomaly_map_and_the_404_says_why
 
 
 def test_the_sampler_picks_anomaly_frames_first_strongest_first():
-    from labeling.sampling.strategies import Anomaly, Candidate
     from inspection.store.records import InspectionRecord
+    from labeling.sampling.strategies import Anomaly, Candidate
 
     def candidate(*boxes: tuple[str, float]) -> Candidate:
         record = InspectionRecord(station_id="s", verdict=Verdict.REVIEW, rule="r", model_name="part7",

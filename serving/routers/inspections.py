@@ -16,7 +16,16 @@ from inspection.roles import Role
 from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
-from serving.deps import AnomalyMapsDep, ImagesDep, Reader, ReviewsDep, StateDep, StoreDep, check_station, may_use_station
+from serving.deps import (
+    AnomalyMapsDep,
+    ImagesDep,
+    Reader,
+    ReviewsDep,
+    StateDep,
+    StoreDep,
+    check_station,
+    may_use_station,
+)
 from serving.schemas import Inspection, InspectionDetail, InspectionPage, IsoTime, ReviewOut
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
