@@ -26,12 +26,10 @@ from serving.deps import (
     check_station,
     may_use_station,
 )
+from serving.display import DISPLAY_MAX_SIDE, display_reduction
 from serving.schemas import Inspection, InspectionDetail, InspectionPage, IsoTime, ReviewOut
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
-# Stored frames are drawn on for people at most this wide or high: a JPEG is decoded at 1/2,
-# 1/4 or 1/8 to get there, so four viewers of one 100 MP frame no longer cost 2.4 GB (issue 9).
-DISPLAY_MAX_SIDE = 2048
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -122,15 +120,6 @@ def get_anomaly_map(inspection_id: str, store: StoreDep, images: ImagesDep, stat
     png = maps.for_record(record, images, budget=state.decode_budget, max_side=DISPLAY_MAX_SIDE,
                           max_pixels=state.settings.max_pixels, reduction=display_reduction)
     return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
-
-
-def display_reduction(header: imaging.ImageHeader) -> int:
-    """The JPEG decode reduction that brings the longer side nearest DISPLAY_MAX_SIDE from above."""
-    factor = 1
-    for candidate in (2, 4, 8):
-        if max(header.width, header.height) / candidate >= DISPLAY_MAX_SIDE:
-            factor = candidate
-    return factor if header.format == "jpeg" else 1
 
 
 def _drawn(image, record: InspectionRecord) -> Response:

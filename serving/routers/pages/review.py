@@ -26,9 +26,9 @@ from inspection.errors import NotFound
 from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
 from serving.deps import AnomalyMapsDep, ImagesDep, ManagerDep, ReferencesDep, SettingsDep, StateDep, StoreDep, UsersDep
+from serving.display import DISPLAY_MAX_SIDE, display_reduction
 from serving.pages.language import catalogue, translator
 from serving.pages.render import language, render, script_json
-from serving.routers.inspections import DISPLAY_MAX_SIDE, display_reduction
 from serving.sessions import (
     LOGIN_CSRF_COOKIE,
     clear_session_cookie,
