@@ -259,3 +259,82 @@ def test_a_good_only_model_scores_zero_on_every_real_class_with_its_class_agnost
     assert evaluation["goodonly"] and evaluation["map50_95"] == 0
     assert all(values["recall"] == 0 for values in evaluation["per_class"].values())
     assert evaluation["agnostic"]["per_class"]["anomaly"]["recall"] > 0  # what it did find, whatever the class
+
+
+# -- the review page (a real browser) -------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).is_file(), reason="needs Debian's chromium")
+@pytest.mark.parametrize("locale", ["en-US", "ko-KR"])
+def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_model, tmp_path, locale):
+    pytest.importorskip("playwright")
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    from inspection.models.card import model_card
+    from inspection.models.registry import Registry
+    from inspection.store.database import Database
+    from inspection.store.keys import KeyStore
+    from inspection.store.users import UserStore
+    from serving.launch import free_port
+    from serving.settings import ServeSettings
+    from tests.service_harness import served_in_thread
+
+    settings = ServeSettings(home=tmp_path / "home", providers="cpu", log_json=False, model_poll_s=3600.0,
+                             port=free_port(), pass_sample_rate=1.0, database_url="")
+    settings.ensure_dirs()
+    registry = Registry(settings.models_dir)
+    registry.add("default", part_model, card=model_card(part_model))
+    registry.set_production("default", "v1")
+    db = Database.from_settings(settings)
+    UserStore(db).add("kim", password="line-side-pc-42", role="reviewer", display_name="Kim Jiwoo")
+    admin = {"Authorization": f"Bearer {KeyStore(db).create(role='admin', name='browser test')}"}
+    db.dispose()
+    korean = locale == "ko-KR"
+    with served_in_thread(settings) as url, sync_playwright() as p:
+        assert httpx.post(f"{url}/v1/stations", json={"id": "part7-cam1"}, headers=admin).status_code == 201
+        flagged = httpx.post(f"{url}/v1/stations/part7-cam1/inspect", content=encode(defective(4)),
+                             headers={**admin, "Content-Type": "image/png"}).json()
+        assert flagged["verdict"] == "REVIEW"
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1366, "height": 768}, locale=locale, bypass_csp=True,
+                                      extra_http_headers={"Accept-Language": locale})
+        page = context.new_page()
+        page.set_default_timeout(60000)
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        try:
+            page.goto(f"{url}/login?next=/review")
+            page.fill("input[name=name]", "kim")
+            page.fill("input[name=password]", "line-side-pc-42")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#queue li.current")
+            toggle = page.locator("label:has(#anomaly-toggle)")
+            assert toggle.text_content().strip() == ("이상 영역 맵" if korean else "Anomaly map")
+            box = toggle.bounding_box()
+            assert box and box["x"] + box["width"] <= 1366 and box["y"] + box["height"] <= 768
+            assert page.locator("#anomaly").is_hidden()
+
+            page.check("#anomaly-toggle")
+            page.wait_for_function("(() => { const m = document.getElementById('anomaly');"
+                                   " return m && !m.hidden && m.complete && m.naturalWidth > 0; })()")
+            over = page.evaluate("""(() => {
+                const a = document.getElementById('anomaly').getBoundingClientRect();
+                const f = document.getElementById('image').getBoundingClientRect();
+                return [a.x - f.x, a.y - f.y, a.width - f.width, a.height - f.height]; })()""")
+            assert all(abs(v) < 1.5 for v in over), over  # exactly over the frame
+            assert page.get_attribute("#anomaly", "src") == f"/review/anomaly/{flagged['id']}"
+            widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert widths[0] <= widths[1]
+
+            page.reload()  # the choice is remembered
+            page.wait_for_function("document.getElementById('anomaly-toggle').checked")
+            page.uncheck("#anomaly-toggle")
+            assert page.locator("#anomaly").is_hidden()
+            assert all(r.startswith(url) or r.startswith("data:") for r in requested)  # nothing from elsewhere
+        finally:
+            context.close()
+            browser.close()

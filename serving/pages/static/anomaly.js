@@ -19,13 +19,20 @@
   const overlay = document.createElement("img");
   overlay.id = "anomaly";
   overlay.alt = "";
-  overlay.hidden = true;
   // Over the frame, the boxes' SVG above it: laid out by the frame alone, never clicked.
   Object.assign(overlay.style, {
     position: "absolute", inset: "0", width: "100%", height: "100%", maxWidth: "none", maxHeight: "none",
     minWidth: "0", pointerEvents: "none",
   });
   zoom.insertBefore(overlay, image.nextSibling);
+
+  // `hidden` and an inline display both: review.css gives every .zoom img display: block,
+  // which would win over the hidden attribute alone.
+  function show(on) {
+    overlay.hidden = !on;
+    overlay.style.display = on ? "block" : "none";
+  }
+  show(false);
 
   function shownId() {
     const match = /\/review\/image\/([^/?#]+)$/.exec(image.getAttribute("src") || "");
@@ -40,17 +47,22 @@
   function update() {
     const id = shownId();
     if (!toggle.checked || !id) {
-      overlay.hidden = true;
+      show(false);
       overlay.removeAttribute("src");
       return;
     }
     const wanted = `/review/anomaly/${id}`;
-    if (overlay.getAttribute("src") !== wanted) overlay.src = wanted;
+    if (overlay.getAttribute("src") !== wanted) {
+      show(false);  // never the last frame's map over this one while the new map loads
+      overlay.src = wanted;
+    } else if (overlay.complete && overlay.naturalWidth) {
+      show(true);
+    }
   }
 
-  overlay.addEventListener("load", () => { overlay.hidden = !toggle.checked; });
+  overlay.addEventListener("load", () => show(toggle.checked));
   overlay.addEventListener("error", () => {
-    overlay.hidden = true;
+    show(false);
     if (toggle.checked && shownId()) say(t("No anomaly map: this frame was not judged by a good-only model."));
   });
   toggle.addEventListener("change", () => {
