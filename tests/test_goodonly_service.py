@@ -261,6 +261,24 @@ def test_a_good_only_model_scores_zero_on_every_real_class_with_its_class_agnost
     assert evaluation["agnostic"]["per_class"]["anomaly"]["recall"] > 0  # what it did find, whatever the class
 
 
+def test_an_onnx_model_is_scored_on_its_classes_unless_its_one_class_is_anomaly(untrained_model, part_model):
+    from inspection.evaluate.scoring import _anomaly_only
+
+    assert not _anomaly_only(untrained_model)  # COCO's 80 classes: scored as ever (score_onnx)
+    assert not _anomaly_only(part_model)  # not ONNX at all: a .qcgood goes by its suffix
+
+
+def test_triton_refuses_a_good_only_version_naming_why(part_model, tmp_path):
+    from inspection.errors import ModelError
+    from inspection.models.registry import Registry
+    from inspection.models.triton_repo import write_version
+
+    entry = Registry(tmp_path / "models").add("part7", part_model)
+
+    with pytest.raises(ModelError, match="not a network"):
+        write_version(entry, tmp_path / "triton")
+
+
 # -- the review page (a real browser) -------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
