@@ -112,6 +112,37 @@ def test_a_qcgood_file_is_a_registry_version_and_loads_as_a_detector(part_model,
     assert len(detector.predict([jitter(golden, np.random.default_rng(9))])[0]) <= 1
 
 
+def test_qc_goodonly_build_takes_the_stations_golden_and_registers_and_promotes_the_model(golden, qc_home, tmp_path):
+    from typer.testing import CliRunner
+
+    from inspection.models.registry import Registry
+    from inspection.settings import Settings
+    from qc.cli import app
+
+    runner = CliRunner()
+    cv2.imwrite(str(tmp_path / "golden.png"), golden)
+    good = tmp_path / "good"
+    good.mkdir()
+    rng = np.random.default_rng(3)
+    for n in range(8):
+        cv2.imwrite(str(good / f"g{n}.png"), jitter(golden, rng))
+    assert runner.invoke(app, ["stations", "add", "part7-cam1"]).exit_code == 0
+    build = ["goodonly", "build", "--good", str(good), "--out", str(tmp_path / "part7.qcgood")]
+
+    missing = runner.invoke(app, [*build, "--station", "part7-cam1"])
+    assert missing.exit_code != 0 and "qc stations reference part7-cam1" in str(missing.exception or missing.output)
+    both = runner.invoke(app, [*build, "--station", "part7-cam1", "--golden", str(tmp_path / "golden.png")])
+    assert both.exit_code != 0 and "once" in str(both.exception or both.output)
+
+    assert runner.invoke(app, ["stations", "reference", "part7-cam1", str(tmp_path / "golden.png")]).exit_code == 0
+    built = runner.invoke(app, [*build, "--station", "part7-cam1", "--register", "part7", "--promote"])
+
+    assert built.exit_code == 0, built.output
+    entry = Registry(Settings().models_dir).production("part7")
+    assert entry.goodonly and entry.card["goodonly"]["golden"] == "station part7-cam1 reference v1"
+    assert GoodOnlyModel.load(entry.model_path).golden.shape == golden.shape[:2]
+
+
 # -- the service ----------------------------------------------------------------------------
 
 
