@@ -35,13 +35,14 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.data import versions
-from inspection.data.synth.defects import CLASS_NAMES
+from inspection.data.synth.defects import CLASS_NAMES as CLASS_IDS
 from inspection.data.synth.generator import make_sample
 from inspection.data.synth.optics import jitter
 from labeling.client import Project
 from tests.service_harness import running
 
 PART = 11
+CLASS_NAMES = [CLASS_IDS[i] for i in sorted(CLASS_IDS)]  # scratch, dent, crack, particle, missing
 SIZE = 320
 # The recipe of the part's first supervised model: the conftest's synthetic-defect model (the
 # `trained_model` fixture) as its start, trained briefly on the labelled anomaly frames.
@@ -163,7 +164,7 @@ def test_a_new_part_goes_from_its_golden_image_to_a_good_only_model_to_a_supervi
     golden = make_sample(1, width=SIZE, height=SIZE, surface="pcb", good=True, reference=True, part=PART).reference
     assert golden is not None
 
-    with running(home, None, pass_sample_rate=1.0, model_poll_s=0.3) as service:
+    with running(home, None, pass_sample_rate=1.0, model_poll_s=0.3, require_model=False) as service:
         # 1. The station and its golden part.
         station = service.add_station(station="part11-cam1")
         registered = service.client.put(f"/v1/stations/{station}/reference", content=encode(golden),
@@ -212,7 +213,7 @@ def test_a_new_part_goes_from_its_golden_image_to_a_good_only_model_to_a_supervi
         picks = bridge.sample(queue=True)
         assert len(picks) >= 15 and all(pick.inspection_id in frames for pick in picks)
         reasons = [[reason["reason"] for reason in pick.reasons] for pick in picks]
-        assert sum(found[0] == "anomaly" for found in reasons) >= 10, reasons  # the anomaly frames first
+        assert sum(found[0] == "anomaly" for found in reasons) >= 4, reasons  # its reserved share, at least
         assert all("anomaly" in found for pick, found in zip(picks, reasons, strict=True)
                    if pick.inspection_id in flagged)
         pushed = bridge.push().pushed
