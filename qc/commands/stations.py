@@ -71,7 +71,8 @@ def stations_reference(
     image: Annotated[Path, typer.Argument(help="The golden part as the station's camera sees it (JPEG, PNG, BMP).")],
 ) -> None:
     """Register a station's reference image (a new version): a reference model judges each
-    frame against it, aligned; each inspection records the version."""
+    frame against it, aligned; each inspection records the version. A new part's good-only
+    model is built from it: qc goodonly build --station STATION --good FOLDER."""
     from inspection.detect import imaging
     from inspection.errors import ImageError
     from inspection.settings import Settings
