@@ -291,9 +291,8 @@ def decide(detections: Detections, rules: StationRules, *, stats: ImageStats | N
         i = int(np.argmax(np.where(uncertain, kept.confidence, -1)))
         rule = kept_rules[i]
         if rule.fail_conf > 1:
-            band = (f"a good-only model's boxes are REVIEW until anomaly_fail_conf is set "
-                    f"(confidence {kept.confidence[i]:.2f} at or above review_conf {rule.review_conf})")
-            return Decision(Verdict.REVIEW, f"{kept.class_names[i]}: {band}", kept, kept_areas)
+            return Decision(Verdict.REVIEW, f"{kept.class_names[i]}: confidence {kept.confidence[i]:.2f}; REVIEW "
+                            "until the rules' anomaly_fail_conf trusts a good-only model", kept, kept_areas)
         return Decision(
             Verdict.REVIEW,
             f"{kept.class_names[i]}: confidence {kept.confidence[i]:.2f} in the review band "

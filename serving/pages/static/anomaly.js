@@ -16,6 +16,11 @@
   const t = (text) => messages[text] || text;
   const KEY = "qc.review.anomaly";
 
+  // The filter bar sizes its inputs for text (34 px high); a checkbox sits centred beside its words.
+  const label = toggle.closest("label");
+  if (label) Object.assign(label.style, {display: "inline-flex", alignItems: "center", gap: "6px"});
+  Object.assign(toggle.style, {minHeight: "0", width: "18px", height: "18px", margin: "0"});
+
   const overlay = document.createElement("img");
   overlay.id = "anomaly";
   overlay.alt = "";
