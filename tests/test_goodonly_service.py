@@ -168,6 +168,22 @@ def test_the_service_judges_a_defective_frame_review_with_anomaly_boxes_and_a_go
     assert good.json()["verdict"] == "PASS"
 
 
+def test_a_product_profile_names_the_good_only_model_and_trusts_its_strong_boxes_to_fail(goodonly_service):
+    service = goodonly_service
+    station = service.add_station()
+    profile = {"model": "default", "rules": {"anomaly_fail_conf": 0.9}}
+    saved = service.client.put(f"/v1/stations/{station}/products/part7", json=profile, headers=service.admin)
+    assert saved.status_code in (200, 201), saved.text
+    frame = encode(defective(1))
+
+    as_part7 = service.inspect(station, frame, kind="png", headers={"X-Product": "part7"}).json()
+    by_station = service.inspect(station, frame, kind="png").json()
+
+    assert max(d["confidence"] for d in as_part7["detections"]) >= 0.9
+    assert as_part7["verdict"] == "FAIL" and as_part7["rule"].startswith("anomaly:")
+    assert by_station["verdict"] == "REVIEW"  # the station's own rules have not trusted it
+
+
 def test_the_anomaly_map_of_a_flagged_frame_is_a_transparent_png_over_the_frame(goodonly_service):
     service = goodonly_service
     station = service.add_station()
