@@ -16,6 +16,7 @@ keeps the version that judged it. Example YAML::
     damaged_image: refuse   # or review: a damaged frame is judged REVIEW ("damaged image")
     min_alignment: 0.6      # a reference station: a frame aligning worse is REVIEW
     tiling: {size: 640, overlap: 96}   # judge large frames tile by tile at native scale
+    anomaly_fail_conf: 0.8  # a good-only model's boxes (class anomaly): FAIL from here; unset: REVIEW
 
 The order of judgement, and why:
 -1. At a station judged against its reference image (a reference model), a frame that aligns
@@ -30,6 +31,12 @@ The order of judgement, and why:
 4. REVIEW when any remaining box lies in the review band [review_conf, fail_conf): a person
    looks at uncertain frames instead of the line guessing.
 5. PASS otherwise, including confident boxes within a class's `max_count` (in spec).
+
+Boxes of class `anomaly` (a good-only model's: inspection/detect/goodonly.py, or a learned
+detector of that one class) are REVIEW by default, never FAIL: a model that has seen no defect
+cannot tell one from a good variation it was never shown, so a person looks. Once its boxes
+are trusted, `anomaly_fail_conf` makes those at or above it count toward FAIL; an explicit
+`classes: {anomaly: ...}` rule wins over both.
 
 Example::
 
@@ -68,6 +75,11 @@ CANNOT_ALIGN_RULE = "cannot align to reference"
 # Normalised correlation of frame and aligned reference: DeepPCB pairs scored 0.88-0.99 and
 # mismatched boards at most 0.30 (40 val boards shifted by up to 8 px; inspection/detect/reference.py).
 DEFAULT_MIN_ALIGNMENT = 0.6
+# The one class of a good-only model (inspection/detect/goodonly.py NAMES, and a learned
+# good-only detector's): its boxes are REVIEW unless the rules say otherwise.
+ANOMALY_CLASS = "anomaly"
+# An `anomaly` box's fail threshold while the rules set none: above any confidence.
+NEVER_FAILS = 2.0
 
 
 class Verdict(StrEnum):
@@ -140,6 +152,10 @@ class StationRules(BaseModel):
         default=DEFAULT_MIN_ALIGNMENT, ge=0, le=1,
         description="with a reference model: a frame whose alignment to the station's reference "
         "scores below this is REVIEW with rule 'cannot align to reference', never PASS")
+    anomaly_fail_conf: float | None = Field(
+        default=None, gt=0, le=1,
+        description="boxes of class 'anomaly' (a good-only model's) are REVIEW by default, never FAIL; "
+        "once they are trusted, those at or above this confidence count toward FAIL")
 
     @model_validator(mode="after")
     def _calibrated(self) -> StationRules:
@@ -162,7 +178,18 @@ class StationRules(BaseModel):
             )
 
     def for_class(self, name: str) -> ClassRule:
+        if name == ANOMALY_CLASS and name not in self.classes:
+            return self.anomaly_rule
         return self.classes.get(name, self.default)
+
+    @property
+    def anomaly_rule(self) -> ClassRule:
+        """The rule of an `anomaly` box the rules do not name: the default's review threshold,
+        and FAIL only from `anomaly_fail_conf` (unset: never; a confidence is at most 1, so a
+        fail threshold above it keeps every box in the review band)."""
+        fail = self.anomaly_fail_conf if self.anomaly_fail_conf is not None else NEVER_FAILS
+        return ClassRule.model_construct(fail_conf=fail, review_conf=min(self.default.review_conf, fail),
+                                         min_area=self.default.min_area, max_count=self.default.max_count)
 
     @property
     def lowest_conf(self) -> float:
@@ -263,6 +290,9 @@ def decide(detections: Detections, rules: StationRules, *, stats: ImageStats | N
     if uncertain.any():
         i = int(np.argmax(np.where(uncertain, kept.confidence, -1)))
         rule = kept_rules[i]
+        if rule.fail_conf > 1:
+            return Decision(Verdict.REVIEW, f"{kept.class_names[i]}: confidence {kept.confidence[i]:.2f}; REVIEW "
+                            "until the rules' anomaly_fail_conf trusts a good-only model", kept, kept_areas)
         return Decision(
             Verdict.REVIEW,
             f"{kept.class_names[i]}: confidence {kept.confidence[i]:.2f} in the review band "

@@ -46,6 +46,7 @@ from inspection.data.formats import LabelledImage, Problem, labelstudio
 from inspection.detections import Detections
 from inspection.errors import ConfigError, DatasetError, ModelError, NotFound
 from inspection.models.registry import Registry
+from inspection.rules import ANOMALY_CLASS
 from inspection.store.database import Database
 from inspection.store.image_stores import open_image_store
 from inspection.store.images import ImageStore
@@ -103,14 +104,28 @@ class Bridge:
         return self.settings.label_project
 
     def model_names(self) -> dict[int, str]:
-        """The production model's classes: what the project's labels must match."""
+        """The production model's classes: what the project's labels must match. A good-only
+        model's one class, `anomaly`, is no defect class: while one is in production the
+        project labels the part's real classes, QC_LABEL_CLASSES (ConfigError when unset)."""
         entry = self.registry.production(self.settings.model_name)
         names = entry.card.get("names")
         if not names:  # a card written by hand or by an older qc: the model file says
             from inspection.detect.detector import Detector
 
             names = Detector(entry.model_path, providers=["cpu"]).names
-        return {int(k): v for k, v in names.items()}
+        found = {int(k): v for k, v in names.items()}
+        if set(found.values()) != {ANOMALY_CLASS}:
+            return found
+        classes = self.settings.part_classes()
+        if not classes:
+            raise ConfigError(
+                f"{entry.ref} is a good-only model (its only class is {ANOMALY_CLASS!r}): name the part's defect "
+                "classes for Label Studio with QC_LABEL_CLASSES=scratch,dent,... (the classes its first "
+                "supervised model will learn)")
+        if ANOMALY_CLASS in classes or len(set(classes)) != len(classes):
+            raise ConfigError(f"QC_LABEL_CLASSES={self.settings.label_classes!r}: name each real defect class "
+                              f"once, and not {ANOMALY_CLASS!r}")
+        return dict(enumerate(classes))
 
     # -- setup -----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from inspection.rules import ANOMALY_CLASS
 from inspection.store.records import InspectionRecord
 from inspection.store.reviews import FrameDecision, Review
 from labeling.config import FROM_NAME, TO_NAME
@@ -67,7 +68,8 @@ def reviewed_boxes(review: Review | None) -> list[tuple[str, tuple[float, float,
 def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
              reasons: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """The task to import: data {image, inspection_id, station, verdict, image_sha256,
-    reasons} and one prediction: the reviewer's boxes (model_version "review:<name>", score 1)
+    reasons, and a good-only model's boxes as `anomalies` (x1, y1, x2, y2 in pixels)} and one
+    prediction: the reviewer's boxes (model_version "review:<name>", score 1)
     where a reviewer corrected the frame, else the model's (model_version "name@vN", the
     model that judged the frame) with their confidences."""
     image_wh = (record.width, record.height)
@@ -78,9 +80,12 @@ def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
         assert review is not None  # reviewed boxes come from a review
         prediction = {"model_version": f"review:{review.reviewer}", "score": 1.0, "result": results}
     else:
+        # A good-only model's boxes name no class the project labels (`anomaly`): the labeller
+        # draws the real ones; the task data says where the model looked (`anomalies`).
+        named = [d for d in record.detections if d["class"] != ANOMALY_CLASS]
         results = [region(n, d["class"], d["box"], image_wh=image_wh, score=d["confidence"])
-                   for n, d in enumerate(record.detections, 1)]
-        scores = [d["confidence"] for d in record.detections]
+                   for n, d in enumerate(named, 1)]
+        scores = [d["confidence"] for d in named]
         prediction = {"model_version": f"{record.model_name}@{record.model_version}",
                       "score": round(min(scores), 5) if scores else 1.0, "result": results}
     return {
@@ -91,6 +96,8 @@ def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
             "verdict": record.verdict.value if hasattr(record.verdict, "value") else str(record.verdict),
             "image_sha256": record.image_sha256,
             "reasons": ", ".join(sorted({r.get("reason", "") for r in reasons if r.get("reason")})) or "chosen",
+            **({"anomalies": "; ".join(f"[{', '.join(str(round(v)) for v in d['box'])}]" for d in anomalies)}
+               if (anomalies := [d for d in record.detections if d["class"] == ANOMALY_CLASS]) else {}),
         },
         "predictions": [prediction],
     }

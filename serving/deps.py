@@ -45,6 +45,7 @@ from inspection.store.stations_health import StationHealthStore
 from inspection.store.trail import Trails
 from inspection.store.users import UserStore
 from serving.alarms import AlarmEvaluator
+from serving.anomaly_maps import AnomalyMaps
 from serving.auth import Authenticator
 from serving.metrics import Metrics
 from serving.model_manager import LoadedModel, ModelManager
@@ -91,6 +92,10 @@ async def _registry(state: StateDep) -> Registry:
 
 async def _manager(state: StateDep) -> ModelManager:
     return state.manager
+
+
+async def _anomaly_maps(state: StateDep) -> AnomalyMaps:
+    return state.anomaly_maps
 
 
 async def _users(state: StateDep) -> UserStore:
@@ -143,6 +148,7 @@ ProductsDep = Annotated[ProductStore, Depends(_products)]
 ImagesDep = Annotated[ImageStorage, Depends(_images)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 ManagerDep = Annotated[ModelManager, Depends(_manager)]
+AnomalyMapsDep = Annotated[AnomalyMaps, Depends(_anomaly_maps)]
 UsersDep = Annotated[UserStore, Depends(_users)]
 ReviewsDep = Annotated[ReviewStore, Depends(_reviews)]
 AnalyticsDep = Annotated[AnalyticsStore, Depends(_analytics)]

@@ -41,8 +41,9 @@ log = logging.getLogger("qc.models")
 
 def remote_backend(settings: ServeSettings, entry: ModelVersion) -> TritonBackend | None:
     """A TritonBackend for this registry version when QC_BACKEND=triton, else None. The class
-    names and sizes come from the registry's copy of the file; Triton runs the network."""
-    if settings.backend is not Backend.TRITON:
+    names and sizes come from the registry's copy of the file; Triton runs the network. A
+    good-only version runs in this process whatever the backend: it is no network."""
+    if settings.backend is not Backend.TRITON or entry.goodonly:
         return None
     from inspection.detect.onnx_file import read_metadata
     from inspection.detect.triton import TritonBackend

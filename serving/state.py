@@ -40,6 +40,7 @@ from inspection.store.trail import Trails
 from inspection.store.users import UserStore
 from serving.admission import FairAdmission
 from serving.alarms import AlarmEvaluator
+from serving.anomaly_maps import AnomalyMaps
 from serving.auth import Authenticator
 from serving.batcher import MicroBatcher
 from serving.decode_budget import DecodeBudget
@@ -90,6 +91,7 @@ class AppState:
     inspector: Inspector
     admission: FairAdmission
     decode_budget: DecodeBudget
+    anomaly_maps: AnomalyMaps
 
     @classmethod
     def start(cls, settings: ServeSettings, *, metrics: Metrics) -> AppState:
@@ -134,7 +136,8 @@ class AppState:
                    trails=Trails(db, datasets_root=settings.datasets_dir, registry=registry),
                    alarms=AlarmEvaluator(analytics, settings, metrics=metrics),
                    auth=Authenticator(keys), images=images, registry=registry, manager=manager,
-                   batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget)
+                   batcher=batcher, inspector=inspector, admission=admission, decode_budget=budget,
+                   anomaly_maps=AnomalyMaps(registry))
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready only with a model loaded and the database reachable; the body says which.

@@ -29,7 +29,7 @@ def db(request, tmp_path):
     database.dispose()
 
 
-SHARES = {"reviewer_disagreement": 0.25, "shadow_disagreement": 0.25, "review": 0.25, "low_margin": 0.0,
+SHARES = {"anomaly": 0.0, "reviewer_disagreement": 0.25, "shadow_disagreement": 0.25, "review": 0.25, "low_margin": 0.0,
           "rare_class": 0.0, "random_pass": 0.25}
 SETTINGS = {"low_margin": {"margin": 0.05}, "rare_class": {"fraction": 0.1}, "random_pass": {"seed": 0}}
 

@@ -236,15 +236,14 @@ def _turn(settings: LoopSettings, db: Database, jobs: JobStore, job: Job, say) -
         raise Conflict(f"model {name} has no frozen holdout; set one with qc models holdout {name} DATASET@VERSION")
 
     def evaluate() -> dict[str, Any]:
-        from inspection.evaluate.scoring import score_onnx
+        from inspection.evaluate.scoring import gate_evaluation
 
         scores = {}
         for version in (production.version, candidate):
             entry = registry.get(name, version)
             evaluation = promotion.evaluation_on(entry, holdout)
-            if evaluation is None:
-                evaluation = score_onnx(entry.model_path, holdout, split=settings.loop_split, progress=False
-                                        ).evaluation.to_json()
+            if evaluation is None:  # a good-only production scores 0 on every class (gate_evaluation)
+                evaluation = gate_evaluation(entry.model_path, holdout, split=settings.loop_split, progress=False)
                 registry.update_card(entry, evaluations={**entry.card.get("evaluations", {}), holdout: evaluation})
             scores[version] = evaluation
         return {"holdout": holdout, "before": _summary(scores[production.version]),
@@ -288,9 +287,12 @@ def _recipe(settings: LoopSettings, production):
 
 
 def _summary(evaluation: dict[str, Any]) -> dict[str, Any]:
-    return {"map50": evaluation.get("map50"), "map50_95": evaluation.get("map50_95"),
-            "per_class": {name: {k: values.get(k) for k in ("ap50", "precision", "recall") if k in values}
-                          for name, values in (evaluation.get("per_class") or {}).items()}}
+    summary = {"map50": evaluation.get("map50"), "map50_95": evaluation.get("map50_95"),
+               "per_class": {name: {k: values.get(k) for k in ("ap50", "precision", "recall") if k in values}
+                             for name, values in (evaluation.get("per_class") or {}).items()}}
+    if evaluation.get("agnostic"):  # a good-only model: what it found, whatever the class
+        summary["agnostic"] = _summary(evaluation["agnostic"])
+    return summary
 
 
 def _changed_verdicts(settings, db, registry, name, before, after, inspection_ids) -> list[dict[str, Any]]:

@@ -20,7 +20,9 @@ engine cache, and only into the `cache_dir` the caller names (QC_HOME in the ser
 A model whose metadata holds a reference `InputContract` (`qc_input`, written by `qc export`)
 judges each frame against its golden part: `predict` aligns the reference onto the frame and
 composes the input (inspection/detect/reference.py); without a reference it refuses, naming the
-fix. A plain model ignores references.
+fix. A plain model ignores references. A good-only model (`.qcgood`, inspection/detect/goodonly.py)
+loads too, through its own backend (inspection/detect/goodonly_backend.py): one class,
+`anomaly`, judged against the golden part the file holds.
 
 The serving micro-batcher uses the three stages separately: `prepare` (per image, in a thread
 pool), `run` (one `session.run` for the batch), `decode` (per image).
@@ -36,6 +38,7 @@ import numpy as np
 
 from inspection.detect import imaging
 from inspection.detect.backend import InferenceBackend, OrtBackend
+from inspection.detect.goodonly import is_goodonly_file
 from inspection.detect.model_info import ModelInfo, parse_metadata
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
@@ -77,7 +80,13 @@ class Detector:
     ) -> None:
         self.path = Path(path)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        # A remote engine (inspection/detect/triton.py) comes made; else ONNX Runtime, here.
+        # A remote engine (inspection/detect/triton.py) comes made; a good-only model
+        # (.qcgood) runs in this process (inspection/detect/goodonly_backend.py); else ONNX
+        # Runtime, here.
+        if backend is None and is_goodonly_file(self.path):
+            from inspection.detect.goodonly_backend import GoodOnlyBackend
+
+            backend = GoodOnlyBackend.open(self.path)
         self.backend: InferenceBackend = backend or OrtBackend.open(
             self.path, providers=providers, threads=threads, spin=spin, cache_dir=cache_dir,
             expected=_EXPECTED)

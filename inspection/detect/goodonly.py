@@ -475,8 +475,17 @@ def overlay(frame: np.ndarray, judged: Judged, *, threshold: float) -> np.ndarra
     from inspection.detect.drawing import draw
 
     image = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    strength = np.clip(judged.anomaly / max(2 * threshold, 1e-6), 0, 1)
-    heat = cv2.applyColorMap((strength * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    alpha = (0.7 * strength)[..., None]
-    blended = (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
+    layer = heat(judged.anomaly, threshold=threshold)
+    alpha = layer[..., 3:].astype(np.float32) / 255
+    blended = (image.astype(np.float32) * (1 - alpha) + layer[..., :3].astype(np.float32) * alpha).astype(np.uint8)
     return draw(blended, judged.detections)
+
+
+def heat(anomaly: np.ndarray, *, threshold: float) -> np.ndarray:
+    """The anomaly map as a BGRA layer to lay over its frame: warm colours, opaque up to 70 %
+    at twice the threshold, transparent where the map is 0 (the review page's overlay, and
+    `overlay`'s)."""
+    strength = np.clip(anomaly / max(2 * threshold, 1e-6), 0, 1)
+    colours = cv2.applyColorMap((strength * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    alpha = np.rint(0.7 * 255 * strength).astype(np.uint8)
+    return np.dstack([colours, alpha])

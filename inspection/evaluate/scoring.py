@@ -213,6 +213,49 @@ def score_goodonly(
                  source=f"{data} ({split})", agnostic=True)
 
 
+def gate_evaluation(model: Path, data: str, *, split: str, progress: bool = True) -> dict:
+    """The evaluation a registry version keeps in its card for the promotion gate
+    (inspection/models/gate.py), on `split` of its frozen holdout `data`. An ONNX model: its
+    scores on the data's classes (`score_onnx`). A good-only model (.qcgood) names none of
+    them: scored against the data's classes, every class's AP and recall are 0, so the first
+    supervised model that finds them replaces it through the usual gate. Its class-agnostic
+    scores (`score_goodonly`: how many defects it did find, whatever their class) are kept
+    beside them under "agnostic", for the engineer who approves the replacement. A learned
+    good-only detector (an ONNX model whose one class is `anomaly`) is scored the same way."""
+    from inspection.detect.goodonly import is_goodonly_file
+    from inspection.errors import DatasetError
+
+    model = Path(model)
+    learned = not is_goodonly_file(model) and _anomaly_only(model)  # a learned good-only detector
+    if not is_goodonly_file(model) and not learned:
+        return score_onnx(model, data, split=split, progress=progress).evaluation.to_json()
+    names, samples = load_split(data, split=split)
+    if not samples:
+        raise DatasetError(f"{data}: the {split} split has no images; pick another --split")
+    if learned:
+        agnostic = score(onnx_predictor(model, names=AGNOSTIC, data=data), names=names, samples=samples,
+                         progress=progress, label=f"eval {split}", source=f"{data} ({split})", agnostic=True)
+    else:
+        agnostic = score_goodonly(model, data, split=split, progress=progress)
+    named = score(lambda pixels: Detections.empty(names=names, image_wh=(pixels.shape[1], pixels.shape[0])),
+                  names=names, samples=samples, progress=False, label=f"eval {split}",
+                  source=f"{data} ({split})")
+    return {**named.evaluation.to_json(), "goodonly": True, "agnostic": agnostic.evaluation.to_json()}
+
+
+def _anomaly_only(model: Path) -> bool:
+    """Whether the ONNX `model`'s one class is `anomaly` (a learned good-only detector), read
+    from its metadata without an engine."""
+    from inspection.detect.model_info import parse_metadata
+    from inspection.detect.onnx_file import read_metadata
+    from inspection.errors import ModelError
+
+    try:
+        return set(parse_metadata(read_metadata(model)).names.values()) == set(AGNOSTIC.values())
+    except (ModelError, OSError, ValueError):
+        return False  # score_onnx names what is wrong with the file
+
+
 def onnx_predictor(
     model: Path, *, names: dict[int, str], data: str, providers: list[str] | None = None,
     tiling: Tiling | None = None,

@@ -1,4 +1,5 @@
-"""A registry version's model card, made from what its ONNX file says about itself.
+"""A registry version's model card, made from what its ONNX file (or good-only `.qcgood`)
+says about itself.
 
 Example::
 
@@ -44,4 +45,9 @@ def model_card(model: Path, *, source: str | None = None, **more: Any) -> dict[s
         "input": qc_meta.get("input") or {"reference": False},
         "metadata": qc_meta,
     }
+    goodonly = getattr(detector.backend, "model", None)  # a .qcgood file (GoodOnlyBackend)
+    if goodonly is not None:
+        card["source"] = source or f"qc goodonly build: {Path(model).resolve()}"
+        card["goodonly"] = {"threshold": goodonly.threshold, **goodonly.header()["params"],
+                            **{k: v for k, v in goodonly.info.items() if k != "left_out"}}
     return {**card, **more}

@@ -1,10 +1,12 @@
-"""The model registry: versioned ONNX models with their cards, and an atomic production pointer.
+"""The model registry: versioned models (ONNX, or good-only `.qcgood`) with their cards, and an
+atomic production pointer.
 
 Training writes it, serving reads it. On disk, under `$QC_HOME/models`::
 
     <name>/
       v1/ model.onnx  card.json
       v2/ model.onnx  card.json  weights.pt   (weights only when trained here: fine-tuning)
+      v3/ model.qcgood card.json               (a good-only model: inspection/detect/goodonly.py)
       production.json   {"version": "v2", "history": ["v1", "v2"], ...}
       holdout.json      {"data": "pcb@v3"}  the frozen holdout the promotion gate uses
 
@@ -44,6 +46,7 @@ from inspection.errors import Conflict, NotFound, RegistryError
 
 _VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+GOODONLY_FILE = "model.qcgood"  # a version's good-only model, in place of model.onnx
 
 
 def sha256_file(path: Path) -> str:
@@ -63,7 +66,14 @@ class ModelVersion:
 
     @property
     def model_path(self) -> Path:
-        return self.folder / "model.onnx"
+        """model.onnx, or model.qcgood for a good-only version (`Detector` loads either)."""
+        goodonly = self.folder / GOODONLY_FILE
+        return goodonly if goodonly.is_file() else self.folder / "model.onnx"
+
+    @property
+    def goodonly(self) -> bool:
+        """A good-only model: boxes of one class, `anomaly`, from a golden part and good frames."""
+        return self.model_path.name == GOODONLY_FILE
 
     @property
     def weights_path(self) -> Path | None:
@@ -110,7 +120,8 @@ class Registry:
         if not folder.is_dir():
             known = ", ".join(self.versions(name)) or "none"
             raise NotFound(f"model {name}@{version} does not exist (versions: {known}); see qc models list")
-        card_path, model_path = folder / "card.json", folder / "model.onnx"
+        card_path = folder / "card.json"
+        model_path = ModelVersion(name=name, version=version, folder=folder, card={}).model_path
         if not model_path.is_file() or not card_path.is_file():
             missing = "model.onnx" if not model_path.is_file() else "card.json"
             raise RegistryError(
@@ -170,7 +181,8 @@ class Registry:
         card: dict[str, Any] | None = None,
         weights: Path | None = None,
     ) -> ModelVersion:
-        """Copy `model_file` in as the next version of `name` with its card."""
+        """Copy `model_file` in as the next version of `name` with its card (a `.qcgood` file
+        is kept as model.qcgood: a good-only version)."""
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
         model_file = Path(model_file)
@@ -180,7 +192,8 @@ class Registry:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=".adding-"))
         try:
-            copied = [(model_file, staging / "model.onnx")]
+            stored = GOODONLY_FILE if model_file.suffix.lower() == ".qcgood" else "model.onnx"
+            copied = [(model_file, staging / stored)]
             if weights is not None:
                 copied.append((Path(weights), staging / "weights.pt"))
             for source, target in copied:
@@ -193,7 +206,7 @@ class Registry:
                     **(card or {}),
                     "name": name,
                     "version": version,
-                    "sha256": self._sha256(staging / "model.onnx"),  # the rename keeps the inode
+                    "sha256": self._sha256(staging / stored),  # the rename keeps the inode
                     "added_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 }
                 write_json_atomic(staging / "card.json", full_card)

@@ -127,6 +127,9 @@ def write_version(entry: ModelVersion, root: Path, *, max_batch: int = 8, instan
     Triton holds one config for all versions of a model."""
     if max_batch < 1 or instances < 1 or queue_delay_us < 0:
         raise ConfigError("--max-batch and --instances must be at least 1, --queue-delay-us 0 or more")
+    if entry.goodonly:
+        raise ModelError(f"{entry.ref} is a good-only model (.qcgood), not a network: Triton cannot run it; "
+                         "the service runs it in its own process whatever QC_BACKEND says")
     backend = OrtBackend.open(entry.model_path, providers=["cpu"])
     text, notes = config_text(entry.name, backend.input, backend.output, backend.metadata,
                               max_batch=max_batch, instances=instances, kind=kind,

@@ -15,6 +15,10 @@ nothing of any one strategy: a new one is a new class and one line of policy
 
 The strategies shipped, in the shipped policy's priority order:
 
+- anomaly: a box of class `anomaly` (a good-only model's: a frame unlike the good ones),
+  strongest first. While a new part is judged by its good-only model these are the frames
+  to label with the part's real classes (QC_LABEL_CLASSES), for its first supervised model;
+  under a supervised model no frame has such a box, and the share passes to the next lines.
 - reviewer_disagreement: the latest review changed the model's call (a false alarm, a missed
   defect, a wrong class); the frame carries the correction already, labelling confirms it.
 - shadow_disagreement: the shadow model's verdict or set of classes differs from production's.
@@ -55,7 +59,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from inspection.rules import StationRules, Verdict
+from inspection.rules import ANOMALY_CLASS, StationRules, Verdict
 from inspection.store.records import InspectionRecord
 from inspection.store.reviews import BoxDecision, FrameDecision, Review
 from labeling.sampling.clustering import k_center, kmeans, typicality
@@ -126,6 +130,16 @@ class PolicyLine(BaseModel):
 
     def found(self, candidate: Candidate) -> Found | None:
         raise NotImplementedError(f"{type(self).__name__} must say what it finds: define found(candidate)")
+
+
+class Anomaly(PolicyLine):
+    name: ClassVar[str] = "anomaly"
+
+    def found(self, candidate: Candidate) -> Found | None:
+        scores = [d["confidence"] for d in candidate.record.detections if d["class"] == ANOMALY_CLASS]
+        if not scores:
+            return None
+        return Found({"boxes": len(scores), "confidence": round(max(scores), 4)}, rank=round(1 - max(scores), 4))
 
 
 class ReviewerDisagreement(PolicyLine):
@@ -354,6 +368,6 @@ def draw(seed: int, inspection_id: str) -> float:
     return int(digest[:12], 16) / 16**12
 
 
-SHIPPED: tuple[type[PolicyLine], ...] = (ReviewerDisagreement, ShadowDisagreement, ReviewBand, LowMargin, RareClass,
-                                        RandomPass, TypicalDiverse, UncertainDiverse, ClassQuota)
+SHIPPED: tuple[type[PolicyLine], ...] = (Anomaly, ReviewerDisagreement, ShadowDisagreement, ReviewBand, LowMargin,
+                                        RareClass, RandomPass, TypicalDiverse, UncertainDiverse, ClassQuota)
 """The strategies a policy names by their `name` alone; any other by "module:ClassName"."""

@@ -3,10 +3,14 @@
 Example::
 
     qc goodonly build --golden golden.png --good good-frames/ --out part.qcgood --false-alarms 0.1
+    qc goodonly build --station line9 --good good-frames/ --out part9.qcgood --register part9 --promote
     qc predict --model part.qcgood frames/ --save judged/    # boxes + anomaly map drawn
     qc eval --model part.qcgood --data station@v1 --criterion deeppcb   # class-agnostic
 
 What it builds and how it chooses its threshold: inspection/detect/goodonly.py, docs/goodonly.md.
+`--station` takes the golden part the station registered (`qc stations reference`), so the
+model and the station judge against the same image; `--register NAME` adds the model to the
+registry as the next version of NAME (`--promote`: and promotes it) for the service to serve.
 `qc predict` and `qc eval` take a `.qcgood` file wherever they take an ONNX model.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +29,6 @@ app = typer.Typer(help="Good-only models: judge a new part from its golden image
 
 @app.command("build")
 def build(
-    golden: Annotated[Path, typer.Option("--golden", help="The golden part's image, as the station's camera sees it.")],
     good: Annotated[
         list[str],
         typer.Option("--good", help="Good frames of the same station: files, folders (searched recursively) or "
@@ -54,6 +57,20 @@ def build(
         float, typer.Option("--holdout", min=0.05, max=0.9,
                             help="Share of the good frames held out of the statistics to choose the threshold.")
     ] = 0.3,
+    golden: Annotated[
+        Path | None, typer.Option("--golden", help="The golden part's image, as the station's camera sees it.")
+    ] = None,
+    station: Annotated[
+        str | None, typer.Option("--station", help="Take the golden part this station registered "
+                                 "(qc stations reference STATION GOLDEN.png), instead of --golden.")
+    ] = None,
+    register: Annotated[
+        str | None, typer.Option("--register", help="Add the model to the registry as the next version of this "
+                                 "name (serve it with QC_MODEL_NAME=NAME).")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="With --register: promote it (through the gate) once added.")
+    ] = False,
 ) -> None:
     """Build a good-only model; print what it holds as one JSON object."""
     from tqdm import tqdm
@@ -71,11 +88,20 @@ def build(
     params = Params(k=k, spread_floor=spread_floor, edge_tolerance=edge_tolerance, min_area=min_area,
                     false_alarms=false_alarms, holdout=holdout, box_min_side=box_min_side)
     params.check()
-    golden_pixels = read_file(golden)  # an unreadable golden stops here, named
+    if (golden is None) == (station is None):
+        raise ConfigError("name the golden part once: --golden GOLDEN.png, or --station STATION for the golden "
+                          "it registered with qc stations reference")
+    if promote and not register:
+        raise ConfigError("--promote needs --register NAME (the registry name the service serves)")
+    if golden is None:
+        assert station is not None
+        golden_name, golden_pixels = _station_golden(station)
+    else:
+        golden_name, golden_pixels = str(golden), read_file(golden)  # an unreadable golden stops here, named
     found, missing = expand(good)
     if missing:
         raise ConfigError(f"--good {', '.join(missing)}: no such file, folder or matching pattern")
-    paths = [item.path for item in found if item.path.resolve() != golden.resolve()]
+    paths = [item.path for item in found if golden is None or item.path.resolve() != golden.resolve()]
     if not paths:
         raise ConfigError(f"--good {', '.join(good)}: no image files (.jpg, .png, .bmp) found; "
                           "point it at the station's good frames")
@@ -88,13 +114,35 @@ def build(
     model = GoodOnlyModel.build(
         golden_pixels, frames, params=params, names=[str(p) for p in paths],
         progress=lambda items: tqdm(items, desc="align good frames", unit="frame", file=sys.stderr))
-    model.info["golden"] = str(golden)
+    model.info["golden"] = golden_name
     model.save(out)
     typer.echo(json.dumps({"model": str(out), "threshold": model.threshold, **model.info,
                            "params": model.header()["params"]}, indent=2))
     if model.info.get("left_out"):
         print(f"warning: {len(model.info['left_out'])} good frame(s) did not align with the golden and were "
               "left out: " + ", ".join(model.info["left_out"][:5]), file=sys.stderr)
+    if register:
+        from qc.commands.models import register as add_to_registry
+
+        add_to_registry(out, name=register, promote=promote, err=True)
+
+
+def _station_golden(station: str) -> tuple[str, Any]:
+    """(a name for it, its pixels): the station's current reference image, from the database
+    and image store of QC_HOME (QC_DATABASE_URL), as the service reads it."""
+    from inspection.detect import imaging
+    from inspection.errors import NotFound
+    from inspection.settings import Settings
+    from inspection.store.image_stores import open_image_store
+    from inspection.store.references import StationReferences
+    from qc.commands.db import open_db
+
+    reference = StationReferences(open_db()).current(station)
+    if reference is None:
+        raise NotFound(f"station {station} has no reference image; register the golden part with "
+                       f"qc stations reference {station} GOLDEN.png, or pass --golden GOLDEN.png")
+    data = open_image_store(Settings()).read(reference.image_sha256, reference.image_format)
+    return f"station {station} reference v{reference.version}", imaging.decode(data)
 
 
 def predict_goodonly(model_path: Path, paths: list[str], *, save: Path | None) -> None:

@@ -47,12 +47,14 @@ def show(ref: Annotated[str, typer.Argument(help="name@version, name@latest, or 
 
 @app.command("add")
 def add(
-    model: Annotated[Path, typer.Argument(help="An ONNX detection model (trained here or elsewhere).")],
+    model: Annotated[Path, typer.Argument(help="An ONNX detection model (trained here or elsewhere), or a good-only "
+                                          "model (.qcgood, from qc goodonly build).")],
     name: Annotated[str, typer.Option(help="Registry name.")] = "default",
     promote: Annotated[bool, typer.Option(help="Promote it (through the gate) once added.")] = False,
     weights: Annotated[Path | None, typer.Option(help="The .pt it came from, kept for fine-tuning.")] = None,
 ) -> None:
-    """Register an ONNX model as the next version of NAME; its card records where it came from."""
+    """Register an ONNX model (or a good-only .qcgood) as the next version of NAME; its card records
+    where it came from."""
     register(model, name=name, weights=weights, promote=promote)
 
 
@@ -110,10 +112,10 @@ def _set_holdout(registry, name: str, data: str) -> str:
 
 
 def _evaluate_on_holdout(registry, entry, holdout: str, split: str):
-    from inspection.evaluate.scoring import score_onnx
+    from inspection.evaluate.scoring import gate_evaluation
 
-    result = score_onnx(entry.model_path, holdout, split=split).evaluation
-    evaluations = {**entry.card.get("evaluations", {}), holdout: result.to_json()}
+    result = gate_evaluation(entry.model_path, holdout, split=split)  # a .qcgood too
+    evaluations = {**entry.card.get("evaluations", {}), holdout: result}
     return registry.update_card(entry, evaluations=evaluations)
 
 

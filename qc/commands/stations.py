@@ -7,6 +7,11 @@ Example::
     qc stations reference line1 golden.png
     qc stations list
 
+A new part in minutes, with no labelled defect (docs/goodonly.md)::
+
+    qc stations reference part9-cam1 golden.png          # register the golden part
+    qc goodonly build --station part9-cam1 --good good-frames/ --out part9.qcgood --register part9 --promote
+
 (`qc station`, singular, is the station agent on the station PC: qc/commands/station.py.)
 """
 
@@ -20,7 +25,13 @@ import typer
 
 from qc.commands.db import open_db
 
-app = typer.Typer(help="Inspection stations, their versioned rules and product profiles.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspection stations, their versioned rules, reference images and product profiles.\n\n"
+    "A new part in minutes, before any defect is labelled: register its golden part (qc stations reference "
+    "STATION golden.png), put some good frames of it in a folder, and build its good-only model (qc goodonly "
+    "build --station STATION --good FOLDER --out part.qcgood --register NAME --promote); its boxes are REVIEW "
+    "until the rules' anomaly_fail_conf trusts them (docs/goodonly.md).",
+    no_args_is_help=True)
 
 
 @app.command("add")
@@ -60,7 +71,8 @@ def stations_reference(
     image: Annotated[Path, typer.Argument(help="The golden part as the station's camera sees it (JPEG, PNG, BMP).")],
 ) -> None:
     """Register a station's reference image (a new version): a reference model judges each
-    frame against it, aligned; each inspection records the version."""
+    frame against it, aligned; each inspection records the version. A new part's good-only
+    model is built from it: qc goodonly build --station STATION --good FOLDER."""
     from inspection.detect import imaging
     from inspection.errors import ImageError
     from inspection.settings import Settings

@@ -16,13 +16,20 @@ from inspection.roles import Role
 from inspection.rules import Verdict
 from inspection.store.keys import ApiKey
 from inspection.store.records import InspectionFilter, InspectionRecord, RecordStore
-from serving.deps import ImagesDep, Reader, ReviewsDep, StateDep, StoreDep, check_station, may_use_station
+from serving.deps import (
+    AnomalyMapsDep,
+    ImagesDep,
+    Reader,
+    ReviewsDep,
+    StateDep,
+    StoreDep,
+    check_station,
+    may_use_station,
+)
+from serving.display import DISPLAY_MAX_SIDE, display_reduction
 from serving.schemas import Inspection, InspectionDetail, InspectionPage, IsoTime, ReviewOut
 
 router = APIRouter(prefix="/v1/inspections", tags=["inspections"])
-# Stored frames are drawn on for people at most this wide or high: a JPEG is decoded at 1/2,
-# 1/4 or 1/8 to get there, so four viewers of one 100 MP frame no longer cost 2.4 GB (issue 9).
-DISPLAY_MAX_SIDE = 2048
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -90,7 +97,7 @@ def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, state: Sta
         return Response(content=data, media_type=media)
     try:
         header = imaging.probe(data)
-        reduce = _display_reduction(header)
+        reduce = display_reduction(header)
         with state.decode_budget.reserve(header.decode_cost(reduce)):  # 503 when others hold it
             image = imaging.decode(data, reduce=reduce, header=header, max_pixels=state.settings.max_pixels)
             return _drawn(image, record)
@@ -102,13 +109,17 @@ def get_image(inspection_id: str, store: StoreDep, images: ImagesDep, state: Sta
                                  f"damaged ({error}); fetch it without ?boxes=true to see the bytes") from error
 
 
-def _display_reduction(header: imaging.ImageHeader) -> int:
-    """The JPEG decode reduction that brings the longer side nearest DISPLAY_MAX_SIDE from above."""
-    factor = 1
-    for candidate in (2, 4, 8):
-        if max(header.width, header.height) / candidate >= DISPLAY_MAX_SIDE:
-            factor = candidate
-    return factor if header.format == "jpeg" else 1
+@router.get("/{inspection_id}/anomaly.png", responses={200: {"content": {"image/png": {}}}})
+def get_anomaly_map(inspection_id: str, store: StoreDep, images: ImagesDep, state: StateDep,
+                    maps: AnomalyMapsDep, key: Reader) -> Response:
+    """The anomaly map of a frame judged by a good-only model: a transparent PNG the size of
+    `/image?boxes=true` (at most 2048 pixels on its longer side), warm where the frame is
+    unlike good, to lay over the frame. 404 for a frame judged by another model, or whose
+    image was not kept."""
+    record = _readable(store, key, inspection_id)
+    png = maps.for_record(record, images, budget=state.decode_budget, max_side=DISPLAY_MAX_SIDE,
+                          max_pixels=state.settings.max_pixels, reduction=display_reduction)
+    return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _drawn(image, record: InspectionRecord) -> Response:

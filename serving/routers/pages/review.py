@@ -25,7 +25,8 @@ from inspection.detect import imaging
 from inspection.errors import NotFound
 from inspection.store.images import ImageStorage
 from inspection.store.users import LoginRefused
-from serving.deps import ImagesDep, ManagerDep, ReferencesDep, SettingsDep, StoreDep, UsersDep
+from serving.deps import AnomalyMapsDep, ImagesDep, ManagerDep, ReferencesDep, SettingsDep, StateDep, StoreDep, UsersDep
+from serving.display import DISPLAY_MAX_SIDE, display_reduction
 from serving.pages.language import catalogue, translator
 from serving.pages.render import language, render, script_json
 from serving.sessions import (
@@ -143,6 +144,20 @@ def _stored_image(images: ImageStorage, sha: str, image_format: str | None) -> R
     # Content-addressed: the bytes of a hash never change, so the browser may keep them.
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=86400",
                                                      "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/review/anomaly/{inspection_id}")
+def review_anomaly(inspection_id: str, request: Request, users: UsersDep, settings: SettingsDep,
+                   store: StoreDep, images: ImagesDep, maps: AnomalyMapsDep, state: StateDep) -> Response:
+    """The frame's anomaly map (a frame judged by a good-only model), for the signed-in page to
+    lay over the frame (static/anomaly.js); 404 for any other frame."""
+    if session_of(request, users, settings) is None:
+        raise HTTPException(401, "sign in at /login")
+    record = store.inspection(inspection_id)
+    png = maps.for_record(record, images, budget=state.decode_budget, max_side=DISPLAY_MAX_SIDE,
+                          max_pixels=settings.max_pixels, reduction=display_reduction)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600",
+                                                          "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/review/reference/{inspection_id}")
