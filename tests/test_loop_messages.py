@@ -63,8 +63,8 @@ def test_what_the_service_says_when_the_check_cannot_run_is_korean_too():
     "Label Studio not configured; using the dataset as it is",
     "dataset line has no version yet: push frames and pull their labels",
     "12 new labelled images in line@v3, 50 needed (QC_LOOP_MIN_NEW)",
-    "12 labelled images in line@v3 not in line@v2, which the production model learnt from; 50 needed "
-    "(QC_LOOP_MIN_NEW); a turn now would be skipped",
+    ("12 labelled images in line@v3 not in line@v2, which the production model learnt from; 50 needed "
+     "(QC_LOOP_MIN_NEW); a turn now would be skipped"),
     "qc loop could not start: [Errno 2] No such file or directory",
 ])
 def test_what_a_turn_says_while_it_runs_and_when_it_ends_reads_in_korean(message):

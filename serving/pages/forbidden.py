@@ -17,9 +17,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from inspection.roles import Role
+from inspection.store.users import Session
 from serving.pages.access import page_at
 from serving.pages.render import render
-from inspection.store.users import Session
 
 
 def forbidden_page(request: Request, session: Session, reason: str, *, needs: Role | None = None) -> HTMLResponse:
