@@ -11,17 +11,16 @@ install`: the browser is /usr/bin/chromium; without it these tests skip."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import docs_screenshot
 from tests.service_harness import served_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 PASSWORD = "line-side-pc-42"
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
@@ -29,13 +28,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
-
-
-def docs_screenshot(page, name: str) -> None:
-    """The page as docs/images/`name`, when QC_DOCS_SCREENSHOTS=1 asks for the docs' pictures."""
-    if os.environ.get("QC_DOCS_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_IMAGES / name))
 
 
 @pytest.fixture(scope="module")
