@@ -136,6 +136,68 @@ def test_where_a_reviewer_corrected_the_frame_the_task_shows_the_reviewers_boxes
     assert task_for(_record(), b"x", review=cleared)["predictions"][0]["score"] == 0.0
 
 
+# -- a model that judges against a golden image (no Label Studio needed) --------------------
+
+
+class _RecordingStudio:
+    """Label Studio as far as setup talks to it: no project yet; the one made is kept."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def find_project(self, title):
+        return None
+
+    def create_project(self, title, label_config):
+        from labeling.client import Project
+
+        self.created.append(label_config)
+        return Project(id=7, title=title, label_config=label_config)
+
+
+def test_for_a_reference_model_setup_shows_the_golden_image_and_each_task_carries_it(tmp_path, untrained_model):
+    from types import SimpleNamespace
+
+    from inspection.models.registry import Registry
+    from inspection.rules import StationRules
+    from inspection.store.database import Database
+    from inspection.store.images import ImageStore
+    from inspection.store.records import RecordStore
+    from inspection.store.references import StationReferences
+    from labeling.bridge import Bridge
+    from labeling.settings import LabelSettings
+    from labeling.tasks import NO_REFERENCE
+
+    settings = LabelSettings(home=tmp_path)
+    settings.ensure_dirs()
+    registry = Registry(settings.models_dir)
+    # The card says how the model reads its input (as qc models add writes it for a reference export).
+    registry.add("default", untrained_model, card={"names": NAMES, "input": {"reference": True}})
+    registry.set_production("default", "v1")
+    db = Database.from_settings(settings)
+    try:
+        studio = _RecordingStudio()
+        bridge = Bridge(settings, studio=studio, db=db)  # type: ignore[arg-type]
+        bridge.setup()
+        [config] = studio.created
+        assert '<Image name="reference" value="$reference"' in config
+        assert check_label_config(config, NAMES, reference=True) == []
+
+        records, images = RecordStore(db), ImageStore(settings.images_dir)
+        records.add_station("s1", rules=StationRules())
+        golden = StationReferences(db).set("s1", image_sha256=images.put(b"golden-png", "png"), image_format="png",
+                                           image_wh=(400, 200))
+        judged = _record(image_sha256=images.put(b"frame-png", "png"), reference_version=golden.version)
+        older = _record(image_sha256=images.put(b"older-png", "png"))  # judged before the station had one
+        for record in (judged, older):
+            records.save_inspection(record)
+        tasks = bridge._tasks([SimpleNamespace(inspection_id=r.id, reasons=[]) for r in (judged, older)])
+        assert tasks[0]["data"]["reference"] == "data:image/png;base64," + base64.b64encode(b"golden-png").decode()
+        assert tasks[1]["data"]["reference"] == NO_REFERENCE
+    finally:
+        db.dispose()
+
+
 # -- the server for trying the loop ----------------------------------------------------------
 
 
