@@ -124,6 +124,11 @@ def test_a_reviewer_goes_between_review_and_dashboard_and_is_shown_the_way_from_
     page.wait_for_url("**/dashboard")
     assert bar(page) == ["/review", "/dashboard"] and current(page) == "/dashboard"
     fits(page)
+    # Freezing control limits is an engineer's: a reviewer's form post gets the page that says so.
+    csrf = page.locator("form.logout input[name=csrf]").get_attribute("value") or ""
+    frozen = page.request.post(f"{url}/dashboard/limits", form={"csrf": csrf, "station": "line1", "hours": "8"})
+    assert frozen.status == 403 and "Freezing control limits is for engineers and admins." in frozen.text()
+    assert "the role engineer or above" in frozen.text()
 
     # A bookmark to the Loop page: a page that says no, in words, with the way on.
     answer = page.goto(f"{url}/loop")
