@@ -98,3 +98,18 @@ def test_a_turn_started_from_the_command_line_records_who_and_where(tmp_path, mo
         assert JobStore(db).recent(JobKind.LOOP)[0].params["via"] == "cli"
     finally:
         db.dispose()
+
+
+def test_the_gates_table_becomes_rows_for_the_page_and_anything_else_stays_text():
+    from inspection.models.gate import compare
+    from serving.routers.pages.loop import gate_rows
+
+    table = compare({"map50_95": 0.5, "per_class": {"solder bridge": {"recall": 0.9}}},
+                    {"map50_95": 0.52, "per_class": {"solder bridge": {"recall": 0.8}}}).table()
+    assert gate_rows(table) == [
+        {"metric": "mAP50-95", "candidate": "0.5200", "production": "0.5000", "change": "+0.0200",
+         "allowed": "-0.0050", "result": "ok"},
+        {"metric": "recall[solder bridge]", "candidate": "0.8000", "production": "0.9000", "change": "-0.1000",
+         "allowed": "-0.0200", "result": "REFUSED"}]
+    assert gate_rows("no production model to compare with") is None
+    assert translate("no production model to compare with", "ko") == "비교할 운영 모델이 없음"

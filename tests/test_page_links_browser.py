@@ -24,6 +24,22 @@ CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "line-side-pc-42"
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
+
+def _refused() -> dict:
+    """A turn's result whose candidate the gate refused: better on average, blind to cracks."""
+    from inspection.models.gate import compare
+
+    before = {"map50": 0.41, "map50_95": 0.20, "per_class": {"crack": {"ap50": 0.5, "precision": 0.6, "recall": 0.9},
+                                                             "dent": {"ap50": 0.3, "precision": 0.5, "recall": 0.5}}}
+    after = {"map50": 0.52, "map50_95": 0.26, "per_class": {"crack": {"ap50": 0.4, "precision": 0.6, "recall": 0.6},
+                                                            "dent": {"ap50": 0.5, "precision": 0.6, "recall": 0.6}}}
+    return {"candidate": "default@v2", "production_before": "default@v1", "dataset": "line@v1", "new_images": 60,
+            "holdout": "holdout@v1", "before": before, "after": after, "changed_verdicts": [],
+            "gate": compare(before, after).table()}
+
+
+REFUSED = _refused()
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (apt-get install chromium)"),
@@ -55,8 +71,7 @@ def live(untrained_model, tmp_path_factory) -> Iterator[tuple[str, object]]:
     users.add("lee", password=PASSWORD, role="engineer", display_name="Lee Minho")
     jobs = JobStore(db)
     from_page = jobs.start(JobKind.LOOP, params={"via": "page"}, created_by="lee")
-    jobs.finish(from_page.id, JobState.SKIPPED, result={"message": "3 new labelled images in line@v1, 50 needed "
-                                                                   "(QC_LOOP_MIN_NEW)"})
+    jobs.finish(from_page.id, JobState.REFUSED, result=REFUSED)
     # As `qc loop` in a terminal records it (training/loop.py, qc/commands/loop.py).
     from_shell = jobs.start(JobKind.LOOP, params={"via": "cli"}, created_by="lee@line-pc-3")
     jobs.progress(from_shell.id, step="pull", message="pulling annotations from Label Studio",
@@ -67,7 +82,7 @@ def live(untrained_model, tmp_path_factory) -> Iterator[tuple[str, object]]:
                                                                     "(QC_LOOP_MIN_NEW)"})
     db.dispose()
     with served_in_thread(settings) as url:
-        yield url, settings
+        yield url, from_page.id
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +198,7 @@ def test_an_engineer_reaches_every_page_and_the_loop_page_says_who_started_a_tur
 
 
 def test_the_loop_page_in_korean_says_what_the_turn_and_the_check_say_in_korean(live, page):
-    url, _ = live
+    url, refused_turn = live
     sign_in(page, url, "lee", "/loop")
     page.goto(f"{url}/loop?lang=ko")
     job = page.locator("#job").inner_text()
@@ -200,3 +215,12 @@ def test_the_loop_page_in_korean_says_what_the_turn_and_the_check_say_in_korean(
         assert HANGUL.search(says.split(":", 1)[1]), says
     fits(page)
     docs_screenshot(page, "loop-ko.png")
+
+    # The gate's table, with its headers and verdicts in Korean: the crack class's recall fell.
+    page.goto(f"{url}/loop?job={refused_turn}")
+    gate = page.locator("#gate")
+    assert gate.locator("thead th").all_inner_texts() == ["지표", "후보 모델", "운영 모델", "변화", "허용 하락", "결과"]
+    results = {row.locator("td").first.inner_text(): row.locator("td").last.inner_text()
+               for row in gate.locator("tbody tr").all()}
+    assert results == {"mAP50-95": "통과", "recall[crack]": "거부", "recall[dent]": "통과"}
+    assert "승격 기준 미달" in page.locator("#job h2").inner_text()

@@ -20,6 +20,7 @@ processes) is shown in the page's language (serving/pages/loop_messages.py).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated
 from urllib.parse import quote
 
@@ -78,7 +79,8 @@ async def loop_page(request: Request, users: UsersDep, settings: SettingsDep, jo
                       check=_said_check(check, lang) if check else None,
                       jobs=[_said(JobOut.of(j, alive=jobs.alive(j)), lang) for j in recent],
                       job=_said(shown, lang) if shown else None, running=running, origins=ORIGINS,
-                      classes=_class_rows(shown.result) if shown and shown.result else [])
+                      classes=_class_rows(shown.result) if shown and shown.result else [],
+                      gate=gate_rows(str(shown.result.get("gate") or "")) if shown and shown.result else None)
     if shown and shown.state is JobState.RUNNING:
         response.headers["Refresh"] = "5"  # follow the turn without a script
     return response
@@ -106,6 +108,19 @@ def _said_check(check: dict, lang: str) -> dict:
     """`qc loop --check --json` with each need's words and fix in `lang` (a command stays a command)."""
     return {**check, "needs": [{**need, "says": translate(need.get("says"), lang),
                                 "fix": translate(need.get("fix"), lang)} for need in check.get("needs", [])]}
+
+
+# One row of the gate's table (inspection/models/gate.py, GateDecision.table).
+_GATE_ROW = re.compile(r"(?P<metric>\S.*?)\s+(?P<candidate>-?\d+\.\d+)\s+(?P<production>-?\d+\.\d+)\s+"
+                       r"(?P<change>[+-]\d+\.\d+)\s+(?P<allowed>[+-]\d+\.\d+)\s+(?P<result>ok|REFUSED)")
+
+
+def gate_rows(table: str) -> list[dict[str, str]] | None:
+    """The gate's text table as rows, for an HTML table with headers in the page's language;
+    None when it is not that table (the page then shows the text as it is)."""
+    lines = [line for line in table.splitlines()[1:] if line.strip()]
+    rows = [match.groupdict() for line in lines if (match := _GATE_ROW.fullmatch(line.strip()))]
+    return rows if rows and len(rows) == len(lines) else None
 
 
 def _class_rows(result: dict) -> list[dict]:
