@@ -83,21 +83,26 @@ def test_the_longest_pattern_wins_and_unknown_text_stays_english():
 
 
 def test_a_turn_started_from_the_command_line_records_who_and_where(tmp_path, monkeypatch):
+    import getpass
+    import socket
+
+    from typer.testing import CliRunner
+
     from inspection.store.database import Database
     from inspection.store.jobs import JobKind, JobStore
-    from qc.commands.loop import who_runs_this
-    from training.loop import run_turn
+    from qc.cli import app
 
     monkeypatch.setenv("QC_HOME", str(tmp_path))
-    settings = LoopSettings(home=tmp_path)
-    job = run_turn(settings, created_by=who_runs_this(), via="cli")  # no production model: it fails at once
-    assert job.state.value == "failed"
-    assert job.params["via"] == "cli" and "@" in (job.created_by or "")
-    db = Database.from_settings(settings)
+    monkeypatch.delenv("QC_DATABASE_URL", raising=False)
+    ran = CliRunner().invoke(app, ["loop"])  # no production model: the turn fails at once, recorded
+    assert ran.exit_code == 2, ran.output
+    db = Database.from_settings(LoopSettings(home=tmp_path))
     try:
-        assert JobStore(db).recent(JobKind.LOOP)[0].params["via"] == "cli"
+        [job] = JobStore(db).recent(JobKind.LOOP)
     finally:
         db.dispose()
+    assert job.params["via"] == "cli"
+    assert job.created_by == f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def test_the_gates_table_becomes_rows_for_the_page_and_anything_else_stays_text():
