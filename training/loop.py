@@ -328,4 +328,5 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
 def describe(job: Job) -> str:
     return json.dumps({"job": job.id, "state": job.state.value, "step": job.step,
                        "message": job.progress.get("message"), "error": job.error,
+                       "started_by": job.created_by, "via": job.params.get("via", "cli"),
                        "result": job.result}, default=str, indent=1)
