@@ -127,6 +127,17 @@ class Bridge:
                               f"once, and not {ANOMALY_CLASS!r}")
         return dict(enumerate(classes))
 
+    def judges_against_reference(self) -> bool:
+        """Whether the production model judges each frame against a golden image (its project
+        then shows that image beside the frame, labeling/config.py)."""
+        entry = self.registry.production(self.settings.model_name)
+        model_input = entry.card.get("input")
+        if isinstance(model_input, dict) and "reference" in model_input:
+            return bool(model_input["reference"])
+        from inspection.detect.detector import Detector  # an older card: the model file says
+
+        return Detector(entry.model_path, providers=["cpu"]).needs_reference
+
     # -- setup -----------------------------------------------------------------------------
 
     def setup(self, *, update: bool = False, webhook_url: str | None = None) -> tuple[Project, list[str]]:
@@ -134,7 +145,8 @@ class Bridge:
         naming each mismatch; `update` replaces its config instead). Returns the project and
         what was done, in words."""
         names = self.model_names()
-        wanted = label_config(names)
+        reference = self.judges_against_reference()
+        wanted = label_config(names, reference=reference)
         done = []
         project = self.studio.find_project(self.project_title)
         if project is None:
@@ -142,7 +154,7 @@ class Bridge:
             done.append(f"created project {project.title!r} (id {project.id}) with classes "
                         f"{', '.join(names[i] for i in sorted(names))}")
         else:
-            problems = check_label_config(project.label_config, names)
+            problems = check_label_config(project.label_config, names, reference=reference)
             if problems and not update:
                 raise ConfigError(
                     f"Label Studio project {project.title!r} (id {project.id}) does not fit model "
@@ -289,14 +301,25 @@ class Bridge:
     def _tasks(self, batch) -> list[dict[str, Any]]:
         ids = [row.inspection_id for row in batch]
         reviews = self.reviews.latest(ids)
+        with_reference = self.judges_against_reference()
         tasks = []
         for row in batch:
             record = self.records.inspection(row.inspection_id)
             if record.image_sha256 is None:
                 raise NotFound(f"inspection {row.inspection_id} has no stored image to label")
             image = self.images.read(record.image_sha256, record.image_format)
-            tasks.append(task_for(record, image, review=reviews.get(row.inspection_id), reasons=row.reasons))
+            reference = self._reference_image(record) if with_reference and record.reference_version else None
+            tasks.append(task_for(record, image, review=reviews.get(row.inspection_id), reasons=row.reasons,
+                                  with_reference=with_reference, reference=reference))
         return tasks
+
+    def _reference_image(self, record: InspectionRecord) -> tuple[bytes, str | None]:
+        """The bytes and format of the golden image `record` was judged against."""
+        from inspection.store.references import StationReferences
+
+        assert record.reference_version is not None
+        reference = StationReferences(self.records.db).get(record.station_id, record.reference_version)
+        return self.images.read(reference.image_sha256, reference.image_format), reference.image_format
 
     # -- pull ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Example::
     server.stop()                   # SIGTERM, then SIGKILL after a grace period
 
     python -m labeling.server install .ls-venv      # what .ci/run does (~80 s, once)
-    python -m labeling.server start .qc/label-studio --port 8080   # one to try the loop with
+    python -m labeling.server start .qc/label-studio --venv .ls-venv --port 8080   # one to try the loop with
 
 Label Studio lives in its own venv (`.ls-venv/`, git-ignored): it pins Django and friends
 that have no business in qc's venv; qc talks to it over HTTP only. Measured here
@@ -21,6 +21,10 @@ with LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true at the *first* start (the organis
 then; without the last one the token is refused with 401). SSRF_PROTECTION_ENABLED=false lets
 the webhooks reach a receiver on 127.0.0.1; in a plant the two run on different hosts and the
 protection stays on. `label-studio --version` hangs for minutes: never called here.
+
+`start` runs Label Studio from the venv `install` put it into: `--venv VENV`, a path like
+install's (relative to the current folder); without it, `.ls-venv/` of this checkout, where
+install puts it by default.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ class LabelStudioServer:
         tail when it does not."""
         if not self.installed:
             raise ConfigError(f"Label Studio is not installed in {self.venv}; run "
-                              f"python -m labeling.server install {self.venv}")
+                              f"python -m labeling.server install {self.venv}, or name the venv it was "
+                              "installed into with --venv")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -167,7 +172,7 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def serve_forever(data_dir: str | Path, *, port: int) -> None:
+def serve_forever(data_dir: str | Path, *, port: int, venv: str | Path = DEFAULT_VENV) -> None:
     """Start one in `data_dir` (its user and token are made at the first start and kept in
     `qc-credentials.json` beside its data, so a second start reuses them), print what qc needs,
     and run until Ctrl+C."""
@@ -183,7 +188,7 @@ def serve_forever(data_dir: str | Path, *, port: int) -> None:
                  "token": secrets.token_hex(20)}
         credentials.write_text(json.dumps(known))
         credentials.chmod(0o600)
-    server = LabelStudioServer(data_dir=data_dir, port=port, **known)
+    server = LabelStudioServer(venv=Path(venv).resolve(), data_dir=data_dir, port=port, **known)
     # SIGTERM (a script or a service manager stopping this) stops Label Studio too, as Ctrl+C does.
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"starting Label Studio on {server.url} (40 s to 2 min; log in {server.log})", flush=True)
@@ -199,11 +204,28 @@ def serve_forever(data_dir: str | Path, *, port: int) -> None:
         server.stop()
 
 
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m labeling.server",
+                                     description="A Label Studio of its own venv, for trying the loop.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    put = commands.add_parser("install", help="pip install label-studio into its own venv (~80 s, once)")
+    put.add_argument("venv", nargs="?", default=str(DEFAULT_VENV), help=f"where (default {DEFAULT_VENV})")
+    run = commands.add_parser("start", help="run it until Ctrl+C, with its data in DATA_DIR")
+    run.add_argument("data_dir", help="its database and the qc-credentials.json of its user")
+    run.add_argument("--venv", default=str(DEFAULT_VENV),
+                     help=f"the venv install put it into (default {DEFAULT_VENV})")
+    run.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    if args.command == "install":
+        print(install(args.venv))
+        return
+    try:
+        serve_forever(args.data_dir, port=args.port, venv=args.venv)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "install":
-        print(install(sys.argv[2] if len(sys.argv) > 2 else DEFAULT_VENV))
-    elif len(sys.argv) >= 3 and sys.argv[1] == "start":
-        port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 8080
-        serve_forever(sys.argv[2], port=port)
-    else:
-        sys.exit("usage: python -m labeling.server install [VENV] | start DATA_DIR [--port 8080]")
+    main()

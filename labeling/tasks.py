@@ -18,6 +18,18 @@ the two leaves a task that cannot be traced back. Pulling never downloads images
 annotation comes back, and the pixels are read from qc's own image store by the inspection's
 sha256.
 
+A model that judges against a golden image (labeling/config.py) gets a project that shows it
+beside the frame: the task carries it as `reference`, inline too (the station's reference the
+frame was judged against; a placeholder saying so where the frame has none, since Label
+Studio refuses a task lacking a field its config names).
+
+The prediction's `score` is the frame's: how sure its author is that the frame shows a defect,
+the highest confidence among its boxes (the box that decides a FAIL), 0 without boxes; a
+reviewer's is 1 where they stand by a defect, 0 where they cleared the frame. Label Studio sorts
+and filters tasks by it, so a labeller can take the surest defects or the doubtful middle first;
+the weakest box's confidence, used before, ranked a frame with one clear defect and one faint
+speck among the doubtful ones.
+
 Coordinates are percent of the original image (x, y of the top-left corner, width, height),
 with `original_width`/`original_height`, as Label Studio's RectangleLabels keep them.
 """
@@ -34,6 +46,11 @@ from inspection.store.reviews import FrameDecision, Review
 from labeling.config import FROM_NAME, TO_NAME
 
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp"}
+# What a reference project shows beside a frame judged without a golden image (an older model's).
+NO_REFERENCE = ("data:image/svg+xml;base64," + base64.b64encode(
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="80"><rect width="320" height="80" fill="#222"/>'
+    b'<text x="16" y="46" fill="#fff" font-family="sans-serif" font-size="18">'
+    b"no golden image for this frame</text></svg>").decode("ascii"))
 
 
 def data_url(image: bytes, image_format: str | None) -> str:
@@ -65,30 +82,37 @@ def reviewed_boxes(review: Review | None) -> list[tuple[str, tuple[float, float,
     return [(box.class_name, box.xyxy) for box in review.boxes if box.is_defect]
 
 
+def frame_score(confidences: Iterable[float]) -> float:
+    """The frame's score: the highest box confidence (the one that decides a FAIL), 0 with none."""
+    return round(max((float(c) for c in confidences), default=0.0), 5)
+
+
 def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
-             reasons: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+             reasons: Iterable[dict[str, Any]] = (), with_reference: bool = False,
+             reference: tuple[bytes, str | None] | None = None) -> dict[str, Any]:
     """The task to import: data {image, inspection_id, station, verdict, image_sha256,
-    reasons, and a good-only model's boxes as `anomalies` (x1, y1, x2, y2 in pixels)} and one
-    prediction: the reviewer's boxes (model_version "review:<name>", score 1)
-    where a reviewer corrected the frame, else the model's (model_version "name@vN", the
-    model that judged the frame) with their confidences."""
+    reasons, a good-only model's boxes as `anomalies` (x1, y1, x2, y2 in pixels), and
+    `reference`, the golden image, for a project that shows it} and one prediction: the
+    reviewer's boxes (model_version "review:<name>") where a reviewer corrected the frame, else
+    the model's (model_version "name@vN", the model that judged the frame) with their
+    confidences; its score is the frame's (see the module's docstring)."""
     image_wh = (record.width, record.height)
     reviewed = reviewed_boxes(review)
     if reviewed is not None:
         results = [region(n, name, xyxy, image_wh=image_wh, score=1.0)
                    for n, (name, xyxy) in enumerate(reviewed, 1)]
         assert review is not None  # reviewed boxes come from a review
-        prediction = {"model_version": f"review:{review.reviewer}", "score": 1.0, "result": results}
+        prediction = {"model_version": f"review:{review.reviewer}", "score": 1.0 if results else 0.0,
+                      "result": results}
     else:
         # A good-only model's boxes name no class the project labels (`anomaly`): the labeller
         # draws the real ones; the task data says where the model looked (`anomalies`).
         named = [d for d in record.detections if d["class"] != ANOMALY_CLASS]
         results = [region(n, d["class"], d["box"], image_wh=image_wh, score=d["confidence"])
                    for n, d in enumerate(named, 1)]
-        scores = [d["confidence"] for d in named]
         prediction = {"model_version": f"{record.model_name}@{record.model_version}",
-                      "score": round(min(scores), 5) if scores else 1.0, "result": results}
-    return {
+                      "score": frame_score(d["confidence"] for d in named), "result": results}
+    task: dict[str, Any] = {
         "data": {
             "image": data_url(image, record.image_format),
             "inspection_id": record.id,
@@ -101,3 +125,6 @@ def task_for(record: InspectionRecord, image: bytes, *, review: Review | None,
         },
         "predictions": [prediction],
     }
+    if with_reference:
+        task["data"]["reference"] = data_url(*reference) if reference is not None else NO_REFERENCE
+    return task

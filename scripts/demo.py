@@ -250,7 +250,7 @@ def loop_turn(frames: Path, url: str, key: str) -> None:
     if studio is None:
         print("Label Studio: none running (set QC_LABEL_STUDIO_URL and QC_LABEL_STUDIO_TOKEN; start one with\n"
               "  .venv/bin/python -m labeling.server install .ls-venv   # once, ~80 s\n"
-              "  .venv/bin/python -m labeling.server start .qc/label-studio --port 8080\n"
+              "  .venv/bin/python -m labeling.server start .qc/label-studio --venv .ls-venv --port 8080\n"
               "and export what it prints): skipping qc label setup, push and pull.")
     else:
         print(f"Label Studio: {studio}")

@@ -29,6 +29,17 @@ MODEL_CACHE_VERSION = "2"
 # defects against their golden parts.
 REFERENCE_EPOCHS = 12
 POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
+DOCS_IMAGES = REPO / "docs" / "images"
+
+
+def docs_screenshot(page, name: str, **options) -> None:
+    """The browser page as docs/images/`name`, only when QC_DOCS_SCREENSHOTS=1 asks for the
+    docs' pictures (`QC_DOCS_SCREENSHOTS=1 pytest tests/test_*_browser.py`, then commit them):
+    a plain test run leaves the checkout as it was. Korean text needs a CJK font where the
+    browser runs (Debian: fonts-noto-cjk, which .ci/run installs)."""
+    if os.environ.get("QC_DOCS_SCREENSHOTS") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMAGES / name), **options)
 
 
 @pytest.fixture

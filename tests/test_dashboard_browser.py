@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import docs_screenshot
 from tests.service_harness import served_in_thread
 from tests.test_alarms import STEP_RULES, part
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 PASSWORD = "line-side-pc-42"
 
 pytestmark = [
@@ -126,8 +126,7 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         m10 = float(products.nth(0).locator("td").nth(2).inner_text().rstrip("%"))
         m8 = float(products.nth(1).locator("td").nth(2).inner_text().rstrip("%"))
         assert m10 > 25 > m8  # the step came with the changeover
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_IMAGES / "dashboard-alarm.png"), full_page=True)
+        docs_screenshot(page, "dashboard-alarm.png", full_page=True)
 
         incident.locator("input[name=note]").fill("nozzle 2 clogged; cleaned at 14:20")
         incident.locator("button[type=submit]").click()
@@ -136,7 +135,7 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
         done = page.locator("li.incident [data-acknowledged]").first.inner_text()
         assert "Kim" in done or "kim" in done
         assert "nozzle 2 clogged" in done
-        page.screenshot(path=str(DOCS_IMAGES / "dashboard-acknowledged.png"), full_page=True)
+        docs_screenshot(page, "dashboard-acknowledged.png", full_page=True)
 
         page.goto(f"{url}/dashboard?lang=ko")
         assert "이상 사례" in page.content() and "제품별" in page.content() and "u 관리도" in page.content()

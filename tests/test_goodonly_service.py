@@ -21,6 +21,7 @@ from inspection.data.synth.optics import jitter
 from inspection.detect.goodonly import GoodOnlyModel, Params
 from inspection.detections import Detections
 from inspection.rules import StationRules, Verdict, decide
+from tests.conftest import docs_screenshot
 
 PART = 7
 SIZE = 256
@@ -329,7 +330,6 @@ def test_triton_refuses_a_good_only_version_naming_why(part_model, tmp_path):
 # -- the review page (a real browser) -------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS_IMAGES = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 @pytest.mark.browser
@@ -396,7 +396,7 @@ def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_mo
             widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1]
             if not korean:  # docs/goodonly.md shows it
-                page.screenshot(path=str(DOCS_IMAGES / "review-anomaly.png"))
+                docs_screenshot(page, "review-anomaly.png")
 
             page.reload()  # the choice is remembered
             page.wait_for_function("document.getElementById('anomaly-toggle').checked")

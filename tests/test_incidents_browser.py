@@ -13,7 +13,6 @@ Never `playwright install`: the browser is /usr/bin/chromium; without it these t
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import numpy as np
 import pytest
 
 from inspection.analytics.plant_time import PlantClock
+from tests.conftest import docs_screenshot
 from tests.service_harness import served_in_thread
 from tests.test_alarms import STEP_RULES, part
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 PASSWORD = "line-side-pc-42"
 PLANT = PlantClock("Asia/Seoul")
 FOLD = 768
@@ -127,7 +126,6 @@ def test_a_step_in_one_station_is_one_incident_in_plant_time_acknowledged_once_i
     assert sorted(a["id"] for a in incident["alarms"]) == sorted(a["id"] for a in raised)
     since = PLANT.format(incident["since"])
     assert since != PlantClock("UTC").format(incident["since"])
-    screenshots = os.environ.get("QC_DOCS_SCREENSHOTS") == "1"
 
     with sync_playwright() as p:
         browser = launch(p)
@@ -164,9 +162,7 @@ def test_a_step_in_one_station_is_one_incident_in_plant_time_acknowledged_once_i
         assert len(charts) >= 3 and all(c["y"] + c["height"] <= FOLD for c in charts[:3]), charts
         assert aside["x"] >= max(c["x"] + c["width"] for c in charts) and box["y"] < 200
         card.locator("details summary").click()  # closed again for the picture
-        if screenshots:
-            DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(DOCS_IMAGES / "dashboard-incident.png"))
+        docs_screenshot(page, "dashboard-incident.png")
 
         # Korean: the server's alarm text, the rules' meaning, legends apart.
         page.goto(f"{url}/dashboard?lang=ko")
@@ -181,8 +177,7 @@ def test_a_step_in_one_station_is_one_incident_in_plant_time_acknowledged_once_i
             assert overlapping(legends) == [], chart.get_attribute("aria-label")
             assert [(i, j) for i, j in overlapping(legends + texts) if i < len(legends)] == [], \
                 chart.get_attribute("aria-label")  # no legend entry over another, a time or an axis label
-        if screenshots:
-            page.screenshot(path=str(DOCS_IMAGES / "dashboard-incident-ko.png"))
+        docs_screenshot(page, "dashboard-incident-ko.png")
 
         # Acknowledged once, with a note: every alarm of the incident with it.
         page.goto(f"{url}/dashboard?lang=en")

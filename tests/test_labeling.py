@@ -43,6 +43,30 @@ def test_a_config_with_other_names_or_classes_is_refused_naming_each_mismatch():
     assert "not XML" in check_label_config("<View>", NAMES)[0]
 
 
+def test_a_reference_model_s_config_shows_the_golden_image_beside_the_frame():
+    from xml.etree import ElementTree
+
+    xml = label_config(NAMES, reference=True)
+    images = {tag.get("name"): tag.get("value") for tag in ElementTree.fromstring(xml).iter("Image")}
+    assert images == {"image": "$image", "reference": "$reference"}
+    assert check_label_config(xml, NAMES, reference=True) == []
+    # A project made for a plain model lacks it: setup names it (and --update replaces the config).
+    [problem] = check_label_config(label_config(NAMES), NAMES, reference=True)
+    assert 'no <Image name="reference" value="$reference">' in problem and "golden image" in problem
+
+
+def test_every_class_has_a_bright_colour_of_its_own_and_boxes_are_drawn_thick():
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(label_config(NAMES))
+    colours = [label.get("background") for label in root.iter("Label")]
+    assert len(set(colours)) == len(NAMES)
+    for colour in colours:  # readable on a dark board: no channel mix darker than mid-grey
+        red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        assert 0.299 * red + 0.587 * green + 0.114 * blue > 110, colour
+    assert int(next(root.iter("RectangleLabels")).get("strokeWidth")) >= 2
+
+
 # -- tasks ---------------------------------------------------------------------------------
 
 
@@ -71,6 +95,27 @@ def test_a_task_carries_the_image_inline_the_inspection_id_and_the_models_boxes_
     assert region["value"] | {} == {"x": 10.0, "y": 10.0, "width": 10.0, "height": 20.0, "rotation": 0,
                                     "rectanglelabels": ["dent"]}
     assert region["score"] == 0.42 and (region["from_name"], region["to_name"]) == ("label", "image")
+    assert "reference" not in task["data"]  # a plain model's project shows no golden image
+
+
+def test_the_prediction_score_is_the_frames_the_surest_box_not_the_weakest():
+    from labeling.tasks import task_for
+
+    boxes = [{"class": "dent", "class_id": 1, "confidence": c, "box": [40, 20, 80, 60]} for c in (0.91, 0.12)]
+    [prediction] = task_for(_record(detections=boxes), b"x", review=None)["predictions"]
+    assert prediction["score"] == 0.91
+    [clean] = task_for(_record(detections=[]), b"x", review=None)["predictions"]
+    assert clean["score"] == 0.0  # no box: nothing says defect
+
+
+def test_a_reference_project_s_task_carries_the_golden_image_or_says_it_has_none():
+    from labeling.tasks import NO_REFERENCE, task_for
+
+    task = task_for(_record(), b"frame", review=None, with_reference=True, reference=(b"golden", "png"))
+    assert task["data"]["reference"] == "data:image/png;base64," + base64.b64encode(b"golden").decode()
+    # Label Studio refuses a task lacking a field its config names: a frame judged without one says so.
+    bare = task_for(_record(), b"frame", review=None, with_reference=True)
+    assert bare["data"]["reference"] == NO_REFERENCE and NO_REFERENCE.startswith("data:image/svg+xml;base64,")
 
 
 def test_where_a_reviewer_corrected_the_frame_the_task_shows_the_reviewers_boxes():
@@ -85,6 +130,106 @@ def test_where_a_reviewer_corrected_the_frame_the_task_shows_the_reviewers_boxes
     assert prediction["model_version"] == "review:kim"
     assert [r["value"]["rectanglelabels"] for r in prediction["result"]] == [["crack"]]
     assert prediction["result"][0]["value"]["x"] == 50.0
+    assert prediction["score"] == 1.0  # the reviewer stands by a defect
+    cleared = Review(id=2, inspection_id="x", reviewer="kim", created_at=None, decision=FrameDecision.FALSE_ALARM,
+                     disposition=None, note="", model_verdict="FAIL", boxes=[])
+    assert task_for(_record(), b"x", review=cleared)["predictions"][0]["score"] == 0.0
+
+
+# -- a model that judges against a golden image (no Label Studio needed) --------------------
+
+
+class _RecordingStudio:
+    """Label Studio as far as setup talks to it: no project yet; the one made is kept."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def find_project(self, title):
+        return None
+
+    def create_project(self, title, label_config):
+        from labeling.client import Project
+
+        self.created.append(label_config)
+        return Project(id=7, title=title, label_config=label_config)
+
+
+def test_for_a_reference_model_setup_shows_the_golden_image_and_each_task_carries_it(tmp_path, untrained_model):
+    from types import SimpleNamespace
+
+    from inspection.models.registry import Registry
+    from inspection.rules import StationRules
+    from inspection.store.database import Database
+    from inspection.store.images import ImageStore
+    from inspection.store.records import RecordStore
+    from inspection.store.references import StationReferences
+    from labeling.bridge import Bridge
+    from labeling.settings import LabelSettings
+    from labeling.tasks import NO_REFERENCE
+
+    settings = LabelSettings(home=tmp_path)
+    settings.ensure_dirs()
+    registry = Registry(settings.models_dir)
+    # The card says how the model reads its input (as qc models add writes it for a reference export).
+    registry.add("default", untrained_model, card={"names": NAMES, "input": {"reference": True}})
+    registry.set_production("default", "v1")
+    db = Database.from_settings(settings)
+    try:
+        studio = _RecordingStudio()
+        bridge = Bridge(settings, studio=studio, db=db)  # type: ignore[arg-type]
+        bridge.setup()
+        [config] = studio.created
+        assert '<Image name="reference" value="$reference"' in config
+        assert check_label_config(config, NAMES, reference=True) == []
+
+        records, images = RecordStore(db), ImageStore(settings.images_dir)
+        records.add_station("s1", rules=StationRules())
+        golden = StationReferences(db).set("s1", image_sha256=images.put(b"golden-png", "png"), image_format="png",
+                                           image_wh=(400, 200))
+        judged = _record(image_sha256=images.put(b"frame-png", "png"), reference_version=golden.version)
+        older = _record(image_sha256=images.put(b"older-png", "png"))  # judged before the station had one
+        for record in (judged, older):
+            records.save_inspection(record)
+        tasks = bridge._tasks([SimpleNamespace(inspection_id=r.id, reasons=[]) for r in (judged, older)])
+        assert tasks[0]["data"]["reference"] == "data:image/png;base64," + base64.b64encode(b"golden-png").decode()
+        assert tasks[1]["data"]["reference"] == NO_REFERENCE
+    finally:
+        db.dispose()
+
+
+# -- the server for trying the loop ----------------------------------------------------------
+
+
+def test_start_runs_label_studio_from_the_venv_install_put_it_into(tmp_path, monkeypatch):
+    from inspection.errors import ConfigError
+    from labeling import server
+
+    venv = tmp_path / "elsewhere-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "label-studio").write_text("#!/bin/sh\n")
+    started = []
+
+    def start(self, **_):
+        started.append(self.executable)
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(server.LabelStudioServer, "start", start)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="stopped by the test"):
+        server.main(["start", "data", "--venv", "elsewhere-venv", "--port", "18080"])
+    assert started == [venv.resolve() / "bin" / "label-studio"]
+
+
+def test_start_without_label_studio_in_the_venv_names_the_venv_and_the_fix(tmp_path, monkeypatch):
+    from labeling import server
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        server.main(["start", "data", "--venv", "no-venv"])
+    message = str(stopped.value.code)
+    assert str(tmp_path / "no-venv") in message and "python -m labeling.server install" in message
+    assert "--venv" in message
 
 
 # -- against a real Label Studio -----------------------------------------------------------

@@ -365,7 +365,15 @@ def test_the_loop_page_is_for_engineers(start):
     service = start()
     sign_in(service, "kim", "reviewer")
     assert service.client.get("/review").status_code == 200
-    assert service.client.get("/loop").status_code == 403
+    refused = service.client.get("/loop")
+    # A page, not the API's JSON: why, in words, and the pages a reviewer may open instead.
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
+    assert "The Loop page is for engineers and admins." in refused.text
+    assert 'href="/review"' in refused.text and 'href="/dashboard"' in refused.text
+    assert 'href="/loop"' not in refused.text
+    assert "엔지니어와 관리자만" in service.client.get("/loop?lang=ko").text
+    posted = service.client.post("/loop/run?lang=en", data={"csrf": "whatever"})
+    assert posted.status_code == 403 and "engineers and admins" in posted.text
     assert service.client.post("/v1/loop/run", headers={"X-CSRF-Token": "x"}).status_code == 403
 
 
@@ -476,7 +484,11 @@ def test_the_loop_page_lists_what_a_turn_lacks_with_the_commands_that_fix_it(sta
     assert 'data-item="recipe"' in needs and "QC_LOOP_RECIPE" in needs
     assert 'data-item="dataset"' in needs and "qc label pull" in needs
     assert 'data-item="weights"' in needs  # the harness registers the ONNX file alone
-    assert "학습 회차에 아직 필요한 것" in service.client.get("/loop?lang=ko").text
+    korean = service.client.get("/loop?lang=ko").text
+    assert "학습 회차에 아직 필요한 것" in korean
+    # What the check says, in Korean too; the commands stay commands.
+    assert "가중치 없이 등록됨" in korean and "대신 미세 조정하려면: qc models add model.onnx" in korean
+    assert "registered without its .pt weights" not in korean
 
 
 @pytest.mark.slow

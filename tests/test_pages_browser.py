@@ -2,7 +2,8 @@
 specification of what a reviewer who has never seen the system does: sign in, clear a queue of
 20 flagged frames with the keyboard, correct boxes, draw a missed defect, survive a reload and a
 dropped connection, filter by station, bulk-mark, sign out and be refused; no page asks for
-anything outside 127.0.0.1. Screenshots for docs/review.md are written here, not by hand.
+anything outside 127.0.0.1. Screenshots for docs/review.md are made here, not by hand
+(with QC_DOCS_SCREENSHOTS=1: tests/conftest.py's docs_screenshot).
 
 The service is the real one (uvicorn on a free port) with the briefly trained test model, on
 SQLite and, with QC_TEST_POSTGRES_URL set, on PostgreSQL. Never `playwright install`: the
@@ -20,11 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_URL, postgres_schema_url
+from tests.conftest import POSTGRES_URL, docs_screenshot, postgres_schema_url
 from tests.service_harness import served_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 PASSWORD = "line-side-pc-42"
 FLAGGING = {"default": {"fail_conf": 0.6, "review_conf": 0.05}}
 
@@ -223,8 +223,7 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     trail = page.locator("#trail").get_attribute("href")  # from the frame to its datasets and models
     followed = page.request.get(f"{live.url}{trail}")
     assert trail.endswith("/trail") and followed.status == 200 and "datasets" in followed.json()
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS_IMAGES / "review-queue.png"))
+    docs_screenshot(page, "review-queue.png")
 
     decided: dict[str, str] = {}
     # Frame 1: per box: the first box is a false alarm, the frame stays a defect via the others
@@ -249,7 +248,7 @@ def test_a_new_reviewer_clears_a_queue_of_20_flagged_frames_by_keyboard(page, li
     page.mouse.up()
     page.wait_for_selector("#picker:not([hidden])")
     page.keyboard.press("1")
-    page.screenshot(path=str(DOCS_IMAGES / "review-frame.png"))
+    docs_screenshot(page, "review-frame.png")
     page.keyboard.press("n")
     page.keyboard.type("solder bridge near the edge")
     page.keyboard.press("Enter")
@@ -390,7 +389,7 @@ def test_the_pages_in_korean_on_a_10_inch_tablet(browser, live):
                                 ".map(b => b.getBoundingClientRect().height)")
         assert min(targets) >= 44
         page.wait_for_function("document.getElementById('image').complete")
-        page.screenshot(path=str(DOCS_IMAGES / "review-tablet-ko.png"))
+        docs_screenshot(page, "review-tablet-ko.png")
         page.click("nav.langs a[data-lang=en]")
         page.wait_for_function("document.querySelector('h1, .brand').textContent.includes('QC review')")
     finally:

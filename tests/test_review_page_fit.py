@@ -8,20 +8,18 @@ yet" and writes one row (the same decision again writes none).
 The service, the browser and the 20 flagged frames are those of tests/test_pages_browser.py
 (imported fixtures; this module gets its own service). With QC_DOCS_SCREENSHOTS=1 the
 screenshots go to docs/images/review-1366x768.png and review-1366x768-ko.png (docs/review.md
-shows them); otherwise to the test's temporary folder."""
+shows them); a plain run writes none."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from tests import test_pages_browser as shared
+from tests.conftest import docs_screenshot
 from tests.test_pages_browser import (
     CHROMIUM,
-    DOCS_IMAGES,
     Live,
     current_id,
     sign_in_by_keyboard,
@@ -40,10 +38,6 @@ pytestmark = [
 WIDTH, HEIGHT = 1366, 768
 READY = ("document.querySelector('#decide button[data-key=d]') && "
          "!document.querySelector('#decide button[data-key=d]').disabled")
-
-
-def screenshots(tmp_path: Path) -> Path:
-    return DOCS_IMAGES if os.environ.get("QC_DOCS_SCREENSHOTS") == "1" else tmp_path
 
 
 def wait_image(page) -> None:
@@ -118,7 +112,7 @@ def test_the_decision_buttons_and_the_whole_frame_fit_1366x768_in_english_and_ko
     # and From/To typed the same way (not the browser's own month-first date picker).
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", page.text_content("#queue li.current .when").strip())
     assert page.get_attribute("input[name=since]", "placeholder") == "YYYY-MM-DD HH:MM"
-    page.screenshot(path=str(screenshots(tmp_path) / "review-1366x768.png"))
+    docs_screenshot(page, "review-1366x768.png")
     # The class picker opens beside the frame, not over it, and the buttons stay in sight.
     page.keyboard.press("w")
     page.wait_for_selector("#picker:not([hidden])")
@@ -137,7 +131,7 @@ def test_the_decision_buttons_and_the_whole_frame_fit_1366x768_in_english_and_ko
         assert "남음" in korean.text_content("header") and "필터 더 보기" in korean.text_content("#filters")
         assert_fits(korean)
         korean.keyboard.press("1")
-        korean.screenshot(path=str(screenshots(tmp_path) / "review-1366x768-ko.png"))
+        docs_screenshot(korean, "review-1366x768-ko.png")
     finally:
         context.close()
 

@@ -32,9 +32,11 @@ killed half-way continues from the last finished step when `qc loop` runs again:
              left `waiting_approval` for `qc models promote` (or the API); the service's model
              watcher swaps a promoted model in without a failed request.
 
-A turn is started by `qc loop` (the job row is made here) or by the service's
-`POST /v1/loop/run`, which makes the row itself and starts `qc loop --job ID` as a child in
-a session of its own (serving/turns.py): `run_turn(job_id=...)` adopts that row.
+A turn is started by `qc loop` (the job row is made here, with who started it and where:
+`created_by` user@host and `via` "cli" in its params, which the Loop page shows) or by the
+service's `POST /v1/loop/run` or Loop page, which make the row themselves (`via` "api" or
+"page") and start `qc loop --job ID` as a child in a session of its own (serving/turns.py):
+`run_turn(job_id=...)` adopts that row.
 
 The result holds per-class metrics before and after, and the labelled frames of this turn
 whose verdict (under their station's current rules) changed from the production model to
@@ -75,14 +77,17 @@ class LoopSettings(TrainSettings):
 
 
 def run_turn(settings: LoopSettings | None = None, *, job_id: str | None = None, created_by: str | None = None,
-             say: Callable[[str], None] = lambda message: None) -> Job:
-    """Run (or resume) one turn; `job_id`: the running job the service created for it."""
+             via: str | None = None, say: Callable[[str], None] = lambda message: None) -> Job:
+    """Run (or resume) one turn; `job_id`: the running job the service created for it;
+    `created_by` and `via` (where it was started: "cli") for a row made here."""
     settings = settings or LoopSettings()
     settings.ensure_dirs()
     db = Database.from_settings(settings)
     jobs = JobStore(db)
     params = {"model": settings.model_name, "min_new": settings.loop_min_new, "recipe": settings.loop_recipe,
               "epochs": settings.loop_epochs, "auto_promote": settings.loop_auto_promote}
+    if via and not job_id:  # an adopted row keeps where the service says it came from
+        params["via"] = via
     try:
         job = jobs.adopt(job_id, params=params) if job_id else jobs.start(KIND, params=params, created_by=created_by)
     except Exception:
@@ -329,4 +334,5 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
 def describe(job: Job) -> str:
     return json.dumps({"job": job.id, "state": job.state.value, "step": job.step,
                        "message": job.progress.get("message"), "error": job.error,
+                       "started_by": job.created_by, "via": job.params.get("via", "cli"),
                        "result": job.result}, default=str, indent=1)

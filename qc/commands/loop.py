@@ -4,7 +4,8 @@ Settings: QC_LOOP_RECIPE, QC_LOOP_MIN_NEW, QC_LOOP_EPOCHS, QC_LOOP_AUTO_PROMOTE 
 `qc loop --check` lists everything a turn needs, met or missing, with the fix for each
 (training/loop_check.py); the Loop page shows the same list.
 `--job ID` works a turn the service started (`POST /v1/loop/run` runs `qc loop --job ID` as a
-child at lower CPU priority, so the line's inspections come first).
+child at lower CPU priority, so the line's inspections come first). A turn started here is
+recorded as started by user@host from the command line; the Loop page says so.
 """
 
 from __future__ import annotations
@@ -51,11 +52,23 @@ def loop(
         raise typer.Exit(0 if report.ready else 1)
     if nice:
         os.nice(nice)
-    turn = run_turn(settings, job_id=job, created_by=os.environ.get("USER"),
+    turn = run_turn(settings, job_id=job, created_by=who_runs_this(), via="cli",
                     say=lambda message: typer.echo(message, err=True))
     typer.echo(describe(turn))
     if turn.state.value == "failed":
         raise typer.Exit(2)
+
+
+def who_runs_this() -> str:
+    """user@host of this command: the Loop page names who started a turn from a terminal."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry and no USER
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 @app.command("status")

@@ -19,12 +19,14 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from serving.pages.access import pages_for
 from serving.pages.language import LANGUAGES, choose, translator
 from serving.sessions import LANGUAGE_COOKIE
 
 PAGES = Path(__file__).resolve().parent
 STATIC = PAGES / "static"
 templates = Environment(loader=FileSystemLoader(PAGES / "templates"), autoescape=select_autoescape(["html"]))
+templates.globals["pages_for"] = pages_for  # base.html's bar: the pages the signed-in role may open
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "

@@ -31,6 +31,7 @@ from inspection.roles import Role
 from inspection.store.analytics import ALL_CLASSES, AlarmRecord, AnalyticsStore, FrozenLimits
 from inspection.store.records import utcnow
 from serving.deps import AlarmId, AnalyticsDep, IncidentId, SettingsDep, StoreDep, UsersDep
+from serving.pages.forbidden import forbidden_page
 from serving.pages.language import LANGUAGES, translator
 from serving.pages.render import language, templates
 from serving.sessions import LANGUAGE_COOKIE, csrf_matches, session_of
@@ -185,7 +186,8 @@ def freeze_form(request: Request, users: UsersDep, settings: SettingsDep, analyt
                 subgroup_size: Annotated[int, Form(ge=1, le=100000)] = 50):
     session = _form_person(request, users, settings, csrf)
     if not session.user.role.covers(Role.ENGINEER):
-        raise HTTPException(403, "freezing limits needs an engineer or admin")
+        return forbidden_page(request, session, "Freezing control limits is for engineers and admins.",
+                              needs=Role.ENGINEER)
     store.station(station)
     end = utcnow()
     analytics.freeze(station, end - timedelta(hours=hours), end, frozen_by=session.user.name,
