@@ -16,7 +16,9 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -382,7 +384,9 @@ def test_the_pages_in_korean_on_a_10_inch_tablet(browser, live):
         assert config["timezone"] == "Asia/Seoul" and config["lang"] == "ko"
         # Dates are the plant's (Seoul) time, whatever the tablet's own zone.
         first = page.text_content("#queue li.current .when")
-        assert first and "." in first
+        created = httpx.get(f"{live.url}/v1/inspections/{current_id(page)}", headers=live.admin).json()["created_at"]
+        seoul = datetime.fromisoformat(created).astimezone(ZoneInfo("Asia/Seoul"))
+        assert first == seoul.strftime("%Y-%m-%d %H:%M:%S")  # one calendar, year first, in Korean too
         widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], "nothing wider than the tablet's screen"
         targets = page.evaluate("Array.from(document.querySelectorAll('#frame .actions button'))"
