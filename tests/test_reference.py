@@ -238,13 +238,13 @@ def test_a_reference_recipe_keeps_the_planes_alike():
                        source="test")
 
 
-def test_a_plain_recipe_keeps_the_hash_it_had_before_references():
+def test_a_plain_recipe_keeps_the_hash_it_had_before_references_and_good_only():
     from training.recipe import Recipe
 
     recipe = Recipe.checked({"data": "d.yaml"}, source="test")
     dump = recipe.model_dump(mode="json")
-    dump.pop("reference")
-    dump.pop("nbs")
+    for added_later in ("reference", "nbs", "good_only"):
+        assert dump.pop(added_later) is None
     assert recipe.hash == hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
     assert "reference" not in recipe.to_yaml()
 
