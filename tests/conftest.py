@@ -32,6 +32,17 @@ POSTGRES_URL = os.environ.get("QC_TEST_POSTGRES_URL", "")
 DOCS_IMAGES = REPO / "docs" / "images"
 
 
+# Debian's chromium for every page test, never `playwright install` (it would download a browser).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def launch_chromium(playwright):
+    """Debian's chromium through Playwright's Python package, offline (no component updates)."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
 def docs_screenshot(page, name: str, **options) -> None:
     """The browser page as docs/images/`name`, only when QC_DOCS_SCREENSHOTS=1 asks for the
     docs' pictures (`QC_DOCS_SCREENSHOTS=1 pytest tests/test_*_browser.py`, then commit them):

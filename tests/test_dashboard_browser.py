@@ -11,17 +11,15 @@ Never `playwright install`: the browser is /usr/bin/chromium; without it these t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import docs_screenshot
+from tests.conftest import CHROMIUM, docs_screenshot, launch_chromium
 from tests.service_harness import served_in_thread
 from tests.test_alarms import STEP_RULES, part
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "line-side-pc-42"
 
 pytestmark = [
@@ -95,9 +93,7 @@ def test_a_step_change_is_alarmed_on_the_dashboard_and_acknowledged_with_a_note(
     assert any(a["rule"] == "u:WE1" and a["class"] == "" for a in raised)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
         page = context.new_page()
         requested: list[str] = []

@@ -21,7 +21,7 @@ from inspection.data.synth.optics import jitter
 from inspection.detect.goodonly import GoodOnlyModel, Params
 from inspection.detections import Detections
 from inspection.rules import StationRules, Verdict, decide
-from tests.conftest import docs_screenshot
+from tests.conftest import CHROMIUM, docs_screenshot, launch_chromium
 
 PART = 7
 SIZE = 256
@@ -329,11 +329,10 @@ def test_triton_refuses_a_good_only_version_naming_why(part_model, tmp_path):
 
 # -- the review page (a real browser) -------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).is_file(), reason="needs Debian's chromium")
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium")
 @pytest.mark.parametrize("locale", ["en-US", "ko-KR"])
 def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_model, tmp_path, locale):
     pytest.importorskip("playwright")
@@ -365,7 +364,7 @@ def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_mo
         flagged = httpx.post(f"{url}/v1/stations/part7-cam1/inspect", content=encode(defective(4)),
                              headers={**admin, "Content-Type": "image/png"}).json()
         assert flagged["verdict"] == "REVIEW"
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1366, "height": 768}, locale=locale, bypass_csp=True,
                                       extra_http_headers={"Accept-Language": locale})
         page = context.new_page()

@@ -14,18 +14,16 @@ Never `playwright install`: the browser is /usr/bin/chromium; without it these t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from inspection.analytics.plant_time import PlantClock
-from tests.conftest import docs_screenshot
+from tests.conftest import CHROMIUM, docs_screenshot, launch_chromium
 from tests.service_harness import served_in_thread
 from tests.test_alarms import STEP_RULES, part
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "line-side-pc-42"
 PLANT = PlantClock("Asia/Seoul")
 FOLD = 768
@@ -93,12 +91,6 @@ def step_in_one_station(url: str, admin: dict) -> list[dict]:
     return httpx.post(f"{url}/v1/analytics/evaluate", headers=admin).json()["raised"]
 
 
-def launch(p):
-    return p.chromium.launch(executable_path=str(CHROMIUM), args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"])
-
-
 def sign_in(page, url: str, name: str, target: str) -> None:
     page.goto(f"{url}{target}")
     page.fill("input[name=name]", name)
@@ -128,7 +120,7 @@ def test_a_step_in_one_station_is_one_incident_in_plant_time_acknowledged_once_i
     assert since != PlantClock("UTC").format(incident["since"])
 
     with sync_playwright() as p:
-        browser = launch(p)
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1366, "height": FOLD}, locale="en-US")
         page = context.new_page()
         requested: list[str] = []

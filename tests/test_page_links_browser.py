@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import docs_screenshot
+from tests.conftest import CHROMIUM, docs_screenshot, launch_chromium
 from tests.service_harness import served_in_thread
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "line-side-pc-42"
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
@@ -90,9 +88,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        launched = launch_chromium(p)
         yield launched
         launched.close()
 

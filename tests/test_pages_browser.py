@@ -23,10 +23,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_URL, docs_screenshot, postgres_schema_url
+from tests.conftest import CHROMIUM, POSTGRES_URL, docs_screenshot, launch_chromium, postgres_schema_url
 from tests.service_harness import served_in_thread
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "line-side-pc-42"
 FLAGGING = {"default": {"fail_conf": 0.6, "review_conf": 0.05}}
 
@@ -156,9 +155,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        launched = launch_chromium(p)
         yield launched
         launched.close()
 
