@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ from labeling.sampling.sampler import Embeddings, Pick, sample
 from labeling.sampling.strategies import SetLine
 from labeling.settings import LabelSettings
 from labeling.tasks import task_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -208,17 +211,17 @@ class Bridge:
 
     def embeddings(self, *, required_by: str = "") -> Embeddings | None:
         """The production model's embeddings of stored frames (labeling/sampling/embeddings.py);
-        None without a production model, unless `required_by` names what needs them (then a
-        ConfigError says how to get one)."""
+        None without a production model (a warning names the lines in `required_by` that will
+        then pick nothing)."""
         from labeling.sampling.embeddings import DetectorEmbeddings
 
         try:
             entry = self.registry.production(self.settings.model_name)
             return DetectorEmbeddings(entry.model_path, self.images)
         except (NotFound, ModelError) as error:
-            if not required_by:
-                return None
-            raise ConfigError(f"strategy {required_by} needs the production model's embeddings: {error}") from error
+            if required_by:  # the lines pick nothing and pass their share on (the sampler says so too)
+                log.warning("strategy %s needs the production model's embeddings: %s", required_by, error)
+            return None
 
     def class_ap(self) -> dict[str, float]:
         """The production model's AP50 per class on its frozen holdout ({} when not evaluated)."""

@@ -33,6 +33,7 @@ are read through the stores' public reads (`RecordStore.with_images_since`, `sha
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,13 +42,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inspection.errors import ConfigError
 from inspection.rules import StationRules, Verdict
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from inspection.store.reviews import ReviewStore
 from labeling.sampling.policy import SamplingPolicy
 from labeling.sampling.strategies import Candidate, Found, Selection, SetLine, Strategy
+
+log = logging.getLogger(__name__)
 
 
 class Training(Protocol):
@@ -106,8 +108,11 @@ def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = 
     excluded = set(exclude)
     needing = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_embeddings]
     if needing and embeddings is None:
-        raise ConfigError(f"strategy {', '.join(needing)} needs the detector's embeddings of each frame: sample "
-                          "with the production model (qc label sample), or leave the line out of the policy")
+        # Loud, not fatal: the shipped policy lists these lines, and a station sampled before any
+        # model is promoted still gets its frames from the other lines (the share passes on).
+        log.warning("strategy %s picks nothing without the detector's embeddings of each frame: sample with "
+                    "a production model (qc models promote), or leave the line out of the policy",
+                    ", ".join(needing))
     set_level = any(isinstance(s, SetLine) for s in policy.strategies)
     store, reviews = RecordStore(db), ReviewStore(db)
     shares = (class_shares((training.label_text(e) for e in training.entries), training.names)
