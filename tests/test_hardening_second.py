@@ -208,12 +208,19 @@ def test_parallel_wrong_passwords_lock_the_name_as_one_at_a_time_would(user_stor
     assert _outcome(user_store, "kim", PASSWORD) == "locked"  # the right password waits too
 
 
-def test_the_right_password_among_a_parallel_burst_is_tried_at_most_within_the_free_failures(user_store):
+def test_the_right_password_among_a_parallel_burst_restarts_the_count_and_the_rest_still_lock(user_store):
     from tests.service_harness import concurrently
 
     guesses = [f"wrong-password-{i}" for i in range(29)] + [PASSWORD]
     outcomes = concurrently(30, lambda i: _outcome(user_store, "kim", guesses[29 - i]))
-    assert outcomes.count("wrong") + outcomes.count("signed in") <= 5, outcomes  # at most 5 passwords checked
+    # Which thread counts first depends on the machine's load. The right password is either
+    # among the first five attempts (it signs in, and a success restarts the count, so at most
+    # four wrong ones before it and four after) or it waits for the lock like the rest.
+    if "signed in" in outcomes:
+        assert outcomes.count("wrong") <= 2 * 4, outcomes
+    else:
+        assert outcomes.count("wrong") <= 4, outcomes
+    assert outcomes.count("locked") >= 30 - 1 - 2 * 4, outcomes
 
 
 def test_a_name_that_does_not_exist_is_locked_like_one_that_does(user_store):
