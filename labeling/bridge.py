@@ -217,7 +217,9 @@ class Bridge:
 
         try:
             entry = self.registry.production(self.settings.model_name)
-            return DetectorEmbeddings(entry.model_path, self.images)
+            from inspection.store.references import StationReferences
+
+            return DetectorEmbeddings(entry.model_path, self.images, references=StationReferences(self.records.db))
         except (NotFound, ModelError) as error:
             if required_by:  # the lines pick nothing and pass their share on (the sampler says so too)
                 log.warning("strategy %s needs the production model's embeddings: %s", required_by, error)

@@ -329,6 +329,40 @@ def test_embeddings_come_from_the_detector_itself_without_touching_the_served_fi
     assert hashlib.sha256(untrained_model.read_bytes()).hexdigest() == before
 
 
+def test_a_reference_models_embedding_is_of_the_frame_composed_with_the_golden_part_it_was_judged_against(
+        untrained_reference_model, tmp_path):
+    import cv2
+
+    from inspection.errors import ModelError
+    from inspection.store.images import ImageStore
+    from inspection.store.references import StationReferences
+    from labeling.sampling.embeddings import DetectorEmbeddings
+
+    db = Database(f"sqlite:///{tmp_path / 'qc.db'}")
+    db.upgrade()
+    store, references, images = RecordStore(db), StationReferences(db), ImageStore(tmp_path / "images")
+    store.add_station("a", rules=RULES)
+    rng = np.random.default_rng(0)
+    board = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    other_board = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    for golden in (board, other_board):  # golden part version 1, then 2
+        sha = images.put(cv2.imencode(".png", golden)[1].tobytes(), "png")
+        references.set("a", image_sha256=sha, image_format="png", image_wh=(128, 96), created_by="test")
+    frame = images.put(cv2.imencode(".png", board)[1].tobytes(), "png")
+    records = [InspectionRecord(station_id="a", verdict=Verdict.PASS, rule="r", model_name="m", model_version="v1",
+                                rules_version=1, width=128, height=96, detections=[], timings={},
+                                image_sha256=frame, image_format="png", reference_version=version)
+               for version in (1, 2, None)]
+
+    with pytest.raises(ModelError, match="give the stations' references"):
+        DetectorEmbeddings(untrained_reference_model, images)
+    vectors = DetectorEmbeddings(untrained_reference_model, images, references=references).vectors(records)
+    assert set(vectors) == {records[0].id, records[1].id}  # judged without a golden part: no embedding
+    against_own, against_other = vectors[records[0].id], vectors[records[1].id]
+    assert np.linalg.norm(against_own) == pytest.approx(1.0)
+    assert not np.allclose(against_own, against_other)  # the same frame, another golden part: another pair
+    db.dispose()
+
 def test_the_bridge_samples_with_the_production_models_embeddings_and_says_so_when_there_is_none(
         qc_home, untrained_model, monkeypatch, caplog):
     import cv2

@@ -27,8 +27,12 @@ alike. The design, chosen for being the simplest that is robust:
   per image hash per instance; a sampling run over a week of frames costs one forward pass per
   candidate frame on the CPU.
 
-A reference model (it judges a frame against its station's golden part) is refused: its input
-is the composed pair, not the frame.
+- A reference model (it judges a frame against its station's golden part, the product's
+  recipe for DeepPCB) sees the composed pair, so its embedding is of that pair: the frame
+  aligned with the golden part it was judged against (the record's `reference_version`),
+  composed as the service composes it. Its features then say what differs from the golden
+  part, which is what the sampler should spread over. `references` must be given for one
+  (StationReferences); a frame judged without a golden part gets no embedding.
 """
 
 from __future__ import annotations
@@ -40,9 +44,12 @@ from typing import Any
 import numpy as np
 
 from inspection.detect.detector import Detector
+from inspection.detect.imaging import decode
 from inspection.detect.preprocess import to_tensor
+from inspection.detect.reference import fit_reference, grey
 from inspection.errors import ModelError, NotFound
 from inspection.store.records import InspectionRecord
+from inspection.store.references import StationReferences
 
 POOLED = "qc_pooled_neck_features"
 
@@ -50,17 +57,19 @@ POOLED = "qc_pooled_neck_features"
 class DetectorEmbeddings:
     """Pooled neck features of an ONNX detector for stored frames (`Embeddings` of sampler.py)."""
 
-    def __init__(self, model_path: str | Path, images: Any, *, threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, images: Any, *, references: StationReferences | None = None,
+                 threads: int = 1) -> None:
         import onnx
         import onnxruntime as ort
 
         self.path = Path(model_path)
         self.images = images  # an image store: read(sha, format) -> bytes
+        self.references = references
         self.detector = Detector(self.path, providers=["cpu"], threads=threads, warmup=False)
-        if self.detector.needs_reference:
+        if self.detector.needs_reference and references is None:
             raise ModelError(f"{self.path} is a reference model (it judges each frame against a golden part): "
-                             "its features are not the frame's own; sample without typical_diverse and "
-                             "uncertain_diverse for it")
+                             "give the stations' references (StationReferences) to embed its frames")
+        self._golden: dict[tuple[str, int], np.ndarray] = {}
         model = onnx.load(str(self.path))
         feature = head_input(model, self._blank(), threads=threads)
         self.feature = feature
@@ -75,9 +84,12 @@ class DetectorEmbeddings:
         prepared, _ = self.detector.prepare(np.full((h, w, 3), 114, np.uint8))
         return to_tensor([prepared], dtype=self.detector.input_dtype)
 
-    def vector(self, data: bytes) -> np.ndarray:
-        """The unit-length embedding of one encoded frame."""
+    def vector(self, data: bytes, golden: np.ndarray | None = None) -> np.ndarray:
+        """The unit-length embedding of one encoded frame (judged against `golden`, the grey
+        golden part, for a reference model)."""
         image, size = self.detector.load_bytes(data)
+        if golden is not None:
+            image, _ = self.detector.reference_input(image, fit_reference(golden, image.shape[:2]))
         prepared, _ = self.detector.prepare(image, original_size=size)
         batch = to_tensor([prepared], dtype=self.detector.input_dtype)
         [pooled] = self.session.run([POOLED], {self.detector.input_name: batch})
@@ -91,13 +103,27 @@ class DetectorEmbeddings:
             sha = record.image_sha256
             if sha is None:
                 continue
-            if sha not in self._cache:
+            key = sha if not self.detector.needs_reference else f"{sha}:{record.station_id}:{record.reference_version}"
+            if key not in self._cache:
                 try:
-                    self._cache[sha] = self.vector(self.images.read(sha, record.image_format))
+                    golden = self._golden_of(record) if self.detector.needs_reference else None
+                    if self.detector.needs_reference and golden is None:
+                        continue  # judged without a golden part: nothing to compose it with
+                    self._cache[key] = self.vector(self.images.read(sha, record.image_format), golden)
                 except (NotFound, OSError, ValueError):  # the image gone or unreadable: no embedding
                     continue
-            found[record.id] = self._cache[sha]
+            found[record.id] = self._cache[key]
         return found
+
+    def _golden_of(self, record: InspectionRecord) -> np.ndarray | None:
+        """The grey golden part `record` was judged against (None when it had none)."""
+        if record.reference_version is None or self.references is None:
+            return None
+        key = (record.station_id, record.reference_version)
+        if key not in self._golden:
+            reference = self.references.get(*key)
+            self._golden[key] = grey(decode(self.images.read(reference.image_sha256, reference.image_format)))
+        return self._golden[key]
 
 
 def head_input(model: Any, blank: np.ndarray, *, threads: int = 1) -> str:
