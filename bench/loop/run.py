@@ -5,6 +5,7 @@ good parts) and on the all-defective pool, over paired seeds and budgets of labe
     .venv/bin/python bench/loop/run.py                               # both scenarios, 5 seeds (hours)
     .venv/bin/python bench/loop/run.py --scenario line --seeds 1 --first-seed 3 --work W
     .venv/bin/python bench/loop/run.py --with-results W/results      # report seeds run before
+    .venv/bin/python bench/loop/run.py --scenario line --first-seed 3 --seeds 2 --with-results bench/loop/results
     nice -n 10 .venv/bin/python bench/loop/run.py --quick            # 1 seed, tiny sizes: the path only
 
 Per seed and scenario (bench/loop/seed.py): the start model (the reference recipe on the
@@ -14,10 +15,12 @@ shipped in labeling/sampling/policy.yaml, random, FAIL/REVIEW only) one `qc loop
 budget (cumulative: 25, then 50, then 100 labels), answered from the ground truth through
 Label Studio's API, each candidate scored by `qc eval` on `--eval-data` (default
 `boards.yaml` val: three boards never trained on). Each seed's result is written to
-`WORK/results/SCENARIO-seedN.json` as soon as it is done, so seeds run in separate
-invocations combine with `--with-results`. `--quick` (both scenarios, 12 turns of 1 epoch)
-took 48 min with `--oracle direct` on 2 cores that other work kept busy (load 5-13); its
-turns are fixed costs (composing, export, the gate's holdout), not training. The section
+`WORK/results/SCENARIO-seedN.json` as soon as it is done (and, for a full-size run, into
+`bench/loop/results/`, committed), so seeds run in separate invocations (or sessions: a seed
+and scenario takes about 45 minutes on 2 cores) combine with `--with-results`. `--quick`
+(both scenarios, 12 turns of 1 epoch) took 48 min with `--oracle direct` on 2 cores that other
+work kept busy (load 5-13); its turns are fixed costs (composing, export, the gate's
+holdout), not training. The section
 (bench/loop/summary.py) goes into BENCHMARKS.md with the machine, the plots into
 docs/images/loop-SCENARIO.png.
 """
@@ -39,6 +42,8 @@ from bench.loop.pool import Scenario
 from bench.loop.seed import SeedRun, Sizes
 from bench.loop.summary import section
 from bench.report import write_section
+
+KEPT = REPO / "bench" / "loop" / "results"  # every full run's per-seed results, committed
 
 
 def budgets(text: str) -> tuple[int, ...]:
@@ -115,6 +120,9 @@ def main() -> None:
                     result = SeedRun(work, scenario, seed=seed, sizes=sizes, studio=studio, eval_data=eval_data,
                                      eval_split=args.eval_split, arms=arms).run()
                     (work / "results" / f"{scenario}-seed{seed}.json").write_text(json.dumps(result, indent=1))
+                    if not args.quick:  # kept in the repository, so later runs add seeds to them
+                        KEPT.mkdir(parents=True, exist_ok=True)
+                        (KEPT / f"{scenario}-seed{seed}.json").write_text(json.dumps(result, indent=1))
                     results = [r for r in results if (r["scenario"], r["seed"]) != (str(scenario), seed)] + [result]
     if not results:
         sys.exit("nothing to report: run seeds or give --with-results")
