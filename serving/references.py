@@ -19,8 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from inspection.detect.imaging import decode
-from inspection.detect.reference import fit_reference, grey
+from inspection.detect.reference import fit_reference
 from inspection.store.images import ImageStorage
 from inspection.store.references import StationReferences
 
@@ -43,8 +42,7 @@ class ReferenceImages:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         if frame_hw is None:
-            reference = self.references.get(station_id, version)
-            image = grey(decode(self.images.read(reference.image_sha256, reference.image_format)))
+            image = self.references.grey_image(station_id, version, self.images)
         else:
             image = fit_reference(self.pixels(station_id, version), frame_hw)
         with self._lock:

@@ -306,10 +306,12 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
     from inspection.rules import decide
     from inspection.store.image_stores import open_image_store
     from inspection.store.records import RecordStore
+    from inspection.store.references import StationReferences
 
     if not inspection_ids:
         return []
     store, images = RecordStore(db), open_image_store(settings)
+    references = StationReferences(db)
     models = {v: Detector(registry.get(name, v).model_path, providers=["cpu"]) for v in (before, after)}
     changed = []
     for inspection_id in inspection_ids:
@@ -318,12 +320,19 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
             if record.image_sha256 is None:
                 continue
             data = images.read(record.image_sha256, record.image_format)
+            # A reference model judges the frame against the golden part it was judged against
+            # then; a frame judged without one cannot be judged again by such a model.
+            golden = (references.grey_image(record.station_id, record.reference_version, images)
+                      if record.reference_version is not None else None)
         except NotFound:
+            continue
+        if golden is None and any(detector.needs_reference for detector in models.values()):
             continue
         rules = store.station(record.station_id).rules
         verdicts = {}
         for version, detector in models.items():
-            detections = detector.predict_bytes(data, conf=rules.lowest_conf)
+            detections = detector.predict_bytes(data, conf=rules.lowest_conf,
+                                                reference=golden if detector.needs_reference else None)
             verdicts[version] = decide(detections, rules).verdict.value
         if verdicts[before] != verdicts[after]:
             changed.append({"inspection": inspection_id, "station": record.station_id,

@@ -42,7 +42,7 @@ from inspection.detect.goodonly import is_goodonly_file
 from inspection.detect.model_info import ModelInfo, parse_metadata
 from inspection.detect.postprocess import Layout, decode
 from inspection.detect.preprocess import PAD_VALUE, LetterboxInfo, letterbox, to_tensor
-from inspection.detect.reference import Aligned, InputContract, align, compose
+from inspection.detect.reference import Aligned, InputContract, align, compose, fit_reference
 from inspection.detect.tiling import Tiling, cut, merge
 from inspection.detections import Detections
 from inspection.errors import ModelError
@@ -376,5 +376,7 @@ class Detector:
         reference: np.ndarray | None = None,
     ) -> Detections:
         image, size = self.load_bytes(data, reduce=reduce)
+        if reference is not None:  # a frame decoded at 1/2 or 1/4 is judged against a reference shrunk alike
+            reference = fit_reference(reference, image.shape[:2])
         return self.predict([image], conf=conf, iou=iou, original_sizes=[size],
                             references=None if reference is None else [reference])[0]

@@ -20,10 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import func, select
 
+from inspection.detect.imaging import decode
+from inspection.detect.reference import grey
 from inspection.errors import NotFound
 from inspection.store.database import Database
+from inspection.store.images import ImageStorage
 from inspection.store.records import utcnow
 from inspection.store.schema import station_references, stations
 
@@ -78,6 +82,13 @@ class StationReferences:
             raise NotFound(f"station {station_id} has no reference version {version}; see "
                            f"GET /v1/stations/{station_id}/references")
         return _reference(row)
+
+    def grey_image(self, station_id: str, version: int, images: ImageStorage) -> np.ndarray:
+        """Version `version` of the station's golden part, decoded in grey as a reference model
+        composes it (the service keeps these cached, serving/references.py; the sampler's
+        embeddings and the loop's re-judging read them here)."""
+        reference = self.get(station_id, version)
+        return grey(decode(images.read(reference.image_sha256, reference.image_format)))
 
     def current(self, station_id: str) -> StationReference | None:
         """The reference in use, or None when the station has none."""

@@ -44,9 +44,8 @@ from typing import Any
 import numpy as np
 
 from inspection.detect.detector import Detector
-from inspection.detect.imaging import decode
 from inspection.detect.preprocess import to_tensor
-from inspection.detect.reference import fit_reference, grey
+from inspection.detect.reference import fit_reference
 from inspection.errors import ModelError, NotFound
 from inspection.store.records import InspectionRecord
 from inspection.store.references import StationReferences
@@ -121,8 +120,7 @@ class DetectorEmbeddings:
             return None
         key = (record.station_id, record.reference_version)
         if key not in self._golden:
-            reference = self.references.get(*key)
-            self._golden[key] = grey(decode(self.images.read(reference.image_sha256, reference.image_format)))
+            self._golden[key] = self.references.grey_image(*key, self.images)
         return self._golden[key]
 
 
