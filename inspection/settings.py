@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         "latency for one caller; `qc serve` turns it off unless QC_SPIN=true (serving/settings.py).",
     )
     model_name: str = Field(default="default", description="Registry name of the served model.")
+    label_classes: str = Field(
+        default="", max_length=4000,
+        description="The part's defect classes, comma-separated (e.g. scratch,dent,crack), while the "
+        "production model is a good-only one, whose only class, anomaly, is no defect class: the Label "
+        "Studio project's labels and the classes a reviewer may name on the review page. Unused once a "
+        "supervised model (whose classes these are) is in production.")
     backend: Backend = Field(
         default=Backend.ONNXRUNTIME,
         description="What runs the network: 'onnxruntime' in this process, or 'triton': a Triton "
@@ -225,6 +231,10 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         for folder in (self.home, self.images_dir, self.models_dir, self.datasets_dir):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def part_classes(self) -> list[str]:
+        """QC_LABEL_CLASSES as a list, in its order (class ids 0, 1, ...)."""
+        return [name.strip() for name in self.label_classes.split(",") if name.strip()]
 
     def provider_list(self) -> list[str]:
         return [p.strip() for p in self.providers.split(",") if p.strip()]

@@ -29,17 +29,8 @@ class LabelSettings(Settings):
     label_webhook_secret: str = Field(
         default="", description="Shared secret Label Studio sends in X-QC-Webhook-Secret; empty "
         "refuses every webhook.")
-    label_classes: str = Field(
-        default="", max_length=4000,
-        description="The part's defect classes, comma-separated (e.g. scratch,dent,crack): the Label Studio "
-        "project's labels while the production model is a good-only one, whose only class, anomaly, is no "
-        "defect class. Unused once a supervised model (whose classes these are) is in production.")
     label_push_batch: int = Field(default=20, ge=1, le=500, description="Tasks per import request.")
     label_timeout_s: float = Field(default=30.0, gt=0, description="Per request to Label Studio.")
-
-    def part_classes(self) -> list[str]:
-        """QC_LABEL_CLASSES as a list, in its order (class ids 0, 1, ...)."""
-        return [name.strip() for name in self.label_classes.split(",") if name.strip()]
 
     def dataset_for(self, trained_on: str | None) -> str:
         """The dataset pulled labels extend: QC_LABEL_DATASET, else the dataset of `trained_on`

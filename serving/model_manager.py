@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from inspection.detect.detector import Detector
 from inspection.errors import ModelError, QCError
 from inspection.models.registry import ModelVersion, Registry
-from inspection.rules import StationRules
+from inspection.rules import ANOMALY_CLASS, StationRules
 from inspection.settings import Backend
 from serving.settings import ServeSettings
 
@@ -99,6 +99,15 @@ class ModelManager:
         """The served model's class names (None before one is loaded: nothing to check against)."""
         current = self.current
         return frozenset(current.detector.names.values()) if current is not None else None
+
+    def review_classes(self, part_classes: list[str]) -> frozenset[str] | None:
+        """The classes a reviewer may name: the served model's, and while a good-only model
+        serves (its one class, anomaly, names no defect) also the part's own (QC_LABEL_CLASSES),
+        so a reviewed frame labels a real class (None before a model is loaded)."""
+        served = self.classes()
+        if served is None or served != {ANOMALY_CLASS}:
+            return served
+        return served | frozenset(part_classes)
 
     def check_classes(self, rules: StationRules) -> None:
         """`ConfigError` (422) when `rules` name a class the served model does not detect."""

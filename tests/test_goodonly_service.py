@@ -151,7 +151,8 @@ def test_qc_goodonly_build_takes_the_stations_golden_and_registers_and_promotes_
 def goodonly_service(part_model, tmp_path_factory):
     from tests.service_harness import running
 
-    with running(tmp_path_factory.mktemp("goodonly-service"), part_model, pass_sample_rate=1.0) as started:
+    with running(tmp_path_factory.mktemp("goodonly-service"), part_model, pass_sample_rate=1.0,
+                 label_classes="open,short") as started:
         yield started
 
 
@@ -168,6 +169,32 @@ def test_the_service_judges_a_defective_frame_review_with_anomaly_boxes_and_a_go
     assert body["detections"] and {d["class"] for d in body["detections"]} == {"anomaly"}
     assert good.json()["verdict"] == "PASS"
 
+
+def test_while_a_good_only_model_serves_a_reviewer_names_the_parts_real_classes_and_labels_the_frame(
+        goodonly_service, tmp_path):
+    from inspection.store.reviews import FrameDecision
+    from labeling.reviewed import reviewed_images
+
+    service = goodonly_service
+    station = service.add_station()
+    flagged = service.inspect(station, encode(defective(4)), kind="png").json()
+    assert {d["class"] for d in flagged["detections"]} == {"anomaly"}
+    url = f"/v1/inspections/{flagged['id']}/reviews"
+
+    unknown = service.client.post(url, headers=service.admin, json={
+        "decision": "defect", "boxes": [{"decision": "wrong_class", "detection": 0, "class": "dent"}]})
+    assert unknown.status_code == 422 and "short" in unknown.text  # the reply names the classes there are
+    named = service.client.post(url, headers=service.admin, json={
+        "decision": "defect", "boxes": [{"decision": "wrong_class", "detection": i, "class": "short"}
+                                        for i in range(len(flagged["detections"]))]})
+    assert named.status_code == 201, named.text
+
+    # The reviewed frame labels the part's own class in the next dataset version (QC_LABEL_CLASSES
+    # gives the dataset its class ids), with no Label Studio involved.
+    items = reviewed_images(service.state.db, names={0: "open", 1: "short"}, decisions=[FrameDecision.DEFECT],
+                            image_file=lambda r: service.state.images.path(r.image_sha256))
+    mine = [i for i in items if getattr(i, "lineage", {}).get("inspection_id") == flagged["id"]]
+    assert len(mine) == 1 and set(mine[0].detections.class_names) == {"short"}, items
 
 def test_a_product_profile_names_the_good_only_model_and_trusts_its_strong_boxes_to_fail(goodonly_service):
     service = goodonly_service
@@ -349,7 +376,7 @@ def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_mo
     from tests.service_harness import served_in_thread
 
     settings = ServeSettings(home=tmp_path / "home", providers="cpu", log_json=False, model_poll_s=3600.0,
-                             port=free_port(), pass_sample_rate=1.0, database_url="")
+                             port=free_port(), pass_sample_rate=1.0, database_url="", label_classes="open,short")
     settings.ensure_dirs()
     registry = Registry(settings.models_dir)
     registry.add("default", part_model, card=model_card(part_model))
@@ -396,6 +423,12 @@ def test_the_review_page_lays_the_anomaly_map_over_the_frame_at_1366x768(part_mo
             assert widths[0] <= widths[1]
             if not korean:  # docs/goodonly.md shows it
                 docs_screenshot(page, "review-anomaly.png")
+
+            page.keyboard.press("1")  # the first box, then W: its right class, of the part's own classes
+            page.keyboard.press("w")
+            page.wait_for_selector("#picker:not([hidden])")
+            assert page.locator("#picker-list li span").all_text_contents() == ["anomaly", "open", "short"]
+            page.keyboard.press("Escape")
 
             page.reload()  # the choice is remembered
             page.wait_for_function("document.getElementById('anomaly-toggle').checked")

@@ -114,7 +114,8 @@ def add_review(inspection_id: str, body: ReviewIn, reviews: ReviewsDep, store: S
     record = store.inspection(inspection_id)
     review, created = reviews.add(inspection_id, reviewer=person.name, decision=body.decision,
                                   boxes=[b.correction() for b in body.boxes], disposition=body.disposition,
-                                  note=body.note, client_id=body.client_id, classes=state.manager.classes())
+                                  note=body.note, client_id=body.client_id,
+                                  classes=state.manager.review_classes(state.settings.part_classes()))
     if created:
         _count(metrics, review, record.station_id)
     else:

@@ -113,13 +113,12 @@ def review_page(request: Request, users: UsersDep, settings: SettingsDep, store:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     lang = language(request)
-    model = manager.current
     config = {
         "csrf": session.csrf, "lang": lang, "timezone": settings.timezone,
         "user": {"name": session.user.name, "display_name": session.user.display_name,
                  "role": session.user.role.value},
         "stations": [s.id for s in store.stations()],
-        "classes": sorted(set(model.detector.names.values())) if model else [],
+        "classes": sorted(manager.review_classes(settings.part_classes()) or []),
         "messages": catalogue(lang),
     }
     return render(request, "review.html", user=session.user, csrf=session.csrf, timezone=settings.timezone,
