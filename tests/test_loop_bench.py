@@ -172,3 +172,13 @@ def test_the_section_reports_each_budget_the_paired_deltas_the_goals_and_the_plo
     assert "+0.060, +0.060, +0.060, +0.060, +0.000" in body
     assert "the slowest turn at budget 50 (pick, answer, pull, train, gate) took 6.8 min" in body
     assert (tmp_path / "loop-line.png").stat().st_size > 0 and (tmp_path / "loop-defective.png").is_file()
+
+
+def test_with_fewer_than_five_seeds_a_goal_is_open_with_the_count_until_it_can_no_longer_be_met(tmp_path):
+    from bench.loop.summary import section
+
+    two = section([result("line", 0, 0.06), result("line", 1, 0.06), result("defective", 0, 0.01)], images=tmp_path)
+    assert "in 2 of 2 seeds (goal: 4 of 5): **open: 2 of 5 seeds run**" in two
+    assert "(goal: at least level and steadier): **open: 1 of 5 seeds run**" in two
+    lost = section([result("line", s, 0.0) for s in range(2)], images=tmp_path)
+    assert "in 0 of 2 seeds (goal: 4 of 5): **not met**" in lost  # 3 seeds left cannot make 4
