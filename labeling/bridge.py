@@ -193,7 +193,7 @@ class Bridge:
         none when that dataset is not here), with the production model's embeddings and holdout
         AP when a strategy needs them; with `queue`, the picks are also queued, each with its
         reasons, to be sent by the next push."""
-        policy = policy or SamplingPolicy.load()
+        policy = policy or self.policy()
         try:
             training = versions.open_version(self.dataset_name(), root=self.settings.datasets_dir)
         except DatasetError:
@@ -208,6 +208,11 @@ class Bridge:
         if queue and picks:
             self.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
         return picks
+
+    def policy(self) -> SamplingPolicy:
+        """The sampling policy of QC_LABEL_POLICY, else the shipped one (ConfigError names a
+        file that is missing or wrong)."""
+        return SamplingPolicy.load(self.settings.label_policy or None)
 
     def embeddings(self, *, required_by: str = "") -> Embeddings | None:
         """The production model's embeddings of stored frames (labeling/sampling/embeddings.py);
@@ -362,7 +367,7 @@ class Bridge:
         Label Studio's annotations (fetched first when `fetch`, by default when Label Studio is
         configured), the frames labelled by review and PASS frames as background images, as
         `policy` says (the shipped policy by default)."""
-        policy = policy or SamplingPolicy.load()
+        policy = policy or self.policy()
         if fetch is None:
             fetch = bool(self.settings.label_studio_url)
         if fetch:

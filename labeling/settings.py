@@ -29,6 +29,10 @@ class LabelSettings(Settings):
     label_webhook_secret: str = Field(
         default="", description="Shared secret Label Studio sends in X-QC-Webhook-Secret; empty "
         "refuses every webhook.")
+    label_policy: str = Field(
+        default="", max_length=4000,
+        description="The sampling policy file (a copy of labeling/sampling/policy.yaml); empty: the shipped "
+        "one. `qc label sample`, `qc label pull` and every `qc loop` turn read it (their --policy wins).")
     label_push_batch: int = Field(default=20, ge=1, le=500, description="Tasks per import request.")
     label_timeout_s: float = Field(default=30.0, gt=0, description="Per request to Label Studio.")
 

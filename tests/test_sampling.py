@@ -403,6 +403,30 @@ def test_the_bridge_samples_with_the_production_models_embeddings_and_says_so_wh
     bridge.db.dispose()
 
 
+def test_a_plants_own_policy_in_qc_label_policy_governs_sampling_and_every_pull(qc_home, tmp_path, monkeypatch):
+    from labeling.bridge import Bridge
+    from labeling.sampling.policy import policy_path
+    from labeling.settings import LabelSettings
+
+    mine = tmp_path / "our-policy.yaml"
+    shipped = yaml.safe_load(policy_path().read_text())
+    mine.write_text(yaml.safe_dump({**shipped, "budget_per_station_day": 1, "strategies": [
+        {"use": "review", "share": 1.0}], "negatives": {"share": 0.5, "seed": 3}}))
+    monkeypatch.setenv("QC_LABEL_POLICY", str(mine))
+    bridge = Bridge(LabelSettings(home=qc_home))
+    store = bridge.records
+    store.add_station("a", rules=RULES)
+    for _ in range(3):
+        add(store, "a", Verdict.REVIEW, 0.3)
+
+    assert bridge.policy().negatives.share == 0.5  # what `qc label pull` and `qc loop` pull with
+    picks = bridge.sample()
+    assert len(picks) == 1 and picks[0].reasons[0]["reason"] == "review"  # its budget, its one line
+    monkeypatch.setenv("QC_LABEL_POLICY", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        Bridge(LabelSettings(home=qc_home)).policy()
+    bridge.db.dispose()
+
 def test_one_loop_turn_at_a_time_and_an_abandoned_one_is_taken_over(db):
     from sqlalchemy import update
 

@@ -62,7 +62,7 @@ def push(
 @app.command("pull")
 def pull(
     policy: Annotated[Path | None, typer.Option(help="Sampling policy YAML: its review_labels and negatives "
-                                                "(default: the shipped one).")] = None,
+                                                "(default: QC_LABEL_POLICY, else the shipped one).")] = None,
 ) -> None:
     """Write what was labelled since the last pull as the next dataset version: Label Studio's
     annotations (fetched when QC_LABEL_STUDIO_URL is set), frames labelled on the review page,
@@ -84,15 +84,16 @@ def status() -> None:
 
 
 def _policy(policy_file: Path | None):
+    """The --policy file, or None: the bridge's own (QC_LABEL_POLICY, else the shipped one)."""
     from labeling.sampling.policy import SamplingPolicy
 
-    return SamplingPolicy.load(policy_file)
+    return SamplingPolicy.load(policy_file) if policy_file else None
 
 
 @app.command("sample")
 def sample_command(
-    policy: Annotated[Path | None,
-                      typer.Option(help="Sampling policy YAML (default: the shipped one, printed).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="Sampling policy YAML (default: QC_LABEL_POLICY, else the shipped one; printed).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run/--queue", help="Only show the picks, or queue them.")] = True,
 ) -> None:
     """What the active-learning sampler would send to labeling, and why each frame."""
@@ -100,7 +101,7 @@ def sample_command(
 
     bridge = _bridge()
     picks = bridge.sample(_policy(policy), queue=not dry_run)
-    typer.echo(f"policy: {policy or policy_path()}", err=True)
+    typer.echo(f"policy: {policy or bridge.settings.label_policy or policy_path()}", err=True)
     for pick in picks:
         typer.echo(json.dumps({"inspection": pick.inspection_id, "station": pick.station, "day": pick.day,
                                "verdict": pick.verdict, "reasons": pick.reasons}))
