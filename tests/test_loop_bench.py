@@ -182,3 +182,31 @@ def test_with_fewer_than_five_seeds_a_goal_is_open_with_the_count_until_it_can_n
     assert "(goal: at least level and steadier): **open: 1 of 5 seeds run**" in two
     lost = section([result("line", s, 0.0) for s in range(2)], images=tmp_path)
     assert "in 0 of 2 seeds (goal: 4 of 5): **not met**" in lost  # 3 seeds left cannot make 4
+
+
+def test_the_negatives_arm_repeats_the_policys_picks_with_a_negatives_share_and_needs_the_policy_and_label_studio():
+    import yaml
+
+    from bench.loop.arms import NEGATIVES_SHARE, check_arms
+
+    shipped = (REPO / "labeling" / "sampling" / "policy.yaml").read_text()
+    assert yaml.safe_load(policy_text(shipped, 25, negatives=NEGATIVES_SHARE))["negatives"]["share"] == 0.1
+    assert check_arms([Arm.NEGATIVES, Arm.RANDOM, Arm.POLICY], oracle="label-studio") == (
+        Arm.POLICY, Arm.RANDOM, Arm.NEGATIVES)  # the policy runs first: the negatives arm repeats its picks
+    with pytest.raises(ValueError, match="with the policy arm"):
+        check_arms([Arm.NEGATIVES], oracle="label-studio")
+    with pytest.raises(ValueError, match="needs Label Studio"):
+        check_arms([Arm.POLICY, Arm.NEGATIVES], oracle="direct")
+
+
+def test_the_section_sets_the_negatives_arm_against_the_policys_same_picks(tmp_path):
+    from bench.loop.summary import section
+
+    seeds = []
+    for s in range(2):
+        one = result("line", s, 0.06)
+        one["turns"] += [{**t, "arm": "negatives", "scores": {**t["scores"], "map50": t["scores"]["map50"] + 0.02}}
+                         for t in one["turns"] if t["arm"] == "policy"]
+        seeds.append(one)
+    body = section(seeds, images=tmp_path)
+    assert "Good frames as negatives" in body and "| 50 | +0.020, +0.020 | +0.020 |" in body

@@ -10,6 +10,11 @@
 - `random`: frames of the pool at random.
 - `flagged`: FAIL and REVIEW frames only, at random among them (what a plant labels when it
   labels what the line flagged); fewer than the budget when fewer are flagged.
+- `negatives` (not run unless named): the policy arm's very picks, each turn, pulled with the
+  policy's `negatives` share at `NEGATIVES_SHARE` (QC_LABEL_POLICY), so the next model also
+  sees PASS frames as background images: paired with `policy`, it measures what good frames
+  as negatives do (issue 22, item 3). Needs the policy arm in the run and Label Studio (the
+  negatives come with `qc loop`'s pull).
 
 Picks are cumulative: a turn never picks a frame an earlier turn of the arm picked. Random
 choices depend on the seed and the turn alone, so every arm of a seed sees the same pool.
@@ -29,9 +34,24 @@ class Arm(enum.StrEnum):
     POLICY = "policy"    # the product's policy (labeling/sampling/policy.yaml)
     RANDOM = "random"
     FLAGGED = "flagged"  # FAIL and REVIEW frames only
+    NEGATIVES = "negatives"  # the policy's picks, pulled with good frames as background images
 
 
-LABELS = {Arm.POLICY: "product's policy", Arm.RANDOM: "random", Arm.FLAGGED: "FAIL and REVIEW only"}
+LABELS = {Arm.POLICY: "product's policy", Arm.RANDOM: "random", Arm.FLAGGED: "FAIL and REVIEW only",
+          Arm.NEGATIVES: "policy + good frames as negatives"}
+DEFAULT_ARMS = (Arm.POLICY, Arm.RANDOM, Arm.FLAGGED)
+NEGATIVES_SHARE = 0.1  # of each version's new images, as policy-cold-start.yaml suggests
+
+
+def check_arms(arms: Iterable[Arm], *, oracle: str) -> tuple[Arm, ...]:
+    """The arms in run order (the policy before the arm that repeats its picks), or ValueError."""
+    chosen = tuple(a for a in Arm if a in set(arms))
+    if Arm.NEGATIVES in chosen and Arm.POLICY not in chosen:
+        raise ValueError("the negatives arm repeats the policy arm's picks: run it with the policy arm")
+    if Arm.NEGATIVES in chosen and oracle == "direct":
+        raise ValueError("the negatives arm needs Label Studio (--oracle label-studio): the good frames come "
+                         "with qc loop's pull, which --oracle direct does not run")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -52,17 +72,20 @@ def increments(budgets: Iterable[int]) -> list[int]:
 
 def choose(arm: Arm, served: list[Served], *, already: set[str], count: int, seed: int, turn: int) -> list[str]:
     """`count` inspection ids for `arm` (random or flagged) not picked before."""
-    if arm is Arm.POLICY:
-        raise ValueError("the policy arm picks through `qc label sample`, not here")
+    if arm in (Arm.POLICY, Arm.NEGATIVES):
+        raise ValueError(f"the {arm} arm picks through `qc label sample`, not here")
     left = [s for s in served if s.inspection_id not in already
             and (arm is Arm.RANDOM or s.verdict in ("FAIL", "REVIEW"))]
     rng = random.Random(f"{seed}-{arm}-{turn}")
     return [s.inspection_id for s in rng.sample(left, min(count, len(left)))]
 
 
-def policy_text(shipped: str, budget: int) -> str:
-    """The shipped policy with `budget` frames per station-day: all the pool is one station's
-    one day, so a turn's picks are at most its budget."""
+def policy_text(shipped: str, budget: int, *, negatives: float | None = None) -> str:
+    """The shipped policy with `budget` frames per station-day (all the pool is one station's
+    one day, so a turn's picks are at most its budget), and with `negatives` as its negatives
+    share when given."""
     policy = yaml.safe_load(shipped)
     policy["budget_per_station_day"] = budget
+    if negatives is not None:
+        policy["negatives"] = {**(policy.get("negatives") or {"seed": 0}), "share": negatives}
     return yaml.safe_dump(policy, sort_keys=False)

@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import DEEPPCB, REPO
-from bench.loop.arms import Arm
+from bench.loop.arms import DEFAULT_ARMS, Arm, check_arms
 from bench.loop.pool import Scenario
 from bench.loop.seed import SeedRun, Sizes
 from bench.loop.summary import section
@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--budgets", type=budgets, default=None,
                         help="labels spent after each turn, cumulative (default 25,50,100; 4,8 with --quick)")
-    parser.add_argument("--arms", default=",".join(Arm), help=f"which arms, of {', '.join(Arm)}")
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                        help=f"which arms, of {', '.join(Arm)} (default: {', '.join(DEFAULT_ARMS)})")
     parser.add_argument("--eval-data", type=Path, default=DEEPPCB / "boards.yaml",
                         help="the scoring set: a data.yaml with a reference (golden) image beside each image "
                         "(default: DeepPCB's boards.yaml, whose val boards are never trained on)")
@@ -102,6 +103,10 @@ def main() -> None:
         arms = tuple(Arm(a) for a in args.arms.split(","))
     except ValueError:
         sys.exit(f"--arms {args.arms}: name arms of {', '.join(Arm)}")
+    try:
+        arms = check_arms(arms, oracle=args.oracle)
+    except ValueError as error:
+        sys.exit(f"--arms {args.arms}: {error}")
     sizes = Sizes.quick(args.budgets or (4, 8)) if args.quick else Sizes(budgets=args.budgets or (25, 50, 100))
     seeds = 0 if args.with_results and args.seeds is None else (args.seeds or (1 if args.quick else 5))
     if seeds and not (DEEPPCB / "boards.yaml").is_file():

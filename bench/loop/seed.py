@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from bench.common import DEEPPCB, REPO
-from bench.loop.arms import Arm, Served, choose, increments, policy_text
+from bench.loop.arms import DEFAULT_ARMS, NEGATIVES_SHARE, Arm, Served, choose, increments, policy_text
 from bench.loop.pool import Drawn, Frame, Scenario, draw
 
 QC = [sys.executable, "-m", "qc"]
@@ -199,12 +199,13 @@ def start_model(work: Path, seed: int, drawn: Drawn, sizes: Sizes) -> tuple[Path
 
 class SeedRun:
     def __init__(self, work: Path, scenario: Scenario, *, seed: int, sizes: Sizes, studio: Any,
-                 eval_data: Path, eval_split: str = "val", arms: tuple[Arm, ...] = tuple(Arm)) -> None:
+                 eval_data: Path, eval_split: str = "val", arms: tuple[Arm, ...] = DEFAULT_ARMS) -> None:
         self.work, self.scenario, self.seed, self.sizes, self.studio = work, scenario, seed, sizes, studio
         self.eval_data, self.eval_split, self.arms = eval_data, eval_split, arms
         self.folder = work / f"seed{seed}" / str(scenario)
         self.home = Home(self.folder / "home", studio)
         self.timings: dict[str, float] = {}
+        self.policy_picks: dict[int, list[str]] = {}  # turn -> the policy arm's picks (the negatives arm's too)
 
     def run(self) -> dict:
         drawn = draw(self.scenario, seed=self.seed, images=training_boards(), template_of=template_of,
@@ -303,9 +304,10 @@ class SeedRun:
         if self.studio is not None and turn == 1:
             self.home.qc("label", "setup", env=env)
         reasons: dict[str, int] = {}
+        shipped = (REPO / "labeling" / "sampling" / "policy.yaml").read_text()
         if arm is Arm.POLICY:
             policy = self.folder / f"policy-{turn}.yaml"
-            policy.write_text(policy_text((REPO / "labeling" / "sampling" / "policy.yaml").read_text(), adds))
+            policy.write_text(policy_text(shipped, adds))
             out = self.home.qc("label", "sample", "--queue", "--policy", str(policy), env=env)
             new = []
             for line in out.splitlines():
@@ -314,8 +316,16 @@ class SeedRun:
                     new.append(pick["inspection"])
                     first = pick["reasons"][0]["reason"] if pick["reasons"] else "chosen"
                     reasons[first] = reasons.get(first, 0) + 1
+            self.policy_picks[turn] = new
             if self.studio is not None:
                 self.home.qc("label", "push", env=env)
+        elif arm is Arm.NEGATIVES:  # the policy's picks again; its pull adds good frames (QC_LABEL_POLICY)
+            policy = self.folder / f"policy-negatives-{turn}.yaml"
+            policy.write_text(policy_text(shipped, adds, negatives=NEGATIVES_SHARE))
+            env["QC_LABEL_POLICY"] = str(policy)
+            new = list(self.policy_picks.get(turn, []))
+            if new:
+                self.home.qc("label", "push", *new, env=env)
         else:
             new = choose(arm, served, already=set(picked), count=adds, seed=self.seed, turn=turn)
             if self.studio is not None and new:

@@ -112,6 +112,15 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
                          f"{cell(randomly).split('± ')[-1]} (goal: at least level and steadier): "
                          + (f"**open: {len(policy)} of 5 seeds run**" if len(policy) < 5
                             else "**met**" if level and steadier else "**not met**"))
+    if "negatives" in arms and "policy" in arms:  # item 3: the same picks, with good frames as negatives
+        rows = []
+        for budget in budgets:
+            deltas = [t["scores"]["map50"] - u["scores"]["map50"] for r in results
+                      if (t := at(r, "negatives", budget)) and (u := at(r, "policy", budget))]
+            rows.append([str(budget), ", ".join(f"{d:+.3f}" for d in deltas),
+                         f"{statistics.fmean(deltas):+.3f}" if deltas else "-"])
+        lines += ["Good frames as negatives: the policy's own picks pulled with them, minus without, mAP50:", "",
+                  table(["labels", "per seed", "mean"], rows), ""]
     area_rows = []
     curves = {}
     for arm in arms:
