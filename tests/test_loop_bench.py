@@ -210,3 +210,14 @@ def test_the_section_sets_the_negatives_arm_against_the_policys_same_picks(tmp_p
         seeds.append(one)
     body = section(seeds, images=tmp_path)
     assert "Good frames as negatives" in body and "| 50 | +0.020, +0.020 | +0.020 |" in body
+
+
+def test_a_turn_with_nothing_new_to_label_shows_no_time_of_its_own(tmp_path):
+    from bench.loop.summary import section
+
+    one = result("line", 0, 0.06)
+    for turn in one["turns"]:
+        if turn["arm"] == "flagged" and turn["budget"] == 100:
+            turn.update(gate="nothing new to label", seconds={"pick and answer": 0.1, "qc loop": 0.0})
+    body = section([one], images=tmp_path)
+    assert "| 100 | FAIL and REVIEW only | - | - | no turn: nothing new to label |" in body

@@ -142,7 +142,10 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
     time_rows = []
     for budget in budgets:
         for arm in arms:
-            turns = [t for r in results if (t := at(r, arm, budget))]
+            turns = [t for r in results if (t := at(r, arm, budget)) and t["gate"] != "nothing new to label"]
+            if not turns:  # the arm had nothing left to label (flagged frames run out): no turn ran
+                time_rows.append([str(budget), LABELS[Arm(arm)], "-", "-", "no turn: nothing new to label"])
+                continue
             loop_s = [t["seconds"]["qc loop"] for t in turns]
             whole = [sum(t["seconds"].values()) - t["seconds"].get("scoring", 0) for t in turns]
             time_rows.append([str(budget), LABELS[Arm(arm)], f"{statistics.fmean(loop_s) / 60:.1f}",
