@@ -31,6 +31,10 @@ def cell(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.3f}{spread}"
 
 
+def sd(values: Sequence[float]) -> str:
+    return f"{statistics.stdev(values):.3f}" if len(values) > 1 else "- (one seed)"
+
+
 def curve(result: dict, arm: str, metric: str = "map50") -> list[tuple[float, float]]:
     """One seed's (labels spent, score) for `arm`, from the start model at 0 labels."""
     return [(0.0, result["start"][metric])] + [(float(t["spent"]), t["scores"][metric])
@@ -108,8 +112,8 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
             level = statistics.fmean(policy) >= statistics.fmean(randomly)
             steadier = len(policy) > 1 and statistics.stdev(policy) <= statistics.stdev(randomly)
             goals.append(f"{scenario}, budget {budget}: policy mean {statistics.fmean(policy):.3f} against random "
-                         f"{statistics.fmean(randomly):.3f}, sd {cell(policy).split('± ')[-1]} against "
-                         f"{cell(randomly).split('± ')[-1]} (goal: at least level and steadier): "
+                         f"{statistics.fmean(randomly):.3f}, sd {sd(policy)} against {sd(randomly)} "
+                         "(goal: at least level and steadier): "
                          + (f"**open: {len(policy)} of 5 seeds run**" if len(policy) < 5
                             else "**met**" if level and steadier else "**not met**"))
     if "negatives" in arms and "policy" in arms:  # item 3: the same picks, with good frames as negatives
