@@ -274,6 +274,25 @@ def test_the_sampler_picks_anomaly_frames_first_strongest_first():
     assert strategy.found(candidate(("scratch", 0.9))) is None
 
 
+def test_the_shipped_policy_samples_under_a_good_only_model_without_embeddings_anomaly_frames_first(
+        goodonly_service, part_model, caplog):
+    from inspection.errors import ModelError
+    from labeling.bridge import Bridge
+    from labeling.sampling.embeddings import DetectorEmbeddings
+    from labeling.settings import LabelSettings
+
+    with pytest.raises(ModelError, match="good-only model: it has no learned features"):
+        DetectorEmbeddings(part_model, None)
+    service = goodonly_service
+    station = service.add_station()
+    flagged = service.inspect(station, encode(defective(5)), kind="png").json()
+    bridge = Bridge(LabelSettings(home=service.settings.home), db=service.state.db)
+    with caplog.at_level("WARNING", logger="labeling.bridge"):
+        picks = bridge.sample()  # the shipped policy: its embedding lines pass their share on
+    assert "no learned features" in caplog.text
+    first = {p.inspection_id: p.reasons[0]["reason"] for p in picks}
+    assert first[flagged["id"]] == "anomaly"
+
 def test_label_studio_gets_the_parts_real_classes_while_a_good_only_model_is_in_production(part_model, tmp_path):
     from inspection.errors import ConfigError
     from inspection.models.card import model_card

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from inspection.detect.detector import Detector
+from inspection.detect.goodonly import is_goodonly_file
 from inspection.detect.preprocess import to_tensor
 from inspection.detect.reference import fit_reference
 from inspection.errors import ModelError, NotFound
@@ -62,6 +63,9 @@ class DetectorEmbeddings:
         import onnxruntime as ort
 
         self.path = Path(model_path)
+        if is_goodonly_file(self.path):
+            raise ModelError(f"{self.path} is a good-only model: it has no learned features to embed frames with; "
+                             "the set-level lines pick nothing until a supervised model is in production")
         self.images = images  # an image store: read(sha, format) -> bytes
         self.references = references
         self.detector = Detector(self.path, providers=["cpu"], threads=threads, warmup=False)
