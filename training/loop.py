@@ -313,6 +313,8 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
     store, images = RecordStore(db), open_image_store(settings)
     references = StationReferences(db)
     models = {v: Detector(registry.get(name, v).model_path, providers=["cpu"]) for v in (before, after)}
+    with_reference = any(detector.needs_reference for detector in models.values())
+    goldens: dict[tuple[str, int], Any] = {}
     changed = []
     for inspection_id in inspection_ids:
         try:
@@ -321,12 +323,16 @@ def _changed_verdicts(settings, db, registry, name, before, after, inspection_id
                 continue
             data = images.read(record.image_sha256, record.image_format)
             # A reference model judges the frame against the golden part it was judged against
-            # then; a frame judged without one cannot be judged again by such a model.
-            golden = (references.grey_image(record.station_id, record.reference_version, images)
-                      if record.reference_version is not None else None)
+            # then (read once per golden part); a frame judged without one cannot be judged again.
+            golden = None
+            if with_reference and record.reference_version is not None:
+                key = (record.station_id, record.reference_version)
+                if key not in goldens:
+                    goldens[key] = references.grey_image(*key, images)
+                golden = goldens[key]
         except NotFound:
             continue
-        if golden is None and any(detector.needs_reference for detector in models.values()):
+        if with_reference and golden is None:
             continue
         rules = store.station(record.station_id).rules
         verdicts = {}

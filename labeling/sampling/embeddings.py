@@ -106,22 +106,25 @@ class DetectorEmbeddings:
             sha = record.image_sha256
             if sha is None:
                 continue
-            key = sha if not self.detector.needs_reference else f"{sha}:{record.station_id}:{record.reference_version}"
+            golden = None
+            key = sha
+            if self.detector.needs_reference:  # the pair, not the frame: keyed by its golden part too
+                if record.reference_version is None:
+                    continue  # judged without a golden part: nothing to compose it with
+                key = f"{sha}:{record.station_id}:{record.reference_version}"
             if key not in self._cache:
                 try:
-                    golden = self._golden_of(record) if self.detector.needs_reference else None
-                    if self.detector.needs_reference and golden is None:
-                        continue  # judged without a golden part: nothing to compose it with
+                    if self.detector.needs_reference:
+                        golden = self._golden_of(record)
                     self._cache[key] = self.vector(self.images.read(sha, record.image_format), golden)
                 except (NotFound, OSError, ValueError):  # the image gone or unreadable: no embedding
                     continue
             found[record.id] = self._cache[key]
         return found
 
-    def _golden_of(self, record: InspectionRecord) -> np.ndarray | None:
-        """The grey golden part `record` was judged against (None when it had none)."""
-        if record.reference_version is None or self.references is None:
-            return None
+    def _golden_of(self, record: InspectionRecord) -> np.ndarray:
+        """The grey golden part `record` was judged against (read once per golden part)."""
+        assert record.reference_version is not None and self.references is not None  # checked by the caller
         key = (record.station_id, record.reference_version)
         if key not in self._golden:
             self._golden[key] = self.references.grey_image(*key, self.images)
