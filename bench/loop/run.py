@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -171,7 +172,12 @@ class label_studio:  # a context manager, named as one reads in a with statement
         if not (DEFAULT_VENV / "bin" / "label-studio").is_file():
             sys.exit(f"Label Studio is not installed in {DEFAULT_VENV}: python -m labeling.server install "
                      "(or --oracle direct to import the answers without it)")
-        self.server = LabelStudioServer(data_dir=self.work / "label-studio")
+        # A new server each run: its user and token are made at the first start, so a folder
+        # left by an earlier run (--work reused for its start models) would refuse this run's
+        # token. Nothing in it is needed again: each run's answers are in its results.
+        folder = self.work / "label-studio"
+        shutil.rmtree(folder, ignore_errors=True)
+        self.server = LabelStudioServer(data_dir=folder)
         return self.server.__enter__()
 
     def __exit__(self, *exc) -> None:
