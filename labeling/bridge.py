@@ -58,7 +58,7 @@ from labeling import negatives, reviewed
 from labeling.client import LabelStudioUnavailable, Project, Studio
 from labeling.config import check_label_config, label_config
 from labeling.sampling.policy import SamplingPolicy
-from labeling.sampling.sampler import Embeddings, Pick, sample
+from labeling.sampling.sampler import Embeddings, Flips, Pick, sample
 from labeling.sampling.strategies import SetLine
 from labeling.settings import LabelSettings
 from labeling.tasks import task_for
@@ -202,8 +202,10 @@ class Bridge:
         if not policy.review_labels.second_pass:
             exclude |= {r.inspection_id for r in self.reviews.decided() if r.decision in policy.labels_from_review}
         needs = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_embeddings]
+        needs_flips = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_flips]
         embeddings = self.embeddings(required_by=", ".join(needs)) if needs else None
-        picks = sample(self.db, policy, training=training, exclude=exclude, embeddings=embeddings,
+        flips = self.flips(required_by=", ".join(needs_flips)) if needs_flips else None
+        picks = sample(self.db, policy, training=training, exclude=exclude, embeddings=embeddings, flips=flips,
                        class_ap=self.class_ap())
         if queue and picks:
             self.enqueue([p.inspection_id for p in picks], {p.inspection_id: p.reasons for p in picks})
@@ -220,14 +222,27 @@ class Bridge:
         then pick nothing)."""
         from labeling.sampling.embeddings import DetectorEmbeddings
 
+        return self._second_pass(DetectorEmbeddings, "embeddings", required_by)
+
+    def flips(self, *, required_by: str = "") -> Flips | None:
+        """The production model's disagreement with itself on each stored frame and its mirror
+        (labeling/sampling/flips.py); None without a production model, as `embeddings`."""
+        from labeling.sampling.flips import FlipConsistency
+
+        return self._second_pass(FlipConsistency, "passes over each frame and its mirror", required_by)
+
+    def _second_pass(self, make: Any, what: str, required_by: str) -> Any:
+        """`make(production model file, images, references=...)`, or None when there is no
+        production model or it cannot make one (a good-only model): said with a warning naming
+        the lines in `required_by`, which then pick nothing and pass their share on."""
+        from inspection.store.references import StationReferences
+
         try:
             entry = self.registry.production(self.settings.model_name)
-            from inspection.store.references import StationReferences
-
-            return DetectorEmbeddings(entry.model_path, self.images, references=StationReferences(self.records.db))
+            return make(entry.model_path, self.images, references=StationReferences(self.records.db))
         except (NotFound, ModelError) as error:
-            if required_by:  # the lines pick nothing and pass their share on (the sampler says so too)
-                log.warning("strategy %s needs the production model's embeddings: %s", required_by, error)
+            if required_by:  # the sampler says so too
+                log.warning("strategy %s needs the production model's %s: %s", required_by, what, error)
             return None
 
     def class_ap(self) -> dict[str, float]:

@@ -279,10 +279,13 @@ def test_the_shipped_policy_samples_under_a_good_only_model_without_embeddings_a
     from inspection.errors import ModelError
     from labeling.bridge import Bridge
     from labeling.sampling.embeddings import DetectorEmbeddings
+    from labeling.sampling.flips import FlipConsistency
     from labeling.settings import LabelSettings
 
     with pytest.raises(ModelError, match="good-only model: it has no learned features"):
         DetectorEmbeddings(part_model, None)
+    with pytest.raises(ModelError, match=r"good-only model: .* its mirror says nothing"):
+        FlipConsistency(part_model, None)
     service = goodonly_service
     station = service.add_station()
     flagged = service.inspect(station, encode(defective(5)), kind="png").json()

@@ -46,10 +46,10 @@ import numpy as np
 from inspection.detect.detector import Detector
 from inspection.detect.goodonly import is_goodonly_file
 from inspection.detect.preprocess import to_tensor
-from inspection.detect.reference import fit_reference
 from inspection.errors import ModelError, NotFound
 from inspection.store.records import InspectionRecord
 from inspection.store.references import StationReferences
+from labeling.sampling.frames import StoredFrames
 
 POOLED = "qc_pooled_neck_features"
 
@@ -66,13 +66,8 @@ class DetectorEmbeddings:
         if is_goodonly_file(self.path):
             raise ModelError(f"{self.path} is a good-only model: it has no learned features to embed frames with; "
                              "the set-level lines pick nothing until a supervised model is in production")
-        self.images = images  # an image store: read(sha, format) -> bytes
-        self.references = references
         self.detector = Detector(self.path, providers=["cpu"], threads=threads, warmup=False)
-        if self.detector.needs_reference and references is None:
-            raise ModelError(f"{self.path} is a reference model (it judges each frame against a golden part): "
-                             "give the stations' references (StationReferences) to embed its frames")
-        self._golden: dict[tuple[str, int], np.ndarray] = {}
+        self.frames = StoredFrames(self.detector, images, references=references)
         model = onnx.load(str(self.path))
         feature = head_input(model, self._blank(), threads=threads)
         self.feature = feature
@@ -87,12 +82,11 @@ class DetectorEmbeddings:
         prepared, _ = self.detector.prepare(np.full((h, w, 3), 114, np.uint8))
         return to_tensor([prepared], dtype=self.detector.input_dtype)
 
-    def vector(self, data: bytes, golden: np.ndarray | None = None) -> np.ndarray:
-        """The unit-length embedding of one encoded frame (judged against `golden`, the grey
-        golden part, for a reference model)."""
-        image, size = self.detector.load_bytes(data)
+    def vector(self, image: np.ndarray, size: tuple[int, int], golden: np.ndarray | None = None) -> np.ndarray:
+        """The unit-length embedding of one decoded frame of original (width, height) `size`
+        (judged against `golden`, the grey golden part fitted to it, for a reference model)."""
         if golden is not None:
-            image, _ = self.detector.reference_input(image, fit_reference(golden, image.shape[:2]))
+            image, _ = self.detector.reference_input(image, golden)
         prepared, _ = self.detector.prepare(image, original_size=size)
         batch = to_tensor([prepared], dtype=self.detector.input_dtype)
         [pooled] = self.session.run([POOLED], {self.detector.input_name: batch})
@@ -103,32 +97,16 @@ class DetectorEmbeddings:
     def vectors(self, records: Sequence[InspectionRecord]) -> dict[str, np.ndarray]:
         found = {}
         for record in records:
-            sha = record.image_sha256
-            if sha is None:
-                continue
-            golden = None
-            key = sha
-            if self.detector.needs_reference:  # the pair, not the frame: keyed by its golden part too
-                if record.reference_version is None:
-                    continue  # judged without a golden part: nothing to compose it with
-                key = f"{sha}:{record.station_id}:{record.reference_version}"
+            key = self.frames.key(record)  # a reference model's pair is keyed by its golden part too
+            if key is None:
+                continue  # no image, or judged without a golden part: nothing to embed
             if key not in self._cache:
                 try:
-                    if self.detector.needs_reference:
-                        golden = self._golden_of(record)
-                    self._cache[key] = self.vector(self.images.read(sha, record.image_format), golden)
+                    self._cache[key] = self.vector(*self.frames.load(record))
                 except (NotFound, OSError, ValueError):  # the image gone or unreadable: no embedding
                     continue
             found[record.id] = self._cache[key]
         return found
-
-    def _golden_of(self, record: InspectionRecord) -> np.ndarray:
-        """The grey golden part `record` was judged against (read once per golden part)."""
-        assert record.reference_version is not None and self.references is not None  # checked by the caller
-        key = (record.station_id, record.reference_version)
-        if key not in self._golden:
-            self._golden[key] = self.references.grey_image(*key, self.images)
-        return self._golden[key]
 
 
 def head_input(model: Any, blank: np.ndarray, *, threads: int = 1) -> str:

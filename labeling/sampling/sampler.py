@@ -17,12 +17,13 @@ why a frame is worth labelling; each has a share of the budget reserved for it, 
 policy's order of priority (an unused share passes on), and what is left of the budget goes
 to any candidate by the same priority (random_pass excepted: `takes_leftover`).
 
-Set-level strategies (`SetLine`: typical_diverse, uncertain_diverse, class_quota) take their
-share in the same order of priority, choosing among the station-day's whole candidate set
-(every frame with a stored image, with or without a reason of its own) and knowing what the
-lines above them picked. Those that need the detector's embeddings get them from
-`embeddings` (labeling/sampling/embeddings.py), computed per station-day and only when such a
-line is in the policy.
+Set-level strategies (`SetLine`: typical_diverse, uncertain_diverse, class_quota,
+flip_disagreement) take their share in the same order of priority, choosing among the
+station-day's whole candidate set (every frame with a stored image, with or without a reason
+of its own) and knowing what the lines above them picked. Those that need the detector's embeddings get them from
+`embeddings` (labeling/sampling/embeddings.py), and flip_disagreement gets each frame's
+disagreement with its mirror from `flips` (labeling/sampling/flips.py): each computed per
+station-day and only when such a line is in the policy.
 
 A pick records every reason that applies (with its figures: margin, class, share), not only
 the one that won it its place. Deterministic: same records, same policy, same picks. Records
@@ -72,6 +73,14 @@ class Embeddings(Protocol):
         ...
 
 
+class Flips(Protocol):
+    """Where flip_disagreement gets each frame's disagreement with its mirror (labeling/sampling/flips.py)."""
+
+    def scores(self, records: Sequence[InspectionRecord]) -> dict[str, tuple[float, dict[str, Any]]]:
+        """One (score, figures) per inspection id; a frame whose image cannot be read is left out."""
+        ...
+
+
 @dataclass(frozen=True)
 class Pick:
     inspection_id: str
@@ -97,22 +106,25 @@ _Reasons = dict[str, Found]
 
 
 def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = None, exclude: Iterable[str] = (),
-           now: datetime | None = None, embeddings: Embeddings | None = None,
+           now: datetime | None = None, embeddings: Embeddings | None = None, flips: Flips | None = None,
            class_ap: Mapping[str, float] | None = None) -> list[Pick]:
     """The frames to label now under `policy`; `training` is the DatasetVersion the model
     learnt from (for rare classes; None: no class counts as rare); `exclude` the inspections
     already sent; `embeddings` the detector's features (needed by typical_diverse and
-    uncertain_diverse); `class_ap` the production model's AP50 per class on its holdout
+    uncertain_diverse); `flips` each frame's disagreement with its mirror (needed by
+    flip_disagreement); `class_ap` the production model's AP50 per class on its holdout
     (uncertain_diverse's class weakness)."""
     now = now or utcnow()
     excluded = set(exclude)
     needing = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_embeddings]
-    if needing and embeddings is None:
-        # Loud, not fatal: the shipped policy lists these lines, and a station sampled before any
-        # model is promoted still gets its frames from the other lines (the share passes on).
-        log.warning("strategy %s picks nothing without the detector's embeddings of each frame: sample with "
-                    "a production model (qc models promote), or leave the line out of the policy",
-                    ", ".join(needing))
+    needing_flips = [s.name for s in policy.strategies if isinstance(s, SetLine) and s.needs_flips]
+    # Loud, not fatal: the shipped policy lists these lines, and a station sampled before any
+    # model is promoted still gets its frames from the other lines (the share passes on).
+    for names, given, what in ((needing, embeddings, "the detector's embeddings of each frame"),
+                               (needing_flips, flips, "the detector's passes over each frame and its mirror")):
+        if names and given is None:
+            log.warning("strategy %s picks nothing without %s: sample with a production model "
+                        "(qc models promote), or leave the line out of the policy", ", ".join(names), what)
     set_level = any(isinstance(s, SetLine) for s in policy.strategies)
     store, reviews = RecordStore(db), ReviewStore(db)
     shares = (class_shares((training.label_text(e) for e in training.entries), training.names)
@@ -133,13 +145,16 @@ def sample(db: Database, policy: SamplingPolicy, *, training: Training | None = 
         if reasons or set_level:  # a set-level strategy chooses among every frame, reason or not
             groups[(record.station_id, record.created_at.date().isoformat())].append((candidate, reasons))
     picks = []
-    for (station, day), group in sorted(groups.items()):
-        if needing and embeddings is not None:  # per station-day: only the frames this run may pick
+    for (station, day), frames in sorted(groups.items()):
+        # Per station-day: only the frames this run may pick get the second passes.
+        group = frames
+        if needing and embeddings is not None:
             vectors = embeddings.vectors([c.record for c, _ in group])
-            picks += _fill(station, day, [(dataclasses.replace(c, embedding=vectors.get(c.id)), r) for c, r in group],
-                           policy)
-        else:
-            picks += _fill(station, day, group, policy)
+            group = [(dataclasses.replace(c, embedding=vectors.get(c.id)), r) for c, r in group]
+        if needing_flips and flips is not None:
+            mirrored = flips.scores([c.record for c, _ in group])
+            group = [(dataclasses.replace(c, flip=mirrored.get(c.id)), r) for c, r in group]
+        picks += _fill(station, day, group, policy)
     return picks
 
 

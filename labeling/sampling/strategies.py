@@ -45,6 +45,10 @@ each frame with the detector's own embedding (labeling/sampling/embeddings.py):
   of the budget (at least one frame), rarest classes first, the frames closest to their
   class's thresholds first: rare defect classes are not starved by frequent ones. Listed
   first it guarantees the minimum; later, it tops up what the lines before it left short.
+- flip_disagreement (after CALD, Yu et al. 2022): the frames on which the production detector
+  disagrees most with itself on the frame's mirror image (flips.py says how it is scored),
+  at least `min_disagreement`. Offered, not shipped in policy.yaml: not yet measured by
+  bench/loop against random picks.
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ class Candidate:
     """A frame as the strategies see it: its record, its station's current rules, its latest
     review, its shadow results, the share of each class in the training boxes (empty when
     the training data is unknown), the production model's AP50 per class on its holdout
-    (empty when unknown), and the frame's embedding (set only for set-level strategies that
-    need one; None when its image could not be read)."""
+    (empty when unknown), and the frame's embedding and mirror disagreement (each set only for
+    set-level strategies that need it; None when its image could not be read)."""
 
     record: InspectionRecord
     rules: StationRules
@@ -80,6 +84,9 @@ class Candidate:
     training_shares: dict[str, float] = field(default_factory=dict)
     class_ap: Mapping[str, float] = field(default_factory=dict)
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The frame's disagreement with its mirror image and its figures (flips.py), set only for
+    # flip_disagreement; None when it was not measured.
+    flip: tuple[float, dict[str, Any]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -240,6 +247,7 @@ class SetLine(PolicyLine):
 
     takes_leftover: ClassVar[bool] = False
     needs_embeddings: ClassVar[bool] = False  # the sampler computes them only when a line needs them
+    needs_flips: ClassVar[bool] = False  # likewise the frames' disagreement with their mirror image
 
     def found(self, candidate: Candidate) -> Found | None:
         return None  # no reason of its own per frame: its picks carry their figures from `choose`
@@ -355,6 +363,18 @@ class ClassQuota(SetLine):
         return picks
 
 
+class FlipDisagreement(SetLine):
+    name: ClassVar[str] = "flip_disagreement"
+    needs_flips: ClassVar[bool] = True
+    min_disagreement: float = Field(ge=0, le=1)  # a frame the two passes disagree on less is not picked
+
+    def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
+        scored = [c for c in pool if c.flip is not None and c.flip[0] > 0 and c.flip[0] >= self.min_disagreement]
+        scored.sort(key=lambda c: (-c.flip[0], c.id))  # type: ignore[index]  # kept only with a flip
+        return [(c, Found({"disagreement": round(c.flip[0], 4), **c.flip[1]}, rank=-c.flip[0]))  # type: ignore[index]
+                for c in scored[:max(limit, 0)]]
+
+
 def _margin(candidate: Candidate, cls: str) -> float:
     """How close the class's closest box is to the class's fail or review threshold."""
     rule = candidate.rules.for_class(cls)
@@ -369,5 +389,6 @@ def draw(seed: int, inspection_id: str) -> float:
 
 
 SHIPPED: tuple[type[PolicyLine], ...] = (Anomaly, ReviewerDisagreement, ShadowDisagreement, ReviewBand, LowMargin,
-                                        RareClass, RandomPass, TypicalDiverse, UncertainDiverse, ClassQuota)
+                                        RareClass, RandomPass, TypicalDiverse, UncertainDiverse, ClassQuota,
+                                        FlipDisagreement)
 """The strategies a policy names by their `name` alone; any other by "module:ClassName"."""
