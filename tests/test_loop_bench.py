@@ -221,3 +221,35 @@ def test_a_turn_with_nothing_new_to_label_shows_no_time_of_its_own(tmp_path):
             turn.update(gate="nothing new to label", seconds={"pick and answer": 0.1, "qc loop": 0.0})
     body = section([one], images=tmp_path)
     assert "| 100 | FAIL and REVIEW only | - | - | no turn: nothing new to label |" in body
+
+
+def test_the_flip_arm_is_the_shipped_policy_with_a_flip_disagreement_line_taking_uncertain_diverses_share():
+    import yaml
+
+    from bench.loop.arms import FLIP_LINE
+    from labeling.sampling.policy import SamplingPolicy
+
+    shipped = yaml.safe_load((REPO / "labeling" / "sampling" / "policy.yaml").read_text())
+    flipped = yaml.safe_load(policy_text(yaml.safe_dump(shipped), 25, flip=True))
+    uses = [line["use"] for line in flipped["strategies"]]
+    where = uses.index("flip_disagreement")
+    assert uses[where + 1] == "uncertain_diverse" and flipped["strategies"][where] == FLIP_LINE
+    assert sum(line["share"] for line in flipped["strategies"]) == pytest.approx(
+        sum(line["share"] for line in shipped["strategies"]))  # a share moved, none added
+    SamplingPolicy.model_validate(flipped)  # a policy the product accepts
+    without = {**shipped, "strategies": [line for line in shipped["strategies"] if line["use"] != "uncertain_diverse"]}
+    with pytest.raises(ValueError, match="FLIP_LINE"):
+        policy_text(yaml.safe_dump(without), 25, flip=True)
+    with pytest.raises(ValueError, match="qc label sample"):
+        choose(Arm.FLIP, [], already=set(), count=1, seed=0, turn=1)
+
+
+def test_the_section_sets_the_flip_arm_against_the_shipped_policy(tmp_path):
+    from bench.loop.summary import section
+
+    one = result("defective", 0, 0.01)
+    one["turns"] += [{**t, "arm": "flip", "scores": {**t["scores"], "map50": t["scores"]["map50"] - 0.03}}
+                     for t in one["turns"] if t["arm"] == "policy"]
+    body = section([one], images=tmp_path)
+    assert "Mirror disagreement (after CALD)" in body and "| 25 | -0.030 | -0.030 |" in body
+    assert "policy + mirror disagreement" in body  # its own curve and area

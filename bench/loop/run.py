@@ -11,7 +11,8 @@ good parts) and on the all-defective pool, over paired seeds and budgets of labe
 Per seed and scenario (bench/loop/seed.py): the start model (the reference recipe on the
 seed's labelled start boards, trained once per seed), the pool (bench/loop/pool.py) judged by
 `qc serve` with each part's golden image, then for every arm (bench/loop/arms.py: the policy
-shipped in labeling/sampling/policy.yaml, random, FAIL/REVIEW only) one `qc loop` turn per
+shipped in labeling/sampling/policy.yaml, random, FAIL/REVIEW only; `negatives` and `flip`,
+which change one thing of the policy, when named in --arms) one `qc loop` turn per
 budget (cumulative: 25, then 50, then 100 labels), answered from the ground truth through
 Label Studio's API, each candidate scored by `qc eval` on `--eval-data` (default
 `boards.yaml` val: three boards never trained on). Each seed's result is written to

@@ -305,9 +305,9 @@ class SeedRun:
             self.home.qc("label", "setup", env=env)
         reasons: dict[str, int] = {}
         shipped = (REPO / "labeling" / "sampling" / "policy.yaml").read_text()
-        if arm is Arm.POLICY:
-            policy = self.folder / f"policy-{turn}.yaml"
-            policy.write_text(policy_text(shipped, adds))
+        if arm in (Arm.POLICY, Arm.FLIP):
+            policy = self.folder / (f"policy-{turn}.yaml" if arm is Arm.POLICY else f"policy-{arm}-{turn}.yaml")
+            policy.write_text(policy_text(shipped, adds, flip=arm is Arm.FLIP))
             out = self.home.qc("label", "sample", "--queue", "--policy", str(policy), env=env)
             new = []
             for line in out.splitlines():
@@ -316,7 +316,8 @@ class SeedRun:
                     new.append(pick["inspection"])
                     first = pick["reasons"][0]["reason"] if pick["reasons"] else "chosen"
                     reasons[first] = reasons.get(first, 0) + 1
-            self.policy_picks[turn] = new
+            if arm is Arm.POLICY:
+                self.policy_picks[turn] = new
             if self.studio is not None:
                 self.home.qc("label", "push", env=env)
         elif arm is Arm.NEGATIVES:  # the policy's picks again; its pull adds good frames (QC_LABEL_POLICY)

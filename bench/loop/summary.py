@@ -116,15 +116,20 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
                          "(goal: at least level and steadier): "
                          + (f"**open: {len(policy)} of 5 seeds run**" if len(policy) < 5
                             else "**met**" if level and steadier else "**not met**"))
-    if "negatives" in arms and "policy" in arms:  # item 3: the same picks, with good frames as negatives
+    against_policy = {  # arms that change one thing of the policy arm, seed by seed
+        "negatives": "Good frames as negatives: the policy's own picks pulled with them, minus without, mAP50:",
+        "flip": "Mirror disagreement (after CALD): the policy with a flip_disagreement line, minus the shipped "
+                "policy, mAP50:"}
+    for arm, title in against_policy.items():
+        if arm not in arms or "policy" not in arms:
+            continue
         rows = []
         for budget in budgets:
             deltas = [t["scores"]["map50"] - u["scores"]["map50"] for r in results
-                      if (t := at(r, "negatives", budget)) and (u := at(r, "policy", budget))]
+                      if (t := at(r, arm, budget)) and (u := at(r, "policy", budget))]
             rows.append([str(budget), ", ".join(f"{d:+.3f}" for d in deltas),
                          f"{statistics.fmean(deltas):+.3f}" if deltas else "-"])
-        lines += ["Good frames as negatives: the policy's own picks pulled with them, minus without, mAP50:", "",
-                  table(["labels", "per seed", "mean"], rows), ""]
+        lines += [title, "", table(["labels", "per seed", "mean"], rows), ""]
     area_rows = []
     curves = {}
     for arm in arms:
