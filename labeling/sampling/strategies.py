@@ -369,10 +369,11 @@ class FlipDisagreement(SetLine):
     min_disagreement: float = Field(ge=0, le=1)  # a frame the two passes disagree on less is not picked
 
     def choose(self, pool: Sequence[Candidate], limit: int, selection: Selection) -> list[tuple[Candidate, Found]]:
-        scored = [c for c in pool if c.flip is not None and c.flip[0] > 0 and c.flip[0] >= self.min_disagreement]
-        scored.sort(key=lambda c: (-c.flip[0], c.id))  # type: ignore[index]  # kept only with a flip
-        return [(c, Found({"disagreement": round(c.flip[0], 4), **c.flip[1]}, rank=-c.flip[0]))  # type: ignore[index]
-                for c in scored[:max(limit, 0)]]
+        scored = [(flip, c) for c in pool
+                  if (flip := c.flip) is not None and flip[0] > 0 and flip[0] >= self.min_disagreement]
+        scored.sort(key=lambda s: (-s[0][0], s[1].id))
+        return [(c, Found({"disagreement": round(score, 4), **detail}, rank=-score))
+                for (score, detail), c in scored[:max(limit, 0)]]
 
 
 def _margin(candidate: Candidate, cls: str) -> float:
