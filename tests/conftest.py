@@ -65,6 +65,32 @@ def qc_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def sampling_bridge(qc_home, monkeypatch):
+    """A labeling bridge over an empty QC_HOME with one station, "a" (fail at 0.5, review from
+    0.25), and no model registered yet: what `qc label sample` runs on."""
+    from inspection.rules import StationRules
+    from labeling.bridge import Bridge
+    from labeling.settings import LabelSettings
+
+    monkeypatch.delenv("QC_MODEL_NAME", raising=False)
+    bridge = Bridge(LabelSettings(home=qc_home))
+    bridge.records.add_station("a", rules=StationRules.model_validate(
+        {"default": {"fail_conf": 0.5, "review_conf": 0.25}}))
+    yield bridge
+    bridge.db.dispose()
+
+
+def promote(model: Path) -> None:
+    """`qc models add MODEL --name default --promote`, as an engineer would."""
+    from typer.testing import CliRunner
+
+    from qc.cli import app
+
+    added = CliRunner().invoke(app, ["models", "add", str(model), "--name", "default", "--promote"])
+    assert added.exit_code == 0, added.output
+
+
+@pytest.fixture
 def settings(qc_home):
     from inspection.settings import Settings
 

@@ -17,6 +17,7 @@ from inspection.rules import StationRules, Verdict
 from inspection.store.database import Database
 from inspection.store.records import InspectionRecord, RecordStore, utcnow
 from labeling.sampling.strategies import Candidate, Found, PolicyLine
+from tests.conftest import promote
 
 RULES = StationRules.model_validate({"default": {"fail_conf": 0.5, "review_conf": 0.25}})
 
@@ -364,18 +365,12 @@ def test_a_reference_models_embedding_is_of_the_frame_composed_with_the_golden_p
     db.dispose()
 
 def test_the_bridge_samples_with_the_production_models_embeddings_and_says_so_when_there_is_none(
-        qc_home, untrained_model, monkeypatch, caplog):
+        sampling_bridge, untrained_model, caplog):
     import cv2
-    from typer.testing import CliRunner
 
-    from labeling.bridge import Bridge
     from labeling.sampling.policy import SamplingPolicy, policy_path
-    from labeling.settings import LabelSettings
-    from qc.cli import app
 
-    monkeypatch.delenv("QC_MODEL_NAME", raising=False)
-    bridge = Bridge(LabelSettings(home=qc_home))
-    bridge.records.add_station("a", rules=RULES)
+    bridge = sampling_bridge
     rng = np.random.default_rng(1)
     for i in range(6):  # two looks of the line: dark and bright parts
         pixels = rng.integers(0, 60, (96, 96, 3), dtype=np.uint8) + (150 if i % 2 else 0)
@@ -391,8 +386,7 @@ def test_the_bridge_samples_with_the_production_models_embeddings_and_says_so_wh
     assert "typical_diverse needs the production model's embeddings" in caplog.text
     assert "typical_diverse" not in {p.reasons[0]["reason"] for p in blind}
 
-    added = CliRunner().invoke(app, ["models", "add", str(untrained_model), "--name", "default", "--promote"])
-    assert added.exit_code == 0, added.output
+    promote(untrained_model)
     picks = bridge.sample(cold)
     # Half the budget of 2 to typical_diverse (the class quota's 0.4 frame passing on to it), and
     # what is left to the REVIEW band; each pick with the reason it won first, then the others.
@@ -400,7 +394,6 @@ def test_the_bridge_samples_with_the_production_models_embeddings_and_says_so_wh
     typical = picks[0].reasons
     assert typical[0]["clusters"] == 1 and typical[0]["cluster_size"] == 6 and typical[0]["typicality"] > 0
     assert typical[1:] == [{"reason": "review", "rule": "r"}]
-    bridge.db.dispose()
 
 
 def test_a_plants_own_policy_in_qc_label_policy_governs_sampling_and_every_pull(qc_home, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from inspection.rules import StationRules, Verdict
 from inspection.store.records import InspectionRecord
 from labeling.sampling.flips import disagreement, unmirror
 from labeling.sampling.strategies import Candidate
+from tests.conftest import promote
 
 RULES = StationRules.model_validate({"default": {"fail_conf": 0.5, "review_conf": 0.25}})
 NAMES = {0: "short", 1: "open"}
@@ -166,18 +167,11 @@ def test_a_reference_model_mirrors_the_frame_and_its_golden_part_together(untrai
 
 
 def test_the_bridge_measures_mirrors_with_the_production_model_and_says_so_when_there_is_none(
-        qc_home, untrained_model, monkeypatch, caplog):
-    from typer.testing import CliRunner
-
-    from labeling.bridge import Bridge
+        sampling_bridge, untrained_model, caplog):
     from labeling.sampling.flips import FlipConsistency
     from labeling.sampling.policy import SamplingPolicy
-    from labeling.settings import LabelSettings
-    from qc.cli import app
 
-    monkeypatch.delenv("QC_MODEL_NAME", raising=False)
-    bridge = Bridge(LabelSettings(home=qc_home))
-    bridge.records.add_station("a", rules=RULES)
+    bridge = sampling_bridge
     rng = np.random.default_rng(2)
     for verdict in (Verdict.REVIEW, Verdict.PASS, Verdict.PASS):
         record = stored(bridge.images, rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
@@ -191,9 +185,7 @@ def test_the_bridge_measures_mirrors_with_the_production_model_and_says_so_when_
     assert "flip_disagreement picks nothing without the detector's passes" in caplog.text
     assert [p.reasons[0]["reason"] for p in blind] == ["review"]  # its share passed on
 
-    added = CliRunner().invoke(app, ["models", "add", str(untrained_model), "--name", "default", "--promote"])
-    assert added.exit_code == 0, added.output
+    promote(untrained_model)
     assert isinstance(bridge.flips(), FlipConsistency)
     # The untrained detector finds nothing in a frame nor in its mirror: no disagreement to send.
     assert [p.reasons[0]["reason"] for p in bridge.sample(policy)] == ["review"]
-    bridge.db.dispose()
