@@ -20,10 +20,11 @@ to any candidate by the same priority (random_pass excepted: `takes_leftover`).
 Set-level strategies (`SetLine`: typical_diverse, uncertain_diverse, class_quota,
 flip_disagreement) take their share in the same order of priority, choosing among the
 station-day's whole candidate set (every frame with a stored image, with or without a reason
-of its own) and knowing what the lines above them picked. Those that need the detector's embeddings get them from
-`embeddings` (labeling/sampling/embeddings.py), and flip_disagreement gets each frame's
-disagreement with its mirror from `flips` (labeling/sampling/flips.py): each computed per
-station-day and only when such a line is in the policy.
+of its own) and knowing what the lines above them picked. Those that need the detector's
+embeddings get them from `embeddings` (labeling/sampling/embeddings.py), and
+flip_disagreement gets each frame's disagreement with its mirror from `flips`
+(labeling/sampling/flips.py): each computed per station-day, and only when such a line is in
+the policy.
 
 A pick records every reason that applies (with its figures: margin, class, share), not only
 the one that won it its place. Deterministic: same records, same policy, same picks. Records
