@@ -253,3 +253,17 @@ def test_the_section_sets_the_flip_arm_against_the_shipped_policy(tmp_path):
     body = section([one], images=tmp_path)
     assert "Mirror disagreement (after CALD)" in body and "| 25 | -0.030 | -0.030 |" in body
     assert "policy + mirror disagreement" in body  # its own curve and area
+
+
+def test_the_line_says_how_many_defective_frames_each_arm_labelled(tmp_path):
+    from bench.loop.summary import section
+
+    seeds = [result("line", s, 0.02) for s in range(2)]
+    for one in seeds:
+        for turn in one["turns"]:
+            turn["defective"] = {"policy": 20, "random": 1, "flagged": 22}[turn["arm"]] + turn["budget"] // 50
+    body = section(seeds, images=tmp_path)
+    assert "Defective frames among the labels spent (of 30 in each seed's pool; mean, then per seed):" in body
+    assert "| 50 | 21.0 (21, 21) | 2.0 (2, 2) | 23.0 (23, 23) |" in body
+    # Results written before the count (no "defective") and the all-defective pool show no such table.
+    assert "Defective frames among" not in section([result("line", 0, 0.02)], images=tmp_path)

@@ -149,6 +149,12 @@ class Turn:
     seconds: dict
     gate: str
     reasons: dict = field(default_factory=dict)
+    defective: int | None = None  # defective frames among the labels spent so far (None: not counted)
+
+
+def defective_among(picked: Sequence[str], frames: dict[str, tuple[Frame, bytes]]) -> int:
+    """How many of the picked inspections are frames of a defective board."""
+    return sum(not frames[inspection_id][0].good for inspection_id in picked)
 
 
 class Home:
@@ -335,7 +341,7 @@ class SeedRun:
             print(f"{self.scenario} seed {self.seed} {arm}: nothing new to label at {budget}", flush=True)
             return Turn(arm=str(arm), budget=budget, spent=len(picked), scores=before.scores if before else start,
                         seconds={"pick and answer": time.monotonic() - started, "qc loop": 0.0},
-                        gate="nothing new to label", reasons=reasons)
+                        gate="nothing new to label", reasons=reasons, defective=defective_among(picked, frames))
         picked += new
         if self.studio is not None:
             self.answer(env, frames)
@@ -358,7 +364,7 @@ class SeedRun:
         seconds["scoring"] = time.monotonic() - started
         print(f"{self.scenario} seed {self.seed} {arm} {len(picked)} labels: mAP50 {scores['map50']:.3f}", flush=True)
         return Turn(arm=str(arm), budget=budget, spent=len(picked), scores=scores, seconds=seconds,
-                    gate=job["state"], reasons=reasons)
+                    gate=job["state"], reasons=reasons, defective=defective_among(picked, frames))
 
     def answer(self, env: dict, frames: dict[str, tuple[Frame, bytes]]) -> None:
         """Every pushed task answered with the frame's true boxes, as a labeller would."""

@@ -41,6 +41,13 @@ def curve(result: dict, arm: str, metric: str = "map50") -> list[tuple[float, fl
                                                for t in result["turns"] if t["arm"] == arm]
 
 
+def cell_counts(counts: Sequence[int]) -> str:
+    """'21.0 (21, 21, 21)': the mean, then each seed's count; '-' with none."""
+    if not counts:
+        return "-"
+    return f"{statistics.fmean(counts):.1f} ({', '.join(map(str, counts))})"
+
+
 def at(result: dict, arm: str, budget: int) -> dict | None:
     return next((t for t in result["turns"] if t["arm"] == arm and t["budget"] == budget), None)
 
@@ -141,6 +148,13 @@ def scenario_part(results: Sequence[dict], *, images: Path, link: str, quick: bo
         area_rows.append([LABELS[Arm(arm)], cell([area(c, until=budgets[-1]) for c in per_seed]),
                           cell([area(curve(r, arm, "fscore"), until=budgets[-1]) for r in results]),
                           " / ".join("no gain" if math.isinf(p) else f"{p:.1f}" for p in per_point)])
+    counted = [t for r in results for t in r["turns"] if t.get("defective") is not None]
+    if counted and pool["defective"] < pool["frames"]:  # where picking the defective frames is the question
+        rows = [[str(budget), *(cell_counts([t["defective"] for r in results
+                                             if (t := at(r, arm, budget)) and t.get("defective") is not None])
+                                for arm in arms)] for budget in budgets]
+        lines += [(f"Defective frames among the labels spent (of {pool['defective']} in each seed's pool; mean, "
+                   "then per seed):"), "", table(["labels", *(LABELS[Arm(a)] for a in arms)], rows), ""]
     lines += [(f"Area under each curve (the mean score over 0-{budgets[-1]} labels, start model at 0), and labels "
                "spent per point (0.01) of mAP50 gained over the start model at each budget:"), "",
               table(["arm", "area, mAP50", "area, F", "labels per point of mAP50 (" + " / ".join(map(str, budgets))
