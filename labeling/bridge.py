@@ -36,11 +36,11 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from inspection.data import versions
 from inspection.data.formats import LabelledImage, Problem, labelstudio
@@ -64,6 +64,7 @@ from labeling.settings import LabelSettings
 from labeling.tasks import task_for
 
 log = logging.getLogger(__name__)
+SecondPass = TypeVar("SecondPass")  # what a second pass over stored frames makes: embeddings or mirror scores
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Bridge:
 
         return self._second_pass(FlipConsistency, "passes over each frame and its mirror", required_by)
 
-    def _second_pass(self, make: Any, what: str, required_by: str) -> Any:
+    def _second_pass(self, make: Callable[..., SecondPass], what: str, required_by: str) -> SecondPass | None:
         """`make(production model file, images, references=...)`, or None when there is no
         production model or it cannot make one (a good-only model): said with a warning naming
         the lines in `required_by`, which then pick nothing and pass their share on."""
